@@ -1,0 +1,81 @@
+//! The shared state every request handler sees, built once at start-up.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::Config;
+use crate::response::Body;
+use crate::security::{KeyedLimit, SecurityHeaders};
+use crate::store::Store;
+use crate::www::Www;
+
+/// Answers ACME HTTP-01 challenges: the key authorization for a token, if one is pending.
+pub type Http01Responder = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub headers: SecurityHeaders,
+    pub www: Www,
+    /// The local root CA in PEM, served at `/ca.crt` so devices can trust it once.
+    pub ca_pem: Option<Bytes>,
+    pub ip_limit: KeyedLimit<IpAddr>,
+    pub login_ip_limit: KeyedLimit<IpAddr>,
+    pub login_account_limit: KeyedLimit<String>,
+    pub decoy_hash: String,
+    pub upstream: UpstreamClient,
+    pub http01: Option<Http01Responder>,
+}
+
+/// Facts about one request that handlers need besides the request itself.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub client_ip: IpAddr,
+}
+
+impl App {
+    pub fn new(config: Config, store: Store, ca_pem: Option<Bytes>) -> Arc<App> {
+        let www = Www::new(config.www.clone());
+        let l = &config.limits;
+        let a = &config.auth;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let upstream = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Arc::new(App {
+            headers: SecurityHeaders::new(config.hsts_max_age),
+            ip_limit: KeyedLimit::new(
+                l.requests_per_second_per_ip,
+                Duration::from_secs(1),
+                l.request_burst_per_ip,
+            ),
+            login_ip_limit: KeyedLimit::new(
+                a.login_attempts_per_minute_per_ip,
+                Duration::from_secs(60),
+                a.login_attempts_per_minute_per_ip,
+            ),
+            login_account_limit: KeyedLimit::new(
+                a.login_attempts_per_minute_per_account,
+                Duration::from_secs(60),
+                a.login_attempts_per_minute_per_account,
+            ),
+            decoy_hash: crate::auth::users::decoy_hash(),
+            www,
+            ca_pem,
+            upstream,
+            http01: None,
+            store,
+            config,
+        })
+    }
+}

@@ -1,0 +1,500 @@
+//! Who is asking: web sessions behind the `__Host-hermes_session` cookie, the login and logout
+//! forms, the same-origin rule for state-changing requests, and safe `next` redirects.
+//!
+//! Session tokens are 256-bit random values; the database keeps only their SHA-256, so a copy of
+//! the database does not let anyone sign in.
+
+pub mod users;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use hyper::body::Incoming;
+use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use crate::app::{App, Ctx};
+use crate::response::{self, Resp};
+use crate::store::now;
+pub use users::{Role, User};
+
+pub const COOKIE_NAME: &str = "__Host-hermes_session";
+
+/// A new random session token (43 URL-safe characters).
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The session token from the `Cookie` header(s), if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Some((name, val)) = pair.trim().split_once('=') {
+                if name == COOKIE_NAME && !val.is_empty() && val.len() <= 128 {
+                    return Some(val.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The signed-in user for this request's cookie, if the session is valid.
+pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
+    let token = session_cookie(headers)?;
+    let hash = token_hash(&token);
+    let result = app
+        .store
+        .call(move |c| {
+            let now = now();
+            let found = c
+                .query_row(
+                    "SELECT u.id, u.username, u.role, s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+                    params![hash, now],
+                    |r| {
+                        let role: String = r.get(2)?;
+                        Ok((
+                            User {
+                                id: r.get(0)?,
+                                username: r.get(1)?,
+                                role: Role::parse(&role).unwrap_or(Role::User),
+                            },
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            if let Some((_, last_seen)) = &found {
+                if now - last_seen > 60 {
+                    c.execute(
+                        "UPDATE sessions SET last_seen = ?1 WHERE token_hash = ?2",
+                        params![now, hash],
+                    )?;
+                }
+            }
+            Ok(found.map(|(u, _)| u))
+        })
+        .await;
+    match result {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::error!("session lookup failed: {e}");
+            None
+        }
+    }
+}
+
+/// Creates a session row and returns its token.
+pub async fn create_session(
+    app: &App,
+    user_id: i64,
+    lifetime: Duration,
+    ip: IpAddr,
+    user_agent: String,
+) -> Result<String, crate::store::StoreError> {
+    let token = new_token();
+    let hash = token_hash(&token);
+    let secs = lifetime.as_secs() as i64;
+    app.store
+        .call(move |c| {
+            let now = now();
+            c.execute(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen, ip, user_agent)
+                 VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6)",
+                params![hash, user_id, now, now + secs, ip.to_string(), user_agent],
+            )?;
+            // Expired sessions are removed as new ones are made.
+            c.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
+            Ok(())
+        })
+        .await?;
+    Ok(token)
+}
+
+pub fn session_cookie_header(token: &str, max_age: Duration) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{COOKIE_NAME}={token}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        max_age.as_secs()
+    ))
+    .ok()
+}
+
+pub fn clear_cookie_header() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Host-hermes_session=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+    )
+}
+
+/// A `next` target that stays on this site: a path starting with a single `/`, no scheme, no
+/// backslash, no control characters, checked after percent-decoding too. Anything else is `/`.
+pub fn safe_next(raw: &str) -> String {
+    let ok = |s: &str| {
+        s.starts_with('/')
+            && !s.starts_with("//")
+            && !s.contains('\\')
+            && !s.chars().any(|c| c.is_control())
+            && !s.starts_with("/login")
+    };
+    if raw.len() > 2048 || !ok(raw) {
+        return "/".into();
+    }
+    // Decode repeatedly: `%2F%2Fevil.com` and `%252F...` must not become `//evil.com` later.
+    let mut cur = raw.to_string();
+    for _ in 0..3 {
+        let decoded = percent_encoding::percent_decode_str(&cur)
+            .decode_utf8_lossy()
+            .into_owned();
+        if !ok(&decoded) {
+            return "/".into();
+        }
+        if decoded == cur {
+            break;
+        }
+        cur = decoded;
+    }
+    raw.to_string()
+}
+
+/// The host this request was addressed to (`Host` for HTTP/1.1, `:authority` for HTTP/2).
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_ascii_lowercase());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.to_ascii_lowercase())
+}
+
+/// True when a state-changing request comes from this site's own pages.
+pub fn same_origin<B>(req: &Request<B>) -> bool {
+    let headers = req.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        let Some(host) = request_host(req) else {
+            return false;
+        };
+        return origin.eq_ignore_ascii_case(&format!("https://{host}"));
+    }
+    matches!(
+        headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()),
+        Some("same-origin")
+    )
+}
+
+pub fn is_state_changing(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Reads a request body up to `limit` bytes.
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Resp> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(response::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    &format!("The request body is larger than {limit} bytes."),
+                ))
+            } else {
+                Err(response::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "The request body could not be read.",
+                ))
+            }
+        }
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+        || headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"))
+}
+
+#[derive(Default, serde::Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    remember: Option<serde_json::Value>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+fn parse_login(headers: &HeaderMap, body: &[u8]) -> Option<LoginForm> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return serde_json::from_slice(body).ok();
+    }
+    let mut form = LoginForm::default();
+    for (k, v) in form_urlencoded::parse(body) {
+        match &*k {
+            "username" => form.username = v.into_owned(),
+            "password" => form.password = v.into_owned(),
+            "remember" => form.remember = Some(serde_json::Value::String(v.into_owned())),
+            "next" => form.next = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Some(form)
+}
+
+fn remember_set(v: &Option<serde_json::Value>) -> bool {
+    match v {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => matches!(s.as_str(), "on" | "true" | "1" | "yes"),
+        _ => false,
+    }
+}
+
+fn login_redirect(next: &str, error: &str, retry_after: Option<u64>) -> Resp {
+    let mut loc = format!("/login?error={error}");
+    if let Some(s) = retry_after {
+        loc.push_str(&format!("&retry_after={s}"));
+    }
+    if next != "/" {
+        let enc = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC);
+        loc.push_str(&format!("&next={enc}"));
+    }
+    response::redirect(StatusCode::SEE_OTHER, &loc)
+}
+
+/// `POST /login`: checks the password (same answer and about the same time for an unknown user and
+/// a wrong password), limits attempts per IP and per account, records the attempt, sets the cookie.
+pub async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+    let json = wants_json(req.headers());
+    if !same_origin(&req) {
+        return response::error(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "This form can only be sent from this site's own login page.",
+        );
+    }
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(256)
+        .collect::<String>();
+    let headers = req.headers().clone();
+    let body = match read_body(req, 16 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(form) = parse_login(&headers, &body) else {
+        return response::error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "Send username and password as a form or JSON.",
+        );
+    };
+    let next = safe_next(form.next.as_deref().unwrap_or("/"));
+    let limited = |secs: u64| {
+        if json {
+            response::too_many(
+                secs,
+                &format!("Too many sign-in attempts. Try again in {secs} seconds."),
+            )
+        } else {
+            let mut r = login_redirect(&next, "rate_limited", Some(secs));
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            r
+        }
+    };
+    if let Err(secs) = app.login_ip_limit.check(&ctx.client_ip) {
+        return limited(secs);
+    }
+    let username = form.username.trim().to_string();
+    if let Err(secs) = app
+        .login_account_limit
+        .check(&username.to_ascii_lowercase())
+    {
+        return limited(secs);
+    }
+    let lookup_name = username.clone();
+    let found = app
+        .store
+        .call(move |c| users::find_for_login(c, &lookup_name))
+        .await;
+    let found = match found {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("login lookup failed: {e}");
+            return response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "Sign-in is unavailable right now; try again shortly.",
+            );
+        }
+    };
+    let decoy = app.decoy_hash.clone();
+    let password = form.password;
+    let user = tokio::task::spawn_blocking(move || match found {
+        Some((user, hash)) => users::verify_password(&password, &hash).then_some(user),
+        None => {
+            users::verify_password(&password, &decoy);
+            None
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let ip = ctx.client_ip;
+    let audit_name = username.chars().take(64).collect::<String>();
+    let audit_id = user.as_ref().map(|u| u.id);
+    let success = user.is_some();
+    let _ = app
+        .store
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO login_audit (at, username, user_id, ip, success) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now(), audit_name, audit_id, ip.to_string(), success as i64],
+            )
+        })
+        .await;
+    let Some(user) = user else {
+        tracing::info!(user = %username, ip = %ip, "sign-in refused: wrong user name or password");
+        return if json {
+            response::error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "Wrong user name or password.",
+            )
+        } else {
+            login_redirect(&next, "invalid", None)
+        };
+    };
+    let lifetime = if remember_set(&form.remember) {
+        app.config.auth.remember_lifetime
+    } else {
+        app.config.auth.session_lifetime
+    };
+    let token = match create_session(app, user.id, lifetime, ip, user_agent).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("cannot create session: {e}");
+            return response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "Sign-in is unavailable right now; try again shortly.",
+            );
+        }
+    };
+    tracing::info!(user = %user.username, ip = %ip, "signed in");
+    let mut resp = if json {
+        response::json(
+            StatusCode::OK,
+            &serde_json::json!({"ok": true, "next": next}),
+        )
+    } else {
+        response::redirect(StatusCode::SEE_OTHER, &next)
+    };
+    if let Some(v) = session_cookie_header(&token, lifetime) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `POST /logout`: revokes this session and clears the cookie.
+pub async fn logout(app: &App, req: Request<Incoming>) -> Resp {
+    if !same_origin(&req) {
+        return response::error(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "Sign-out must come from this site's own pages.",
+        );
+    }
+    let json = wants_json(req.headers());
+    if let Some(token) = session_cookie(req.headers()) {
+        let hash = token_hash(&token);
+        if let Err(e) = app
+            .store
+            .call(move |c| c.execute("DELETE FROM sessions WHERE token_hash = ?1", params![hash]))
+            .await
+        {
+            tracing::error!("cannot revoke session: {e}");
+        }
+    }
+    let mut resp = if json {
+        let mut r = response::with_body(StatusCode::NO_CONTENT, "application/json", "");
+        *r.body_mut() = response::empty();
+        r
+    } else {
+        response::redirect(StatusCode::SEE_OTHER, "/login")
+    };
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, clear_cookie_header());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_site() {
+        for bad in [
+            "//evil.com",
+            "https://evil.com",
+            "/\\evil.com",
+            "\\\\evil.com",
+            "/%2Fevil.com",
+            "/%252F%252Fevil.com",
+            "%2F%2Fevil.com",
+            "javascript:alert(1)",
+            "/\tevil",
+            "",
+        ] {
+            assert_eq!(safe_next(bad), "/", "{bad}");
+        }
+        assert_eq!(safe_next("/c/123?x=1"), "/c/123?x=1");
+    }
+
+    #[test]
+    fn cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-hermes_session=tok; b=2"),
+        );
+        assert_eq!(session_cookie(&h).as_deref(), Some("tok"));
+    }
+}

@@ -1,0 +1,225 @@
+//! Accounts: argon2id password hashes, roles, and the first-run `admin`.
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use rusqlite::{params, OptionalExtension};
+
+use crate::store::{now, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+}
+
+/// A signed-in person.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("a user named `{0}` already exists")]
+    Exists(String),
+    #[error("no user named `{0}`")]
+    Unknown(String),
+    #[error("user names are 1 to 64 letters, digits, `.`, `_`, `-` or `@`; `{0}` is not")]
+    BadName(String),
+    #[error("passwords must be at least 8 characters")]
+    WeakPassword,
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+pub fn hash_password(password: &str) -> Result<String, UserError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| UserError::Hash(e.to_string()))
+}
+
+/// Checks a password against a stored hash; a malformed hash is a mismatch.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash of a random password, verified against when the user is unknown, so an unknown
+/// name and a wrong password take the same time.
+pub fn decoy_hash() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hash_password(&hex::encode(bytes)).unwrap_or_default()
+}
+
+pub fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub fn create_user(
+    store: &Store,
+    username: &str,
+    password: &str,
+    role: Role,
+) -> Result<User, UserError> {
+    if !valid_username(username) {
+        return Err(UserError::BadName(username.to_string()));
+    }
+    if password.chars().count() < 8 {
+        return Err(UserError::WeakPassword);
+    }
+    let hash = hash_password(password)?;
+    let name = username.to_string();
+    let id = store.call_blocking(|c| {
+        c.execute(
+            "INSERT OR IGNORE INTO users (username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, hash, role.as_str(), now()],
+        )?;
+        Ok(if c.changes() == 0 { None } else { Some(c.last_insert_rowid()) })
+    })?;
+    match id {
+        Some(id) => Ok(User {
+            id,
+            username: username.to_string(),
+            role,
+        }),
+        None => Err(UserError::Exists(username.to_string())),
+    }
+}
+
+pub fn set_password(store: &Store, username: &str, password: &str) -> Result<(), UserError> {
+    if password.chars().count() < 8 {
+        return Err(UserError::WeakPassword);
+    }
+    let hash = hash_password(password)?;
+    let name = username.to_string();
+    let changed = store.call_blocking(|c| {
+        let tx = c.transaction()?;
+        let n = tx.execute(
+            "UPDATE users SET password_hash = ?1 WHERE username = ?2",
+            params![hash, name],
+        )?;
+        // A new password signs every device out.
+        tx.execute(
+            "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
+            params![name],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    })?;
+    if changed == 0 {
+        return Err(UserError::Unknown(username.to_string()));
+    }
+    Ok(())
+}
+
+pub fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
+    let name = username.to_string();
+    let n = store
+        .call_blocking(|c| c.execute("DELETE FROM users WHERE username = ?1", params![name]))?;
+    if n == 0 {
+        return Err(UserError::Unknown(username.to_string()));
+    }
+    Ok(())
+}
+
+pub fn list_users(store: &Store) -> Result<Vec<(User, i64)>, UserError> {
+    Ok(store.call_blocking(|c| {
+        let mut st =
+            c.prepare("SELECT id, username, role, created_at FROM users ORDER BY username")?;
+        let rows = st.query_map([], |r| {
+            let role: String = r.get(2)?;
+            Ok((
+                User {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    role: Role::parse(&role).unwrap_or(Role::User),
+                },
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        rows.collect()
+    })?)
+}
+
+/// The user and their password hash, by name.
+pub fn find_for_login(
+    c: &rusqlite::Connection,
+    username: &str,
+) -> Result<Option<(User, String)>, rusqlite::Error> {
+    c.query_row(
+        "SELECT id, username, role, password_hash FROM users WHERE username = ?1",
+        params![username],
+        |r| {
+            let role: String = r.get(2)?;
+            Ok((
+                User {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    role: Role::parse(&role).unwrap_or(Role::User),
+                },
+                r.get(3)?,
+            ))
+        },
+    )
+    .optional()
+}
+
+/// On a database with no users, creates `admin` with `HERMES_EDGE_ADMIN_PASSWORD` or a random
+/// password, which is returned so it can be printed once.
+pub fn ensure_first_admin(store: &Store) -> Result<Option<(String, bool)>, UserError> {
+    let count: i64 =
+        store.call_blocking(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)))?;
+    if count > 0 {
+        return Ok(None);
+    }
+    let (password, from_env) = match std::env::var("HERMES_EDGE_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, true),
+        _ => (random_password(), false),
+    };
+    create_user(store, "admin", &password, Role::Admin)?;
+    Ok(Some((password, from_env)))
+}

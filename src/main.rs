@@ -1,0 +1,262 @@
+//! hermes-edge: one binary that puts Hermes Agent on the web safely: TLS, login, media, chat.
+//!
+//! `main` only reads the command line and hands over to the module that does the work.
+
+mod app;
+mod auth;
+mod config;
+mod response;
+mod router;
+mod security;
+mod server;
+mod store;
+mod tls;
+mod www;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hermes-edge",
+    version,
+    about = "HTTPS, login and a streaming chat page in front of the Hermes Agent API Server"
+)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage accounts: add, passwd, remove, list.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (asks for the password, or reads it from stdin).
+    Add {
+        name: String,
+        /// `user` (default) or `admin`.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (signs the account out everywhere).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an account with its sessions.
+    Remove { name: String },
+    /// List the accounts.
+    List,
+}
+
+fn read_password(from_stdin: bool) -> Result<String, String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let first = rpassword::prompt_password("New password: ").map_err(|e| {
+        format!("cannot read the password (no terminal? use --password-stdin): {e}")
+    })?;
+    let again = rpassword::prompt_password("Repeat it: ")
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    if first != again {
+        return Err("the two passwords differ; nothing was changed".into());
+    }
+    Ok(first)
+}
+
+fn user_command(config: &config::Config, cmd: UserCommand) -> Result<(), String> {
+    use auth::users;
+    let store = store::Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    match cmd {
+        UserCommand::Add {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let role = users::Role::parse(&role)
+                .ok_or_else(|| format!("`{role}` is not a role; use `user` or `admin`"))?;
+            let password = read_password(password_stdin)?;
+            users::create_user(&store, &name, &password, role).map_err(|e| e.to_string())?;
+            println!("added {} `{name}`", role.as_str());
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            users::set_password(&store, &name, &password).map_err(|e| e.to_string())?;
+            println!("password of `{name}` changed; its sessions were signed out");
+        }
+        UserCommand::Remove { name } => {
+            users::remove_user(&store, &name).map_err(|e| e.to_string())?;
+            println!("removed `{name}`");
+        }
+        UserCommand::List => {
+            for (user, _) in users::list_users(&store).map_err(|e| e.to_string())? {
+                println!("{}\t{}", user.username, user.role.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// Config file (TOML); default config/hermes-edge.toml if it exists.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// HTTPS listen address (default 0.0.0.0:8443, or 0.0.0.0:443 with --domain).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Plain-HTTP redirect listener, ADDR:PORT or `off` (default :80 with --domain, else off).
+    #[arg(long, global = true)]
+    http_listen: Option<String>,
+    /// Directory for the local CA, leaf and ACME cache (default ./certs).
+    #[arg(long, global = true)]
+    certs_dir: Option<PathBuf>,
+    /// Directory for the database (default ./data).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// The Hermes API Server (default http://127.0.0.1:8642).
+    #[arg(long, global = true)]
+    upstream: Option<String>,
+    /// Serve the site's files from this directory instead of the embedded copy.
+    #[arg(long, global = true)]
+    www: Option<PathBuf>,
+    /// Directory served at /media/ (default ./media).
+    #[arg(long, global = true)]
+    media: Option<PathBuf>,
+    /// Use the local CA even when a domain is configured.
+    #[arg(long, global = true)]
+    self_signed: bool,
+    /// PEM certificate chain file (with --key).
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// PEM private key file (with --cert).
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    /// Extra name or IP address for the local-CA certificate (repeatable).
+    #[arg(long, global = true)]
+    san: Vec<String>,
+    /// Domain for an ACME (Let's Encrypt) certificate (repeatable).
+    #[arg(long, global = true)]
+    domain: Vec<String>,
+    /// Contact email for the ACME account.
+    #[arg(long, global = true)]
+    email: Option<String>,
+    /// ACME challenge: tls-alpn-01 (default) or http-01.
+    #[arg(long, global = true)]
+    acme_challenge: Option<String>,
+    /// Use Let's Encrypt's staging directory.
+    #[arg(long, global = true)]
+    acme_staging: bool,
+    /// ACME directory URL of another CA.
+    #[arg(long, global = true)]
+    acme_directory: Option<String>,
+    /// PEM root the ACME client trusts for that directory.
+    #[arg(long, global = true)]
+    acme_ca_root: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> config::CliOverrides {
+        config::CliOverrides {
+            config: self.config.clone(),
+            listen: self.listen.clone(),
+            http_listen: self.http_listen.clone(),
+            certs_dir: self.certs_dir.clone(),
+            data_dir: self.data_dir.clone(),
+            upstream: self.upstream.clone(),
+            www: self.www.clone(),
+            media: self.media.clone(),
+            self_signed: self.self_signed,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            san: self.san.clone(),
+            domains: self.domain.clone(),
+            email: self.email.clone(),
+            acme_challenge: self.acme_challenge.clone(),
+            acme_staging: self.acme_staging,
+            acme_directory: self.acme_directory.clone(),
+            acme_ca_root: self.acme_ca_root.clone(),
+            log_json: self.log_json,
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = cli.serve.overrides();
+    let config = match config::Config::load(&overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hermes-edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hermes-edge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(server::run(config)),
+        Command::User(cmd) => {
+            return match user_command(&config, cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hermes-edge: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hermes-edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

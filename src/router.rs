@@ -1,0 +1,268 @@
+//! Where a request goes. The whole route table is the `route` function below, read top to bottom:
+//! open routes first, then the login gate, then everything that needs a signed-in user.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::{App, Ctx};
+use crate::auth::{self, User};
+use crate::response::{self, Resp};
+use crate::security;
+
+/// The user name a response was served to, for the access log.
+#[derive(Clone)]
+pub struct LogUser(pub String);
+
+/// Entry point for every HTTPS request: rate limit, route, security headers, access log.
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Resp, Infallible> {
+    let started = Instant::now();
+    let client_ip =
+        security::client_ip(peer.ip(), req.headers(), &app.config.limits.trusted_proxies);
+    let ctx = Ctx { client_ip };
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = match app.ip_limit.check(&client_ip) {
+        Ok(()) => route(&app, &ctx, req).await,
+        Err(secs) => response::too_many(secs, "Too many requests from your address; slow down."),
+    };
+    app.headers.apply(resp.headers_mut());
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let user = resp
+        .extensions()
+        .get::<LogUser>()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(|| "-".into());
+    tracing::info!(
+        target: "access",
+        method = %method,
+        path = %path,
+        status,
+        bytes,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        user = %user,
+        ip = %client_ip,
+    );
+    Ok(resp)
+}
+
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/") || path.starts_with("/v1/")
+}
+
+/// The route table.
+async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+
+    // Open routes: no login.
+    match (&method, path.as_str()) {
+        (&Method::GET | &Method::HEAD, "/healthz") => return healthz(app).await,
+        (&Method::GET | &Method::HEAD, "/ca.crt") => return ca_cert(app),
+        (&Method::GET | &Method::HEAD, "/login") => return page(app, "login.html"),
+        (&Method::POST, "/login") => return auth::login(app, ctx, req).await,
+        (_, "/healthz" | "/ca.crt" | "/login") => return response::method_not_allowed(),
+        _ => {}
+    }
+    // Scripts, styles and images of the site are public (the login page needs them); pages are not.
+    if let Some(resp) = public_asset(app, &method, &path) {
+        return resp;
+    }
+
+    // The login gate.
+    let Some(user) = auth::authenticate(app, req.headers()).await else {
+        if is_api(&path) || method != Method::GET {
+            return response::error(
+                StatusCode::UNAUTHORIZED,
+                "login_required",
+                "Sign in first: your session is missing or has expired.",
+            );
+        }
+        let next = req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        let enc = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC);
+        return response::redirect(StatusCode::SEE_OTHER, &format!("/login?next={enc}"));
+    };
+    if auth::is_state_changing(&method) && !auth::same_origin(&req) {
+        return with_user(
+            response::error(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "This request did not come from this site's own pages, so it was refused.",
+            ),
+            &user,
+        );
+    }
+    let resp = signed_in(app, ctx, req, &user, &method, &path).await;
+    with_user(resp, &user)
+}
+
+/// Routes for a signed-in user.
+async fn signed_in(
+    app: &App,
+    _ctx: &Ctx,
+    req: Request<Incoming>,
+    user: &User,
+    method: &Method,
+    path: &str,
+) -> Resp {
+    match (method, path) {
+        (&Method::POST, "/logout") => return auth::logout(app, req).await,
+        (&Method::GET, "/api/me") => {
+            return response::json(
+                StatusCode::OK,
+                &serde_json::json!({"username": user.username, "role": user.role}),
+            )
+        }
+        _ => {}
+    }
+    if let Some(route) = app.config.routes.iter().find(|r| r.path == path) {
+        if *method != Method::GET && *method != Method::HEAD {
+            return response::method_not_allowed();
+        }
+        return match tokio::fs::read(&route.file).await {
+            Ok(bytes) => {
+                let mime = mime_guess::from_path(&route.file).first_or_octet_stream();
+                let mut r = response::with_body(StatusCode::OK, "text/html", bytes);
+                if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+                    r.headers_mut().insert(header::CONTENT_TYPE, v);
+                }
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                r
+            }
+            Err(e) => {
+                tracing::error!(file = %route.file.display(), "custom route file cannot be read: {e}");
+                response::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "route_file_unreadable",
+                    "The page configured for this address cannot be read on the server; the administrator should check the [[routes]] file path.",
+                )
+            }
+        };
+    }
+    if is_api(path) {
+        return response::not_found();
+    }
+    if *method != Method::GET && *method != Method::HEAD {
+        return response::method_not_allowed();
+    }
+    if path == "/view" {
+        return page(app, "view.html");
+    }
+    if path == "/" || !path.rsplit('/').next().unwrap_or("").contains('.') {
+        // Any extension-less path is the chat page (client-side routes such as /c/<id>).
+        return page(app, "index.html");
+    }
+    response::not_found()
+}
+
+fn with_user(mut resp: Resp, user: &User) -> Resp {
+    resp.extensions_mut().insert(LogUser(user.username.clone()));
+    resp
+}
+
+/// An HTML page of the site, never cached without revalidation.
+fn page(app: &App, name: &str) -> Resp {
+    match app.www.get(name) {
+        Some(bytes) => {
+            let mut r = response::with_body(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                bytes.into_owned(),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+        None => response::error(
+            StatusCode::NOT_FOUND,
+            "page_missing",
+            &format!("The page {name} is missing from the site files."),
+        ),
+    }
+}
+
+/// A public site asset (not an HTML page).
+fn public_asset(app: &App, method: &Method, path: &str) -> Option<Resp> {
+    if *method != Method::GET && *method != Method::HEAD {
+        return None;
+    }
+    let rel = path.strip_prefix('/')?;
+    if rel.is_empty() || rel.ends_with(".html") || rel.starts_with("media/") {
+        return None;
+    }
+    let bytes = app.www.get(rel)?;
+    let mime = mime_guess::from_path(rel).first_or_octet_stream();
+    let mut r = response::with_body(
+        StatusCode::OK,
+        "application/octet-stream",
+        bytes.into_owned(),
+    );
+    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(r)
+}
+
+fn ca_cert(app: &App) -> Resp {
+    match &app.ca_pem {
+        Some(pem) => {
+            let mut r = response::with_body(StatusCode::OK, "application/x-x509-ca-cert", pem.clone());
+            r.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"hermes-edge-ca.crt\""),
+            );
+            r
+        }
+        None => response::error(
+            StatusCode::NOT_FOUND,
+            "no_local_ca",
+            "This server does not use its local CA (it has a certificate from files or ACME), so there is nothing to trust.",
+        ),
+    }
+}
+
+/// `GET /healthz`: the version and whether the Hermes API Server answers its `/health`.
+async fn healthz(app: &App) -> Resp {
+    let url = format!("{}/health", app.config.upstream);
+    let reachable = match url.parse::<http::Uri>() {
+        Ok(uri) => {
+            let req = Request::get(uri).body(response::empty());
+            match req {
+                Ok(req) => matches!(
+                    tokio::time::timeout(Duration::from_secs(2), app.upstream.request(req)).await,
+                    Ok(Ok(r)) if r.status().is_success()
+                ),
+                Err(_) => false,
+            }
+        }
+        Err(_) => false,
+    };
+    response::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "upstream": {"url": app.config.upstream, "reachable": reachable},
+        }),
+    )
+}

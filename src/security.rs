@@ -1,0 +1,149 @@
+//! What every response gets and every client is held to: the security headers, the general
+//! per-IP request limit, and the client address (from the socket; `X-Forwarded-For` only from a
+//! trusted proxy).
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+
+/// The Content-Security-Policy of every page: no inline script or style, nothing from elsewhere.
+pub const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
+style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; \
+base-uri 'none'; form-action 'self'";
+
+/// The headers put on every response, errors included.
+pub struct SecurityHeaders {
+    hsts: HeaderValue,
+}
+
+impl SecurityHeaders {
+    pub fn new(hsts_max_age: u64) -> Self {
+        let hsts = HeaderValue::from_str(&format!("max-age={hsts_max_age}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("max-age=86400"));
+        SecurityHeaders { hsts }
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, self.hsts.clone());
+        headers
+            .entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert(HeaderValue::from_static(CSP));
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        );
+    }
+}
+
+/// A per-key token bucket that answers how long to wait when a key is over its limit.
+pub struct KeyedLimit<K: std::hash::Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedLimit<K> {
+    /// `per_period` events each `period`, with up to `burst` at once.
+    pub fn new(per_period: u32, period: Duration, burst: u32) -> Self {
+        let per = NonZeroU32::new(per_period.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let replenish = period / per.get();
+        let quota = Quota::with_period(replenish.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(per))
+            .allow_burst(burst);
+        KeyedLimit {
+            limiter: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// `Ok` when allowed; `Err(seconds to wait)` when over the limit.
+    pub fn check(&self, key: &K) -> Result<(), u64> {
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+
+    /// Forgets keys that are back to a full bucket (keeps memory bounded under a flood of IPs).
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// Periodically drops idle keys of the given limits.
+pub fn spawn_limit_gc(clean: Vec<Arc<dyn Fn() + Send + Sync>>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            for f in &clean {
+                f();
+            }
+        }
+    });
+}
+
+/// The client's address: the socket peer, or the right-most untrusted `X-Forwarded-For` hop when
+/// the peer is a configured trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if trusted.is_empty() || !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        if let Ok(text) = value.to_str() {
+            for part in text.split(',') {
+                if let Ok(ip) = part.trim().parse::<IpAddr>() {
+                    hops.push(ip);
+                }
+            }
+        }
+    }
+    hops.into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &[]), peer);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &[proxy]), peer);
+        assert_eq!(
+            client_ip(proxy, &h, &[proxy]),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn limit_refuses_past_the_burst_and_says_how_long() {
+        let l = KeyedLimit::new(1, Duration::from_secs(60), 2);
+        let k = "a".to_string();
+        assert!(l.check(&k).is_ok());
+        assert!(l.check(&k).is_ok());
+        let wait = l.check(&k).unwrap_err();
+        assert!((1..=60).contains(&wait), "{wait}");
+        assert!(l.check(&"b".to_string()).is_ok());
+    }
+}

@@ -1,0 +1,439 @@
+//! Listeners, the accept loops and shutdown.
+//!
+//! Start-up binds every listener before it prints the `ready` line, so a port problem is reported
+//! (with what to do about it) before anyone is told the server is up. SIGTERM or SIGINT stops the
+//! accept loops; requests and streams in flight get `shutdown_grace` to finish, then the process exits 0.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::App;
+use crate::config::{Config, TlsMode};
+use crate::response::{self, Resp};
+use crate::store::Store;
+use crate::tls::{self, local_ca::LocalCa, CertResolver};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("port {port} is already in use ({addr}); another program (maybe an older hermes-edge or nginx) holds it. See which with: ss -tlnp 'sport = :{port}'")]
+    PortInUse { addr: SocketAddr, port: u16 },
+    #[error("permission denied to listen on port {port} ({addr}); ports below 1024 need a capability: run `sudo setcap cap_net_bind_service=+ep $(command -v hermes-edge)` or use AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit")]
+    PortPermission { addr: SocketAddr, port: u16 },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    User(#[from] crate::auth::users::UserError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AddrInUse => StartError::PortInUse {
+                addr,
+                port: addr.port(),
+            },
+            std::io::ErrorKind::PermissionDenied => StartError::PortPermission {
+                addr,
+                port: addr.port(),
+            },
+            _ => StartError::Bind { addr, source },
+        })
+}
+
+/// Sets up TLS, state and listeners, then serves until a shutdown signal.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let store = Store::open(&config.data_dir)?;
+    if let Some((password, from_env)) = crate::auth::users::ensure_first_admin(&store)? {
+        if from_env {
+            println!("created account `admin` with the password from HERMES_EDGE_ADMIN_PASSWORD");
+        } else {
+            println!("created account `admin` with password: {password}");
+            println!("  (shown once; change it with `hermes-edge user passwd admin`)");
+        }
+    }
+
+    if let Some(path) = &config.source {
+        println!("config: {}", path.display());
+    }
+    let (resolver, ca_pem) = setup_tls(&config).await?;
+    let tls_config = tls::server_config(resolver.clone(), &[])?;
+    let app = App::new(config.clone(), store, ca_pem);
+    let gc_app = app.clone();
+    crate::security::spawn_limit_gc(vec![Arc::new(move || {
+        gc_app.ip_limit.forget_idle();
+        gc_app.login_ip_limit.forget_idle();
+        gc_app.login_account_limit.forget_idle();
+    })]);
+
+    let https = bind(config.listen).await?;
+    let http = match config.http_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let https_addr = https
+        .local_addr()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let http_addr = match &http {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|e| StartError::Other(e.to_string()))?,
+        ),
+        None => None,
+    };
+
+    let urls = public_urls(https_addr);
+    println!(
+        "ready https_addr={} http_addr={} urls={}",
+        https_addr,
+        http_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into()),
+        urls.join(" ")
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let conn_limit = Arc::new(Semaphore::new(config.limits.max_connections));
+    let builder = Arc::new(http_builder(&config));
+
+    let https_task = tokio::spawn(accept_https(
+        https,
+        TlsAcceptor::from(tls_config),
+        app.clone(),
+        builder.clone(),
+        conn_limit.clone(),
+        graceful.clone(),
+        stop_rx.clone(),
+    ));
+    let http_task = http.map(|l| {
+        tokio::spawn(accept_redirect(
+            l,
+            https_addr.port(),
+            app.clone(),
+            conn_limit.clone(),
+            graceful.clone(),
+            stop_rx.clone(),
+        ))
+    });
+
+    wait_for_signal().await;
+    println!(
+        "shutting down: no new connections; waiting up to {}s for requests in flight",
+        config.limits.shutdown_grace.as_secs()
+    );
+    let _ = stop_tx.send(true);
+    let _ = https_task.await;
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
+    let graceful = match Arc::try_unwrap(graceful) {
+        Ok(g) => g,
+        Err(_) => return Ok(()),
+    };
+    tokio::select! {
+        _ = graceful.shutdown() => println!("all connections closed; bye"),
+        _ = tokio::time::sleep(config.limits.shutdown_grace) => {
+            println!("shutdown deadline reached; closing the remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// Builds the certificate resolver for the configured mode, printing what devices need to know.
+async fn setup_tls(config: &Config) -> Result<(Arc<CertResolver>, Option<Bytes>), StartError> {
+    match &config.tls {
+        TlsMode::LocalCa => {
+            let names = tls::local_ca::wanted_names(&config.extra_names);
+            let dir = config.certs_dir.clone();
+            let ca = tokio::task::spawn_blocking(move || LocalCa::load_or_create(&dir, &names))
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))??;
+            print_local_ca(&ca);
+            let pem = Bytes::from(ca.ca_pem.clone());
+            Ok((CertResolver::new(ca.key.clone()), Some(pem)))
+        }
+        TlsMode::Files { cert, key } => {
+            let certified = tls::files::load_pair(cert, key)?;
+            let resolver = CertResolver::new(certified);
+            tls::files::spawn_reloader(
+                cert.clone(),
+                key.clone(),
+                resolver.clone(),
+                config.cert_reload_interval,
+            );
+            println!(
+                "TLS: certificate files {} and {} (reloaded when they change)",
+                cert.display(),
+                key.display()
+            );
+            Ok((resolver, None))
+        }
+        TlsMode::Acme(_) => Err(StartError::Other(
+            "--domain (ACME) is not available in this build yet; use --cert/--key or the local CA"
+                .into(),
+        )),
+    }
+}
+
+fn print_local_ca(ca: &LocalCa) {
+    if ca.ca_created {
+        println!(
+            "TLS: created a local certificate authority in {}",
+            ca.ca_path.display()
+        );
+    }
+    println!("TLS: local CA root  SHA-256 {}", ca.ca_fingerprint);
+    println!(
+        "TLS: leaf {} SHA-256 {}",
+        if ca.leaf_reissued { "(new)" } else { "(kept)" },
+        ca.leaf_fingerprint
+    );
+    println!("TLS: leaf covers {}", ca.leaf_names.join(", "));
+    println!("TLS: to trust this server once on a device, open /ca.crt and check the root fingerprint above");
+}
+
+/// URLs a person can open: localhost and each local address when listening on all addresses.
+fn public_urls(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let fmt = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => format!("https://{v4}:{port}/"),
+        std::net::IpAddr::V6(v6) => format!("https://[{v6}]:{port}/"),
+    };
+    if !addr.ip().is_unspecified() {
+        return vec![fmt(addr.ip())];
+    }
+    let mut urls = vec![format!("https://localhost:{port}/")];
+    if let Ok(ifaces) = if_addrs::get_if_addrs() {
+        for i in ifaces {
+            if !i.is_loopback() && i.ip().is_ipv4() {
+                urls.push(fmt(i.ip()));
+            }
+        }
+    }
+    urls
+}
+
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let l = &config.limits;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // Also the keep-alive idle limit: hyper starts it whenever it waits for a request head.
+        .header_read_timeout(l.header_read_timeout)
+        .max_buf_size(l.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.h2_max_concurrent_streams)
+        .max_header_list_size(l.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn accept_https(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limit: Arc<Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing a new connection");
+            drop(tcp);
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = app.config.limits.tls_handshake_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let svc = service_fn(move |req: Request<Incoming>| {
+                crate::router::handle(app.clone(), req, peer)
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// The port-80 listener: ACME HTTP-01 answers, and `308` to HTTPS for everything else.
+async fn accept_redirect(
+    listener: TcpListener,
+    https_port: u16,
+    app: Arc<App>,
+    limit: Arc<Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(redirect(&app, &req, https_port)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, "http connection ended: {e}");
+            }
+        });
+    }
+}
+
+fn redirect(app: &App, req: &Request<Incoming>, https_port: u16) -> Resp {
+    let path = req.uri().path();
+    if let Some(token) = path.strip_prefix("/.well-known/acme-challenge/") {
+        if let Some(answer) = app.http01.as_ref().and_then(|f| f(token)) {
+            return response::with_body(StatusCode::OK, "application/octet-stream", answer);
+        }
+        return response::not_found();
+    }
+    let host = crate::auth::request_host(req).unwrap_or_default();
+    let host = strip_port(&host);
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if !valid {
+        let mut r = response::error(
+            StatusCode::BAD_REQUEST,
+            "bad_host",
+            "This server only answers over HTTPS; the request had no usable Host header.",
+        );
+        app.headers.apply(r.headers_mut());
+        return r;
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = if https_port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{https_port}{pq}")
+    };
+    let mut r = response::redirect(StatusCode::PERMANENT_REDIRECT, &location);
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+    app.headers.apply(r.headers_mut());
+    r
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => "",
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:80"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("127.0.0.1"), "127.0.0.1");
+    }
+}

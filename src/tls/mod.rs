@@ -1,0 +1,167 @@
+//! TLS termination: which certificate the HTTPS listener presents and the rustls settings it uses.
+//!
+//! Every mode (local CA, certificate files, ACME) ends in one [`CertResolver`]: a certificate that
+//! can be swapped while the server runs, so a reload or a renewal never needs a restart, plus an
+//! optional overlay resolver (ACME) that takes precedence once it has a certificate.
+
+pub mod files;
+pub mod local_ca;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    BadPem { path: PathBuf, message: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+    #[error("TLS setup failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The certificate the server presents, replaceable at run time.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: RwLock<Arc<CertifiedKey>>,
+    overlay: RwLock<Option<Arc<dyn ResolvesServerCert>>>,
+}
+
+impl CertResolver {
+    pub fn new(initial: Arc<CertifiedKey>) -> Arc<Self> {
+        Arc::new(CertResolver {
+            current: RwLock::new(initial),
+            overlay: RwLock::new(None),
+        })
+    }
+
+    /// Swaps the certificate: new handshakes get it, open connections keep theirs.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        if let Ok(mut guard) = self.current.write() {
+            *guard = key;
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|g| g.clone())
+    }
+
+    #[allow(dead_code)] // the ACME module installs its resolver here
+    /// Installs a resolver (ACME) asked first; when it has no certificate the current one is used.
+    pub fn set_overlay(&self, overlay: Arc<dyn ResolvesServerCert>) {
+        if let Ok(mut guard) = self.overlay.write() {
+            *guard = Some(overlay);
+        }
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let overlay = self.overlay.read().ok().and_then(|g| g.clone());
+        if let Some(overlay) = overlay {
+            if let Some(key) = overlay.resolve(hello) {
+                return Some(key);
+            }
+        }
+        self.current()
+    }
+}
+
+/// rustls settings for the HTTPS listener: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1,
+/// stateless resumption tickets plus a session cache.
+pub fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    extra_alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    for p in extra_alpn {
+        config.alpn_protocols.push(p.to_vec());
+    }
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    // Two tickets (the default) stalled new connections on loopback (bench/README.md); four did not.
+    config.send_tls13_tickets = 4;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    Ok(Arc::new(config))
+}
+
+/// Builds a rustls `CertifiedKey` from DER parts.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// Colon-separated upper-case SHA-256 of a DER certificate, as browsers show it.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = Sha256::digest(der);
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Writes a file readable only by its owner (keys, caches).
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes a public file (certificates).
+pub fn write_public(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|source| TlsError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests run against, if missing. Idempotent; needs root for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+command -v openssl >/dev/null || apt_packages+=(openssl)
+if ((${#apt_packages[@]})); then
+  echo "install-peers: apt-get install ${apt_packages[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}"
+fi
