@@ -29,6 +29,10 @@ pub struct App {
     pub ip_limit: KeyedLimit<IpAddr>,
     pub login_ip_limit: KeyedLimit<IpAddr>,
     pub login_account_limit: KeyedLimit<String>,
+    /// Chat sends (web chat and personal-token API) per user per minute.
+    pub chat_limit: KeyedLimit<i64>,
+    /// `USER.md` / `MEMORY.md` for the chat system message, re-read only when they change.
+    pub memory: crate::memory::MemoryCache,
     pub decoy_hash: String,
     pub upstream: UpstreamClient,
     pub http01: Option<Http01Responder>,
@@ -69,6 +73,12 @@ impl App {
                 Duration::from_secs(60),
                 a.login_attempts_per_minute_per_account,
             ),
+            chat_limit: KeyedLimit::new(
+                a.chat_sends_per_minute_per_user,
+                Duration::from_secs(60),
+                a.chat_sends_per_minute_per_user,
+            ),
+            memory: crate::memory::MemoryCache::default(),
             decoy_hash: crate::auth::users::decoy_hash(),
             www,
             ca_pem,

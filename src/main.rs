@@ -5,12 +5,14 @@
 mod app;
 mod auth;
 mod config;
+mod memory;
 mod response;
 mod router;
 mod security;
 mod server;
 mod store;
 mod tls;
+mod upstream;
 mod www;
 
 use std::path::PathBuf;
@@ -38,6 +40,56 @@ enum Command {
     /// Manage accounts: add, passwd, remove, list.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage personal API tokens (for /v1/chat/completions): create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a user and print it (shown once; only its hash is stored).
+    Create {
+        #[arg(long)]
+        user: String,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "API token")]
+        name: String,
+    },
+    /// List a user's tokens (ids, labels, prefixes; never the secrets).
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// Delete one of a user's tokens by id.
+    Revoke {
+        #[arg(long)]
+        user: String,
+        id: i64,
+    },
+}
+
+fn token_command(config: &config::Config, cmd: TokenCommand) -> Result<(), String> {
+    use upstream::tokens;
+    let store = store::Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    match cmd {
+        TokenCommand::Create { user, name } => {
+            let secret = tokens::cli_create(&store, &user, &name).map_err(|e| e.to_string())?;
+            println!("{secret}");
+            eprintln!("token for `{user}` created; it is shown only this once. Use it as `Authorization: Bearer <token>` on /v1/chat/completions and /v1/models.");
+        }
+        TokenCommand::List { user } => {
+            for t in tokens::cli_list(&store, &user).map_err(|e| e.to_string())? {
+                println!("{}\t{}\t{}…\tcreated {}", t.id, t.name, t.prefix, store::rfc3339_ms(t.created_at));
+            }
+        }
+        TokenCommand::Revoke { user, id } => {
+            if !tokens::cli_revoke(&store, &user, id).map_err(|e| e.to_string())? {
+                return Err(format!("`{user}` has no token with id {id}"));
+            }
+            println!("revoked token {id} of `{user}`");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -242,6 +294,15 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(server::run(config)),
+        Command::Token(cmd) => {
+            return match token_command(&config, cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hermes-edge: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::User(cmd) => {
             return match user_command(&config, cmd) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -82,6 +82,12 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         return resp;
     }
 
+    // The OpenAI-compatible API for personal tokens: token auth instead of the cookie (so no
+    // cross-origin check applies).
+    if path.starts_with("/v1/") {
+        return crate::upstream::openai::route(app, ctx, req).await;
+    }
+
     // The login gate.
     let Some(user) = auth::authenticate(app, req.headers()).await else {
         if is_api(&path) || method != Method::GET {
@@ -116,7 +122,7 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
 /// Routes for a signed-in user.
 async fn signed_in(
     app: &App,
-    _ctx: &Ctx,
+    ctx: &Ctx,
     req: Request<Incoming>,
     user: &User,
     method: &Method,
@@ -131,6 +137,9 @@ async fn signed_in(
             )
         }
         _ => {}
+    }
+    if crate::upstream::is_chat_path(path) {
+        return crate::upstream::route(app, ctx, req, user, method, path).await;
     }
     if let Some(route) = app.config.routes.iter().find(|r| r.path == path) {
         if *method != Method::GET && *method != Method::HEAD {

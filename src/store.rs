@@ -55,6 +55,38 @@ const MIGRATIONS: &[&str] = &[
         ip TEXT NOT NULL,
         success INTEGER NOT NULL
     );",
+    // 2: chat conversations, their messages and tool steps; personal API tokens
+    "CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        title TEXT NOT NULL,
+        hermes_session TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX conversations_user ON conversations(user_id, updated_at);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('user','assistant')),
+        content TEXT NOT NULL,
+        images TEXT NOT NULL DEFAULT '[]',
+        tool_steps TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        created_at INTEGER NOT NULL,
+        UNIQUE (conversation_id, idx)
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE INDEX api_tokens_user ON api_tokens(user_id);",
 ];
 
 #[derive(Clone)]
@@ -125,6 +157,33 @@ impl Store {
             .lock()
             .map_err(|_| StoreError::Task("database lock poisoned".into()))?;
         f(&mut guard).map_err(StoreError::from)
+    }
+}
+
+/// Milliseconds since the Unix epoch (chat times, which need a finer order than seconds).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 (UTC, milliseconds) for a time in milliseconds since the Unix epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            millis
+        ),
+        Err(_) => "1970-01-01T00:00:00.000Z".into(),
     }
 }
 

@@ -1,0 +1,466 @@
+//! `POST /api/chat`: one message of the web chat, answered by the full Hermes agent and streamed.
+//!
+//! Hermes keeps each conversation's history itself, keyed by `X-Hermes-Session-Id`
+//! (`web-<uuid>`, one per conversation, never shared between users), and scopes long-term memory by
+//! `X-Hermes-Session-Key` (`web:<user id>`). So a normal message sends only the new user message.
+//!
+//! Regenerate and edit-and-resend rewrite the past, which Hermes' stored session cannot do: the
+//! stored messages are truncated, the conversation moves to a fresh Hermes session id, and the kept
+//! history is sent explicitly in `messages` for that first request of the new session.
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use rusqlite::params;
+
+use super::conversations::{self, StoredMessage};
+use super::relay::{Ending, Relay, SseTap};
+use super::{Outgoing, UpstreamError};
+use crate::app::{App, Ctx};
+use crate::auth::User;
+use crate::response::{self, Resp};
+use crate::store::now_ms;
+
+#[derive(serde::Deserialize)]
+struct ChatRequest {
+    #[serde(default)]
+    conversation_id: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    images: Option<Vec<String>>,
+    #[serde(default)]
+    regenerate: bool,
+    #[serde(default)]
+    edit_from: Option<i64>,
+}
+
+/// What the database step decided to send.
+struct Plan {
+    conversation: String,
+    hermes_session: String,
+    /// History sent explicitly (only when the conversation moved to a new Hermes session).
+    history: Vec<StoredMessage>,
+    text: String,
+    images: Vec<String>,
+    /// Row of the assistant message that the answer fills in.
+    answer_row: i64,
+}
+
+enum PlanError {
+    NotFound,
+    Bad(&'static str, &'static str),
+    Store(crate::store::StoreError),
+}
+
+fn bad(code: &str, message: &str) -> Resp {
+    response::error(StatusCode::BAD_REQUEST, code, message)
+}
+
+pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
+    let body = match crate::auth::read_body(req, app.config.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let chat: ChatRequest = match super::parse_json(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    drop(body);
+    if chat.regenerate && chat.edit_from.is_some() {
+        return bad(
+            "bad_body",
+            "Send either \"regenerate\" or \"edit_from\", not both.",
+        );
+    }
+    let text = chat.message.unwrap_or_default();
+    let images = chat.images.unwrap_or_default();
+    if !chat.regenerate && text.trim().is_empty() && images.is_empty() {
+        return bad("empty_message", "The message is empty.");
+    }
+    if let Err(r) = check_images(app, &images) {
+        return r;
+    }
+    if (chat.regenerate || chat.edit_from.is_some()) && chat.conversation_id.is_none() {
+        return bad(
+            "bad_body",
+            "Regenerate and edit need the \"conversation_id\" they apply to.",
+        );
+    }
+    if app.config.chat.api_key.is_none() {
+        return UpstreamError::NoKey.response();
+    }
+    if let Err(secs) = app.chat_limit.check(&user.id) {
+        return response::too_many(
+            secs,
+            &format!("You are sending messages too quickly; try again in {secs} seconds."),
+        );
+    }
+
+    let plan = match plan(app, user, chat.conversation_id, text, images, chat.regenerate, chat.edit_from).await {
+        Ok(p) => p,
+        Err(PlanError::NotFound) => {
+            return response::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "There is no such conversation.",
+            )
+        }
+        Err(PlanError::Bad(code, message)) => return bad(code, message),
+        Err(PlanError::Store(e)) => {
+            tracing::error!("conversation store: {e}");
+            return response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "The conversation store is unavailable right now; try again shortly.",
+            );
+        }
+    };
+
+    let system = app.memory.system_message(&app.config.chat).await;
+    let messages = hermes_messages(system, &plan.history, &plan.text, &plan.images);
+    let hermes_body = serde_json::json!({
+        "model": "hermes-agent",
+        "stream": true,
+        "messages": messages,
+    });
+    let out = Outgoing {
+        method: Method::POST,
+        path: "/v1/chat/completions",
+        body: Some(Bytes::from(hermes_body.to_string())),
+        session_id: Some(plan.hermes_session.clone()),
+        session_key: Some(format!("web:{}", user.id)),
+        client_ip: ctx.client_ip,
+        stream: true,
+    };
+    let upstream = super::send(app, &out).await.and_then(|resp| {
+        let is_sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if is_sse {
+            Ok(resp)
+        } else {
+            Err(UpstreamError::Failed(
+                "it answered without an event stream".into(),
+            ))
+        }
+    });
+    let resp = match upstream {
+        Ok(r) => r,
+        Err(e) => {
+            conversations::finish_message(
+                app.store.clone(),
+                plan.answer_row,
+                plan.conversation.clone(),
+                String::new(),
+                Vec::new(),
+                Some(e.to_json()),
+            )
+            .await;
+            let mut r = e.response();
+            super::set_header(&mut r, "x-conversation-id", &plan.conversation);
+            return r;
+        }
+    };
+
+    let on_end = finisher(app, plan.answer_row, plan.conversation.clone(), user);
+    let relay = Relay::new(
+        resp.into_body(),
+        app.config.chat.idle_timeout,
+        true,
+        Some(on_end),
+    );
+    let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(relay));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    super::set_header(&mut r, "x-conversation-id", &plan.conversation);
+    r
+}
+
+/// Stores what the stream produced once it has ended, however it ended.
+fn finisher(app: &App, row: i64, conversation: String, user: &User) -> super::relay::OnEnd {
+    let store = app.store.clone();
+    let username = user.username.clone();
+    Box::new(move |ending: Ending, tap: SseTap| {
+        let error = match &ending {
+            Ending::Complete => tap
+                .error
+                .as_ref()
+                .map(|m| serde_json::json!({"code": "upstream_error", "message": m})),
+            Ending::ClientGone => Some(serde_json::json!({
+                "code": "stopped",
+                "message": "Stopped before the answer was complete."
+            })),
+            Ending::Failed(e) => Some(e.to_json()),
+        };
+        match &ending {
+            Ending::Complete => tracing::info!(user = %username, "chat answer complete"),
+            Ending::ClientGone => tracing::info!(user = %username, "chat stopped by the client"),
+            Ending::Failed(e) => tracing::warn!(user = %username, code = e.code(), "chat answer failed"),
+        }
+        let SseTap {
+            content,
+            tool_steps,
+            ..
+        } = tap;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(conversations::finish_message(
+            store,
+            row,
+            conversation,
+            content,
+            tool_steps,
+            error,
+        ));
+    })
+}
+
+/// Validates image data URLs: `data:image/(png|jpeg|gif|webp);base64,...`, each at most
+/// `max_image_bytes` decoded, at most `max_images` of them.
+fn check_images(app: &App, images: &[String]) -> Result<(), Resp> {
+    let c = &app.config.chat;
+    if images.len() > c.max_images {
+        return Err(bad(
+            "too_many_images",
+            &format!("At most {} images can be sent with one message.", c.max_images),
+        ));
+    }
+    for (i, url) in images.iter().enumerate() {
+        let Some(rest) = url.strip_prefix("data:") else {
+            return Err(bad("bad_image", "Images must be data: URLs."));
+        };
+        let Some((meta, data)) = rest.split_once(',') else {
+            return Err(bad("bad_image", "An image data URL has no data."));
+        };
+        let ok_type = matches!(
+            meta,
+            "image/png;base64" | "image/jpeg;base64" | "image/gif;base64" | "image/webp;base64"
+        );
+        if !ok_type {
+            return Err(bad(
+                "bad_image",
+                "Images must be PNG, JPEG, GIF or WebP, base64-encoded (data:image/png;base64,...).",
+            ));
+        }
+        // Decoded size from the encoded length, before spending time decoding a huge one.
+        let approx = data.len() / 4 * 3;
+        if approx > c.max_image_bytes + 3 {
+            return Err(image_too_large(i, c.max_image_bytes));
+        }
+        match base64::engine::general_purpose::STANDARD.decode(data) {
+            Ok(bytes) if bytes.len() > c.max_image_bytes => {
+                return Err(image_too_large(i, c.max_image_bytes))
+            }
+            Ok(bytes) if bytes.is_empty() => {
+                return Err(bad("bad_image", "An image is empty."));
+            }
+            Ok(_) => {}
+            Err(_) => return Err(bad("bad_image", "An image is not valid base64.")),
+        }
+    }
+    Ok(())
+}
+
+fn image_too_large(i: usize, max: usize) -> Resp {
+    response::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "image_too_large",
+        &format!(
+            "Image {} is larger than {} KiB; send a smaller one.",
+            i + 1,
+            max / 1024
+        ),
+    )
+}
+
+/// A title from the first message: its first line, at most 60 characters.
+fn title_from(text: &str) -> String {
+    let line = text.trim().lines().next().unwrap_or("").trim();
+    let mut title: String = line.chars().take(60).collect();
+    if line.chars().count() > 60 {
+        title.push('…');
+    }
+    if title.is_empty() {
+        "New chat".into()
+    } else {
+        title
+    }
+}
+
+/// Creates or updates the conversation in one transaction and says what to send to Hermes.
+async fn plan(
+    app: &App,
+    user: &User,
+    conversation_id: Option<String>,
+    text: String,
+    images: Vec<String>,
+    regenerate: bool,
+    edit_from: Option<i64>,
+) -> Result<Plan, PlanError> {
+    let uid = user.id;
+    let result = app
+        .store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let now = now_ms();
+            let Some(id) = conversation_id else {
+                let id = uuid::Uuid::new_v4().to_string();
+                let session = format!("web-{id}");
+                tx.execute(
+                    "INSERT INTO conversations (id, user_id, title, hermes_session, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![id, uid, title_from(&text), session, now],
+                )?;
+                conversations::insert_message(&tx, &id, 0, "user", &text, &images)?;
+                let row = conversations::insert_message(&tx, &id, 1, "assistant", "", &[])?;
+                tx.commit()?;
+                return Ok(Ok(Plan {
+                    conversation: id,
+                    hermes_session: session,
+                    history: Vec::new(),
+                    text,
+                    images,
+                    answer_row: row,
+                }));
+            };
+            let Some(conv) = conversations::find(&tx, uid, &id)? else {
+                return Ok(Err(PlanError::NotFound));
+            };
+            let stored = conversations::messages(&tx, &id)?;
+            let (cut, text, images) = if regenerate {
+                let Some(last_user) = stored.iter().rev().find(|m| m.role == "user") else {
+                    return Ok(Err(PlanError::Bad(
+                        "nothing_to_regenerate",
+                        "This conversation has no message to answer again.",
+                    )));
+                };
+                (Some(last_user.index), last_user.content.clone(), last_user.images.clone())
+            } else if let Some(from) = edit_from {
+                if !stored.iter().any(|m| m.index == from && m.role == "user") {
+                    return Ok(Err(PlanError::Bad(
+                        "bad_edit_from",
+                        "\"edit_from\" must be the index of a user message of this conversation.",
+                    )));
+                }
+                (Some(from), text, images)
+            } else {
+                (None, text, images)
+            };
+            let (session, history, user_index) = match cut {
+                Some(cut) => {
+                    // Rewriting the past: drop from the cut on and start a new Hermes session
+                    // that receives the kept history explicitly.
+                    tx.execute(
+                        "DELETE FROM messages WHERE conversation_id = ?1 AND idx >= ?2",
+                        params![id, cut],
+                    )?;
+                    let session = format!("web-{}", uuid::Uuid::new_v4());
+                    tx.execute(
+                        "UPDATE conversations SET hermes_session = ?1 WHERE id = ?2",
+                        params![session, id],
+                    )?;
+                    let history: Vec<StoredMessage> =
+                        stored.into_iter().filter(|m| m.index < cut).collect();
+                    (session, history, cut)
+                }
+                None => {
+                    let next = stored.last().map(|m| m.index + 1).unwrap_or(0);
+                    (conv.hermes_session, Vec::new(), next)
+                }
+            };
+            conversations::insert_message(&tx, &id, user_index, "user", &text, &images)?;
+            let row =
+                conversations::insert_message(&tx, &id, user_index + 1, "assistant", "", &[])?;
+            tx.execute(
+                "UPDATE conversations SET updated_at = ?1 WHERE id = ?2",
+                params![now, id],
+            )?;
+            tx.commit()?;
+            Ok(Ok(Plan {
+                conversation: id,
+                hermes_session: session,
+                history,
+                text,
+                images,
+                answer_row: row,
+            }))
+        })
+        .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(PlanError::Store(e)),
+    }
+}
+
+/// The `messages` array for Hermes: the memory system message, explicit history (only for a new
+/// session after regenerate/edit), then the new user message.
+fn hermes_messages(
+    system: Option<String>,
+    history: &[StoredMessage],
+    text: &str,
+    images: &[String],
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::with_capacity(history.len() + 2);
+    if let Some(s) = system {
+        out.push(serde_json::json!({"role": "system", "content": s}));
+    }
+    for m in history {
+        if m.role == "assistant" && m.content.is_empty() {
+            continue; // an answer that failed before any text: nothing to remember
+        }
+        out.push(serde_json::json!({"role": m.role, "content": content(&m.content, &m.images)}));
+    }
+    out.push(serde_json::json!({"role": "user", "content": content(text, images)}));
+    out
+}
+
+/// A plain string, or OpenAI content parts when there are images.
+fn content(text: &str, images: &[String]) -> serde_json::Value {
+    if images.is_empty() {
+        return serde_json::Value::String(text.to_string());
+    }
+    let mut parts = Vec::with_capacity(images.len() + 1);
+    if !text.is_empty() {
+        parts.push(serde_json::json!({"type": "text", "text": text}));
+    }
+    for url in images {
+        parts.push(serde_json::json!({"type": "image_url", "image_url": {"url": url}}));
+    }
+    serde_json::Value::Array(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_come_from_the_first_line() {
+        assert_eq!(title_from("  hello\nworld"), "hello");
+        assert_eq!(title_from(""), "New chat");
+        let long = "x".repeat(80);
+        assert_eq!(title_from(&long).chars().count(), 61);
+    }
+
+    #[test]
+    fn images_become_content_parts() {
+        let v = content("look", &["data:image/png;base64,AAAA".to_string()]);
+        assert_eq!(
+            v,
+            serde_json::json!([
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+            ])
+        );
+        assert_eq!(content("hi", &[]), serde_json::json!("hi"));
+    }
+}

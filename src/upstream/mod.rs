@@ -1,0 +1,357 @@
+//! Talking to the Hermes Agent API Server: one place that builds the upstream request (the real API
+//! key, the session headers, the client address), sends it over the pooled connection, retries a
+//! `429` within a bounded budget, and turns every kind of trouble into an `UpstreamError` whose
+//! message says what to do about it.
+//!
+//! The routes that use it live next to it: `chat` (the web chat, `POST /api/chat`), `conversations`
+//! (the stored history), `tokens` (personal API tokens) and `openai` (`/v1/*` for API clients).
+//! `relay` is the streaming body that carries Hermes' SSE events to the client as they arrive.
+
+pub mod chat;
+pub mod conversations;
+pub mod openai;
+pub mod relay;
+pub mod tokens;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::Request as HyperRequest;
+
+use crate::app::{App, Ctx};
+use crate::auth::User;
+use crate::response::{self, Resp};
+
+/// What went wrong between the edge and Hermes, each with a message a person can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("hermes-edge has no API key for the Hermes API Server. Set HERMES_EDGE_API_KEY (or API_SERVER_KEY) in the environment of hermes-edge, or `api_key` / `api_key_file` under [chat] in the config file, to the same value as Hermes' API_SERVER_KEY, then restart hermes-edge.")]
+    NoKey,
+    #[error("Cannot reach the Hermes API Server at {url}. Start Hermes with its API server enabled, for example: API_SERVER_ENABLED=true API_SERVER_KEY=... hermes gateway run")]
+    Unreachable { url: String },
+    #[error("The Hermes API Server refused hermes-edge's API key: the API key does not match API_SERVER_KEY. Set HERMES_EDGE_API_KEY to the same value as Hermes' API_SERVER_KEY.")]
+    Auth,
+    #[error("Hermes is busy or its model provider is rate limiting; try again in {retry_after} seconds.")]
+    RateLimited { retry_after: u64 },
+    #[error("Hermes sent nothing for {secs} seconds, so the answer was abandoned. Check that Hermes and its model provider are working, then try again.")]
+    Stalled { secs: u64 },
+    #[error("The Hermes API Server answered with an error{}", detail_suffix(.0))]
+    Failed(String),
+    #[error("The connection to Hermes broke before the answer was complete{}; the partial answer was kept.", detail_suffix(.0))]
+    Broken(String),
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+impl UpstreamError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpstreamError::NoKey => "api_key_missing",
+            UpstreamError::Unreachable { .. } => "upstream_unreachable",
+            UpstreamError::Auth => "upstream_auth",
+            UpstreamError::RateLimited { .. } => "rate_limited",
+            UpstreamError::Stalled { .. } => "upstream_stalled",
+            UpstreamError::Failed(_) => "upstream_error",
+            UpstreamError::Broken(_) => "stream_broken",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::NoKey | UpstreamError::Unreachable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            UpstreamError::Auth | UpstreamError::Failed(_) | UpstreamError::Broken(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            UpstreamError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            UpstreamError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// `{"code","message"}` (plus `retry_after` for a rate limit), as stored and as sent.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"code": self.code(), "message": self.to_string()});
+        if let UpstreamError::RateLimited { retry_after } = self {
+            v["retry_after"] = serde_json::json!(retry_after);
+        }
+        v
+    }
+
+    /// The JSON error answer used before a stream has started.
+    pub fn response(&self) -> Resp {
+        if let UpstreamError::RateLimited { retry_after } = self {
+            return response::too_many(*retry_after, &self.to_string());
+        }
+        response::json(self.status(), &serde_json::json!({"error": self.to_json()}))
+    }
+
+    /// The `edge.error` SSE event used once a stream has started.
+    pub fn event(&self) -> Bytes {
+        Bytes::from(format!("event: edge.error\ndata: {}\n\n", self.to_json()))
+    }
+}
+
+/// One request to Hermes, kept as bytes so it can be sent again after a `429`.
+pub struct Outgoing {
+    pub method: Method,
+    /// Path on the API server, e.g. `/v1/chat/completions`.
+    pub path: &'static str,
+    pub body: Option<Bytes>,
+    pub session_id: Option<String>,
+    pub session_key: Option<String>,
+    pub client_ip: IpAddr,
+    pub stream: bool,
+}
+
+impl Outgoing {
+    fn build(&self, app: &App, key: &str) -> Result<HyperRequest<crate::response::Body>, String> {
+        let url = format!("{}{}", app.config.upstream, self.path);
+        let mut b = Request::builder()
+            .method(self.method.clone())
+            .uri(url)
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header("x-forwarded-for", self.client_ip.to_string())
+            .header("x-real-ip", self.client_ip.to_string())
+            .header("x-forwarded-proto", "https");
+        if self.stream {
+            b = b.header(header::ACCEPT, "text/event-stream");
+        }
+        if let Some(id) = &self.session_id {
+            b = b.header("x-hermes-session-id", id.as_str());
+        }
+        if let Some(k) = &self.session_key {
+            b = b.header("x-hermes-session-key", k.as_str());
+        }
+        let body = match &self.body {
+            Some(bytes) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                response::full(bytes.clone())
+            }
+            None => response::empty(),
+        };
+        // The error text of a bad header value never includes the value, so the key stays private.
+        b.body(body).map_err(|e| e.to_string())
+    }
+}
+
+/// Sends `out` to Hermes and returns its successful response head (the body still streaming).
+/// A `429` is retried, honouring `Retry-After`, while the retry budget lasts.
+pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
+    let Some(key) = app.config.chat.api_key.as_deref() else {
+        return Err(UpstreamError::NoKey);
+    };
+    let budget = app.config.chat.retry_budget;
+    let idle = app.config.chat.idle_timeout;
+    let started = Instant::now();
+    for attempt in 0u32..16 {
+        let req = out.build(app, key).map_err(UpstreamError::Failed)?;
+        let resp = match tokio::time::timeout(idle, app.upstream.request(req)).await {
+            Err(_) => {
+                return Err(UpstreamError::Stalled {
+                    secs: idle.as_secs(),
+                })
+            }
+            Ok(Err(e)) => {
+                if e.is_connect() {
+                    tracing::warn!(upstream = %app.config.upstream, "Hermes API Server unreachable: {e}");
+                    return Err(UpstreamError::Unreachable {
+                        url: app.config.upstream.clone(),
+                    });
+                }
+                tracing::warn!("request to Hermes failed: {e}");
+                return Err(UpstreamError::Failed(format!(
+                    "the connection failed ({})",
+                    error_chain(&e)
+                )));
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            tracing::error!("the Hermes API Server refused the API key (401); HERMES_EDGE_API_KEY does not match API_SERVER_KEY");
+            return Err(UpstreamError::Auth);
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after(resp.headers())
+                .unwrap_or_else(|| Duration::from_millis(500u64 << attempt.min(4)));
+            drop(resp);
+            if started.elapsed() + wait > budget {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                tracing::warn!(
+                    attempts = attempt + 1,
+                    "Hermes kept answering 429; giving up within the retry budget"
+                );
+                return Err(UpstreamError::RateLimited {
+                    retry_after: secs.max(1),
+                });
+            }
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "Hermes answered 429; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let detail = error_detail(resp).await;
+        tracing::warn!(status = status.as_u16(), "Hermes answered an error: {detail}");
+        return Err(UpstreamError::Failed(format!("{} {}", status.as_u16(), detail)));
+    }
+    Err(UpstreamError::RateLimited { retry_after: 1 })
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at an hour.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = if let Ok(secs) = text.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        Duration::from_secs_f64(secs.min(3600.0))
+    } else {
+        let when = httpdate::parse_http_date(text).ok()?;
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(Duration::from_secs(3600)))
+}
+
+/// A short description of an error answer: the OpenAI envelope's message if there is one.
+async fn error_detail(resp: Response<Incoming>) -> String {
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect();
+    let bytes = match tokio::time::timeout(Duration::from_secs(5), body).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("error"))
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str().map(str::to_string))
+        });
+    let text = message.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("unexpected status")
+            .to_string()
+    });
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
+}
+
+/// Routes of the chat API for a signed-in user: `/api/chat`, `/api/conversations*`, `/api/tokens*`.
+pub async fn route(
+    app: &App,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    user: &User,
+    method: &Method,
+    path: &str,
+) -> Resp {
+    match (method, path) {
+        (&Method::POST, "/api/chat") => return chat::post(app, ctx, req, user).await,
+        (_, "/api/chat") => return response::method_not_allowed(),
+        (&Method::GET, "/api/conversations") => return conversations::list(app, user).await,
+        (_, "/api/conversations") => return response::method_not_allowed(),
+        (&Method::GET, "/api/tokens") => return tokens::list(app, user).await,
+        (&Method::POST, "/api/tokens") => return tokens::post(app, req, user).await,
+        (_, "/api/tokens") => return response::method_not_allowed(),
+        _ => {}
+    }
+    if let Some(id) = path.strip_prefix("/api/conversations/") {
+        return match *method {
+            Method::GET => conversations::get(app, user, id).await,
+            Method::PATCH => conversations::patch(app, req, user, id).await,
+            Method::DELETE => conversations::delete(app, user, id).await,
+            _ => response::method_not_allowed(),
+        };
+    }
+    if let Some(id) = path.strip_prefix("/api/tokens/") {
+        return match *method {
+            Method::DELETE => tokens::delete(app, user, id).await,
+            _ => response::method_not_allowed(),
+        };
+    }
+    response::not_found()
+}
+
+/// True for the paths `route` answers.
+pub fn is_chat_path(path: &str) -> bool {
+    path == "/api/chat"
+        || path == "/api/conversations"
+        || path.starts_with("/api/conversations/")
+        || path == "/api/tokens"
+        || path.starts_with("/api/tokens/")
+}
+
+/// Parses a JSON request body, or answers `400` saying what is wrong with it.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
+    serde_json::from_slice(body).map_err(|e| {
+        response::error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            &format!("The request body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// Adds a header whose value is known to be valid text (ids we generated).
+pub fn set_header(resp: &mut Resp, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_caps_them() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("999999"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn error_events_are_sse_with_code_and_message() {
+        let e = UpstreamError::Stalled { secs: 2 };
+        let text = String::from_utf8(e.event().to_vec()).unwrap();
+        assert!(text.starts_with("event: edge.error\ndata: {"), "{text}");
+        assert!(text.ends_with("}\n\n"), "{text}");
+        assert!(text.contains("\"code\":\"upstream_stalled\""), "{text}");
+    }
+}

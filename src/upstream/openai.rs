@@ -1,0 +1,159 @@
+//! `/v1/chat/completions` and `/v1/models` for OpenAI-compatible clients, behind personal API
+//! tokens instead of the login cookie (so no cookie, no CSRF origin check).
+//!
+//! The edge checks the token, applies the user's chat rate limit, forces session scoping and
+//! forwards with the real Hermes API key, streaming the answer back untouched:
+//! - `X-Hermes-Session-Key` is always `web:<user id>` (the user's own long-term memory);
+//! - a client's `X-Hermes-Session-Id: X` becomes `api-<user id>-X`, so one user can never name
+//!   another user's session; without one, each request gets a fresh `api-<user id>-<uuid>` (the
+//!   client sends its whole history, as OpenAI clients do).
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::relay::Relay;
+use super::{Outgoing, UpstreamError};
+use crate::app::{App, Ctx};
+use crate::auth::User;
+use crate::response::{self, Resp};
+use crate::router::LogUser;
+
+/// Every `/v1/...` request.
+pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+    let Some(user) = super::tokens::authenticate(app, req.headers()).await else {
+        let mut r = response::error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "Send a personal API token as `Authorization: Bearer hek_...`; create one in the chat page or with `hermes-edge token create --user NAME`.",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    };
+    let path = req.uri().path().to_string();
+    let mut resp = match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/v1/chat/completions") => completions(app, ctx, req, &user).await,
+        (Method::GET, "/v1/models") => models(app, ctx).await,
+        (_, "/v1/chat/completions" | "/v1/models") => response::method_not_allowed(),
+        _ => response::not_found(),
+    };
+    resp.extensions_mut().insert(LogUser(user.username.clone()));
+    resp
+}
+
+/// A client session id is kept only if it is short, printable and not path-like.
+fn valid_client_session(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        && !id.contains("..")
+}
+
+async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
+    let client_session = req
+        .headers()
+        .get("x-hermes-session-id")
+        .map(|v| v.to_str().map(str::to_string));
+    let session = match client_session {
+        None => format!("api-{}-{}", user.id, uuid::Uuid::new_v4()),
+        Some(Ok(id)) if valid_client_session(&id) => format!("api-{}-{id}", user.id),
+        Some(_) => {
+            return response::error(
+                StatusCode::BAD_REQUEST,
+                "bad_session_id",
+                "X-Hermes-Session-Id must be 1 to 128 letters, digits, `-`, `_`, `.` or `:`.",
+            )
+        }
+    };
+    let body = match crate::auth::read_body(req, app.config.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let stream = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(o)) => o
+            .get("stream")
+            .and_then(|s| s.as_bool())
+            .unwrap_or(false),
+        _ => {
+            return response::error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "The request body must be a JSON object (an OpenAI chat completion request).",
+            )
+        }
+    };
+    if app.config.chat.api_key.is_none() {
+        return UpstreamError::NoKey.response();
+    }
+    if let Err(secs) = app.chat_limit.check(&user.id) {
+        return response::too_many(
+            secs,
+            &format!("Too many requests for this account; try again in {secs} seconds."),
+        );
+    }
+    let out = Outgoing {
+        method: Method::POST,
+        path: "/v1/chat/completions",
+        body: Some(body),
+        session_id: Some(session),
+        session_key: Some(format!("web:{}", user.id)),
+        client_ip: ctx.client_ip,
+        stream,
+    };
+    forward(app, &out).await
+}
+
+async fn models(app: &App, ctx: &Ctx) -> Resp {
+    let out = Outgoing {
+        method: Method::GET,
+        path: "/v1/models",
+        body: None,
+        session_id: None,
+        session_key: None,
+        client_ip: ctx.client_ip,
+        stream: false,
+    };
+    forward(app, &out).await
+}
+
+/// Sends and relays the answer as it arrives, with the headers a client needs.
+async fn forward(app: &App, out: &Outgoing) -> Resp {
+    let upstream = match super::send(app, out).await {
+        Ok(r) => r,
+        Err(e) => return e.response(),
+    };
+    let (parts, body) = upstream.into_parts();
+    let relay = Relay::new(body, app.config.chat.idle_timeout, false, None);
+    let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(relay));
+    *r.status_mut() = parts.status;
+    for name in [
+        header::CONTENT_TYPE,
+        header::CACHE_CONTROL,
+        header::HeaderName::from_static("x-hermes-session-id"),
+    ] {
+        if let Some(v) = parts.headers.get(&name) {
+            r.headers_mut().insert(name, v.clone());
+        }
+    }
+    if out.stream {
+        r.headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_client_session;
+
+    #[test]
+    fn client_session_ids_cannot_be_path_like_or_odd() {
+        assert!(valid_client_session("my-chat_1"));
+        assert!(!valid_client_session("../x"));
+        assert!(!valid_client_session("a/b"));
+        assert!(!valid_client_session("a\nb"));
+        assert!(!valid_client_session(""));
+    }
+}
