@@ -79,7 +79,13 @@ fn token_command(config: &config::Config, cmd: TokenCommand) -> Result<(), Strin
         }
         TokenCommand::List { user } => {
             for t in tokens::cli_list(&store, &user).map_err(|e| e.to_string())? {
-                println!("{}\t{}\t{}…\tcreated {}", t.id, t.name, t.prefix, store::rfc3339_ms(t.created_at));
+                println!(
+                    "{}\t{}\t{}…\tcreated {}",
+                    t.id,
+                    t.name,
+                    t.prefix,
+                    store::rfc3339_ms(t.created_at)
+                );
             }
         }
         TokenCommand::Revoke { user, id } => {

@@ -34,7 +34,9 @@ impl MemoryCache {
         }
         let dir = chat.hermes_home.join("memories");
         let user = self.read(&dir.join("USER.md"), chat.memory_max_bytes).await;
-        let notes = self.read(&dir.join("MEMORY.md"), chat.memory_max_bytes).await;
+        let notes = self
+            .read(&dir.join("MEMORY.md"), chat.memory_max_bytes)
+            .await;
         let mut parts = Vec::new();
         if !user.trim().is_empty() {
             parts.push(format!(

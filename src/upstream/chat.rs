@@ -4,9 +4,24 @@
 //! (`web-<uuid>`, one per conversation, never shared between users), and scopes long-term memory by
 //! `X-Hermes-Session-Key` (`web:<user id>`). So a normal message sends only the new user message.
 //!
-//! Regenerate and edit-and-resend rewrite the past, which Hermes' stored session cannot do: the
-//! stored messages are truncated, the conversation moves to a fresh Hermes session id, and the kept
-//! history is sent explicitly in `messages` for that first request of the new session.
+//! Regenerate and edit-and-resend rewrite the past, which Hermes' stored session cannot do, and
+//! Hermes 0.19 ignores a request's history whenever `X-Hermes-Session-Id` is sent, even for a new id
+//! (docs/hermes-notes.md, section b). So a rewritten conversation becomes a *branch*: its stored
+//! messages are truncated, and from then on every turn is sent without the session header, with
+//! the whole kept history from the edge's database in `messages`, and with a system line
+//! `conversation: web-<uuid>` that makes the session id Hermes derives unique to this branch (the
+//! id is a hash of the system prompt and first message; pitfall 16). In the database the
+//! conversation's `hermes_session` is then `history:web-<uuid>` instead of `web-<uuid>`.
+//!
+//! Nothing is written until Hermes has accepted the request, so a refused send (the page puts the
+//! text back into the composer) leaves the conversation as it was. Once the stream runs, the answer
+//! is stored however it ends, partial text included.
+
+/// Hermes silently truncates longer text parts; refuse them instead.
+const MAX_MESSAGE_CHARS: usize = 65_536;
+/// Hermes refuses request bodies over 10 MB; leave room for the JSON around the images.
+const MAX_IMAGES_TOTAL_BYTES: usize = 9_000_000;
+const BRANCH_PREFIX: &str = "history:";
 
 use base64::Engine;
 use bytes::Bytes;
@@ -36,22 +51,45 @@ struct ChatRequest {
     edit_from: Option<i64>,
 }
 
-/// What the database step decided to send.
+/// What to send to Hermes and what to write once it accepts.
 struct Plan {
     conversation: String,
-    hermes_session: String,
-    /// History sent explicitly (only when the conversation moved to a new Hermes session).
+    /// The title of a conversation this send creates.
+    create_title: Option<String>,
+    /// Index from which stored messages are replaced (regenerate, edit).
+    cut: Option<i64>,
+    /// The conversation's `hermes_session` after this send.
+    session: String,
+    /// `X-Hermes-Session-Id`, or `None` for a branch (history sent explicitly).
+    session_header: Option<String>,
     history: Vec<StoredMessage>,
     text: String,
     images: Vec<String>,
-    /// Row of the assistant message that the answer fills in.
-    answer_row: i64,
 }
 
 enum PlanError {
     NotFound,
     Bad(&'static str, &'static str),
     Store(crate::store::StoreError),
+}
+
+fn plan_error(e: PlanError) -> Resp {
+    match e {
+        PlanError::NotFound => response::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "There is no such conversation.",
+        ),
+        PlanError::Bad(code, message) => bad(code, message),
+        PlanError::Store(e) => {
+            tracing::error!("conversation store: {e}");
+            response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "The conversation store is unavailable right now; try again shortly.",
+            )
+        }
+    }
 }
 
 fn bad(code: &str, message: &str) -> Resp {
@@ -79,6 +117,12 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     if !chat.regenerate && text.trim().is_empty() && images.is_empty() {
         return bad("empty_message", "The message is empty.");
     }
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        return bad(
+            "message_too_long",
+            &format!("A message can be at most {MAX_MESSAGE_CHARS} characters; split it up."),
+        );
+    }
     if let Err(r) = check_images(app, &images) {
         return r;
     }
@@ -98,27 +142,26 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
         );
     }
 
-    let plan = match plan(app, user, chat.conversation_id, text, images, chat.regenerate, chat.edit_from).await {
+    let request = Requested {
+        conversation_id: chat.conversation_id,
+        text,
+        images,
+        regenerate: chat.regenerate,
+        edit_from: chat.edit_from,
+    };
+    let plan = match plan(app, user, request).await {
         Ok(p) => p,
-        Err(PlanError::NotFound) => {
-            return response::error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "There is no such conversation.",
-            )
-        }
-        Err(PlanError::Bad(code, message)) => return bad(code, message),
-        Err(PlanError::Store(e)) => {
-            tracing::error!("conversation store: {e}");
-            return response::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "The conversation store is unavailable right now; try again shortly.",
-            );
-        }
+        Err(e) => return plan_error(e),
     };
 
-    let system = app.memory.system_message(&app.config.chat).await;
+    let mut system = app.memory.system_message(&app.config.chat).await;
+    if let Some(branch) = plan.session.strip_prefix(BRANCH_PREFIX) {
+        let line = format!("conversation: {branch}");
+        system = Some(match system {
+            Some(s) => format!("{s}\n\n{line}"),
+            None => line,
+        });
+    }
     let messages = hermes_messages(system, &plan.history, &plan.text, &plan.images);
     let hermes_body = serde_json::json!({
         "model": "hermes-agent",
@@ -129,7 +172,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
         method: Method::POST,
         path: "/v1/chat/completions",
         body: Some(Bytes::from(hermes_body.to_string())),
-        session_id: Some(plan.hermes_session.clone()),
+        session_id: plan.session_header.clone(),
         session_key: Some(format!("web:{}", user.id)),
         client_ip: ctx.client_ip,
         stream: true,
@@ -151,22 +194,21 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     let resp = match upstream {
         Ok(r) => r,
         Err(e) => {
-            conversations::finish_message(
-                app.store.clone(),
-                plan.answer_row,
-                plan.conversation.clone(),
-                String::new(),
-                Vec::new(),
-                Some(e.to_json()),
-            )
-            .await;
             let mut r = e.response();
-            super::set_header(&mut r, "x-conversation-id", &plan.conversation);
+            if plan.create_title.is_none() {
+                super::set_header(&mut r, "x-conversation-id", &plan.conversation);
+            }
             return r;
         }
     };
+    // Hermes accepted: now the user message and the (empty) answer are written.
+    let conversation = plan.conversation.clone();
+    let answer_row = match commit(app, user, plan).await {
+        Ok(row) => row,
+        Err(e) => return plan_error(e),
+    };
 
-    let on_end = finisher(app, plan.answer_row, plan.conversation.clone(), user);
+    let on_end = finisher(app, answer_row, conversation.clone(), user);
     let relay = Relay::new(
         resp.into_body(),
         app.config.chat.idle_timeout,
@@ -181,7 +223,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    super::set_header(&mut r, "x-conversation-id", &plan.conversation);
+    super::set_header(&mut r, "x-conversation-id", &conversation);
     r
 }
 
@@ -204,7 +246,9 @@ fn finisher(app: &App, row: i64, conversation: String, user: &User) -> super::re
         match &ending {
             Ending::Complete => tracing::info!(user = %username, "chat answer complete"),
             Ending::ClientGone => tracing::info!(user = %username, "chat stopped by the client"),
-            Ending::Failed(e) => tracing::warn!(user = %username, code = e.code(), "chat answer failed"),
+            Ending::Failed(e) => {
+                tracing::warn!(user = %username, code = e.code(), "chat answer failed")
+            }
         }
         let SseTap {
             content,
@@ -227,12 +271,24 @@ fn finisher(app: &App, row: i64, conversation: String, user: &User) -> super::re
 
 /// Validates image data URLs: `data:image/(png|jpeg|gif|webp);base64,...`, each at most
 /// `max_image_bytes` decoded, at most `max_images` of them.
+// The error is the finished answer, built once on a cold path.
+#[allow(clippy::result_large_err)]
 fn check_images(app: &App, images: &[String]) -> Result<(), Resp> {
     let c = &app.config.chat;
     if images.len() > c.max_images {
         return Err(bad(
             "too_many_images",
-            &format!("At most {} images can be sent with one message.", c.max_images),
+            &format!(
+                "At most {} images can be sent with one message.",
+                c.max_images
+            ),
+        ));
+    }
+    if images.iter().map(String::len).sum::<usize>() > MAX_IMAGES_TOTAL_BYTES {
+        return Err(response::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+            "The images of one message are together too large (Hermes accepts about 9 MB); send fewer or smaller ones.",
         ));
     }
     for (i, url) in images.iter().enumerate() {
@@ -297,103 +353,144 @@ fn title_from(text: &str) -> String {
     }
 }
 
-/// Creates or updates the conversation in one transaction and says what to send to Hermes.
-async fn plan(
-    app: &App,
-    user: &User,
+struct Requested {
     conversation_id: Option<String>,
     text: String,
     images: Vec<String>,
     regenerate: bool,
     edit_from: Option<i64>,
-) -> Result<Plan, PlanError> {
+}
+
+/// Reads the conversation and decides what to send; writes nothing.
+async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
     let uid = user.id;
     let result = app
         .store
         .call(move |c| {
-            let tx = c.transaction()?;
-            let now = now_ms();
-            let Some(id) = conversation_id else {
+            let Some(id) = r.conversation_id else {
                 let id = uuid::Uuid::new_v4().to_string();
                 let session = format!("web-{id}");
-                tx.execute(
-                    "INSERT INTO conversations (id, user_id, title, hermes_session, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![id, uid, title_from(&text), session, now],
-                )?;
-                conversations::insert_message(&tx, &id, 0, "user", &text, &images)?;
-                let row = conversations::insert_message(&tx, &id, 1, "assistant", "", &[])?;
-                tx.commit()?;
                 return Ok(Ok(Plan {
-                    conversation: id,
-                    hermes_session: session,
+                    create_title: Some(title_from(&r.text)),
+                    cut: None,
+                    session_header: Some(session.clone()),
+                    session,
                     history: Vec::new(),
-                    text,
-                    images,
-                    answer_row: row,
+                    text: r.text,
+                    images: r.images,
+                    conversation: id,
                 }));
             };
-            let Some(conv) = conversations::find(&tx, uid, &id)? else {
+            let Some(conv) = conversations::find(c, uid, &id)? else {
                 return Ok(Err(PlanError::NotFound));
             };
-            let stored = conversations::messages(&tx, &id)?;
-            let (cut, text, images) = if regenerate {
+            let stored = conversations::messages(c, &id)?;
+            let (cut, text, images) = if r.regenerate {
                 let Some(last_user) = stored.iter().rev().find(|m| m.role == "user") else {
                     return Ok(Err(PlanError::Bad(
                         "nothing_to_regenerate",
                         "This conversation has no message to answer again.",
                     )));
                 };
-                (Some(last_user.index), last_user.content.clone(), last_user.images.clone())
-            } else if let Some(from) = edit_from {
+                (
+                    Some(last_user.index),
+                    last_user.content.clone(),
+                    last_user.images.clone(),
+                )
+            } else if let Some(from) = r.edit_from {
                 if !stored.iter().any(|m| m.index == from && m.role == "user") {
                     return Ok(Err(PlanError::Bad(
                         "bad_edit_from",
                         "\"edit_from\" must be the index of a user message of this conversation.",
                     )));
                 }
-                (Some(from), text, images)
+                (Some(from), r.text, r.images)
             } else {
-                (None, text, images)
+                (None, r.text, r.images)
             };
-            let (session, history, user_index) = match cut {
+            let plan = match cut {
+                // Rewriting the past: a new branch that carries its history explicitly.
+                Some(cut) => Plan {
+                    create_title: None,
+                    cut: Some(cut),
+                    session: format!("{BRANCH_PREFIX}web-{}", uuid::Uuid::new_v4()),
+                    session_header: None,
+                    history: stored.into_iter().filter(|m| m.index < cut).collect(),
+                    text,
+                    images,
+                    conversation: id,
+                },
+                None if conv.hermes_session.starts_with(BRANCH_PREFIX) => Plan {
+                    create_title: None,
+                    cut: None,
+                    session: conv.hermes_session,
+                    session_header: None,
+                    history: stored,
+                    text,
+                    images,
+                    conversation: id,
+                },
+                None => Plan {
+                    create_title: None,
+                    cut: None,
+                    session_header: Some(conv.hermes_session.clone()),
+                    session: conv.hermes_session,
+                    history: Vec::new(),
+                    text,
+                    images,
+                    conversation: id,
+                },
+            };
+            Ok(Ok(plan))
+        })
+        .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(PlanError::Store(e)),
+    }
+}
+
+/// Writes the user message and an empty answer (filled in when the stream ends); returns the
+/// answer's row id.
+async fn commit(app: &App, user: &User, plan: Plan) -> Result<i64, PlanError> {
+    let uid = user.id;
+    let result = app
+        .store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let now = now_ms();
+            let id = &plan.conversation;
+            if let Some(title) = &plan.create_title {
+                tx.execute(
+                    "INSERT INTO conversations (id, user_id, title, hermes_session, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![id, uid, title, plan.session, now],
+                )?;
+            } else if conversations::find(&tx, uid, id)?.is_none() {
+                return Ok(Err(PlanError::NotFound)); // deleted meanwhile
+            }
+            let index = match plan.cut {
                 Some(cut) => {
-                    // Rewriting the past: drop from the cut on and start a new Hermes session
-                    // that receives the kept history explicitly.
                     tx.execute(
                         "DELETE FROM messages WHERE conversation_id = ?1 AND idx >= ?2",
                         params![id, cut],
                     )?;
-                    let session = format!("web-{}", uuid::Uuid::new_v4());
-                    tx.execute(
-                        "UPDATE conversations SET hermes_session = ?1 WHERE id = ?2",
-                        params![session, id],
-                    )?;
-                    let history: Vec<StoredMessage> =
-                        stored.into_iter().filter(|m| m.index < cut).collect();
-                    (session, history, cut)
+                    cut
                 }
-                None => {
-                    let next = stored.last().map(|m| m.index + 1).unwrap_or(0);
-                    (conv.hermes_session, Vec::new(), next)
-                }
+                None => tx.query_row(
+                    "SELECT COALESCE(MAX(idx) + 1, 0) FROM messages WHERE conversation_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )?,
             };
-            conversations::insert_message(&tx, &id, user_index, "user", &text, &images)?;
-            let row =
-                conversations::insert_message(&tx, &id, user_index + 1, "assistant", "", &[])?;
+            conversations::insert_message(&tx, id, index, "user", &plan.text, &plan.images)?;
+            let row = conversations::insert_message(&tx, id, index + 1, "assistant", "", &[])?;
             tx.execute(
-                "UPDATE conversations SET updated_at = ?1 WHERE id = ?2",
-                params![now, id],
+                "UPDATE conversations SET updated_at = ?1, hermes_session = ?2 WHERE id = ?3",
+                params![now, plan.session, id],
             )?;
             tx.commit()?;
-            Ok(Ok(Plan {
-                conversation: id,
-                hermes_session: session,
-                history,
-                text,
-                images,
-                answer_row: row,
-            }))
+            Ok(Ok(row))
         })
         .await;
     match result {
@@ -418,7 +515,13 @@ fn hermes_messages(
         if m.role == "assistant" && m.content.is_empty() {
             continue; // an answer that failed before any text: nothing to remember
         }
-        out.push(serde_json::json!({"role": m.role, "content": content(&m.content, &m.images)}));
+        // Earlier images are not sent again (Hermes itself keeps them as `[screenshot]`).
+        let text = if m.images.is_empty() {
+            m.content.clone()
+        } else {
+            format!("{}\n[screenshot]", m.content)
+        };
+        out.push(serde_json::json!({"role": m.role, "content": text}));
     }
     out.push(serde_json::json!({"role": "user", "content": content(text, images)}));
     out

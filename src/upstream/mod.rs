@@ -207,8 +207,15 @@ pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, Upstr
             continue;
         }
         let detail = error_detail(resp).await;
-        tracing::warn!(status = status.as_u16(), "Hermes answered an error: {detail}");
-        return Err(UpstreamError::Failed(format!("{} {}", status.as_u16(), detail)));
+        tracing::warn!(
+            status = status.as_u16(),
+            "Hermes answered an error: {detail}"
+        );
+        return Err(UpstreamError::Failed(format!(
+            "{} {}",
+            status.as_u16(),
+            detail
+        )));
     }
     Err(UpstreamError::RateLimited { retry_after: 1 })
 }
@@ -262,10 +269,7 @@ async fn error_detail(resp: Response<Incoming>) -> String {
             .unwrap_or("unexpected status")
             .to_string()
     });
-    text.chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect()
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
 /// Routes of the chat API for a signed-in user: `/api/chat`, `/api/conversations*`, `/api/tokens*`.
@@ -314,6 +318,8 @@ pub fn is_chat_path(path: &str) -> bool {
 }
 
 /// Parses a JSON request body, or answers `400` saying what is wrong with it.
+// The error is the finished answer, built once on a cold path.
+#[allow(clippy::result_large_err)]
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
     serde_json::from_slice(body).map_err(|e| {
         response::error(

@@ -5,8 +5,10 @@
 //! forwards with the real Hermes API key, streaming the answer back untouched:
 //! - `X-Hermes-Session-Key` is always `web:<user id>` (the user's own long-term memory);
 //! - a client's `X-Hermes-Session-Id: X` becomes `api-<user id>-X`, so one user can never name
-//!   another user's session; without one, each request gets a fresh `api-<user id>-<uuid>` (the
-//!   client sends its whole history, as OpenAI clients do).
+//!   another user's session (Hermes then loads that session's history itself);
+//! - without one, Hermes uses the request's own history (as OpenAI clients send it) and derives a
+//!   session id from the system prompt and first message; a system line `api user: <id>` is added
+//!   so that derived id differs between users (pitfall 16).
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -57,8 +59,8 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         .get("x-hermes-session-id")
         .map(|v| v.to_str().map(str::to_string));
     let session = match client_session {
-        None => format!("api-{}-{}", user.id, uuid::Uuid::new_v4()),
-        Some(Ok(id)) if valid_client_session(&id) => format!("api-{}-{id}", user.id),
+        None => None,
+        Some(Ok(id)) if valid_client_session(&id) => Some(format!("api-{}-{id}", user.id)),
         Some(_) => {
             return response::error(
                 StatusCode::BAD_REQUEST,
@@ -71,11 +73,8 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         Ok(b) => b,
         Err(r) => return r,
     };
-    let stream = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(o)) => o
-            .get("stream")
-            .and_then(|s| s.as_bool())
-            .unwrap_or(false),
+    let mut request = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(o)) => o,
         _ => {
             return response::error(
                 StatusCode::BAD_REQUEST,
@@ -83,6 +82,26 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
                 "The request body must be a JSON object (an OpenAI chat completion request).",
             )
         }
+    };
+    let stream = request
+        .get("stream")
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
+    let body = if session.is_none() {
+        let Some(messages) = request.get_mut("messages").and_then(|m| m.as_array_mut()) else {
+            return response::error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "The request needs a \"messages\" array.",
+            );
+        };
+        messages.insert(
+            0,
+            serde_json::json!({"role": "system", "content": format!("api user: {}", user.id)}),
+        );
+        bytes::Bytes::from(serde_json::Value::Object(request).to_string())
+    } else {
+        body
     };
     if app.config.chat.api_key.is_none() {
         return UpstreamError::NoKey.response();
@@ -97,7 +116,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         method: Method::POST,
         path: "/v1/chat/completions",
         body: Some(body),
-        session_id: Some(session),
+        session_id: session,
         session_key: Some(format!("web:{}", user.id)),
         client_ip: ctx.client_ip,
         stream,

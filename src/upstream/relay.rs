@@ -137,9 +137,7 @@ impl Body for Relay {
                         return Poll::Ready(None);
                     }
                     tracing::warn!("the Hermes stream ended without [DONE]");
-                    return this.fail(UpstreamError::Broken(
-                        "it ended without [DONE]".to_string(),
-                    ));
+                    return this.fail(UpstreamError::Broken("it ended without [DONE]".to_string()));
                 }
                 Poll::Pending => {
                     if this.sleep.as_mut().poll(cx).is_ready() {
@@ -300,10 +298,11 @@ impl SseTap {
                     status: s("status"),
                     id: id.clone(),
                 };
-                if let Some(existing) = id
-                    .as_ref()
-                    .and_then(|id| self.tool_steps.iter_mut().find(|t| t.id.as_ref() == Some(id)))
-                {
+                if let Some(existing) = id.as_ref().and_then(|id| {
+                    self.tool_steps
+                        .iter_mut()
+                        .find(|t| t.id.as_ref() == Some(id))
+                }) {
                     if !step.status.is_empty() {
                         existing.status = step.status;
                     }

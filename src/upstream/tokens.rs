@@ -118,13 +118,12 @@ fn user_id_by_name(c: &rusqlite::Connection, name: &str) -> Result<Option<i64>, 
 
 /// `hermes-edge token create --user NAME [--name LABEL]`: the secret, to print once.
 pub fn cli_create(store: &Store, username: &str, name: &str) -> Result<String, TokenError> {
-    store
-        .call_blocking(|c| {
-            let Some(uid) = user_id_by_name(c, username)? else {
-                return Ok(Err(TokenError::UnknownUser(username.to_string())));
-            };
-            Ok(create(c, uid, name)?.map(|(secret, _)| secret))
-        })?
+    store.call_blocking(|c| {
+        let Some(uid) = user_id_by_name(c, username)? else {
+            return Ok(Err(TokenError::UnknownUser(username.to_string())));
+        };
+        Ok(create(c, uid, name)?.map(|(secret, _)| secret))
+    })?
 }
 
 /// `hermes-edge token list --user NAME`.

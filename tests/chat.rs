@@ -1,0 +1,1074 @@
+//! The chat proxy against a scripted OpenAI-compatible fake of the Hermes API Server: streaming
+//! without buffering, pass-through of tool events and keepalives, disconnects, every upstream
+//! failure's clear message, per-user conversations, regenerate/edit, personal API tokens.
+
+mod common;
+mod fake_upstream;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use fake_upstream::{chunk, chunk_role, finish, Fake, Reply, Step};
+use serde_json::{json, Value};
+
+const KEY: &str = "test-api-key-0123456789abcdef-do-not-leak";
+
+/// Starts hermes-edge in front of `fake` with the API key and an optional config file body.
+fn start(fake: &Fake, config: &str) -> (Server, tempfile::TempDir) {
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("edge.toml");
+    std::fs::write(&path, config).unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .upstream(fake.url())
+            .env("HERMES_EDGE_API_KEY", KEY)
+            .arg("--config")
+            .arg(path.display().to_string()),
+    );
+    (s, cfg)
+}
+
+async fn chat(s: &Server, c: &reqwest::Client, body: Value) -> reqwest::Response {
+    c.post(s.url("/api/chat"))
+        .header("origin", s.origin())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn text(r: reqwest::Response) -> String {
+    tokio::time::timeout(Duration::from_secs(20), r.text())
+        .await
+        .expect("body within 20 s")
+        .unwrap()
+}
+
+async fn get_json(s: &Server, c: &reqwest::Client, path: &str) -> (u16, Value) {
+    let r = c.get(s.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until the stored answer of `conv` at `index` has settled (content or error set).
+async fn stored_message(s: &Server, c: &reqwest::Client, conv: &str, index: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, v) = get_json(s, c, &format!("/api/conversations/{conv}")).await;
+        assert_eq!(status, 200);
+        let m = v["messages"][index].clone();
+        if !m.is_null() && (m["content"] != "" || !m["error"].is_null()) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "message {index} never settled: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn add_user(s: &Server, name: &str, password: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(bin())
+        .current_dir(&s.dir)
+        .args(["--data-dir", &s.dir.join("data").display().to_string()])
+        .args(["user", "add", name, "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+async fn user_client(s: &Server, name: &str) -> reqwest::Client {
+    add_user(s, name, "password-of-someone");
+    let c = s.client();
+    assert_eq!(s.login(&c, name, "password-of-someone").await.status(), 200);
+    c
+}
+
+#[tokio::test]
+async fn chunks_reach_the_client_as_soon_as_the_upstream_sends_them() {
+    let fake = Fake::start().await;
+    let mut steps = vec![Step::Data(chunk_role())];
+    for i in 0..6 {
+        steps.push(Step::Sleep(300));
+        steps.push(Step::Data(chunk(&format!("tok{i} "))));
+    }
+    steps.push(Step::Data(finish()));
+    steps.push(Step::Data("data: [DONE]\n\n".into()));
+    fake.push(Reply::stream(steps));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let mut r = chat(&s, &c, json!({"message": "stream please"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let mut seen = String::new();
+    let mut arrived = Vec::new();
+    while let Some(bytes) = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        let now = Instant::now();
+        seen.push_str(std::str::from_utf8(&bytes).unwrap());
+        for i in 0..6 {
+            let m = format!("tok{i} ");
+            if seen.contains(&m) && !arrived.iter().any(|(j, _)| *j == i) {
+                arrived.push((i, now));
+            }
+        }
+    }
+    assert_eq!(arrived.len(), 6, "{seen}");
+    for (i, at) in arrived {
+        let sent = fake.sent_at(&format!("tok{i} ")).unwrap();
+        let delay = at.duration_since(sent);
+        // The upstream waits 300 ms between chunks: a buffering proxy would show delays of
+        // hundreds of milliseconds here.
+        assert!(
+            delay < Duration::from_millis(50),
+            "chunk {i} reached the client {delay:?} after the upstream sent it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tool_progress_events_and_keepalives_pass_through_byte_exact() {
+    let fake = Fake::start().await;
+    let tool_start = "event: hermes.tool.progress\ndata: {\"tool\": \"terminal\", \"emoji\": \"💻\", \"label\": \"ls -la\", \"toolCallId\": \"call_1\", \"status\": \"running\"}\n\n";
+    let tool_end = "event: hermes.tool.progress\ndata: {\"tool\": \"terminal\", \"toolCallId\": \"call_1\", \"status\": \"completed\"}\n\n";
+    let parts = [
+        chunk_role(),
+        tool_start.to_string(),
+        ": keepalive\n\n".to_string(),
+        tool_end.to_string(),
+        chunk("Done: "),
+        chunk("3 files"),
+        finish(),
+        "data: [DONE]\n\n".to_string(),
+    ];
+    fake.push(Reply::stream(
+        parts.iter().map(|p| Step::Data(p.clone())).collect(),
+    ));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "list files"})).await;
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(text(r).await, parts.concat());
+    let m = stored_message(&s, &c, &conv, 1).await;
+    assert_eq!(
+        m["tool_steps"],
+        json!([{"tool": "terminal", "emoji": "💻", "label": "ls -la", "status": "completed"}])
+    );
+    assert_eq!(m["content"], "Done: 3 files");
+    assert_eq!(m["error"], Value::Null);
+}
+
+async fn client_close_drops_the_upstream(http1: bool) {
+    let fake = Fake::start().await;
+    fake.push(Reply::stream(vec![
+        Step::Data(chunk_role()),
+        Step::Data(chunk("partial ")),
+        Step::Hang,
+    ]));
+    let (s, _cfg) = start(&fake, "");
+    let c = if http1 {
+        let c = s.client_builder().http1_only().build().unwrap();
+        assert_eq!(s.login(&c, "admin", ADMIN_PASSWORD).await.status(), 200);
+        c
+    } else {
+        s.admin_client().await
+    };
+    let mut r = chat(&s, &c, json!({"message": "go"})).await;
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut seen = String::new();
+    while !seen.contains("partial") {
+        let b = r.chunk().await.unwrap().unwrap();
+        seen.push_str(std::str::from_utf8(&b).unwrap());
+    }
+    assert!(fake.disconnects().is_empty());
+    let closed = Instant::now();
+    drop(r);
+    drop(c);
+    let gone = fake
+        .wait_disconnect(Duration::from_secs(3))
+        .await
+        .expect("the upstream saw no disconnect");
+    assert!(
+        gone.duration_since(closed) < Duration::from_secs(1),
+        "upstream closed {:?} after the client",
+        gone.duration_since(closed)
+    );
+    let c = s.admin_client().await;
+    let m = stored_message(&s, &c, &conv, 1).await;
+    assert_eq!(m["content"], "partial ");
+    assert_eq!(m["error"]["code"], "stopped");
+    // A client going away is not an error in the log.
+    assert!(s.wait_for_log("client went away", 3));
+    assert!(!s.stderr().contains("ERROR"), "{}", s.stderr());
+}
+
+#[tokio::test]
+async fn closing_an_http2_client_closes_the_upstream_connection() {
+    client_close_drops_the_upstream(false).await;
+}
+
+#[tokio::test]
+async fn closing_an_http1_client_closes_the_upstream_connection() {
+    client_close_drops_the_upstream(true).await;
+}
+
+#[tokio::test]
+async fn an_upstream_429_is_retried_after_retry_after_and_then_succeeds() {
+    let fake = Fake::start().await;
+    fake.push(
+        Reply::json(
+            429,
+            "{\"error\":{\"message\":\"Too many concurrent runs (max 1)\"}}",
+        )
+        .header("retry-after", "1"),
+    );
+    fake.push(Reply::sse(&["after ", "retry"]));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let started = Instant::now();
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 200);
+    let body = text(r).await;
+    assert!(body.contains("retry"), "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs[1].at.duration_since(reqs[0].at) >= Duration::from_millis(950));
+}
+
+#[tokio::test]
+async fn an_upstream_429_beyond_the_retry_budget_is_a_429_with_retry_after() {
+    let fake = Fake::start().await;
+    fake.push(Reply::json(429, "{}").header("retry-after", "7"));
+    let (s, _cfg) = start(&fake, "[chat]\nretry_budget_secs = 2\n");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited");
+    assert_eq!(v["error"]["retry_after"], 7);
+    assert_eq!(
+        v["error"]["message"],
+        "Hermes is busy or its model provider is rate limiting; try again in 7 seconds."
+    );
+    assert_eq!(fake.requests().len(), 1);
+    // Nothing was stored for a send Hermes refused.
+    let (_, list) = get_json(&s, &c, "/api/conversations").await;
+    assert_eq!(list, json!({"conversations": []}));
+}
+
+#[tokio::test]
+async fn an_upstream_401_says_the_api_key_does_not_match() {
+    let fake = Fake::start().await;
+    fake.push(Reply::json(
+        401,
+        "{\"error\": {\"message\": \"Invalid API key\", \"type\": \"invalid_request_error\", \"code\": \"invalid_api_key\"}}",
+    ));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_auth");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("the API key does not match API_SERVER_KEY"));
+}
+
+#[tokio::test]
+async fn connection_refused_names_the_url_and_how_to_start_hermes() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let s = Server::start_with(
+        Start::default()
+            .upstream(url.clone())
+            .env("HERMES_EDGE_API_KEY", KEY),
+    );
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        json!({"error": {"code": "upstream_unreachable", "message": format!(
+            "Cannot reach the Hermes API Server at {url}. Start Hermes with its API server enabled, for example: API_SERVER_ENABLED=true API_SERVER_KEY=... hermes gateway run"
+        )}})
+    );
+}
+
+#[tokio::test]
+async fn no_api_key_configured_is_a_503_that_says_how_to_set_it() {
+    let fake = Fake::start().await;
+    let s = Server::start_with(Start::default().upstream(fake.url()));
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "api_key_missing");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Set HERMES_EDGE_API_KEY"));
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_stalled_stream_ends_with_an_upstream_stalled_event_and_drops_the_upstream() {
+    let fake = Fake::start().await;
+    fake.push(Reply::stream(vec![
+        Step::Data(chunk_role()),
+        Step::Data(chunk("half an ")),
+        Step::Hang,
+    ]));
+    let (s, _cfg) = start(&fake, "[chat]\nidle_timeout_secs = 1\n");
+    let c = s.admin_client().await;
+    let started = Instant::now();
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = text(r).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    let expected_tail = "event: edge.error\ndata: {\"code\":\"upstream_stalled\",\"message\":\"Hermes sent nothing for 1 seconds, so the answer was abandoned. Check that Hermes and its model provider are working, then try again.\"}\n\n";
+    assert!(body.ends_with(expected_tail), "{body}");
+    assert!(
+        body.starts_with(&(chunk_role() + &chunk("half an "))),
+        "{body}"
+    );
+    assert!(fake.wait_disconnect(Duration::from_secs(2)).await.is_some());
+    let m = stored_message(&s, &c, &conv, 1).await;
+    assert_eq!(m["content"], "half an ");
+    assert_eq!(m["error"]["code"], "upstream_stalled");
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_mid_answer_ends_with_stream_broken_and_keeps_the_partial_answer() {
+    let fake = Fake::start().await;
+    fake.push(Reply::stream(vec![
+        Step::Data(chunk_role()),
+        Step::Data(chunk("so far")),
+        Step::Sleep(50),
+        Step::Abort,
+    ]));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = text(r).await;
+    assert!(
+        body.ends_with("event: edge.error\ndata: {\"code\":\"stream_broken\",\"message\":\"The connection to Hermes broke before the answer was complete; the partial answer was kept.\"}\n\n"),
+        "{body}"
+    );
+    let m = stored_message(&s, &c, &conv, 1).await;
+    assert_eq!(m["content"], "so far");
+    assert_eq!(m["error"]["code"], "stream_broken");
+}
+
+#[tokio::test]
+async fn an_upstream_500_is_a_502_upstream_error_with_hermes_message() {
+    let fake = Fake::start().await;
+    fake.push(Reply::json(
+        500,
+        "{\"error\":{\"message\":\"agent exploded\",\"type\":\"server_error\"}}",
+    ));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        json!({"error": {"code": "upstream_error", "message": "The Hermes API Server answered with an error: 500 agent exploded"}})
+    );
+}
+
+#[tokio::test]
+async fn malformed_chat_requests_are_400_with_a_reason() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "[chat]\nmax_images = 1\nmax_image_bytes = 100\n");
+    let c = s.admin_client().await;
+    let r = c
+        .post(s.url("/api/chat"))
+        .header("origin", s.origin())
+        .header("content-type", "application/json")
+        .body("{\"message\": \"unterminated")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "bad_body");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("The request body is not the expected JSON: EOF while parsing a string"));
+
+    let cases = [
+        (json!({"message": "  "}), 400, "empty_message"),
+        (json!({"message": 5}), 400, "bad_body"),
+        (
+            json!({"message": "x", "images": ["http://evil/x.png"]}),
+            400,
+            "bad_image",
+        ),
+        (
+            json!({"message": "x", "images": ["data:image/svg+xml;base64,PHN2Zz4="]}),
+            400,
+            "bad_image",
+        ),
+        (
+            json!({"message": "x", "images": ["data:image/png;base64,@@@@"]}),
+            400,
+            "bad_image",
+        ),
+        (
+            json!({"message": "x", "images": ["data:image/png;base64,AAAA", "data:image/png;base64,AAAA"]}),
+            400,
+            "too_many_images",
+        ),
+        (
+            json!({"message": "x", "images": [format!("data:image/png;base64,{}", "A".repeat(400))]}),
+            413,
+            "image_too_large",
+        ),
+        (
+            json!({"message": "x".repeat(65_537)}),
+            400,
+            "message_too_long",
+        ),
+        (json!({"regenerate": true}), 400, "bad_body"),
+        (
+            json!({"conversation_id": "00000000-0000-0000-0000-000000000000", "message": "x"}),
+            404,
+            "not_found",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = chat(&s, &c, body.clone()).await;
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}");
+    }
+    assert!(fake.requests().is_empty());
+
+    // A valid image goes to Hermes as OpenAI content parts.
+    let png = "data:image/png;base64,iVBORw0KGgo=";
+    let r = chat(&s, &c, json!({"message": "what is this", "images": [png]})).await;
+    assert_eq!(r.status(), 200);
+    text(r).await;
+    let sent = fake.requests()[0].json();
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": png}}
+        ]}])
+    );
+}
+
+#[tokio::test]
+async fn hermes_gets_the_key_the_session_headers_and_the_client_address() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "first"})).await;
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(uuid_like(&conv), "{conv}");
+    text(r).await;
+    let r = chat(
+        &s,
+        &c,
+        json!({"conversation_id": conv, "message": "second"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-conversation-id"], conv.as_str());
+    text(r).await;
+
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 2);
+    for (req, msg) in reqs.iter().zip(["first", "second"]) {
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.path, "/v1/chat/completions");
+        assert_eq!(
+            req.header("authorization").unwrap(),
+            format!("Bearer {KEY}")
+        );
+        assert_eq!(
+            req.header("x-hermes-session-id").unwrap(),
+            format!("web-{conv}")
+        );
+        assert_eq!(req.header("x-hermes-session-key").unwrap(), "web:1");
+        assert_eq!(req.header("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(req.header("x-real-ip").unwrap(), "127.0.0.1");
+        assert_eq!(req.header("cookie"), None);
+        // Hermes keeps the history itself: only the new message is sent.
+        assert_eq!(
+            req.json(),
+            json!({"model": "hermes-agent", "stream": true, "messages": [{"role": "user", "content": msg}]})
+        );
+    }
+    // The upstream connection is pooled: both requests used one connection.
+    assert_eq!(fake.connections(), 1);
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+#[tokio::test]
+async fn the_api_key_never_appears_in_a_response_or_the_log() {
+    let fake = Fake::start().await;
+    fake.push(Reply::json(
+        401,
+        "{\"error\":{\"message\":\"Invalid API key\"}}",
+    ));
+    fake.push(Reply::json(500, "{\"error\":{\"message\":\"boom\"}}"));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let mut seen = String::new();
+    for body in [
+        json!({"message": "a"}),
+        json!({"message": "b"}),
+        json!({"message": "c"}),
+    ] {
+        let r = chat(&s, &c, body).await;
+        seen.push_str(&format!("{:?}", r.headers()));
+        seen.push_str(&text(r).await);
+    }
+    for path in ["/api/conversations", "/healthz", "/api/me"] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        seen.push_str(&format!("{:?}", r.headers()));
+        seen.push_str(&r.text().await.unwrap());
+    }
+    let chats = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(chats, 3);
+    assert!(!seen.contains(KEY));
+    assert!(!seen.contains(&KEY[..16]));
+    let log = format!("{}\n{}", s.stdout(), s.stderr());
+    assert!(log.contains("refused the API key"), "{log}");
+    assert!(!log.contains(KEY));
+    assert!(!log.contains(&KEY[..16]));
+}
+
+#[tokio::test]
+async fn conversations_are_stored_listed_renamed_and_deleted_with_the_documented_shapes() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "Plan a trip\nto the sea"})).await;
+    let first = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    text(r).await;
+    let r = chat(&s, &c, json!({"message": "Second topic"})).await;
+    let second = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    text(r).await;
+    assert_ne!(first, second);
+
+    let (status, list) = get_json(&s, &c, "/api/conversations").await;
+    assert_eq!(status, 200);
+    let items = list["conversations"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["id"], second.as_str());
+    assert_eq!(items[1]["id"], first.as_str());
+    assert_eq!(items[1]["title"], "Plan a trip");
+    let keys: Vec<&str> = items[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["created_at", "id", "title", "updated_at"]);
+    assert!(items[0]["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(items[0]["created_at"].as_str().unwrap().len(), 24);
+
+    let m = stored_message(&s, &c, &first, 1).await;
+    assert_eq!(m["content"], "Hello there");
+    let (_, conv) = get_json(&s, &c, &format!("/api/conversations/{first}")).await;
+    assert_eq!(conv["id"], first.as_str());
+    assert_eq!(conv["title"], "Plan a trip");
+    let msgs = conv["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2);
+    let mut user = msgs[0].clone();
+    assert!(user["created_at"].as_str().unwrap().ends_with('Z'));
+    user.as_object_mut().unwrap().remove("created_at");
+    assert_eq!(
+        user,
+        json!({"index": 0, "role": "user", "content": "Plan a trip\nto the sea", "images": [], "tool_steps": [], "error": null})
+    );
+    assert_eq!(msgs[1]["index"], 1);
+    assert_eq!(msgs[1]["role"], "assistant");
+
+    let r = c
+        .patch(s.url(&format!("/api/conversations/{first}")))
+        .header("origin", s.origin())
+        .json(&json!({"title": "Seaside"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["id"], first.as_str());
+    assert_eq!(v["title"], "Seaside");
+    let r = c
+        .patch(s.url(&format!("/api/conversations/{first}")))
+        .header("origin", s.origin())
+        .json(&json!({"title": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = c
+        .delete(s.url(&format!("/api/conversations/{first}")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.text().await.unwrap(), "");
+    let (status, _) = get_json(&s, &c, &format!("/api/conversations/{first}")).await;
+    assert_eq!(status, 404);
+    let (_, list) = get_json(&s, &c, "/api/conversations").await;
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_user_cannot_read_continue_rename_or_delete_another_users_conversation() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let admin = s.admin_client().await;
+    let r = chat(&s, &admin, json!({"message": "secret plans"})).await;
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    text(r).await;
+    let bob = user_client(&s, "bob").await;
+    let not_found =
+        json!({"error": {"code": "not_found", "message": "There is no such conversation."}});
+
+    let (status, v) = get_json(&s, &bob, &format!("/api/conversations/{conv}")).await;
+    assert_eq!((status, v), (404, not_found.clone()));
+    let (_, list) = get_json(&s, &bob, "/api/conversations").await;
+    assert_eq!(list, json!({"conversations": []}));
+    for body in [
+        json!({"conversation_id": conv, "message": "me too"}),
+        json!({"conversation_id": conv, "regenerate": true}),
+        json!({"conversation_id": conv, "message": "x", "edit_from": 0}),
+    ] {
+        let r = chat(&s, &bob, body).await;
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.json::<Value>().await.unwrap(), not_found);
+    }
+    let r = bob
+        .patch(s.url(&format!("/api/conversations/{conv}")))
+        .header("origin", s.origin())
+        .json(&json!({"title": "mine now"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = bob
+        .delete(s.url(&format!("/api/conversations/{conv}")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    assert_eq!(fake.requests().len(), 1);
+    let (status, v) = get_json(&s, &admin, &format!("/api/conversations/{conv}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["title"], "secret plans");
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2);
+
+    // Bob's own chats use his own memory key.
+    let r = chat(&s, &bob, json!({"message": "hello"})).await;
+    text(r).await;
+    let last = fake.requests().last().unwrap().clone();
+    assert_eq!(last.header("x-hermes-session-key").unwrap(), "web:2");
+}
+
+#[tokio::test]
+async fn regenerate_and_edit_branch_the_conversation_with_its_kept_history() {
+    let fake = Fake::start().await;
+    fake.push(Reply::sse(&["A1"]));
+    fake.push(Reply::sse(&["A2"]));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "Q1"})).await;
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    text(r).await;
+    stored_message(&s, &c, &conv, 1).await;
+    let r = chat(&s, &c, json!({"conversation_id": conv, "message": "Q2"})).await;
+    text(r).await;
+    stored_message(&s, &c, &conv, 3).await;
+
+    // Regenerate: the last answer is replaced; Hermes gets the kept history explicitly and no
+    // session header (it ignores body history when the header is present).
+    fake.push(Reply::sse(&["A2 again"]));
+    let r = chat(&s, &c, json!({"conversation_id": conv, "regenerate": true})).await;
+    assert_eq!(r.status(), 200);
+    text(r).await;
+    let req = fake.requests()[2].clone();
+    assert_eq!(req.header("x-hermes-session-id"), None);
+    assert_eq!(req.header("x-hermes-session-key").unwrap(), "web:1");
+    let sent = req.json();
+    let msgs = sent["messages"].as_array().unwrap();
+    let system = msgs[0]["content"].as_str().unwrap().to_string();
+    assert_eq!(msgs[0]["role"], "system");
+    assert!(
+        system.starts_with("conversation: web-") && system.len() == 54,
+        "{system}"
+    );
+    assert_eq!(
+        msgs[1..],
+        [
+            json!({"role": "user", "content": "Q1"}),
+            json!({"role": "assistant", "content": "A1"}),
+            json!({"role": "user", "content": "Q2"}),
+        ]
+    );
+    let m = stored_message(&s, &c, &conv, 3).await;
+    assert_eq!(m["content"], "A2 again");
+    let (_, v) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+    assert_eq!(v["messages"].as_array().unwrap().len(), 4);
+
+    // A plain message in the branch carries the whole history, in the same branch.
+    fake.push(Reply::sse(&["A3"]));
+    let r = chat(&s, &c, json!({"conversation_id": conv, "message": "Q3"})).await;
+    text(r).await;
+    let sent = fake.requests()[3].json();
+    assert_eq!(sent["messages"][0]["content"], system.as_str());
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        sent["messages"][4],
+        json!({"role": "assistant", "content": "A2 again"})
+    );
+    assert_eq!(
+        sent["messages"][5],
+        json!({"role": "user", "content": "Q3"})
+    );
+    stored_message(&s, &c, &conv, 5).await;
+
+    // Edit the second user message: everything from it on is replaced.
+    fake.push(Reply::sse(&["B2"]));
+    let r = chat(
+        &s,
+        &c,
+        json!({"conversation_id": conv, "message": "Q2 edited", "edit_from": 2}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    text(r).await;
+    let req = fake.requests()[4].clone();
+    assert_eq!(req.header("x-hermes-session-id"), None);
+    let sent = req.json();
+    let new_system = sent["messages"][0]["content"].as_str().unwrap();
+    assert_ne!(new_system, system, "an edit starts a new branch");
+    assert_eq!(
+        sent["messages"].as_array().unwrap()[1..],
+        [
+            json!({"role": "user", "content": "Q1"}),
+            json!({"role": "assistant", "content": "A1"}),
+            json!({"role": "user", "content": "Q2 edited"}),
+        ]
+    );
+    stored_message(&s, &c, &conv, 3).await;
+    let (_, v) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+    let contents: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["Q1", "A1", "Q2 edited", "B2"]);
+
+    // edit_from must point at a user message.
+    let r = chat(
+        &s,
+        &c,
+        json!({"conversation_id": conv, "message": "x", "edit_from": 1}),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "bad_edit_from"
+    );
+}
+
+#[tokio::test]
+async fn chat_sends_are_limited_per_user() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "[auth]\nchat_sends_per_minute_per_user = 2\n");
+    let c = s.admin_client().await;
+    for _ in 0..2 {
+        let r = chat(&s, &c, json!({"message": "hi"})).await;
+        assert_eq!(r.status(), 200);
+        text(r).await;
+    }
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 429);
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&secs), "{secs}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited");
+    // Another user has their own allowance.
+    let bob = user_client(&s, "bob").await;
+    let r = chat(&s, &bob, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 200);
+    text(r).await;
+}
+
+#[tokio::test]
+async fn memory_files_are_injected_as_the_system_message_when_enabled() {
+    let fake = Fake::start().await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("memories")).unwrap();
+    std::fs::write(
+        home.path().join("memories/USER.md"),
+        "Name: Ada. Likes tea.\n",
+    )
+    .unwrap();
+    std::fs::write(home.path().join("memories/MEMORY.md"), "x".repeat(100)).unwrap();
+    let config = format!(
+        "[chat]\nmemory_inject = true\nmemory_max_bytes = 10\nhermes_home = \"{}\"\n",
+        home.path().display()
+    );
+    let (s, _cfg) = start(&fake, &config);
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    text(r).await;
+    let sent = fake.requests()[0].json();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "What you know about the user (USER.md):\nName: Ada.\n\nYour notes (MEMORY.md):\nxxxxxxxxxx"})
+    );
+    // A changed file is read again.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(home.path().join("memories/USER.md"), "Name: Bo").unwrap();
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    text(r).await;
+    let sent = fake.requests()[1].json();
+    assert!(sent["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("What you know about the user (USER.md):\nName: Bo\n"));
+}
+
+#[tokio::test]
+async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+
+    // Created in the page: shown once, listed without the secret.
+    let r = c
+        .post(s.url("/api/tokens"))
+        .header("origin", s.origin())
+        .json(&json!({"name": "laptop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("hek_") && token.len() == 47, "{token}");
+    assert_eq!(created["name"], "laptop");
+    let (_, list) = get_json(&s, &c, "/api/tokens").await;
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 1);
+    assert_eq!(list["tokens"][0]["prefix"], &token[..12]);
+    assert!(!list.to_string().contains(&token));
+
+    let api = s.client_builder().cookie_store(false).build().unwrap();
+    // No token, a cookie-less wrong token: 401.
+    for auth in [
+        None,
+        Some("Bearer hek_wrong"),
+        Some(format!("Bearer {KEY}").as_str()),
+    ] {
+        let mut b = api
+            .post(s.url("/v1/chat/completions"))
+            .json(&json!({"messages": []}));
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let r = b.send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "invalid_token"
+        );
+    }
+
+    // Streaming, with a client session id: no Origin needed, the real key goes upstream.
+    let body = json!({"model": "hermes-agent", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = api
+        .post(s.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-hermes-session-id", "my-chat")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(text(r).await, Reply::sse_text(&["Hello", " there"]));
+    let req = fake.requests()[0].clone();
+    assert_eq!(
+        req.header("authorization").unwrap(),
+        format!("Bearer {KEY}")
+    );
+    assert_eq!(req.header("x-hermes-session-id").unwrap(), "api-1-my-chat");
+    assert_eq!(req.header("x-hermes-session-key").unwrap(), "web:1");
+    assert_eq!(req.json(), body);
+
+    // Without a session id the request's own history is used, scoped to the user.
+    fake.push(Reply::json(
+        200,
+        "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"ok\"}}]}",
+    ));
+    let r = api
+        .post(s.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&json!({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"ok\"}}]}"
+    );
+    let req = fake.requests()[1].clone();
+    assert_eq!(req.header("x-hermes-session-id"), None);
+    assert_eq!(
+        req.json()["messages"],
+        json!([{"role": "system", "content": "api user: 1"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}])
+    );
+
+    // A path-like session id is refused before Hermes sees it.
+    let r = api
+        .post(s.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-hermes-session-id", "../web-other")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = api
+        .get(s.url("/v1/models"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("hermes-agent"));
+
+    // The cookie alone does not open /v1.
+    let r = c.get(s.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A token made on the command line works too; a deleted token stops working.
+    let out = std::process::Command::new(bin())
+        .current_dir(&s.dir)
+        .args(["--data-dir", &s.dir.join("data").display().to_string()])
+        .args(["token", "create", "--user", "admin", "--name", "cli"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let r = api
+        .get(s.url("/v1/models"))
+        .header("authorization", format!("Bearer {cli_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = created["id"].as_i64().unwrap();
+    let r = c
+        .delete(s.url(&format!("/api/tokens/{id}")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = api
+        .get(s.url("/v1/models"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Another user cannot delete someone else's token.
+    let bob = user_client(&s, "bob").await;
+    let (_, list) = get_json(&s, &c, "/api/tokens").await;
+    let cli_id = list["tokens"][0]["id"].as_i64().unwrap();
+    let r = bob
+        .delete(s.url(&format!("/api/tokens/{cli_id}")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
