@@ -104,6 +104,8 @@ impl Server {
     }
 
     /// Starts the server; `Err` carries what it printed when it exited or never became ready.
+    // The child is either waited for on each error path or moved into `Server`, whose Drop waits.
+    #[allow(clippy::zombie_processes)]
     pub fn try_start(opts: Start) -> Result<Server, String> {
         let (tmp, dir) = match &opts.dir {
             Some(d) => (None, d.clone()),
