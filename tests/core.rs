@@ -526,3 +526,41 @@ async fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
     let r = s.client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn a_privileged_port_without_the_capability_names_setcap() {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // As root, drop to `nobody` (no capabilities) the way a service user would run.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if is_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+        c
+    } else {
+        std::process::Command::new(bin())
+    };
+    let out = cmd
+        .args(["--listen", "127.0.0.1:443", "--http-listen", "off"])
+        .arg("--certs-dir")
+        .arg(dir.path().join("certs"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .output()
+        .expect("run hermes-edge");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("permission denied to listen on port 443"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("setcap cap_net_bind_service=+ep"),
+        "{stderr}"
+    );
+    // Nothing happened before the port was refused: no account, no certificate authority.
+    assert!(!dir.path().join("data").exists());
+    assert!(!dir.path().join("certs").exists());
+}
