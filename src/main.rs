@@ -5,6 +5,7 @@
 mod app;
 mod auth;
 mod config;
+mod doctor;
 mod memory;
 mod response;
 mod router;
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve,
+    /// Check the setup (ports, Hermes, API key, certificates, DNS) and say what to fix.
+    Doctor,
     /// Manage accounts: add, passwd, remove, list.
     #[command(subcommand)]
     User(UserCommand),
@@ -308,6 +311,13 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Doctor => {
+            return if runtime.block_on(doctor::run(&config)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
         Command::User(cmd) => {
             return match user_command(&config, cmd) {

@@ -28,6 +28,7 @@ pub struct Start {
     pub dir: Option<PathBuf>,
     pub http_listen: bool,
     pub upstream: String,
+    pub listen: String,
 }
 
 impl Default for Start {
@@ -39,6 +40,7 @@ impl Default for Start {
             http_listen: false,
             // Port 9 (discard) on loopback is closed here: a dead upstream unless a test sets one.
             upstream: "http://127.0.0.1:9".into(),
+            listen: "127.0.0.1:0".into(),
         }
     }
 }
@@ -58,6 +60,10 @@ impl Start {
     }
     pub fn upstream(mut self, url: impl Into<String>) -> Self {
         self.upstream = url.into();
+        self
+    }
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
         self
     }
     pub fn with_http(mut self) -> Self {
@@ -98,6 +104,8 @@ impl Server {
     }
 
     /// Starts the server; `Err` carries what it printed when it exited or never became ready.
+    // The child is either waited for on each error path or moved into `Server`, whose Drop waits.
+    #[allow(clippy::zombie_processes)]
     pub fn try_start(opts: Start) -> Result<Server, String> {
         let (tmp, dir) = match &opts.dir {
             Some(d) => (None, d.clone()),
@@ -110,7 +118,7 @@ impl Server {
         std::fs::create_dir_all(dir.join("media")).expect("media dir");
         let mut args: Vec<String> = vec![
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            opts.listen.clone(),
             "--http-listen".into(),
             if opts.http_listen {
                 "127.0.0.1:0".into()
@@ -169,6 +177,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 return Err("no ready line within 30 s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -314,4 +323,61 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A raw TLS connection to the server trusting only its local root (for tests that need the
+/// certificate, ALPN, or bytes that an HTTP client would refuse to send).
+pub async fn tls_connect(
+    s: &Server,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connect_with_root(s.https, "localhost", &s.ca_pem(), alpn)
+        .await
+        .expect("TLS connect")
+}
+
+pub async fn tls_connect_with_root(
+    addr: SocketAddr,
+    server_name: &str,
+    root_pem: &[u8],
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(root_pem) {
+        roots.add(cert.expect("root pem")).expect("add root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    connector.connect(name, tcp).await
+}
+
+/// Sends raw bytes over TLS and returns everything the server answers until it closes or
+/// `secs` pass.
+pub async fn raw_exchange(s: &Server, request: &[u8], secs: u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(s, &[b"http/1.1"]).await;
+    tls.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(secs), tls.read_to_end(&mut out)).await;
+    out
+}
+
+/// Colon-separated SHA-256 as the server prints it.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
