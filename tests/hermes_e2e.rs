@@ -1,0 +1,300 @@
+//! End to end with the real Hermes Agent API Server (PyPI `hermes-agent`, installed into a venv by
+//! `tests/hermes/setup.sh`; never skipped when missing) using the scripted fake model provider:
+//! a browser-style client signs in to hermes-edge, chats twice in one conversation, and the fake
+//! provider's request log shows that Hermes answered the second message with the first exchange
+//! in its history. An edit then shows the branch (explicit history, no session header) works too.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a script with a time bound; returns (success, stdout, stderr).
+fn run_script(script: &str, args: &[&str], limit: Duration) -> (bool, String, String) {
+    let mut child = Command::new("bash")
+        .arg(repo().join("tests/hermes").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script");
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || std::io::read_to_string(out).unwrap_or_default());
+    let err_t = std::thread::spawn(move || std::io::read_to_string(err).unwrap_or_default());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = out_t.join().unwrap();
+    let stderr = err_t.join().unwrap();
+    (status.is_some_and(|s| s.success()), stdout, stderr)
+}
+
+/// The running Hermes gateway and fake provider; stopped (by their recorded PIDs) on drop.
+struct Hermes {
+    work: tempfile::TempDir,
+    url: String,
+    key: String,
+}
+
+impl Hermes {
+    fn start() -> Hermes {
+        let mut last_err = String::new();
+        for _ in 0..2 {
+            let work = tempfile::tempdir().unwrap();
+            let port = free_port().to_string();
+            let dir = work.path().display().to_string();
+            let guard = StopGuard(work.path().to_path_buf());
+            let (ok, out, err) = run_script("start.sh", &[&port, &dir], Duration::from_secs(150));
+            if ok {
+                std::mem::forget(guard);
+                let url = out.lines().last().unwrap_or("").trim().to_string();
+                let key = std::fs::read_to_string(work.path().join("api_key"))
+                    .unwrap()
+                    .trim()
+                    .to_string();
+                return Hermes { work, url, key };
+            }
+            last_err = format!("{out}\n{err}");
+        }
+        panic!("the Hermes API Server did not start:\n{last_err}");
+    }
+
+    fn provider_requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.work.path().join("provider.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+struct StopGuard(PathBuf);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        let dir = self.0.display().to_string();
+        let _ = run_script("stop.sh", &[&dir], Duration::from_secs(30));
+    }
+}
+
+impl Drop for Hermes {
+    fn drop(&mut self) {
+        drop(StopGuard(self.work.path().to_path_buf()));
+    }
+}
+
+/// The answer text of an SSE chat stream (content deltas joined) and whether it ended with [DONE].
+fn answer_of(sse: &str) -> (String, bool) {
+    let mut text = String::new();
+    let mut done = false;
+    for line in sse.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        if let Some(t) = v
+            .pointer("/choices/0/delta/content")
+            .and_then(|t| t.as_str())
+        {
+            text.push_str(t);
+        }
+    }
+    (text, done)
+}
+
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The (role, text) pairs of a provider request's messages, Hermes' own system prompt left out.
+fn turns(req: &Value) -> Vec<(String, String)> {
+    req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_string(),
+                text_of(&m["content"]),
+            )
+        })
+        .collect()
+}
+
+fn pair(role: &str, text: &str) -> (String, String) {
+    (role.to_string(), text.to_string())
+}
+
+async fn send(s: &Server, c: &reqwest::Client, body: Value) -> (String, String) {
+    let r = c
+        .post(s.url("/api/chat"))
+        .header("origin", s.origin())
+        .header("accept", "text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{body}");
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let sse = tokio::time::timeout(Duration::from_secs(90), r.text())
+        .await
+        .expect("answer within 90 s")
+        .unwrap();
+    (conv, sse)
+}
+
+#[tokio::test]
+async fn the_real_hermes_api_server_answers_the_second_message_with_the_first_exchange_in_its_history(
+) {
+    let (ok, out, err) = run_script("setup.sh", &[], Duration::from_secs(900));
+    assert!(ok, "tests/hermes/setup.sh failed:\n{out}\n{err}");
+    let hermes = Hermes::start();
+    let s = Server::start_with(
+        Start::default()
+            .upstream(hermes.url.clone())
+            .env("HERMES_EDGE_API_KEY", hermes.key.clone()),
+    );
+
+    // Like a browser: the login form, then the page's API calls with the cookie.
+    let c = s.client();
+    let r = c
+        .post(s.url("/login"))
+        .header("origin", s.origin())
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    let r = c.get(s.url("/api/me")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"username": "admin", "role": "admin"})
+    );
+
+    let (conv, sse) = send(&s, &c, json!({"message": "hello one"})).await;
+    assert_eq!(
+        answer_of(&sse),
+        ("echo: hello one (history: 2 messages)".to_string(), true),
+        "{sse}"
+    );
+    let (conv2, sse) = send(
+        &s,
+        &c,
+        json!({"conversation_id": conv, "message": "hello two"}),
+    )
+    .await;
+    assert_eq!(conv2, conv);
+    assert_eq!(
+        answer_of(&sse),
+        ("echo: hello two (history: 4 messages)".to_string(), true),
+        "{sse}"
+    );
+    let reqs = hermes.provider_requests();
+    let second = reqs.last().unwrap();
+    assert_eq!(
+        turns(second),
+        [
+            pair("user", "hello one"),
+            pair("assistant", "echo: hello one (history: 2 messages)"),
+            pair("user", "hello two"),
+        ],
+        "Hermes did not load the first exchange for the second message"
+    );
+
+    // Stored on the edge, per user.
+    let v: Value = c
+        .get(s.url(&format!("/api/conversations/{conv}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let contents: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "hello one",
+            "echo: hello one (history: 2 messages)",
+            "hello two",
+            "echo: hello two (history: 4 messages)"
+        ]
+    );
+
+    // Edit the second message: the real Hermes answers from the kept history only.
+    let (_, sse) = send(
+        &s,
+        &c,
+        json!({"conversation_id": conv, "message": "hello edited", "edit_from": 2}),
+    )
+    .await;
+    assert_eq!(
+        answer_of(&sse).0,
+        "echo: hello edited (history: 4 messages)",
+        "{sse}"
+    );
+    let reqs = hermes.provider_requests();
+    let edited = reqs.last().unwrap();
+    assert_eq!(
+        turns(edited),
+        [
+            pair("user", "hello one"),
+            pair("assistant", "echo: hello one (history: 2 messages)"),
+            pair("user", "hello edited"),
+        ]
+    );
+    let system = text_of(&edited["messages"][0]["content"]);
+    assert!(
+        system.contains("conversation: web-"),
+        "branch marker missing"
+    );
+    // And a follow-up in the branch keeps the edited history.
+    let (_, sse) = send(
+        &s,
+        &c,
+        json!({"conversation_id": conv, "message": "hello three"}),
+    )
+    .await;
+    assert_eq!(
+        answer_of(&sse).0,
+        "echo: hello three (history: 6 messages)",
+        "{sse}"
+    );
+}
