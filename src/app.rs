@@ -33,6 +33,8 @@ pub struct App {
     pub chat_limit: KeyedLimit<i64>,
     /// `USER.md` / `MEMORY.md` for the chat system message, re-read only when they change.
     pub memory: crate::memory::MemoryCache,
+    /// Personal API tokens checked recently.
+    pub tokens: crate::upstream::tokens::TokenCache,
     pub decoy_hash: String,
     pub upstream: UpstreamClient,
     pub http01: Option<Http01Responder>,
@@ -79,6 +81,7 @@ impl App {
                 a.chat_sends_per_minute_per_user,
             ),
             memory: crate::memory::MemoryCache::default(),
+            tokens: Default::default(),
             decoy_hash: crate::auth::users::decoy_hash(),
             www,
             ca_pem,

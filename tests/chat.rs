@@ -990,6 +990,8 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
+    // A JSON answer keeps its length (no chunked re-encoding).
+    assert_eq!(r.headers()["content-length"], "61");
     assert_eq!(
         r.text().await.unwrap(),
         "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"ok\"}}]}"

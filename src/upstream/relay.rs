@@ -152,11 +152,17 @@ impl Body for Relay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished && self.tail.is_none()
+        (self.finished && self.tail.is_none())
+            || (!self.sse_errors && self.upstream.as_ref().is_some_and(|u| u.is_end_stream()))
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        // Pass-through bodies keep their length (a JSON answer goes out with Content-Length);
+        // SSE bodies may gain an `edge.error` event, so their length is never promised.
+        match (&self.upstream, self.sse_errors) {
+            (Some(up), false) => up.size_hint(),
+            _ => SizeHint::default(),
+        }
     }
 }
 

@@ -4,6 +4,10 @@
 //! only its SHA-256, like session tokens. Tokens act as their user (same rate limit, same
 //! session scoping), never as the edge's Hermes API key, which stays on the server.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use http::{header, HeaderMap, Request, StatusCode};
 use hyper::body::Incoming;
 use rusqlite::{params, OptionalExtension};
@@ -15,6 +19,41 @@ use crate::store::{now_ms, rfc3339_ms, Store, StoreError};
 
 pub const PREFIX: &str = "hek_";
 const MAX_TOKENS_PER_USER: i64 = 50;
+/// How long a checked token is trusted without asking the database again. Deleting a token in the
+/// page forgets it at once; a token revoked with the command line (another process) stops working
+/// within this time.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_MAX: usize = 10_000;
+
+/// Recently checked tokens (by hash), so API clients do not cost a database round trip per
+/// request (the database is one connection behind a mutex).
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<Vec<u8>, (User, i64, Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &[u8]) -> Option<User> {
+        let map = self.entries.lock().ok()?;
+        let (user, _, at) = map.get(hash)?;
+        (at.elapsed() < CACHE_TTL).then(|| user.clone())
+    }
+
+    fn put(&self, hash: Vec<u8>, user: User, token_id: i64) {
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= CACHE_MAX {
+                map.clear();
+            }
+            map.insert(hash, (user, token_id, Instant::now()));
+        }
+    }
+
+    fn forget(&self, token_id: i64) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.retain(|_, (_, id, _)| *id != token_id);
+        }
+    }
+}
 
 /// A token as listed (never the secret itself).
 #[derive(Debug, Clone)]
@@ -161,6 +200,10 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
         return None;
     }
     let hash = auth::token_hash(token);
+    if let Some(user) = app.tokens.get(&hash) {
+        return Some(user);
+    }
+    let key = hash.clone();
     let result = app
         .store
         .call(move |c| {
@@ -192,11 +235,15 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
                     )?;
                 }
             }
-            Ok(found.map(|(u, _, _)| u))
+            Ok(found.map(|(u, id, _)| (u, id)))
         })
         .await;
     match result {
-        Ok(u) => u,
+        Ok(Some((user, id))) => {
+            app.tokens.put(key, user.clone(), id);
+            Some(user)
+        }
+        Ok(None) => None,
         Err(e) => {
             tracing::error!("token lookup failed: {e}");
             None
@@ -272,6 +319,7 @@ pub async fn delete(app: &App, user: &User, id: &str) -> Resp {
     {
         Ok(0) => response::not_found(),
         Ok(_) => {
+            app.tokens.forget(id);
             let mut r = response::with_body(StatusCode::NO_CONTENT, "application/json", "");
             *r.body_mut() = response::empty();
             r.headers_mut().remove(header::CONTENT_TYPE);

@@ -75,7 +75,10 @@ impl Reply {
     pub fn json(status: u16, body: &str) -> Reply {
         Reply {
             status,
-            headers: vec![("content-type".into(), "application/json".into())],
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("content-length".into(), body.len().to_string()),
+            ],
             steps: vec![Step::Data(body.into())],
         }
     }

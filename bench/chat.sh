@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Chat proxy benchmark (issue 6), against a fake OpenAI-compatible upstream (bench/chat_bench.rs):
+#   1. added latency per SSE event: events through hermes-edge (/api/chat over HTTPS) vs straight from
+#      the upstream, p50/p99 of (receive time - send time stamped in the event);
+#   2. resident memory of hermes-edge with 1,000 concurrent open chat streams (each its own HTTPS
+#      connection and its own upstream connection), measured before any throughput run;
+#   3. proxied non-streaming requests/s (POST /v1/chat/completions with a personal token, wrk -c64)
+#      beside nginx proxying the same upstream over HTTPS with the same certificate.
+# Loopback only; every run is bounded in time. Usage: bash bench/chat.sh [seconds] [streams]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-8}
+STREAMS=${2:-1000}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q
+cargo build --release -q --example chat-bench
+BENCH=./target/release/examples/chat-bench
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+work=$(mktemp -d /tmp/hermes-edge-chat-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
+PASSWORD=bench-password-1
+KEY=bench-api-key-0123456789abcdef
+
+$BENCH upstream --port-file "$work/up.port" --interval-ms 10 --events 100 &
+pids+=($!)
+for _ in $(seq 50); do [[ -s $work/up.port ]] && break; sleep 0.1; done
+UP_PORT=$(cat "$work/up.port")
+UP="http://127.0.0.1:$UP_PORT"
+
+cat > "$work/edge.toml" <<TOML
+[limits]
+# One load generator on one IP would otherwise only measure the per-IP limit.
+requests_per_second_per_ip = 100000000
+request_burst_per_ip = 100000000
+max_connections = 100000
+[auth]
+chat_sends_per_minute_per_user = 100000000
+TOML
+HERMES_EDGE_ADMIN_PASSWORD=$PASSWORD HERMES_EDGE_API_KEY=$KEY RUST_LOG=warn ./target/release/hermes-edge \
+  --config "$work/edge.toml" --listen 127.0.0.1:$EDGE_PORT --http-listen off --upstream "$UP" \
+  --certs-dir "$work/certs" --data-dir "$work/data" > "$work/edge.out" 2>&1 &
+pids+=($!); EDGE_PID=$!
+for _ in $(seq 100); do grep -q '^ready ' "$work/edge.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^ready ' "$work/edge.out" || { cat "$work/edge.out"; exit 1; }
+EDGE="https://localhost:$EDGE_PORT"
+CA="$work/certs/local-ca.crt"
+TOKEN=$(./target/release/hermes-edge --data-dir "$work/data" token create --user admin --name bench 2>/dev/null)
+
+# nginx: the same certificate, proxying the same upstream with pooled keep-alive connections.
+mkdir -p "$work/nginx"
+cat "$work/certs/local-leaf.crt" "$work/certs/local-ca.crt" > "$work/nginx/chain.pem"
+cp "$work/certs/local-leaf.key" "$work/nginx/key.pem"
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:10m;
+  keepalive_requests 1000000;
+  upstream hermes { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $work/nginx/chain.pem;
+    ssl_certificate_key $work/nginx/key.pem;
+    location / {
+      proxy_pass http://hermes;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer $KEY";
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
+pids+=($!); NGINX_PID=$!
+sleep 0.5
+
+echo "== 1. latency per SSE event (5 streams x 100 events, 10 ms apart)" >&2
+direct=$($BENCH latency --url "$UP" --streams 5)
+edge=$($BENCH latency --url "$EDGE" --edge --ca "$CA" --password "$PASSWORD" --streams 5)
+echo "direct: $direct" >&2; echo "edge:   $edge" >&2
+field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k {print $2}'; }
+
+echo "== 2. resident memory with $STREAMS open streams" >&2
+rss() { awk '/VmRSS/ {print int($2/1024)}' /proc/$1/status; }
+IDLE_RSS=$(rss $EDGE_PID)
+$BENCH streams --url "$EDGE" --ca "$CA" --password "$PASSWORD" --count "$STREAMS" --hold-seconds 8 > "$work/streams.out" &
+pids+=($!); SP=$!
+for _ in $(seq 1200); do grep -q '^open ' "$work/streams.out" 2>/dev/null && break; sleep 0.1; done
+OPEN=$(awk '/^open/ {print $2}' "$work/streams.out"); sleep 1
+STREAM_RSS=$(rss $EDGE_PID)
+THREADS=$(awk '/^Threads/ {print $2}' /proc/$EDGE_PID/status)
+echo "open ${OPEN:-0} streams: rss ${STREAM_RSS} MiB, ${THREADS} threads" >&2
+wait $SP 2>/dev/null || true
+
+echo "== 3. proxied non-streaming requests/s (wrk -t2 -c64 -d${SECS}s)" >&2
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+LUA
+rps() { wrk -t2 -c64 -d${SECS}s -s "$work/post.lua" "$1" 2>/dev/null | awk '/Requests\/sec/ {print int($2)}'; }
+codes() { curl -sk -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' -d '{"messages":[{"role":"user","content":"hi"}]}' "$1"; }
+[[ $(codes "https://127.0.0.1:$EDGE_PORT/v1/chat/completions") == 200 ]] || { echo "edge /v1 is not 200"; exit 1; }
+[[ $(codes "https://127.0.0.1:$NGINX_PORT/v1/chat/completions") == 200 ]] || { echo "nginx is not 200"; exit 1; }
+EDGE_RPS=$(rps "https://127.0.0.1:$EDGE_PORT/v1/chat/completions")
+NGINX_RPS=$(rps "https://127.0.0.1:$NGINX_PORT/v1/chat/completions")
+echo "edge $EDGE_RPS req/s, nginx $NGINX_RPS req/s" >&2
+
+printf '\n| chat proxy | hermes-edge | reference | target |\n|---|---|---|---|\n'
+printf '| SSE event delay p50 / p99 (µs) | %s / %s | direct %s / %s | |\n' \
+  "$(field "$edge" p50_us)" "$(field "$edge" p99_us)" "$(field "$direct" p50_us)" "$(field "$direct" p99_us)"
+printf '| added latency p50 / p99 (µs) | %s / %s | | p99 < 1000 |\n' \
+  $(( $(field "$edge" p50_us) - $(field "$direct" p50_us) )) $(( $(field "$edge" p99_us) - $(field "$direct" p99_us) ))
+printf '| proxied non-streaming req/s (wrk -t2 -c64, HTTPS) | %s | nginx %s | >= nginx |\n' "$EDGE_RPS" "$NGINX_RPS"
+printf '| resident memory idle / with %s open streams (MiB) | %s / %s | | < 100 |\n' "${OPEN:-0}" "$IDLE_RSS" "$STREAM_RSS"
