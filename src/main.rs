@@ -281,6 +281,14 @@ fn init_logging(json: bool) {
 }
 
 fn main() -> ExitCode {
+    // glibc raises its mmap threshold once a large block is freed, after which the 19 MiB argon2
+    // buffer of every sign-in is carved from a heap arena and stays resident (measured: +20 MiB RSS
+    // per login). A fixed threshold keeps blocks over 1 MiB in mmap, returned to the OS when freed.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     let cli = Cli::parse();
     let overrides = cli.serve.overrides();
     let config = match config::Config::load(&overrides) {
@@ -293,6 +301,10 @@ fn main() -> ExitCode {
     init_logging(config.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work is database calls (one connection behind a mutex), password hashing and
+        // file reads: more threads than this only wait, and each idle one costs memory (measured:
+        // ~100 threads after 1,000 chat streams opened at once without this cap).
+        .max_blocking_threads(32)
         .build()
     {
         Ok(r) => r,
