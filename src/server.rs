@@ -93,6 +93,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         gc_app.ip_limit.forget_idle();
         gc_app.login_ip_limit.forget_idle();
         gc_app.login_account_limit.forget_idle();
+        gc_app.chat_limit.forget_idle();
     })]);
 
     let https_addr = https
