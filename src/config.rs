@@ -740,9 +740,7 @@ mod tests {
         );
         assert!(err("[auth]\nsession_secs = 0").contains("`auth.session_secs`"));
         // Far beyond any cookie lifetime, and would overflow if multiplied naively.
-        assert!(
-            err("[auth]\nremember_days = 18446744073709551615").contains("`auth.remember_days`")
-        );
+        assert!(err("[auth]\nremember_days = 9223372036854775807").contains("`auth.remember_days`"));
     }
 
     #[test]

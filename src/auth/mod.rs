@@ -574,11 +574,61 @@ mod tests {
             "%2F%2Fevil.com",
             "javascript:alert(1)",
             "/\tevil",
+            "/%09/evil.com",
+            "/ünicode",
+            "/a b",
             "",
         ] {
             assert_eq!(safe_next(bad), "/", "{bad}");
         }
         assert_eq!(safe_next("/c/123?x=1"), "/c/123?x=1");
+    }
+
+    #[test]
+    fn known_networks_are_the_same_ipv4_address_or_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(same_network(ip("198.51.100.7"), ip("198.51.100.7")));
+        assert!(!same_network(ip("198.51.100.7"), ip("198.51.100.8")));
+        assert!(same_network(
+            ip("2001:db8:1:2::1"),
+            ip("2001:db8:1:2:aaaa::9")
+        ));
+        assert!(!same_network(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1")));
+        assert!(same_network(ip("::ffff:198.51.100.7"), ip("198.51.100.7")));
+        assert!(!same_network(
+            ip("::ffff:198.51.100.7"),
+            ip("::ffff:198.51.100.8")
+        ));
+    }
+
+    #[tokio::test]
+    async fn chat_sends_past_the_per_user_limit_get_429_with_retry_after() {
+        use crate::config::{CliOverrides, Config};
+        let dir = tempfile::tempdir().unwrap();
+        let file = Config::parse_str(
+            "[auth]\nchat_sends_per_minute_per_user = 2",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let config = Config::resolve(file, None, &CliOverrides::default()).unwrap();
+        let app = App::new(config, crate::store::Store::open(dir.path()).unwrap(), None);
+        let user = |id| User {
+            id,
+            username: format!("u{id}"),
+            role: Role::User,
+        };
+        assert!(chat_send_limited(&app, &user(1)).is_none());
+        assert!(chat_send_limited(&app, &user(1)).is_none());
+        let refused = chat_send_limited(&app, &user(1)).unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = refused.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&wait), "{wait}");
+        // Another user has their own allowance.
+        assert!(chat_send_limited(&app, &user(2)).is_none());
     }
 
     #[test]
