@@ -366,7 +366,9 @@ pub async fn tls_connect_with_root(
 pub async fn raw_exchange(s: &Server, request: &[u8], secs: u64) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tls = tls_connect(s, &[b"http/1.1"]).await;
-    tls.write_all(request).await.expect("write");
+    // The server may answer and close before a large request is fully sent (that is the point of
+    // a size limit), so a failed write is not an error here: what it answered is.
+    let _ = tls.write_all(request).await;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(secs), tls.read_to_end(&mut out)).await;
     out
