@@ -630,18 +630,43 @@ pub fn classify_problem(problem: &Problem, domain: &str) -> FailureCause {
     }
 }
 
-/// Finds the ACME problem document inside an error from an HTTP exchange with the CA (rustls-acme only
-/// exposes it as text), e.g. `non 2xx http status: 429 "{\"type\":\"urn:...:rateLimited\",...}"`.
+/// Finds the ACME problem document inside an error from an HTTP exchange with the CA. rustls-acme only
+/// exposes it as text, with the body Debug-quoted: `non 2xx http status: 429 "{\n  \"type\": ...}"`.
 fn problem_in_text(text: &str) -> Option<Problem> {
     let start = text.find('{')?;
     let end = text.rfind('}')?;
     let raw = text.get(start..=end)?;
     serde_json::from_str::<Problem>(raw)
         .ok()
-        .or_else(|| {
-            serde_json::from_str::<Problem>(&raw.replace("\\\"", "\"").replace("\\\\", "\\")).ok()
-        })
+        .or_else(|| serde_json::from_str::<Problem>(&unescape_debug(raw)).ok())
         .filter(|p| p.typ.is_some())
+}
+
+/// Undoes Rust's `{:?}` escaping of a string (`\"`, `\\`, `\n`, `\t`, `\r`, `\u{..}`).
+fn unescape_debug(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some('u') => {
+                let hex: String = chars.by_ref().skip(1).take_while(|&h| h != '}').collect();
+                if let Some(ch) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    out.push(ch);
+                }
+            }
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Turns an order failure from rustls-acme into a [`FailureCause`].
@@ -976,5 +1001,466 @@ async fn drive(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    fn problem(typ: &str, detail: &str) -> Problem {
+        Problem {
+            typ: Some(format!("urn:ietf:params:acme:error:{typ}")),
+            detail: Some(detail.into()),
+        }
+    }
+
+    fn job(challenge: AcmeChallenge) -> AcmeJob {
+        AcmeJob {
+            domains: vec!["chat.example.com".into()],
+            email: Some("me@example.com".into()),
+            challenge,
+            directory: LETS_ENCRYPT_PRODUCTION.into(),
+            ca_root: None,
+            cache_dir: PathBuf::from("certs/acme"),
+            retry_initial: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn renewal_is_due_once_two_thirds_of_the_lifetime_have_passed() {
+        // A 90-day Let's Encrypt certificate: renewal 30 days before expiry.
+        assert_eq!(renewal_time(0, 90 * DAY), 60 * DAY);
+        assert!(!needs_renewal(0, 90 * DAY, 0));
+        assert!(!needs_renewal(0, 90 * DAY, 60 * DAY - 1));
+        assert!(needs_renewal(0, 90 * DAY, 60 * DAY));
+        assert!(needs_renewal(0, 90 * DAY, 95 * DAY));
+        // A 30-second certificate (Pebble in the tests): after 20 s.
+        assert!(!needs_renewal(1000, 1030, 1019));
+        assert!(needs_renewal(1000, 1030, 1020));
+    }
+
+    #[test]
+    fn dates_are_printed_in_utc() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(format_utc(4_102_444_799), "2099-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn ca_problems_become_plain_causes() {
+        let d = "chat.example.com";
+        // Pebble reports a refused connection as `unauthorized`, Let's Encrypt as `connection`.
+        assert!(matches!(
+            classify_problem(
+                &problem(
+                    "unauthorized",
+                    "Failed to connect to 127.0.0.1:1 for the tls-alpn-01 challenge"
+                ),
+                d
+            ),
+            FailureCause::PortUnreachable { .. }
+        ));
+        assert!(matches!(
+            classify_problem(
+                &problem(
+                    "connection",
+                    "203.0.113.9: Timeout during connect (likely firewall problem)"
+                ),
+                d
+            ),
+            FailureCause::PortUnreachable { .. }
+        ));
+        assert!(matches!(
+            classify_problem(
+                &problem(
+                    "dns",
+                    "DNS problem: NXDOMAIN looking up A for chat.example.com"
+                ),
+                d
+            ),
+            FailureCause::DnsNotFound { .. }
+        ));
+        assert!(matches!(
+            classify_problem(
+                &problem(
+                    "unauthorized",
+                    "Incorrect validation certificate for tls-alpn-01 challenge"
+                ),
+                d
+            ),
+            FailureCause::DnsNotPointingHere { .. }
+        ));
+        assert!(matches!(
+            classify_problem(
+                &problem("rateLimited", "too many certificates already issued"),
+                d
+            ),
+            FailureCause::RateLimited { .. }
+        ));
+        assert!(matches!(
+            classify_problem(
+                &problem("invalidContact", "contact email has forbidden domain"),
+                d
+            ),
+            FailureCause::ContactRejected { .. }
+        ));
+        assert!(matches!(
+            classify_problem(
+                &problem("rejectedIdentifier", "Invalid identifier: chat.local"),
+                d
+            ),
+            FailureCause::NameRefused { .. }
+        ));
+        assert!(matches!(
+            classify_problem(&problem("serverInternal", "oops"), d),
+            FailureCause::Other { .. }
+        ));
+    }
+
+    #[test]
+    fn explanations_say_what_to_do() {
+        let tls = job(AcmeChallenge::TlsAlpn01);
+        let http = job(AcmeChallenge::Http01);
+        let unreachable = FailureCause::PortUnreachable {
+            domain: "chat.example.com".into(),
+            detail: "x".into(),
+        };
+        assert_eq!(
+            unreachable.explain(&tls),
+            "the CA could not connect to chat.example.com on port 443 (HTTPS, TLS-ALPN-01 challenge): the port \
+             is not reachable from the internet (firewall, cloud security group, router port forwarding) or the \
+             DNS record points elsewhere [x]"
+        );
+        assert!(unreachable
+            .explain(&http)
+            .contains("on port 80 (HTTP, HTTP-01 challenge)"));
+        let dns = FailureCause::DnsNotFound {
+            domain: "chat.example.com".into(),
+            detail: "NXDOMAIN".into(),
+        };
+        assert!(dns
+            .explain(&tls)
+            .starts_with("the CA found no DNS record for chat.example.com: create an A"));
+        let email = FailureCause::ContactRejected {
+            detail: "forbidden".into(),
+        };
+        assert_eq!(
+            email.explain(&tls),
+            "the CA rejected the contact email me@example.com: set a real address with --email [forbidden]"
+        );
+        let limit = FailureCause::RateLimited {
+            detail: "slow down".into(),
+        };
+        assert!(limit
+            .explain(&tls)
+            .starts_with("the CA's rate limit was reached"));
+    }
+
+    #[test]
+    fn problem_documents_are_found_in_http_error_text() {
+        // The shape of rustls-acme's `HttpsRequestError::Non2xxStatus` text: the body Debug-quoted.
+        let body = "{\n  \"type\": \"urn:ietf:params:acme:error:rateLimited\",\n  \"detail\": \"too many \\\"certs\\\"\",\n  \"status\": 429\n}";
+        let text = format!("acme error: http request error: non 2xx http status: 429 {body:?}");
+        let found = problem_in_text(&text).unwrap();
+        assert_eq!(
+            found.typ.as_deref(),
+            Some("urn:ietf:params:acme:error:rateLimited")
+        );
+        assert_eq!(found.detail.as_deref(), Some("too many \"certs\""));
+        assert!(problem_in_text("io error: connection refused").is_none());
+    }
+
+    #[test]
+    fn a_failed_authorization_is_classified_from_its_challenge_error() {
+        let auth: rustls_acme::acme::Auth = serde_json::from_value(serde_json::json!({
+            "status": "invalid",
+            "identifier": {"type": "dns", "value": "b.example.com"},
+            "challenges": [{
+                "type": "tls-alpn-01", "url": "https://ca/chall/1", "token": "t",
+                "error": {"type": "urn:ietf:params:acme:error:connection", "detail": "Connection refused"}
+            }]
+        }))
+        .unwrap();
+        let cause = classify_order_error(&OrderError::BadAuth(auth), &["a.example.com".into()]);
+        assert_eq!(
+            cause,
+            FailureCause::PortUnreachable {
+                domain: "b.example.com".into(),
+                detail: "Connection refused".into()
+            }
+        );
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_six_hours_and_an_hour_after_a_rate_limit() {
+        let j = job(AcmeChallenge::TlsAlpn01);
+        let other = FailureCause::Other {
+            detail: String::new(),
+        };
+        let secs = |n| retry_delay(&j, n, &other).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(4)], [300, 600, 1200, 2400]);
+        assert_eq!(secs(8), 6 * 3600);
+        assert_eq!(secs(40), 6 * 3600);
+        let limited = FailureCause::RateLimited {
+            detail: String::new(),
+        };
+        assert_eq!(retry_delay(&j, 1, &limited).as_secs(), 3600);
+    }
+
+    #[test]
+    fn settings_are_checked_before_talking_to_the_ca() {
+        let mut j = job(AcmeChallenge::TlsAlpn01);
+        assert!(j.validate().is_ok());
+        for bad in [
+            "me",
+            "me@localhost",
+            "@example.com",
+            "me@example.com,you@example.com",
+            "me @example.com",
+        ] {
+            j.email = Some(bad.into());
+            assert!(
+                matches!(j.validate(), Err(AcmeSetupError::BadEmail(_))),
+                "{bad}"
+            );
+        }
+        j.email = None;
+        j.domains = vec!["*.example.com".into()];
+        assert!(matches!(j.validate(), Err(AcmeSetupError::Wildcard(_))));
+        j.domains = vec!["chat.example.com".into()];
+        j.directory = "http://ca.example/dir".into();
+        assert!(matches!(j.validate(), Err(AcmeSetupError::BadDirectory(_))));
+    }
+
+    #[test]
+    fn cache_file_names_depend_on_the_names_and_the_ca() {
+        let prod = cert_file_name(&["chat.example.com".into()], LETS_ENCRYPT_PRODUCTION);
+        let staging = cert_file_name(&["chat.example.com".into()], LETS_ENCRYPT_STAGING);
+        let two = cert_file_name(
+            &["chat.example.com".into(), "www.example.com".into()],
+            LETS_ENCRYPT_PRODUCTION,
+        );
+        assert!(
+            prod.starts_with("cert-chat.example.com-") && prod.ends_with(".pem"),
+            "{prod}"
+        );
+        assert_ne!(prod, staging);
+        assert_ne!(prod, two);
+        assert_eq!(
+            prod,
+            cert_file_name(&["chat.example.com".into()], LETS_ENCRYPT_PRODUCTION)
+        );
+        let settings = AcmeSettings {
+            domains: vec!["Chat.Example.com.".into()],
+            email: None,
+            challenge: AcmeChallenge::TlsAlpn01,
+            staging: true,
+            directory: None,
+            ca_root: None,
+            retry_initial: Duration::from_secs(300),
+        };
+        let j = AcmeJob::from_config(&settings, Path::new("/srv/certs"));
+        assert_eq!(j.directory, LETS_ENCRYPT_STAGING);
+        assert_eq!(j.domains, ["chat.example.com"]);
+        assert_eq!(
+            j.cert_cache_path().parent(),
+            Some(Path::new("/srv/certs/acme"))
+        );
+    }
+
+    #[tokio::test]
+    async fn cache_files_are_private_even_over_a_world_readable_leftover() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("acme");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(dir.join(".k.tmp"), b"old").unwrap();
+        std::fs::set_permissions(dir.join(".k.tmp"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        write_private_file(&dir, "k", b"secret").await.unwrap();
+        let mode = std::fs::metadata(dir.join("k"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(dir.join("k")).unwrap(), b"secret");
+        assert!(!dir.join(".k.tmp").exists());
+
+        let fresh = tmp.path().join("new/acme");
+        write_private_file(&fresh, "k", b"x").await.unwrap();
+        assert_eq!(
+            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    /// A self-signed certificate for `name` valid in [not_before, not_after], as rustls-acme caches it.
+    fn acme_pem(name: &str, not_before: i64, not_after: i64) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        format!("{}\n{}", key.serialize_pem(), cert.pem())
+    }
+
+    #[test]
+    fn cached_pem_is_parsed_with_names_and_dates() {
+        let now = unix_now();
+        let cert =
+            parse_acme_pem(acme_pem("chat.example.com", now - 10, now + 90 * DAY).as_bytes())
+                .unwrap();
+        assert_eq!(cert.info.sans, ["chat.example.com"]);
+        assert_eq!(cert.info.not_after, now + 90 * DAY);
+        assert!(cert.info.covers("CHAT.example.com."));
+        assert!(!cert.info.covers("example.com"));
+        let only_cert = acme_pem("a.example", now, now + DAY);
+        let start = only_cert.find("-----BEGIN CERTIFICATE").unwrap();
+        assert!(parse_acme_pem(&only_cert.as_bytes()[start..]).is_err());
+        assert!(parse_acme_pem(b"garbage").is_err());
+    }
+
+    /// Handshakes with SNI `name` against `config` over an in-memory pipe; returns the presented
+    /// certificate's DER and the open client stream.
+    async fn handshake(
+        config: Arc<rustls::ServerConfig>,
+        roots: &[Vec<u8>],
+        name: &str,
+    ) -> (
+        Vec<u8>,
+        tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use rustls::pki_types::pem::PemObject;
+        let mut store = rustls::RootCertStore::empty();
+        for pem in roots {
+            store
+                .add(rustls::pki_types::CertificateDer::from_pem_slice(pem).unwrap())
+                .unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        // The server side echoes what it reads, so the test can show the connection still works later.
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let Ok(mut tls) = acceptor.accept(b).await else {
+                return;
+            };
+            let mut buf = [0u8; 64];
+            while let Ok(n) = tls.read(&mut buf).await {
+                if n == 0 || tls.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                let _ = tls.flush().await;
+            }
+        });
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(server_name, a)
+            .await
+            .unwrap();
+        let der = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        (der, tls, server)
+    }
+
+    async fn echo(tls: &mut tokio_rustls::client::TlsStream<tokio::io::DuplexStream>) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        tls.write_all(b"ping").await.unwrap();
+        tls.flush().await.unwrap();
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await.unwrap();
+        buf.to_vec()
+    }
+
+    #[tokio::test]
+    async fn installed_certificate_is_swapped_live_and_only_for_its_names_while_valid() {
+        use rustls::pki_types::pem::PemObject;
+        let now = unix_now();
+        let local_pem = acme_pem("localhost", now - 10, now + DAY);
+        let local_der = rustls::pki_types::CertificateDer::from_pem_slice(local_pem.as_bytes())
+            .unwrap()
+            .to_vec();
+        let local = parse_acme_pem(local_pem.as_bytes()).unwrap();
+        let certs = CertResolver::new(local.key.clone());
+
+        let settings = AcmeSettings {
+            domains: vec!["chat.example.com".into()],
+            email: None,
+            challenge: AcmeChallenge::TlsAlpn01,
+            staging: true,
+            directory: None,
+            ca_root: None,
+            retry_initial: Duration::from_secs(300),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let acme = prepare(AcmeJob::from_config(&settings, dir.path()), &certs).unwrap();
+        let config = crate::tls::server_config(certs.clone(), acme.extra_alpn()).unwrap();
+        assert!(config
+            .alpn_protocols
+            .iter()
+            .any(|p| p == ACME_TLS_ALPN_PROTOCOL));
+
+        let first = acme_pem("chat.example.com", now - 10, now + 90 * DAY);
+        let second = acme_pem("chat.example.com", now - 5, now + 90 * DAY);
+        let expired = acme_pem("chat.example.com", now - 2 * DAY, now - DAY);
+        let roots = [
+            local_pem.clone().into_bytes(),
+            first.clone().into_bytes(),
+            second.clone().into_bytes(),
+        ];
+        let der = |pem: &str| {
+            rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                .unwrap()
+                .to_vec()
+        };
+
+        // No ACME certificate yet: the local one, for every name.
+        let (got, _, _) = handshake(
+            config.clone(),
+            &[local_pem.clone().into_bytes()],
+            "localhost",
+        )
+        .await;
+        assert_eq!(got, local_der);
+
+        acme.resolver
+            .install(parse_acme_pem(first.as_bytes()).unwrap());
+        let (got, mut open, _server) = handshake(config.clone(), &roots, "chat.example.com").await;
+        assert_eq!(got, der(&first));
+        assert_eq!(echo(&mut open).await, b"ping");
+        // Other names (localhost, an IP address) keep the local certificate.
+        let (got, _, _) = handshake(config.clone(), &roots, "localhost").await;
+        assert_eq!(got, local_der);
+
+        // Renewal: new handshakes get the new certificate, the open connection carries on.
+        acme.resolver
+            .install(parse_acme_pem(second.as_bytes()).unwrap());
+        let (got, _, _) = handshake(config.clone(), &roots, "chat.example.com").await;
+        assert_eq!(got, der(&second));
+        assert_eq!(echo(&mut open).await, b"ping");
+
+        // An expired ACME certificate is never presented.
+        acme.resolver
+            .install(parse_acme_pem(expired.as_bytes()).unwrap());
+        let mut with_local_for_domain = roots.to_vec();
+        let local_for_domain = acme_pem("chat.example.com", now - 10, now + DAY);
+        with_local_for_domain.push(local_for_domain.clone().into_bytes());
+        let swapped = parse_acme_pem(local_for_domain.as_bytes()).unwrap();
+        certs.replace(swapped.key.clone());
+        let (got, _, _) = handshake(config, &with_local_for_domain, "chat.example.com").await;
+        assert_eq!(got, der(&local_for_domain));
     }
 }
