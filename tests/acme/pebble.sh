@@ -29,29 +29,38 @@ esac
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)
 
+install_pebble() {
+    # Tests run in parallel: one installer at a time (apt holds the dpkg lock), then re-check.
+    (
+        flock -w 600 9 || { echo "pebble.sh: timed out waiting for another install" >&2; exit 1; }
+        command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 && exit 0
+        echo "pebble.sh: installing the Debian package pebble" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y pebble >&2 || { apt-get update >&2 && apt-get install -y pebble >&2; }
+    ) 9>"${TMPDIR:-/tmp}/hermes-edge-pebble-install.lock"
+}
 if ! command -v pebble >/dev/null 2>&1 || ! command -v pebble-challtestsrv >/dev/null 2>&1; then
-    echo "pebble.sh: installing the Debian package pebble" >&2
-    if ! apt-get install -y pebble >&2; then
-        apt-get update >&2
-        apt-get install -y pebble >&2
-    fi
+    install_pebble
 fi
-for tool in openssl curl ss; do
+for tool in openssl curl; do
     command -v "$tool" >/dev/null 2>&1 || { echo "pebble.sh: $tool is required" >&2; exit 1; }
 done
 
 # A loopback port nobody listens on (TCP and UDP), tried a bounded number of times.
 taken=" $http_port $tls_port "
 free_port() {
-    local p i
-    for i in $(seq 1 200); do
+    local p _
+    for _ in $(seq 1 200); do
         p=$(( 20000 + RANDOM % 40000 ))
         case "$taken" in *" $p "*) continue ;; esac
-        if [ -z "$(ss -Htuln "sport = :$p" 2>/dev/null)" ]; then
-            taken="$taken$p "
-            echo "$p"
-            return 0
+        if command -v ss >/dev/null 2>&1; then
+            [ -n "$(ss -Htuln "sport = :$p" 2>/dev/null)" ] && continue
+        elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            continue # something accepts TCP there (without ss, UDP can't be checked)
         fi
+        taken="$taken$p "
+        echo "$p"
+        return 0
     done
     echo "pebble.sh: no free port found" >&2
     return 1
