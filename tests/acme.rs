@@ -22,6 +22,8 @@ struct Pebble {
     listener_ca: PathBuf,
     management: String,
     log: PathBuf,
+    /// Pebble processes started again by `restart_ca`, reaped on drop.
+    restarted: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 impl Pebble {
@@ -56,8 +58,54 @@ impl Pebble {
             listener_ca: PathBuf::from(var("PEBBLE_LISTENER_CA")),
             management: var("PEBBLE_MANAGEMENT_URL"),
             log: PathBuf::from(var("PEBBLE_LOG")),
+            restarted: std::sync::Mutex::new(Vec::new()),
             work,
         }
+    }
+
+    /// Stops the Pebble ACME server (not the DNS mock): its directory becomes unreachable.
+    fn stop_ca(&self) {
+        let pids = std::fs::read_to_string(self.work.path().join("pebble.pids")).unwrap();
+        // pebble.sh records pebble-challtestsrv first, then pebble.
+        let pid: i32 = pids.lines().nth(1).unwrap().trim().parse().unwrap();
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while unsafe { libc::kill(pid, 0) } == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts Pebble again with the same configuration (same ports, same listener certificate).
+    fn restart_ca(&self) {
+        let env = std::fs::read_to_string(self.work.path().join("pebble.env")).unwrap();
+        let dns = env
+            .lines()
+            .find_map(|l| l.strip_prefix("PEBBLE_DNS="))
+            .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(self.work.path().join("pebble-config.json"))
+            .arg("-dnsserver")
+            .arg(dns)
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // Recorded so that pebble-stop.sh (on drop) stops this one too.
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.work.path().join("pebble.pids"))
+            .unwrap();
+        std::io::Write::write_all(&mut pids, format!("{}\n", child.id()).as_bytes()).unwrap();
+        self.restarted.lock().unwrap().push(child);
     }
 
     /// New-order requests Pebble has received.
@@ -109,6 +157,11 @@ impl Drop for Pebble {
             .arg(stop)
             .arg(self.work.path())
             .status();
+        if let Ok(mut children) = self.restarted.lock() {
+            for child in children.iter_mut() {
+                let _ = child.wait();
+            }
+        }
     }
 }
 
@@ -314,7 +367,7 @@ async fn failed_validation_leaves_the_server_up_on_its_local_ca_certificate_with
     );
     assert!(
         log.contains(
-            "serving the local-CA certificate meanwhile; next attempt in 5 min (failure 1)"
+            "Serving the local-CA certificate meanwhile; next attempt in 5 min (failure 1)"
         ),
         "{log}"
     );
@@ -433,4 +486,47 @@ async fn renewal_swaps_in_a_new_certificate_while_open_connections_keep_working(
     let (mut new, second_serial) = KeepAlive::open(&root, port).await;
     assert_ne!(first_serial, second_serial);
     assert_eq!(new.get().await, 200);
+}
+
+#[tokio::test]
+async fn an_unreachable_ca_is_retried_with_backoff_until_the_certificate_arrives() {
+    let port = free_port();
+    let pebble = Pebble::start(free_port(), port, None);
+    pebble.stop_ca();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("retry.toml"),
+        "[tls]\nacme_retry_initial_secs = 1\n",
+    )
+    .unwrap();
+    let s = Server::start_with(
+        pebble.server_args(
+            Start::default()
+                .in_dir(dir.path())
+                .listen(format!("127.0.0.1:{port}"))
+                .arg("--config")
+                .arg(dir.path().join("retry.toml").display().to_string()),
+        ),
+    );
+    acme_started(&s, "ACME: could not obtain a certificate for chat.acme.test: could not talk to the ACME directory https://127.0.0.1:", 30);
+    assert!(
+        s.stderr().contains(
+            "Serving the local-CA certificate meanwhile; next attempt in 1 s (failure 1)"
+        ),
+        "{}",
+        s.stderr()
+    );
+
+    pebble.restart_ca();
+    acme_started(&s, "ACME: installed new certificate for chat.acme.test", 60);
+    assert!(
+        s.stderr()
+            .contains("ACME: ordering a certificate for chat.acme.test again (attempt 2)"),
+        "{}",
+        s.stderr()
+    );
+    let client = client_trusting(&pebble.root_pem().await, port);
+    let (status, issuer) = healthz(&client, port).await;
+    assert_eq!(status, 200);
+    assert!(issuer.contains("Pebble Intermediate CA"), "{issuer}");
 }

@@ -981,11 +981,11 @@ async fn drive(
                 let serving = match resolver.current() {
                     Some(cert) if unix_now() < cert.info.not_after => {
                         format!(
-                            "still serving the current certificate (valid until {})",
+                            "Still serving the current certificate (valid until {})",
                             format_utc(cert.info.not_after)
                         )
                     }
-                    _ => "serving the local-CA certificate meanwhile".to_string(),
+                    _ => "Serving the local-CA certificate meanwhile".to_string(),
                 };
                 tracing::warn!(
                     "ACME: could not obtain a certificate for {names}: {}. {serving}; next attempt in {} \
