@@ -530,3 +530,37 @@ async fn an_unreachable_ca_is_retried_with_backoff_until_the_certificate_arrives
     assert_eq!(status, 200);
     assert!(issuer.contains("Pebble Intermediate CA"), "{issuer}");
 }
+
+#[test]
+fn unusable_acme_settings_stop_startup_naming_the_setting() {
+    let bad_email = Server::try_start(
+        Start::default()
+            .arg("--domain")
+            .arg(DOMAIN)
+            .arg("--email")
+            .arg("ops-at-example.org"),
+    )
+    .err()
+    .expect("a malformed email must stop startup");
+    assert!(
+        bad_email.contains("hermes-edge: invalid setting `tls.email`: `ops-at-example.org` is not an email address (expected e.g. me@example.com)"),
+        "{bad_email}"
+    );
+    assert!(!bad_email.contains("\nready "), "{bad_email}");
+
+    let missing_root = Server::try_start(
+        Start::default()
+            .arg("--domain")
+            .arg(DOMAIN)
+            .arg("--acme-directory")
+            .arg("https://127.0.0.1:1/dir")
+            .arg("--acme-ca-root")
+            .arg("/nonexistent/root.pem"),
+    )
+    .err()
+    .expect("an unreadable --acme-ca-root must stop startup");
+    assert!(
+        missing_root.contains("hermes-edge: invalid setting `tls.acme_ca_root`: /nonexistent/root.pem: No such file or directory"),
+        "{missing_root}"
+    );
+}

@@ -8,10 +8,13 @@
 //!   `CertResolver` presents the local-CA certificate. So the server is usable from the first second and
 //!   stays usable while issuance fails; a client reaching it by IP address or `localhost` still gets the
 //!   local-CA certificate, which covers those names.
-//! - [`start`] spawns one task that drives rustls-acme's `AcmeState`: it loads the cached
-//!   certificate (a valid cached certificate is served at once and **no** order is placed), orders when
-//!   there is none, renews at two thirds of the lifetime (rustls-acme's schedule, see [`needs_renewal`]),
-//!   and after a failure logs the cause in plain words and waits with exponential backoff.
+//! - [`prepare`] builds it; [`Acme::spawn`], called once the listeners are bound, starts one task that
+//!   drives rustls-acme's `AcmeState`: it loads the cached certificate (a valid cached certificate is
+//!   served at once and **no** order is placed), orders when there is none, renews at two thirds of the
+//!   lifetime (rustls-acme's schedule, see [`needs_renewal`]), and after a failure logs the cause in plain
+//!   words ([`FailureCause`]) and waits with exponential backoff before the next attempt. (rustls-acme
+//!   also keeps its own, shorter backoff, 1 s doubling up to 2^16 s; ours is the longer of the two until
+//!   about fifteen failures in a row.)
 //! - [`AcmeCache`] keeps the account key and the certificate in `<certs-dir>/acme/`, files 0600, written
 //!   atomically (temporary file + rename).
 //! - HTTP-01 answers are looked up with [`AcmeResolver::http01_answer`] by the port-80 listener.
@@ -36,10 +39,10 @@ use rustls_acme::{
     ResolvesServerCertAcme, UseChallenge,
 };
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::config::{AcmeChallenge, AcmeSettings};
 use crate::tls::CertResolver;
-use tokio::io::AsyncWriteExt;
 
 /// Let's Encrypt's production directory (browser-trusted certificates, strict rate limits).
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
