@@ -894,6 +894,23 @@ fn install_from_cache(
     true
 }
 
+/// How long until the Unix time `at` (zero if it has passed).
+fn until_unix(at: i64) -> Duration {
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(at).unwrap_or(0));
+    at.duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+fn announce_renewal(names: &str, current: Option<&InstalledCert>) {
+    match current {
+        Some(cert) => tracing::info!(
+            "ACME: renewing the certificate for {names} (it expires {})",
+            format_utc(cert.info.not_after)
+        ),
+        None => tracing::info!("ACME: renewing the certificate for {names}"),
+    }
+}
+
 async fn drive(
     mut state: rustls_acme::AcmeState<io::Error, io::Error>,
     cache: AcmeCache,
@@ -913,15 +930,18 @@ async fn drive(
         );
     }
     let mut failures: u32 = 0;
+    // The renewal time of the certificate whose renewal has been announced on the console.
+    let mut announced: Option<i64> = None;
     loop {
-        let renew_at = resolver.current().map(|c| c.info.renewal_due());
-        let until_renewal =
-            renew_at.map(|at| Duration::from_secs(at.saturating_sub(unix_now()).max(0) as u64));
+        let current = resolver.current();
+        let renew_at = current.as_ref().map(|c| c.info.renewal_due());
+        let wait = renew_at.filter(|at| announced != Some(*at)).map(until_unix);
         let event = tokio::select! {
             event = state.next() => event,
-            () = tokio::time::sleep(until_renewal.unwrap_or(Duration::ZERO)), if until_renewal.is_some_and(|d| d > Duration::ZERO) => {
-                tracing::info!("ACME: renewing the certificate for {names}");
-                // Logged once: from now on the wait is zero, the branch is off and only the state is polled.
+            // rustls-acme starts the renewal order at the same instant; this only says so.
+            () = tokio::time::sleep(wait.unwrap_or(Duration::ZERO)), if wait.is_some() => {
+                announced = renew_at;
+                announce_renewal(&names, current.as_deref());
                 continue;
             }
         };
@@ -931,6 +951,11 @@ async fn drive(
                 install_from_cache(&cache, &resolver, &job, false);
             }
             Ok(EventOk::DeployedNewCert) => {
+                // A fast CA can finish the renewal before the timer above was polled.
+                if current.is_some() && announced != renew_at {
+                    announced = renew_at;
+                    announce_renewal(&names, current.as_deref());
+                }
                 tracing::info!("ACME: certificate for {names} issued");
             }
             Ok(EventOk::CertCacheStore) => {

@@ -116,7 +116,8 @@ PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
 echo $! >> "$workdir/pebble.pids"
 
 directory="https://127.0.0.1:$acme_port/dir"
-for _ in $(seq 1 100); do
+deadline=$((SECONDS + 60))
+while [ "$SECONDS" -lt "$deadline" ]; do
     if curl -fsS --max-time 2 --cacert "$certs/ca.pem" "$directory" >/dev/null 2>&1 \
         && curl -fsS --max-time 2 --cacert "$certs/ca.pem" "https://127.0.0.1:$mgmt_port/roots/0" >/dev/null 2>&1; then
         cat > "$workdir/pebble.env" <<ENV
@@ -132,7 +133,7 @@ ENV
     sleep 0.1
 done
 
-echo "pebble.sh: Pebble did not answer at $directory within 10 s; its log:" >&2
+echo "pebble.sh: Pebble did not answer at $directory within 60 s; its log:" >&2
 tail -n 20 "$workdir/pebble.log" >&2 || true
 tail -n 20 "$workdir/challtestsrv.log" >&2 || true
 "$(dirname "$0")/pebble-stop.sh" "$workdir" || true
