@@ -24,15 +24,14 @@ fn report_at(config: &Config, now: i64) -> String {
     match &config.tls {
         TlsMode::LocalCa => {
             let _ = writeln!(out, "TLS mode: local CA");
-            local_ca_section(&mut out, dir, now);
+            local_ca_section(&mut out, dir, now, "local CA leaf");
         }
         TlsMode::Files { cert, key } => {
             let _ = writeln!(
                 out,
                 "TLS mode: certificate files (reloaded when they change)"
             );
-            cert_block(&mut out, "certificate", cert, now);
-            let _ = writeln!(out, "  key file:  {}", file_line(key));
+            cert_section(&mut out, "certificate files", cert, Some(key), now);
         }
         TlsMode::Acme(settings) => {
             let job = AcmeJob::from_config(settings, dir);
@@ -43,7 +42,12 @@ fn report_at(config: &Config, now: i64) -> String {
                 acme::challenge_name(&job.challenge)
             );
             acme_section(&mut out, &job, now);
-            local_ca_section(&mut out, dir, now);
+            local_ca_section(
+                &mut out,
+                dir,
+                now,
+                "local CA leaf (names without an ACME certificate)",
+            );
         }
     }
     out
@@ -88,39 +92,85 @@ fn acme_section(out: &mut String, job: &AcmeJob, now: i64) {
     let _ = writeln!(out, "\nACME account key: {}{note}", file_line(&account));
 }
 
-fn local_ca_section(out: &mut String, dir: &Path, now: i64) {
-    let _ = writeln!(out, "\nlocal CA");
-    cert_block(out, "root", &dir.join(local_ca::CA_CERT), now);
-    let _ = writeln!(
+fn local_ca_section(out: &mut String, dir: &Path, now: i64, leaf_label: &str) {
+    let leaf = dir.join(local_ca::LEAF_CERT);
+    cert_section(
         out,
-        "  root key:  {}",
-        file_line(&dir.join(local_ca::CA_KEY))
+        leaf_label,
+        &leaf,
+        Some(&dir.join(local_ca::LEAF_KEY)),
+        now,
     );
-    cert_block(out, "leaf", &dir.join(local_ca::LEAF_CERT), now);
     let _ = writeln!(
         out,
-        "  leaf key:  {}",
-        file_line(&dir.join(local_ca::LEAF_KEY))
+        "\nlocal CA root (devices trust it once via GET /ca.crt)"
+    );
+    let root = dir.join(local_ca::CA_CERT);
+    match read_first_cert(&root) {
+        Some(Ok(info)) => {
+            let _ = writeln!(out, "  subject:   {}", info.subject);
+            let _ = writeln!(out, "  expires:   {}", expiry_text(&info, now));
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "  unreadable: {e}");
+        }
+        None => {}
+    }
+    let _ = writeln!(out, "  file:      {}", file_line(&root));
+    let _ = writeln!(
+        out,
+        "  key:       {}",
+        file_line(&dir.join(local_ca::CA_KEY))
     );
 }
 
-/// Describes the first certificate of a PEM file, or says why it can't.
-fn cert_block(out: &mut String, label: &str, path: &Path, now: i64) {
-    let _ = writeln!(out, "  {label}: {}", file_line(path));
-    let Ok(pem) = std::fs::read(path) else {
-        return;
-    };
-    let info = CertificateDer::pem_slice_iter(&pem)
-        .next()
-        .ok_or_else(|| "no certificate in the file".to_string())
-        .and_then(|der| der.map_err(|e| e.to_string()))
-        .and_then(|der| CertInfo::from_der(&der));
-    match info {
-        Ok(info) => info_lines(out, &info, now),
-        Err(e) => {
-            let _ = writeln!(out, "    unreadable: {e}");
+/// A certificate file: its names as the heading, then what serves them, issuer, SANs, expiry, files.
+fn cert_section(out: &mut String, served_by: &str, path: &Path, key: Option<&Path>, now: i64) {
+    match read_first_cert(path) {
+        Some(Ok(info)) => {
+            let _ = writeln!(out, "\n{}", heading(&info));
+            let _ = writeln!(out, "  served by: {served_by}");
+            info_lines(out, &info, now);
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(out, "\n{served_by}");
+            let _ = writeln!(out, "  unreadable: {e}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\n{served_by} (not created yet; made at the first start)"
+            );
         }
     }
+    let _ = writeln!(out, "  file:      {}", file_line(path));
+    if let Some(key) = key {
+        let _ = writeln!(out, "  key:       {}", file_line(key));
+    }
+}
+
+fn heading(info: &CertInfo) -> String {
+    if info.sans.is_empty() {
+        info.subject.clone()
+    } else {
+        info.sans.join(", ")
+    }
+}
+
+/// The first certificate of a PEM file; `None` if the file does not exist.
+fn read_first_cert(path: &Path) -> Option<Result<CertInfo, String>> {
+    let pem = match std::fs::read(path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    Some(
+        CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .ok_or_else(|| "no certificate in the file".to_string())
+            .and_then(|der| der.map_err(|e| e.to_string()))
+            .and_then(|der| CertInfo::from_der(&der)),
+    )
 }
 
 fn info_lines(out: &mut String, info: &CertInfo, now: i64) {
