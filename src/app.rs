@@ -29,7 +29,7 @@ pub struct App {
     pub ip_limit: KeyedLimit<IpAddr>,
     pub login_ip_limit: KeyedLimit<IpAddr>,
     pub login_account_limit: KeyedLimit<String>,
-    /// Chat sends (web chat and personal-token API) per user per minute.
+    /// Chat messages per user id (`auth.chat_sends_per_minute_per_user`); see `auth::chat_send_limited`.
     pub chat_limit: KeyedLimit<i64>,
     /// `USER.md` / `MEMORY.md` for the chat system message, re-read only when they change.
     pub memory: crate::memory::MemoryCache,

@@ -46,6 +46,9 @@ enum Command {
     /// Manage personal API tokens (for /v1/chat/completions): create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Certificates: `cert status` shows issuer, names, expiry and files for each name.
+    #[command(subcommand)]
+    Cert(CertCommand),
 }
 
 #[derive(Subcommand)]
@@ -99,6 +102,12 @@ fn token_command(config: &config::Config, cmd: TokenCommand) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// For each name: the certificate served, its issuer, SANs, expiry and where the files are.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -330,6 +339,10 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             };
+        }
+        Command::Cert(CertCommand::Status) => {
+            print!("{}", tls::status::report(&config));
+            return ExitCode::SUCCESS;
         }
         Command::User(cmd) => {
             return match user_command(&config, cmd) {

@@ -135,11 +135,8 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     if app.config.chat.api_key.is_none() {
         return UpstreamError::NoKey.response();
     }
-    if let Err(secs) = app.chat_limit.check(&user.id) {
-        return response::too_many(
-            secs,
-            &format!("You are sending messages too quickly; try again in {secs} seconds."),
-        );
+    if let Some(refused) = crate::auth::chat_send_limited(app, user) {
+        return refused;
     }
 
     let request = Requested {

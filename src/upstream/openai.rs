@@ -106,11 +106,8 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     if app.config.chat.api_key.is_none() {
         return UpstreamError::NoKey.response();
     }
-    if let Err(secs) = app.chat_limit.check(&user.id) {
-        return response::too_many(
-            secs,
-            &format!("Too many requests for this account; try again in {secs} seconds."),
-        );
+    if let Some(refused) = crate::auth::chat_send_limited(app, user) {
+        return refused;
     }
     let out = Outgoing {
         method: Method::POST,
