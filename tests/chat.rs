@@ -934,20 +934,28 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
     assert!(!list.to_string().contains(&token));
 
     let api = s.client_builder().cookie_store(false).build().unwrap();
-    // No token, a cookie-less wrong token: 401.
-    for auth in [
-        None,
-        Some("Bearer hek_wrong"),
-        Some(format!("Bearer {KEY}").as_str()),
-    ] {
-        let mut b = api
+    // No credentials: 401 like every API route; a wrong token (or the Hermes key itself): 401.
+    let r = api
+        .post(s.url("/v1/chat/completions"))
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "login_required"
+    );
+    for auth in ["Bearer hek_wrong".to_string(), format!("Bearer {KEY}")] {
+        let r = api
             .post(s.url("/v1/chat/completions"))
-            .json(&json!({"messages": []}));
-        if let Some(a) = auth {
-            b = b.header("authorization", a);
-        }
-        let r = b.send().await.unwrap();
+            .header("authorization", auth)
+            .json(&json!({"messages": []}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
         assert_eq!(
             r.json::<Value>().await.unwrap()["error"]["code"],
             "invalid_token"

@@ -22,6 +22,14 @@ use crate::router::LogUser;
 
 /// Every `/v1/...` request.
 pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        // Like every other API route without credentials (docs/http-api.md).
+        return response::error(
+            StatusCode::UNAUTHORIZED,
+            "login_required",
+            "Sign in first: your session is missing or has expired.",
+        );
+    }
     let Some(user) = super::tokens::authenticate(app, req.headers()).await else {
         let mut r = response::error(
             StatusCode::UNAUTHORIZED,
