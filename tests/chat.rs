@@ -1082,3 +1082,34 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn an_agent_error_inside_the_stream_is_relayed_and_stored_with_the_partial_answer() {
+    let fake = Fake::start().await;
+    // What Hermes sends when the agent fails after the 200 (docs/hermes-notes.md, section a).
+    let failed = "data: {\"id\": \"chatcmpl-1\", \"object\": \"chat.completion.chunk\", \"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"error\"}], \"error\": {\"message\": \"HTTP 500: provider down\", \"type\": \"agent_error\"}}\n\n";
+    let parts = [
+        chunk_role(),
+        chunk("Let me "),
+        failed.to_string(),
+        "data: [DONE]\n\n".to_string(),
+    ];
+    fake.push(Reply::stream(
+        parts.iter().map(|p| Step::Data(p.clone())).collect(),
+    ));
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let r = chat(&s, &c, json!({"message": "hi"})).await;
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(text(r).await, parts.concat());
+    let m = stored_message(&s, &c, &conv, 1).await;
+    assert_eq!(m["content"], "Let me ");
+    assert_eq!(
+        m["error"],
+        json!({"code": "upstream_error", "message": "HTTP 500: provider down"})
+    );
+}
