@@ -651,7 +651,7 @@
         renderAttachments();
         autosize();
       }
-      handleChatError(err);
+      handleChatError(err, !!body.conversation_id);
       finish(null, controller);
       if (!userMsg && err.status !== 401) loadConversation(state.currentId, true);
       return;
@@ -740,7 +740,7 @@
     }
   }
 
-  function handleChatError(err) {
+  function handleChatError(err, hadConversation) {
     if (err.status === 401) { sessionExpired(); return; }
     if (err.status === 429) { rateLimited(err.retryAfter); return; }
     if (err.status === 502 || err.status === 503 || err.status === 504) {
@@ -751,7 +751,7 @@
       showBanner('chat', 'error', err.message || 'The images are too large. Attach smaller images (5 MiB each at most).');
       return;
     }
-    if (err.status === 404) {
+    if (err.status === 404 && hadConversation && err.code === 'not_found') {
       showBanner('chat', 'error', 'This conversation no longer exists. Start a new one.');
       newChat();
       refreshConversations();
@@ -984,6 +984,8 @@
     // A newer load or a stream started meanwhile: this answer is stale.
     if (seq !== state.loadSeq || state.controller) return;
     const atBottom = isNearBottom();
+    const prevLast = state.messages[state.messages.length - 1];
+    const wasStopped = quiet && prevLast && prevLast.role === 'assistant' && prevLast.stopped;
     state.currentId = conv.id || id;
     state.title = conv.title || '';
     state.messages = (conv.messages || []).map((m) => ({
@@ -994,6 +996,9 @@
       tool_steps: Array.isArray(m.tool_steps) ? m.tool_steps.map((s) => Object.assign({}, s)) : [],
       error: m.error ? (typeof m.error === 'string' ? m.error : (m.error.message || 'The answer could not be completed.')) : null,
     }));
+    // The server keeps a stopped answer as it was; keep showing that it was stopped.
+    const last = state.messages[state.messages.length - 1];
+    if (wasStopped && last && last.role === 'assistant' && !last.error) last.stopped = true;
     renderAll();
     renderConversations();
     if (!quiet || atBottom) scrollToBottom(true);

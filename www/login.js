@@ -55,8 +55,9 @@
 
   function formatWait(s) {
     if (s < 60) return s + (s === 1 ? ' second' : ' seconds');
-    const m = Math.ceil(s / 60);
-    return m + (m === 1 ? ' minute' : ' minutes');
+    const m = Math.floor(s / 60);
+    const r = s % 60;
+    return m + (m === 1 ? ' minute' : ' minutes') + (r ? ' ' + r + (r === 1 ? ' second' : ' seconds') : '');
   }
 
   document.getElementById('login-form').addEventListener('submit', () => {

@@ -108,11 +108,15 @@ async function sendMessage(p, text) {
 
 /** The last assistant message once it has stopped streaming. */
 async function waitAnswerDone(p, timeout = 20000) {
-  await p.waitForFunction(() => {
+  const outcome = await p.waitForFunction(() => {
+    const err = document.querySelector('.banner-error, .banner[data-key="chat"]');
+    if (err) return 'banner: ' + err.textContent;
     const all = document.querySelectorAll('.msg-assistant');
     const last = all[all.length - 1];
-    return last && last.dataset.state && last.dataset.state !== 'streaming';
+    return last && last.dataset.state && last.dataset.state !== 'streaming' && 'done';
   }, null, { timeout });
+  const v = await outcome.jsonValue();
+  if (v !== 'done') throw new Error('the answer did not arrive; the page shows ' + v);
   return p.locator('.msg-assistant').last();
 }
 
@@ -203,6 +207,8 @@ test('an answer streams in: the text grows in at least three steps before it com
         if (text && seen[seen.length - 1] !== text) seen.push(text);
         if (last.dataset.state && last.dataset.state !== 'streaming') { resolve({ seen, state: last.dataset.state }); return; }
       }
+      const err = document.querySelector('.banner-error, .banner[data-key="chat"]');
+      if (err) { resolve({ seen, state: 'banner: ' + err.textContent }); return; }
       if (performance.now() - start > 20000) { resolve({ seen, state: 'timeout' }); return; }
       requestAnimationFrame(tick);
     };
@@ -319,6 +325,44 @@ test('edit-and-resend replaces the edited message and everything after it', { ti
   assert.deepEqual(await page.locator('.msg-user .bubble').allTextContents(), ['first question, edited']);
 });
 
+test('Shift+Enter makes a new line and Enter sends', { timeout: 30000 }, async () => {
+  await newChat(page);
+  await page.click('#input');
+  await page.keyboard.type('line one');
+  await page.keyboard.press('Shift+Enter');
+  await page.keyboard.type('line two');
+  assert.equal(await page.locator('.msg-user').count(), 0);
+  assert.equal(await page.inputValue('#input'), 'line one\nline two');
+  await page.keyboard.press('Enter');
+  await waitAnswerDone(page);
+  assert.equal(await page.locator('.msg-user .bubble').last().textContent(), 'line one\nline two');
+  assert.equal(await page.inputValue('#input'), '');
+});
+
+test('images are attached by picking, limited to 4 of at most 5 MiB, and sent as data URLs', { timeout: 30000 }, async () => {
+  // A 1x1 PNG.
+  const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+  await page.setInputFiles('#file', { name: 'big.png', mimeType: 'image/png', buffer: Buffer.alloc(5 * 1024 * 1024 + 1) });
+  await page.waitForSelector('.banner[data-key="attach"]');
+  assert.match(await page.textContent('.banner[data-key="attach"]'), /larger than 5 MiB/);
+  assert.equal(await page.locator('.attachment').count(), 0);
+  const files = [1, 2, 3, 4, 5].map((i) => ({ name: `dot${i}.png`, mimeType: 'image/png', buffer: png }));
+  await page.setInputFiles('#file', files);
+  await page.waitForFunction(() => document.querySelectorAll('.attachment').length === 4);
+  assert.match(await page.textContent('.banner[data-key="attach"]'), /at most 4 images/);
+  await page.click('.attachment:nth-child(4) .attachment-remove');
+  assert.equal(await page.locator('.attachment').count(), 3);
+  const n = upstream.chatRequests().length;
+  await sendMessage(page, 'what is in these pictures?');
+  await waitAnswerDone(page);
+  assert.equal(await page.locator('.attachment').count(), 0);
+  const shown = await page.locator('.msg-user').last().locator('.msg-images img').evaluateAll((imgs) => imgs.map((i) => i.getAttribute('src').slice(0, 22)));
+  assert.deepEqual(shown, ['data:image/png;base64,', 'data:image/png;base64,', 'data:image/png;base64,']);
+  const req = upstream.chatRequests()[n];
+  const lastMsg = JSON.stringify(req.body.messages[req.body.messages.length - 1]);
+  assert.equal(lastMsg.split('data:image/png;base64,').length - 1, 3);
+});
+
 test('an answer containing <img onerror> and <script> runs nothing', { timeout: 30000 }, async () => {
   await newChat(page);
   await sendMessage(page, 'xss test');
@@ -356,15 +400,22 @@ test('a code block is highlighted and has a copy button', { timeout: 30000 }, as
   assert.equal(copied, 'def greet(name: str) -> str:\n    """Say hello."""\n    return f"Hello, {name}!"\n');
 });
 
-test('a link to a /media/ mp4 opens the viewer, where the video plays', { timeout: 30000 }, async () => {
+test('a link to a /media/ file in an answer points at the viewer page', { timeout: 30000 }, async () => {
   await sendMessage(page, 'send the media file');
   const answer = await waitAnswerDone(page);
   const href = await answer.locator('.md a').getAttribute('href');
   assert.equal(href, '/view?src=' + encodeURIComponent('/media/clip.mp4'));
+  assert.equal(await answer.locator('.md a').getAttribute('target'), '_blank');
+});
+
+test('the viewer plays a /media/ mp4 (its currentTime advances)', { timeout: 30000 }, async () => {
   const viewer = await newPage(context);
-  await viewer.goto(base + href);
+  await viewer.goto(base + '/view?src=' + encodeURIComponent('/media/clip.mp4'));
+  await viewer.waitForSelector('video, .viewer-message');
+  if (await viewer.locator('.viewer-message').count()) {
+    throw new Error('the viewer could not load the file: ' + await viewer.textContent('.viewer-message'));
+  }
   const video = viewer.locator('video');
-  await video.waitFor();
   assert.equal(await video.getAttribute('src'), '/media/clip.mp4');
   const played = await viewer.evaluate(async () => {
     const v = document.querySelector('video');
@@ -402,12 +453,43 @@ test('desktop screenshots, light and dark', { timeout: 60000 }, async () => {
   await page.emulateMedia({ colorScheme: 'light' });
 });
 
-test('at 390x844 the page has no horizontal scroll', { timeout: 60000 }, async () => {
+test('at 390x844 the login page and the empty chat page have no horizontal scroll', { timeout: 60000 }, async () => {
+  const mobile = await newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  const p = await newPage(mobile);
+  const noHScroll = async () => {
+    const [sw, cw] = await p.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
+    assert.ok(sw <= cw, `${p.url()}: scrollWidth ${sw} > clientWidth ${cw}`);
+  };
+  await p.goto(base + '/login');
+  await noHScroll();
+  await p.fill('#username', ADMIN_USER);
+  await p.fill('#password', ADMIN_PW);
+  await Promise.all([p.waitForNavigation(), p.click('#login-submit')]);
+  await p.waitForSelector('#input');
+  await p.fill('#input', 'a_very_long_word_without_spaces_'.repeat(8));
+  await noHScroll();
+  assert.equal(await p.isVisible('#open-nav'), true);
+  const closed = await p.locator('#sidebar').boundingBox();
+  assert.ok(closed.x + closed.width <= 0, 'the sidebar is a closed drawer off to the left: ' + JSON.stringify(closed));
+  await p.click('#open-nav');
+  await p.waitForFunction(() => document.getElementById('app').classList.contains('nav-open'));
+  await p.waitForFunction(() => document.getElementById('sidebar').getBoundingClientRect().x === 0);
+  await p.click('#new-chat');
+  await noHScroll();
+  await p.waitForFunction(() => !document.getElementById('app').classList.contains('nav-open')); // New chat closes it
+  assert.deepEqual(await cspViolations(p), []);
+  await mobile.close();
+});
+
+test('at 390x844 a conversation has no horizontal scroll', { timeout: 60000 }, async () => {
   const url = page.url();
   const mobile = await newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'light', storageState: await context.storageState() });
   const p = await newPage(mobile);
   await p.goto(url);
   await p.waitForSelector('.code-block');
+  await p.evaluate(() => { document.getElementById('scroller').scrollTop = 0; });
+  await sleep(200);
+  await p.screenshot({ path: path.join(docs, 'screenshot-mobile.png') });
   await sendMessage(p, 'a_very_long_word_without_spaces_'.repeat(8));
   await waitAnswerDone(p);
   await sleep(300);
@@ -419,7 +501,6 @@ test('at 390x844 the page has no horizontal scroll', { timeout: 60000 }, async (
   for (const [k, [sw, cw]] of Object.entries(dims)) assert.ok(sw <= cw, `${k}: scrollWidth ${sw} > clientWidth ${cw}`);
   assert.equal(await p.isVisible('#sidebar'), true); // present but off-canvas
   assert.equal(await p.isVisible('#open-nav'), true);
-  await p.screenshot({ path: path.join(docs, 'screenshot-mobile.png') });
   // The drawer opens and closes.
   await p.click('#open-nav');
   await p.waitForFunction(() => document.getElementById('app').classList.contains('nav-open'));

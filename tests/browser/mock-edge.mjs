@@ -126,6 +126,10 @@ function summary(c) {
 }
 
 async function handleLogin(req, res) {
+  const origin = req.headers.origin;
+  if (origin ? origin !== 'https://' + req.headers.host : req.headers['sec-fetch-site'] !== 'same-origin') {
+    return apiError(res, 403, 'cross_origin', 'This form can only be sent from this site\'s own login page.');
+  }
   const raw = await readBody(req, 100_000);
   const wantsJson = (req.headers.accept || '').includes('application/json');
   let f;
@@ -266,9 +270,10 @@ async function route(req, res) {
   }
   if (p === '/login' && m === 'GET') return serveFile(req, res, path.join(wwwDir, 'login.html'));
   if (p === '/login' && m === 'POST') return handleLogin(req, res);
-  if ((p.startsWith('/www/') || p.startsWith('/assets/')) && (m === 'GET' || m === 'HEAD')) {
-    const f = underDir(wwwDir, p.slice(p.indexOf('/', 1) + 1));
-    return f ? serveFile(req, res, f) : apiError(res, 404, 'not_found', 'No such file.');
+  // Like the real router: any non-HTML file of www/ is public at the site root (/app.js, /vendor/...).
+  if ((m === 'GET' || m === 'HEAD') && p !== '/' && !p.endsWith('.html') && !p.startsWith('/media/')) {
+    const f = underDir(wwwDir, p.slice(1));
+    if (f && fs.existsSync(f) && fs.statSync(f).isFile()) return serveFile(req, res, f);
   }
 
   const user = cookieUser(req);
@@ -280,7 +285,8 @@ async function route(req, res) {
   }
   if (!['GET', 'HEAD'].includes(m)) {
     const origin = req.headers.origin;
-    const same = origin === 'https://' + req.headers.host || req.headers['sec-fetch-site'] === 'same-origin';
+    // Strict like the real server: an Origin header, when present, must be this site.
+    const same = origin ? origin === 'https://' + req.headers.host : req.headers['sec-fetch-site'] === 'same-origin';
     if (!same) return apiError(res, 403, 'cross_origin', 'Cross-origin request refused.');
   }
   if (p === '/logout' && m === 'POST') {

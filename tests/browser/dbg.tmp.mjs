@@ -1,0 +1,15 @@
+import { chromium } from 'playwright-core';
+const base = 'https://127.0.0.1:18444';
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+const page = await ctx.newPage();
+page.on('console', (m) => console.log('console', m.type(), m.text()));
+page.on('response', (r) => console.log('resp', r.status(), r.url(), r.headers()['location'] || ''));
+await page.goto(base + '/');
+console.log('url', page.url());
+await page.fill('#username', 'admin'); await page.fill('#password', 'wrong');
+await Promise.all([page.waitForNavigation(), page.click('#login-submit')]);
+console.log('url', page.url());
+await page.waitForTimeout(1000);
+console.log('url', page.url());
+await browser.close();
