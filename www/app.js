@@ -491,6 +491,10 @@
       p.status.hidden = false;
       p.status.className = 'msg-status msg-stopped';
       p.status.textContent = 'Stopped';
+    } else if (msg.pending && !msg.streaming) {
+      p.status.hidden = false;
+      p.status.className = 'msg-status msg-stopped';
+      p.status.textContent = 'This answer is still being written. Reload to see it.';
     }
     p.actions.replaceChildren();
     if (!msg.streaming) {
@@ -659,6 +663,7 @@
 
     clearBanner('offline');
     clearBanner('upstream');
+    clearBanner('chat');
     const cid = res.headers.get('X-Conversation-Id');
     if (cid && cid !== state.currentId) {
       state.currentId = cid;
@@ -994,7 +999,9 @@
       content: typeof m.content === 'string' ? m.content : '',
       images: Array.isArray(m.images) ? m.images : [],
       tool_steps: Array.isArray(m.tool_steps) ? m.tool_steps.map((s) => Object.assign({}, s)) : [],
-      error: m.error ? (typeof m.error === 'string' ? m.error : (m.error.message || 'The answer could not be completed.')) : null,
+      error: storedError(m.error),
+      stopped: !!(m.error && m.error.code === 'stopped'),
+      pending: m.role === 'assistant' && !m.content && !m.error,
     }));
     // The server keeps a stopped answer as it was; keep showing that it was stopped.
     const last = state.messages[state.messages.length - 1];
@@ -1002,6 +1009,14 @@
     renderAll();
     renderConversations();
     if (!quiet || atBottom) scrollToBottom(true);
+  }
+
+  /** A stored message's `error` ({code, message} or null) as text; "stopped" is not an error. */
+  function storedError(err) {
+    if (!err) return null;
+    if (typeof err === 'string') return err;
+    if (err.code === 'stopped') return null;
+    return err.message || 'The answer could not be completed.';
   }
 
   // ---------------------------------------------------------------- nav drawer (phones)

@@ -173,6 +173,10 @@ async function handleChat(req, res, user) {
   try { body = JSON.parse(await readBody(req)); } catch (e) {
     return apiError(res, e.message === 'too large' ? 413 : 400, e.message === 'too large' ? 'too_large' : 'bad_request', 'The request body is not valid JSON.');
   }
+  // Dev aid: a message containing "ratelimit" gets the edge's 429, to look at the banner.
+  if (typeof body.message === 'string' && body.message.includes('ratelimit')) {
+    return apiError(res, 429, 'rate_limited', 'Too many messages; wait a little.', { retry_after: 42 });
+  }
   const images = Array.isArray(body.images) ? body.images : [];
   if (images.length > 4 || images.some((u) => typeof u !== 'string' || !u.startsWith('data:image/') || u.length > 7_000_000)) {
     return apiError(res, 413, 'images_too_large', 'Up to 4 images of at most 5 MiB each.');
