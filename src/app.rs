@@ -29,6 +29,8 @@ pub struct App {
     pub ip_limit: KeyedLimit<IpAddr>,
     pub login_ip_limit: KeyedLimit<IpAddr>,
     pub login_account_limit: KeyedLimit<String>,
+    /// Chat messages per user id (`auth.chat_sends_per_minute_per_user`); see `auth::chat_send_limited`.
+    pub chat_limit: KeyedLimit<i64>,
     pub decoy_hash: String,
     pub upstream: UpstreamClient,
     pub http01: Option<Http01Responder>,
@@ -68,6 +70,11 @@ impl App {
                 a.login_attempts_per_minute_per_account,
                 Duration::from_secs(60),
                 a.login_attempts_per_minute_per_account,
+            ),
+            chat_limit: KeyedLimit::new(
+                a.chat_sends_per_minute_per_user,
+                Duration::from_secs(60),
+                a.chat_sends_per_minute_per_user,
             ),
             decoy_hash: crate::auth::users::decoy_hash(),
             www,

@@ -103,6 +103,9 @@ pub struct FileMedia {
 pub struct FileAuth {
     pub session_hours: Option<u64>,
     pub remember_days: Option<u64>,
+    /// The same lifetimes in seconds (for short-lived deployments and tests); exclusive with the above.
+    pub session_secs: Option<u64>,
+    pub remember_secs: Option<u64>,
     pub login_attempts_per_minute_per_ip: Option<u32>,
     pub login_attempts_per_minute_per_account: Option<u32>,
     pub chat_sends_per_minute_per_user: Option<u32>,
@@ -469,20 +472,22 @@ impl Config {
         };
         let a = &file.auth;
         let auth = AuthConfig {
-            session_lifetime: Duration::from_secs(a.session_hours.unwrap_or(24) * 3600),
-            remember_lifetime: Duration::from_secs(a.remember_days.unwrap_or(30) * 86400),
+            session_lifetime: lifetime(
+                ("auth.session_hours", a.session_hours, 3600),
+                ("auth.session_secs", a.session_secs),
+                24 * 3600,
+            )?,
+            remember_lifetime: lifetime(
+                ("auth.remember_days", a.remember_days, 86_400),
+                ("auth.remember_secs", a.remember_secs),
+                30 * 86_400,
+            )?,
             login_attempts_per_minute_per_ip: a.login_attempts_per_minute_per_ip.unwrap_or(5),
             login_attempts_per_minute_per_account: a
                 .login_attempts_per_minute_per_account
                 .unwrap_or(10),
             chat_sends_per_minute_per_user: a.chat_sends_per_minute_per_user.unwrap_or(30),
         };
-        if auth.session_lifetime.is_zero() || auth.remember_lifetime.is_zero() {
-            return Err(invalid(
-                "auth.session_hours",
-                "session lifetimes must be at least 1",
-            ));
-        }
         if auth.login_attempts_per_minute_per_ip == 0
             || auth.login_attempts_per_minute_per_account == 0
             || auth.chat_sends_per_minute_per_user == 0
@@ -575,6 +580,35 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         source,
     })?;
     Config::parse_str(&text, path)
+}
+
+/// The longest session a browser keeps a cookie for (Chrome caps `Max-Age` at 400 days).
+const MAX_LIFETIME_SECS: u64 = 400 * 86_400;
+
+/// A session lifetime from a coarse key (hours or days) or its seconds twin, never both.
+fn lifetime(
+    (coarse_key, coarse, unit): (&str, Option<u64>, u64),
+    (secs_key, secs): (&str, Option<u64>),
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    let (key, value) = match (coarse, secs) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                secs_key,
+                format!("give either `{coarse_key}` or `{secs_key}`, not both"),
+            ))
+        }
+        (Some(v), None) => (coarse_key, v.saturating_mul(unit)),
+        (None, Some(v)) => (secs_key, v),
+        (None, None) => return Ok(Duration::from_secs(default)),
+    };
+    if value == 0 || value > MAX_LIFETIME_SECS {
+        return Err(invalid(
+            key,
+            "must be at least 1 second and at most 400 days (browsers drop longer cookies)",
+        ));
+    }
+    Ok(Duration::from_secs(value))
 }
 
 fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -681,6 +715,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--self-signed"));
+    }
+
+    #[test]
+    fn session_lifetimes_default_to_a_day_and_thirty_days() {
+        let c = resolve("", CliOverrides::default()).unwrap();
+        assert_eq!(c.auth.session_lifetime, Duration::from_secs(86_400));
+        assert_eq!(c.auth.remember_lifetime, Duration::from_secs(2_592_000));
+        let c = resolve(
+            "[auth]\nsession_secs = 5\nremember_days = 2",
+            CliOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.auth.session_lifetime, Duration::from_secs(5));
+        assert_eq!(c.auth.remember_lifetime, Duration::from_secs(172_800));
+    }
+
+    #[test]
+    fn session_lifetime_keys_are_validated() {
+        let err = |t: &str| resolve(t, CliOverrides::default()).unwrap_err().to_string();
+        assert_eq!(
+            err("[auth]\nsession_hours = 1\nsession_secs = 5"),
+            "invalid setting `auth.session_secs`: give either `auth.session_hours` or `auth.session_secs`, not both"
+        );
+        assert!(err("[auth]\nsession_secs = 0").contains("`auth.session_secs`"));
+        // Far beyond any cookie lifetime, and would overflow if multiplied naively.
+        assert!(err("[auth]\nremember_days = 9223372036854775807").contains("`auth.remember_days`"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod app;
 mod auth;
 mod config;
+mod doctor;
 mod response;
 mod router;
 mod security;
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve,
+    /// Check the setup (ports, Hermes, API key, certificates, DNS) and say what to fix.
+    Doctor,
     /// Manage accounts: add, passwd, remove, list.
     #[command(subcommand)]
     User(UserCommand),
@@ -242,6 +245,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(server::run(config)),
+        Command::Doctor => {
+            return if runtime.block_on(doctor::run(&config)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
         Command::User(cmd) => {
             return match user_command(&config, cmd) {
                 Ok(()) => ExitCode::SUCCESS,

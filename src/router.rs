@@ -10,7 +10,7 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
-use crate::auth::{self, User};
+use crate::auth::{self, admin, Role, User};
 use crate::response::{self, Resp};
 use crate::security;
 
@@ -72,7 +72,12 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     match (&method, path.as_str()) {
         (&Method::GET | &Method::HEAD, "/healthz") => return healthz(app).await,
         (&Method::GET | &Method::HEAD, "/ca.crt") => return ca_cert(app),
-        (&Method::GET | &Method::HEAD, "/login") => return page(app, "login.html"),
+        (&Method::GET | &Method::HEAD, "/login") => {
+            return match auth::login_page_redirect(app, &req).await {
+                Some(already_signed_in) => already_signed_in,
+                None => page(app, "login.html"),
+            }
+        }
         (&Method::POST, "/login") => return auth::login(app, ctx, req).await,
         (_, "/healthz" | "/ca.crt" | "/login") => return response::method_not_allowed(),
         _ => {}
@@ -96,8 +101,7 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
             .path_and_query()
             .map(|pq| pq.as_str())
             .unwrap_or("/");
-        let enc = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC);
-        return response::redirect(StatusCode::SEE_OTHER, &format!("/login?next={enc}"));
+        return response::redirect(StatusCode::SEE_OTHER, &auth::login_location(next));
     };
     if auth::is_state_changing(&method) && !auth::same_origin(&req) {
         return with_user(
@@ -122,6 +126,9 @@ async fn signed_in(
     method: &Method,
     path: &str,
 ) -> Resp {
+    if path.starts_with("/api/admin/") && user.role != Role::Admin {
+        return admin::admin_only();
+    }
     match (method, path) {
         (&Method::POST, "/logout") => return auth::logout(app, req).await,
         (&Method::GET, "/api/me") => {
@@ -130,6 +137,20 @@ async fn signed_in(
                 &serde_json::json!({"username": user.username, "role": user.role}),
             )
         }
+        (&Method::GET, "/api/sessions") => return admin::own_sessions(app, &req, user).await,
+        (&Method::DELETE, p) if p.starts_with("/api/sessions/") => {
+            return admin::revoke_own_session(app, user, tail(p, "/api/sessions/")).await
+        }
+        (&Method::GET, "/api/admin/users") => return admin::list_users(app).await,
+        (&Method::POST, "/api/admin/users") => return admin::create_user(app, req).await,
+        (&Method::DELETE, p) if p.starts_with("/api/admin/users/") => {
+            return admin::remove_user(app, tail(p, "/api/admin/users/")).await
+        }
+        (&Method::GET, "/api/admin/sessions") => return admin::list_sessions(app, &req).await,
+        (&Method::DELETE, p) if p.starts_with("/api/admin/sessions/") => {
+            return admin::revoke_session(app, tail(p, "/api/admin/sessions/")).await
+        }
+        (&Method::GET, "/api/admin/audit") => return admin::audit(app, &req).await,
         _ => {}
     }
     if let Some(route) = app.config.routes.iter().find(|r| r.path == path) {
@@ -171,6 +192,11 @@ async fn signed_in(
         return page(app, "index.html");
     }
     response::not_found()
+}
+
+/// The part of `path` after `prefix` (a path parameter such as an id).
+fn tail<'a>(path: &'a str, prefix: &str) -> &'a str {
+    path.strip_prefix(prefix).unwrap_or("")
 }
 
 fn with_user(mut resp: Resp, user: &User) -> Resp {

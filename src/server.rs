@@ -65,6 +65,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 /// Sets up TLS, state and listeners, then serves until a shutdown signal.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    // Ports first: a port held by a stale process is the most common start-up failure, and
+    // nothing (no first-run account, no certificate) should happen before it is reported.
+    let https = bind(config.listen).await?;
+    let http = match config.http_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let store = Store::open(&config.data_dir)?;
     if let Some((password, from_env)) = crate::auth::users::ensure_first_admin(&store)? {
         if from_env {
@@ -86,13 +93,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         gc_app.ip_limit.forget_idle();
         gc_app.login_ip_limit.forget_idle();
         gc_app.login_account_limit.forget_idle();
+        gc_app.chat_limit.forget_idle();
     })]);
 
-    let https = bind(config.listen).await?;
-    let http = match config.http_listen {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
-    };
     let https_addr = https
         .local_addr()
         .map_err(|e| StartError::Other(e.to_string()))?;

@@ -10,3 +10,6 @@ if ((${#apt_packages[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}"
 fi
+
+# The real Hermes API Server (PyPI) in a virtualenv, for tests/hermes_e2e.rs.
+bash tests/hermes/setup.sh

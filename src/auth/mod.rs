@@ -3,7 +3,17 @@
 //!
 //! Session tokens are 256-bit random values; the database keeps only their SHA-256, so a copy of
 //! the database does not let anyone sign in.
+//!
+//! Sign-in attempts are limited twice: per client address (`login_attempts_per_minute_per_ip`) and
+//! per account name (`login_attempts_per_minute_per_account`), so neither one address nor many
+//! addresses can guess one account's password quickly. The per-account limit could be abused to
+//! keep the real person out, so it does not apply from a network the account has signed in from
+//! successfully before (same IPv4 address or same IPv6 /64, within the "keep me signed in"
+//! lifetime); there only the per-address limit holds. A flood from one address therefore never
+//! locks out another address, and a distributed flood on one account slows only addresses that
+//! account has never used.
 
+pub mod admin;
 pub mod users;
 
 use std::net::IpAddr;
@@ -33,6 +43,12 @@ pub fn new_token() -> String {
 
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The public handle of a session: the first 16 hex digits of its token hash. It names the
+/// session in lists and revocations and cannot be turned back into the token.
+pub fn session_id(hash: &[u8]) -> String {
+    hex::encode(&hash[..hash.len().min(8)])
 }
 
 /// The session token from the `Cookie` header(s), if any.
@@ -139,6 +155,8 @@ pub fn clear_cookie_header() -> HeaderValue {
 
 /// A `next` target that stays on this site: a path starting with a single `/`, no scheme, no
 /// backslash, no control characters, checked after percent-decoding too. Anything else is `/`.
+/// The raw value must be printable ASCII (as every path a browser sends is), so it can go into a
+/// `Location` header unchanged.
 pub fn safe_next(raw: &str) -> String {
     let ok = |s: &str| {
         s.starts_with('/')
@@ -147,7 +165,7 @@ pub fn safe_next(raw: &str) -> String {
             && !s.chars().any(|c| c.is_control())
             && !s.starts_with("/login")
     };
-    if raw.len() > 2048 || !ok(raw) {
+    if raw.len() > 2048 || !raw.bytes().all(|b| b.is_ascii_graphic()) || !ok(raw) {
         return "/".into();
     }
     // Decode repeatedly: `%2F%2Fevil.com` and `%252F...` must not become `//evil.com` later.
@@ -165,6 +183,74 @@ pub fn safe_next(raw: &str) -> String {
         cur = decoded;
     }
     raw.to_string()
+}
+
+/// Where an unauthenticated page request is sent: `/login?next=<the page>` (`/` when the page
+/// is not a safe same-site path).
+pub fn login_location(path_and_query: &str) -> String {
+    let next = safe_next(path_and_query);
+    let enc = percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC);
+    format!("/login?next={enc}")
+}
+
+/// `GET /login` for someone already signed in: `303` to their `next` instead of the form.
+pub async fn login_page_redirect<B>(app: &App, req: &Request<B>) -> Option<Resp> {
+    authenticate(app, req.headers()).await?;
+    let next = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "next")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| "/".into());
+    Some(response::redirect(StatusCode::SEE_OTHER, &safe_next(&next)))
+}
+
+/// The per-user chat-send limit (`auth.chat_sends_per_minute_per_user`): `Some` is the `429`
+/// with `Retry-After` to send back when this user is sending too fast; `None` lets the message go.
+// Called by the chat proxy.
+#[allow(dead_code)]
+pub fn chat_send_limited(app: &App, user: &User) -> Option<Resp> {
+    let secs = app.chat_limit.check(&user.id).err()?;
+    Some(response::too_many(
+        secs,
+        &format!("You are sending messages too fast. Try again in {secs} seconds."),
+    ))
+}
+
+/// True when `ip` is on a network `username` has signed in from successfully since `since`
+/// (same IPv4 address, or same IPv6 /64 because IPv6 privacy addresses change daily).
+fn known_network(
+    c: &rusqlite::Connection,
+    username: &str,
+    ip: IpAddr,
+    since: i64,
+) -> Result<bool, rusqlite::Error> {
+    let mut st = c.prepare(
+        "SELECT a.ip FROM login_audit a JOIN users u ON u.id = a.user_id
+         WHERE u.username = ?1 AND a.success = 1 AND a.at > ?2
+         ORDER BY a.at DESC LIMIT 200",
+    )?;
+    let ips = st.query_map(params![username, since], |r| r.get::<_, String>(0))?;
+    for text in ips {
+        if let Ok(seen) = text?.parse::<IpAddr>() {
+            if same_network(seen, ip) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+fn same_network(a: IpAddr, b: IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V6(a), IpAddr::V6(b)) if a.to_ipv4_mapped().is_none() => {
+            a.segments()[..4] == b.segments()[..4]
+        }
+        _ => a.to_canonical() == b.to_canonical(),
+    }
 }
 
 /// The host this request was addressed to (`Host` for HTTP/1.1, `:authority` for HTTP/2).
@@ -324,30 +410,37 @@ pub async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         );
     };
     let next = safe_next(form.next.as_deref().unwrap_or("/"));
+    // JSON clients get `429` + `Retry-After`; a browser form gets `303` back to the login page,
+    // which says how long to wait (a `429` would leave the browser on a blank page).
     let limited = |secs: u64| {
+        let secs = secs.max(1);
         if json {
             response::too_many(
                 secs,
                 &format!("Too many sign-in attempts. Try again in {secs} seconds."),
             )
         } else {
-            let mut r = login_redirect(&next, "rate_limited", Some(secs));
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            r
+            login_redirect(&next, "rate_limited", Some(secs))
         }
     };
     if let Err(secs) = app.login_ip_limit.check(&ctx.client_ip) {
+        tracing::info!(ip = %ctx.client_ip, "sign-in refused: too many attempts from this address");
         return limited(secs);
     }
     let username = form.username.trim().to_string();
-    if let Err(secs) = app
-        .login_account_limit
-        .check(&username.to_ascii_lowercase())
-    {
-        return limited(secs);
+    let since = now() - app.config.auth.remember_lifetime.as_secs() as i64;
+    let (known_name, ip) = (username.clone(), ctx.client_ip);
+    let known = app
+        .store
+        .call(move |c| known_network(c, &known_name, ip, since))
+        .await
+        .unwrap_or(false);
+    if !known {
+        let key = username.to_lowercase().chars().take(64).collect::<String>();
+        if let Err(secs) = app.login_account_limit.check(&key) {
+            tracing::info!(user = %key, ip = %ip, "sign-in refused: too many attempts on this account");
+            return limited(secs);
+        }
     }
     let lookup_name = username.clone();
     let found = app
@@ -481,11 +574,61 @@ mod tests {
             "%2F%2Fevil.com",
             "javascript:alert(1)",
             "/\tevil",
+            "/%09/evil.com",
+            "/ünicode",
+            "/a b",
             "",
         ] {
             assert_eq!(safe_next(bad), "/", "{bad}");
         }
         assert_eq!(safe_next("/c/123?x=1"), "/c/123?x=1");
+    }
+
+    #[test]
+    fn known_networks_are_the_same_ipv4_address_or_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(same_network(ip("198.51.100.7"), ip("198.51.100.7")));
+        assert!(!same_network(ip("198.51.100.7"), ip("198.51.100.8")));
+        assert!(same_network(
+            ip("2001:db8:1:2::1"),
+            ip("2001:db8:1:2:aaaa::9")
+        ));
+        assert!(!same_network(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1")));
+        assert!(same_network(ip("::ffff:198.51.100.7"), ip("198.51.100.7")));
+        assert!(!same_network(
+            ip("::ffff:198.51.100.7"),
+            ip("::ffff:198.51.100.8")
+        ));
+    }
+
+    #[tokio::test]
+    async fn chat_sends_past_the_per_user_limit_get_429_with_retry_after() {
+        use crate::config::{CliOverrides, Config};
+        let dir = tempfile::tempdir().unwrap();
+        let file = Config::parse_str(
+            "[auth]\nchat_sends_per_minute_per_user = 2",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let config = Config::resolve(file, None, &CliOverrides::default()).unwrap();
+        let app = App::new(config, crate::store::Store::open(dir.path()).unwrap(), None);
+        let user = |id| User {
+            id,
+            username: format!("u{id}"),
+            role: Role::User,
+        };
+        assert!(chat_send_limited(&app, &user(1)).is_none());
+        assert!(chat_send_limited(&app, &user(1)).is_none());
+        let refused = chat_send_limited(&app, &user(1)).unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = refused.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&wait), "{wait}");
+        // Another user has their own allowance.
+        assert!(chat_send_limited(&app, &user(2)).is_none());
     }
 
     #[test]

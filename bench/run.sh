@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Core benchmark (issue 2): a 1 KiB file over HTTPS, hermes-edge beside nginx in the same run.
+#   h1 keep-alive requests/s (wrk), h2 requests/s (h2load), new TLS connections/s with one request
+#   each (h2load --h1 -c400 -n400), resident memory. Same certificate, same file, same headers.
+# Loopback only; every load run is bounded in time or count. Usage: bash bench/run.sh [seconds] [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-6}
+ROUNDS=${2:-3}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q
+
+work=$(mktemp -d /tmp/hermes-edge-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
+
+mkdir -p "$work/www" "$work/nginx"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/bench.txt"
+cat > "$work/edge.toml" <<TOML
+www = "$work/www"
+[limits]
+# The per-IP limit protects the public site; one load generator on one IP would only measure it.
+requests_per_second_per_ip = 100000000
+request_burst_per_ip = 100000000
+max_connections = 100000
+TOML
+HERMES_EDGE_ADMIN_PASSWORD=bench-password-1 RUST_LOG=warn ./target/release/hermes-edge \
+  --config "$work/edge.toml" --listen 127.0.0.1:$EDGE_PORT --http-listen off \
+  --certs-dir "$work/certs" --data-dir "$work/data" > "$work/edge.out" 2>&1 &
+pids+=($!); EDGE_PID=$!
+for _ in $(seq 100); do grep -q '^ready ' "$work/edge.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^ready ' "$work/edge.out" || { cat "$work/edge.out"; exit 1; }
+
+# nginx with the very certificate hermes-edge serves and the same security headers.
+cat "$work/certs/local-leaf.crt" "$work/certs/local-ca.crt" > "$work/nginx/chain.pem"
+cp "$work/certs/local-leaf.key" "$work/nginx/key.pem"
+CSP="default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  types { text/plain txt; }
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:10m;
+  ssl_session_tickets on;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    http2 on;
+    ssl_certificate $work/nginx/chain.pem;
+    ssl_certificate_key $work/nginx/key.pem;
+    root $work/www;
+    add_header Strict-Transport-Security "max-age=86400" always;
+    add_header Content-Security-Policy "$CSP" always;
+    add_header X-Frame-Options DENY always;
+    add_header X-Content-Type-Options nosniff always;
+    add_header Referrer-Policy no-referrer always;
+    add_header Cross-Origin-Opener-Policy same-origin always;
+    add_header Cache-Control no-cache always;
+  }
+}
+NGINX
+# Debian's nginx 1.22 wants "listen ... ssl http2" instead of "http2 on".
+if ! nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" >/dev/null 2>&1; then
+  sed -i "s/listen 127.0.0.1:$NGINX_PORT ssl;/listen 127.0.0.1:$NGINX_PORT ssl http2;/; /http2 on;/d" "$work/nginx/nginx.conf"
+fi
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
+pids+=($!); NGINX_PID=$!
+sleep 0.5
+
+for u in "https://127.0.0.1:$EDGE_PORT/bench.txt" "https://127.0.0.1:$NGINX_PORT/bench.txt"; do
+  code=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' "$u")
+  [[ $code == "200 1024" ]] || { echo "bench: $u answered $code, expected 200 1024"; exit 1; }
+done
+
+rss() { awk '/VmRSS/ {print int($2/1024)}' /proc/$1/status; }
+rss_tree() { # nginx: master + workers
+  local total=0; for p in $1 $(pgrep -P "$1" || true); do total=$((total + $(rss "$p"))); done; echo $total; }
+
+h1() { wrk -t2 -c64 -d${SECS}s "$1" 2>/dev/null | awk '/Requests\/sec/ {print int($2)}'; }
+h2() { timeout $((SECS + 20)) h2load -c64 -m10 -t2 -D $SECS "$1" 2>/dev/null | awk '/^finished in/ {gsub(/,/,""); print int($4)}'; }
+conns() { timeout 60 h2load --h1 -c400 -n400 -t2 "$1" 2>/dev/null | awk '/^finished in/ {gsub(/,/,""); print int($4)}'; }
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A R
+for round in $(seq "$ROUNDS"); do
+  for who in edge nginx; do
+    port=$EDGE_PORT; [[ $who == nginx ]] && port=$NGINX_PORT
+    url="https://127.0.0.1:$port/bench.txt"
+    R[$who.h1]+="$(h1 "$url") "
+    R[$who.h2]+="$(h2 "$url") "
+    R[$who.conn]+="$(conns "$url") "
+  done
+  echo "round $round: edge h1 ${R[edge.h1]} h2 ${R[edge.h2]} conn ${R[edge.conn]} | nginx h1 ${R[nginx.h1]} h2 ${R[nginx.h2]} conn ${R[nginx.conn]}" >&2
+done
+EDGE_RSS=$(rss $EDGE_PID); NGINX_RSS=$(rss_tree $NGINX_PID)
+
+printf '\n| workload (1 KiB file, %ss runs, median of %s) | hermes-edge | nginx | ratio |\n|---|---|---|---|\n' "$SECS" "$ROUNDS"
+for k in h1 h2 conn; do
+  e=$(echo ${R[edge.$k]} | tr ' ' '\n' | median); n=$(echo ${R[nginx.$k]} | tr ' ' '\n' | median)
+  label=$k; [[ $k == h1 ]] && label="HTTP/1.1 keep-alive req/s (wrk -t2 -c64)"
+  [[ $k == h2 ]] && label="HTTP/2 req/s (h2load -c64 -m10 -t2)"
+  [[ $k == conn ]] && label="new TLS connections/s, 1 request each (h2load --h1 -c400 -n400)"
+  ratio=$(python3 -c "print(f'{$e/$n:.2f}x' if $n else 'n/a')")
+  printf '| %s | %s | %s | %s |\n' "$label" "$e" "$n" "$ratio"
+done
+printf '| resident memory after the runs (MiB) | %s | %s | |\n' "$EDGE_RSS" "$NGINX_RSS"

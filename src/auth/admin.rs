@@ -1,0 +1,362 @@
+//! Account administration over JSON: admins list, create and remove accounts, see and revoke
+//! anyone's sessions and read the sign-in audit; every user sees and revokes their own sessions.
+//!
+//! A session is named by a short public handle ([`super::session_id`]), never by its token, so
+//! these lists can be shown without handing out anything that signs in.
+
+use http::{header, HeaderMap, Request, StatusCode};
+use hyper::body::Incoming;
+use rusqlite::params;
+
+use super::users::{self, Role, User, UserError};
+use super::{read_body, session_cookie, session_id, token_hash};
+use crate::app::App;
+use crate::response::{self, Resp};
+use crate::store::{now, rfc3339, StoreError};
+
+/// `403` for a signed-in `user` on an `/api/admin/` route.
+pub fn admin_only() -> Resp {
+    response::error(
+        StatusCode::FORBIDDEN,
+        "admin_only",
+        "Only an administrator can do this.",
+    )
+}
+
+fn store_failed(e: StoreError) -> Resp {
+    tracing::error!("account administration failed: {e}");
+    response::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "The account database is unavailable right now; try again shortly.",
+    )
+}
+
+fn no_such_user(name: &str) -> Resp {
+    response::error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("There is no account named `{name}`."),
+    )
+}
+
+fn no_such_session() -> Resp {
+    response::error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "There is no such session (it may have expired or been revoked already).",
+    )
+}
+
+fn no_content() -> Resp {
+    let mut r = response::with_body(StatusCode::NO_CONTENT, "application/json", "");
+    *r.body_mut() = response::empty();
+    r.headers_mut().remove(header::CONTENT_TYPE);
+    r
+}
+
+/// The value of `name` in the request's query string.
+fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
+    form_urlencoded::parse(req.uri().query()?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A path segment as the client meant it (`%40` is `@`).
+fn decode_segment(seg: &str) -> String {
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn user_json(user: &User, created_at: i64) -> serde_json::Value {
+    serde_json::json!({
+        "username": user.username,
+        "role": user.role,
+        "created_at": rfc3339(created_at),
+    })
+}
+
+/// `GET /api/admin/users`: `{"users":[{"username","role","created_at"}]}` by name.
+pub async fn list_users(app: &App) -> Resp {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || users::list_users(&store)).await {
+        Ok(Ok(list)) => response::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "users": list.iter().map(|(u, at)| user_json(u, *at)).collect::<Vec<_>>()
+            }),
+        ),
+        Ok(Err(UserError::Store(e))) => store_failed(e),
+        Ok(Err(e)) => store_failed(StoreError::Task(e.to_string())),
+        Err(e) => store_failed(StoreError::Task(e.to_string())),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NewUser {
+    username: String,
+    password: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+/// `POST /api/admin/users` with `{"username","password","role":"user"|"admin"}`: `201` and the
+/// account; `400` for a bad name, role or password, `409` when the name is taken.
+pub async fn create_user(app: &App, req: Request<Incoming>) -> Resp {
+    let body = match read_body(req, 16 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Ok(new) = serde_json::from_slice::<NewUser>(&body) else {
+        return response::error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "Send JSON with `username`, `password` and optionally `role` (`user` or `admin`).",
+        );
+    };
+    let role_text = new.role.as_deref().unwrap_or("user");
+    let Some(role) = Role::parse(role_text) else {
+        return response::error(
+            StatusCode::BAD_REQUEST,
+            "bad_role",
+            &format!("`{role_text}` is not a role; use `user` or `admin`."),
+        );
+    };
+    let store = app.store.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        users::create_user(&store, &new.username, &new.password, role)
+    })
+    .await;
+    match result {
+        Ok(Ok(user)) => {
+            tracing::info!(user = %user.username, role = role.as_str(), "account created");
+            response::json(StatusCode::CREATED, &user_json(&user, now()))
+        }
+        Ok(Err(e @ UserError::BadName(_))) => {
+            response::error(StatusCode::BAD_REQUEST, "bad_username", &e.to_string())
+        }
+        Ok(Err(e @ UserError::WeakPassword)) => {
+            response::error(StatusCode::BAD_REQUEST, "weak_password", &e.to_string())
+        }
+        Ok(Err(e @ UserError::Exists(_))) => {
+            response::error(StatusCode::CONFLICT, "user_exists", &e.to_string())
+        }
+        Ok(Err(UserError::Store(e))) => store_failed(e),
+        Ok(Err(e)) => store_failed(StoreError::Task(e.to_string())),
+        Err(e) => store_failed(StoreError::Task(e.to_string())),
+    }
+}
+
+/// `DELETE /api/admin/users/{name}`: `204`; the account's sessions go with it. The last admin
+/// cannot be removed this way (`409 last_admin`), so the site always keeps someone who can manage it.
+pub async fn remove_user(app: &App, segment: &str) -> Resp {
+    let name = decode_segment(segment);
+    let lookup = name.clone();
+    let result = app
+        .store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let role: Option<String> = rusqlite::OptionalExtension::optional(tx.query_row(
+                "SELECT role FROM users WHERE username = ?1",
+                params![lookup],
+                |r| r.get(0),
+            ))?;
+            let Some(role) = role else {
+                return Ok(Err(false));
+            };
+            if role == "admin" {
+                let admins: i64 =
+                    tx.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| {
+                        r.get(0)
+                    })?;
+                if admins <= 1 {
+                    return Ok(Err(true));
+                }
+            }
+            tx.execute("DELETE FROM users WHERE username = ?1", params![lookup])?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+        .await;
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(user = %name, "account removed");
+            no_content()
+        }
+        Ok(Err(false)) => no_such_user(&name),
+        Ok(Err(true)) => response::error(
+            StatusCode::CONFLICT,
+            "last_admin",
+            "This is the only administrator; make another account an administrator first.",
+        ),
+        Err(e) => store_failed(e),
+    }
+}
+
+#[derive(Debug)]
+struct SessionRow {
+    hash: Vec<u8>,
+    username: String,
+    created_at: i64,
+    last_seen: i64,
+    expires_at: i64,
+    ip: String,
+    user_agent: String,
+}
+
+/// Unexpired sessions, newest first; of one user when `user_id` is given.
+async fn sessions(app: &App, user_id: Option<i64>) -> Result<Vec<SessionRow>, StoreError> {
+    app.store
+        .call(move |c| {
+            let mut st = c.prepare(
+                "SELECT s.token_hash, u.username, s.created_at, s.last_seen, s.expires_at, s.ip, s.user_agent
+                 FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.expires_at > ?1 AND (?2 IS NULL OR s.user_id = ?2)
+                 ORDER BY s.created_at DESC, s.rowid DESC",
+            )?;
+            let rows = st.query_map(params![now(), user_id], |r| {
+                Ok(SessionRow {
+                    hash: r.get(0)?,
+                    username: r.get(1)?,
+                    created_at: r.get(2)?,
+                    last_seen: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    ip: r.get(5)?,
+                    user_agent: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+}
+
+fn sessions_json(rows: &[SessionRow], headers: &HeaderMap) -> Resp {
+    let current = session_cookie(headers).map(|t| token_hash(&t));
+    let list: Vec<_> = rows
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": session_id(&s.hash),
+                "username": s.username,
+                "created_at": rfc3339(s.created_at),
+                "last_seen": rfc3339(s.last_seen),
+                "expires_at": rfc3339(s.expires_at),
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "current": current.as_deref() == Some(&s.hash[..]),
+            })
+        })
+        .collect();
+    response::json(StatusCode::OK, &serde_json::json!({ "sessions": list }))
+}
+
+/// `GET /api/admin/sessions[?user=NAME]`: every live session, or one account's.
+pub async fn list_sessions(app: &App, req: &Request<Incoming>) -> Resp {
+    let user_id = match query_param(req, "user") {
+        None => None,
+        Some(name) => {
+            let lookup = name.clone();
+            let found = app
+                .store
+                .call(move |c| users::find_for_login(c, &lookup))
+                .await;
+            match found {
+                Ok(Some((u, _))) => Some(u.id),
+                Ok(None) => return no_such_user(&name),
+                Err(e) => return store_failed(e),
+            }
+        }
+    };
+    match sessions(app, user_id).await {
+        Ok(rows) => sessions_json(&rows, req.headers()),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// `GET /api/sessions`: the signed-in user's own sessions (`current` marks this one).
+pub async fn own_sessions(app: &App, req: &Request<Incoming>, user: &User) -> Resp {
+    match sessions(app, Some(user.id)).await {
+        Ok(rows) => sessions_json(&rows, req.headers()),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// Deletes the session with this handle (of `user_id` only, when given). `true` if one went.
+async fn revoke(app: &App, id: &str, user_id: Option<i64>) -> Result<bool, StoreError> {
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let prefix = id.to_ascii_uppercase();
+    app.store
+        .call(move |c| {
+            let n = c.execute(
+                "DELETE FROM sessions WHERE substr(hex(token_hash), 1, 16) = ?1
+                 AND (?2 IS NULL OR user_id = ?2)",
+                params![prefix, user_id],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+}
+
+/// `DELETE /api/admin/sessions/{id}`: revokes anyone's session; `204` or `404`.
+pub async fn revoke_session(app: &App, id: &str) -> Resp {
+    match revoke(app, id, None).await {
+        Ok(true) => {
+            tracing::info!(session = %id, "session revoked by an administrator");
+            no_content()
+        }
+        Ok(false) => no_such_session(),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// `DELETE /api/sessions/{id}`: revokes one of the user's own sessions; another user's session
+/// answers `404` like a missing one, so handles cannot be probed.
+pub async fn revoke_own_session(app: &App, user: &User, id: &str) -> Resp {
+    match revoke(app, id, Some(user.id)).await {
+        Ok(true) => no_content(),
+        Ok(false) => no_such_session(),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// `GET /api/admin/audit?limit=N`: the latest sign-in attempts, newest first
+/// (`{"entries":[{"at","username","ip","success"}]}`; `limit` 1 to 1000, default 100).
+pub async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
+    let limit = match query_param(req, "limit") {
+        None => 100,
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return response::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_limit",
+                    "`limit` must be a whole number from 1 to 1000.",
+                )
+            }
+        },
+    };
+    let rows = app
+        .store
+        .call(move |c| {
+            let mut st = c.prepare(
+                "SELECT at, username, ip, success FROM login_audit ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map(params![limit], |r| {
+                Ok(serde_json::json!({
+                    "at": rfc3339(r.get(0)?),
+                    "username": r.get::<_, String>(1)?,
+                    "ip": r.get::<_, String>(2)?,
+                    "success": r.get::<_, i64>(3)? != 0,
+                }))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+    match rows {
+        Ok(entries) => response::json(StatusCode::OK, &serde_json::json!({ "entries": entries })),
+        Err(e) => store_failed(e),
+    }
+}

@@ -1,0 +1,194 @@
+//! `hermes-edge doctor`: checks the things that make a first start fail, and says what to do.
+//!
+//! Each check prints one line, `ok`, `warn` or `FAIL`, with the fix when there is one. It changes
+//! nothing (it does not create the database or certificates), and exits 1 when a check failed.
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{Config, TlsMode};
+use crate::response;
+
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, what: &str, detail: &str) {
+        let tag = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => {
+                self.failed = true;
+                "FAIL"
+            }
+        };
+        println!("[{tag}] {what}: {detail}");
+    }
+}
+
+/// Runs every check; `true` when nothing failed.
+pub async fn run(config: &Config) -> bool {
+    let mut r = Report { failed: false };
+    match &config.source {
+        Some(p) => r.line(Level::Ok, "config", &format!("{} parsed", p.display())),
+        None => r.line(Level::Ok, "config", "no file; built-in defaults"),
+    }
+
+    for (name, addr) in [
+        ("https listener", Some(config.listen)),
+        ("http listener", config.http_listen),
+    ] {
+        let Some(addr) = addr else { continue };
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => r.line(Level::Ok, name, &format!("{addr} is free")),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => r.line(
+                Level::Warn,
+                name,
+                &format!("{addr} is in use (fine if hermes-edge is running; otherwise see: ss -tlnp 'sport = :{}')", addr.port()),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => r.line(
+                Level::Fail,
+                name,
+                &format!("no permission for port {}: sudo setcap cap_net_bind_service=+ep $(command -v hermes-edge)", addr.port()),
+            ),
+            Err(e) => r.line(Level::Fail, name, &format!("{addr}: {e}")),
+        }
+    }
+
+    let client: Client<HttpConnector, response::Body> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let get = |path: &str, key: Option<&str>| {
+        let mut b = Request::get(format!("{}{path}", config.upstream));
+        if let Some(k) = key {
+            b = b.header(http::header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let req = b.body(response::empty());
+        let client = client.clone();
+        async move {
+            let req = req.map_err(|e| e.to_string())?;
+            match tokio::time::timeout(Duration::from_secs(3), client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    Ok((status, body))
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within 3 s".to_string()),
+            }
+        }
+    };
+    match get("/health", None).await {
+        Ok((s, body)) if s.is_success() => {
+            let version = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
+                .unwrap_or_else(|| "?".into());
+            r.line(Level::Ok, "Hermes API Server", &format!("{} answers (version {version})", config.upstream));
+        }
+        Ok((s, _)) => r.line(Level::Fail, "Hermes API Server", &format!("{}/health answered {s}", config.upstream)),
+        Err(e) => r.line(
+            Level::Fail,
+            "Hermes API Server",
+            &format!("{} is not reachable ({e}); start it with: API_SERVER_ENABLED=true API_SERVER_KEY=<key> API_SERVER_PORT={} hermes gateway run --accept-hooks (it takes a few seconds to bind)", config.upstream, config.upstream.rsplit(':').next().unwrap_or("8642")),
+        ),
+    }
+    match &config.chat.api_key {
+        None => r.line(Level::Fail, "API key", "not set: export HERMES_EDGE_API_KEY=<the API_SERVER_KEY Hermes was started with> (or chat.api_key_file)"),
+        Some(key) => match get("/v1/models", Some(key)).await {
+            Ok((s, _)) if s.is_success() => r.line(Level::Ok, "API key", "accepted by Hermes"),
+            Ok((s, _)) if s.as_u16() == 401 => r.line(Level::Fail, "API key", "Hermes refused it (401): it must equal the API_SERVER_KEY Hermes was started with"),
+            Ok((s, _)) => r.line(Level::Warn, "API key", &format!("/v1/models answered {s}")),
+            Err(_) => r.line(Level::Warn, "API key", "not checked: Hermes is not reachable"),
+        },
+    }
+
+    match &config.tls {
+        TlsMode::LocalCa => {
+            let ca = config.certs_dir.join("local-ca.crt");
+            match std::fs::read(&ca) {
+                Ok(pem) => {
+                    use rustls_pki_types::pem::PemObject;
+                    match rustls_pki_types::CertificateDer::from_pem_slice(&pem) {
+                        Ok(der) => r.line(Level::Ok, "TLS (local CA)", &format!("root {} SHA-256 {}", ca.display(), crate::tls::fingerprint(&der))),
+                        Err(e) => r.line(Level::Fail, "TLS (local CA)", &format!("{} is not a PEM certificate ({e}); move it away to create a new CA", ca.display())),
+                    }
+                }
+                Err(_) => r.line(
+                    Level::Ok,
+                    "TLS (local CA)",
+                    &format!(
+                        "will be created in {} on first start",
+                        config.certs_dir.display()
+                    ),
+                ),
+            }
+        }
+        TlsMode::Files { cert, key } => match crate::tls::files::load_pair(cert, key) {
+            Ok(_) => r.line(
+                Level::Ok,
+                "TLS (files)",
+                &format!("{} and {} load and match", cert.display(), key.display()),
+            ),
+            Err(e) => r.line(Level::Fail, "TLS (files)", &e.to_string()),
+        },
+        TlsMode::Acme(acme) => {
+            let local: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+                .map(|v| v.into_iter().map(|i| i.ip()).collect())
+                .unwrap_or_default();
+            for d in &acme.domains {
+                match (d.as_str(), 443).to_socket_addrs() {
+                    Ok(addrs) => {
+                        let ips: Vec<_> = addrs.map(|a| a.ip()).collect();
+                        if ips.iter().any(|ip| local.contains(ip)) {
+                            r.line(Level::Ok, "DNS", &format!("{d} → {ips:?} (this machine)"));
+                        } else {
+                            r.line(Level::Warn, "DNS", &format!("{d} → {ips:?}, not an address of this machine; fine behind NAT if that address forwards ports 443/80 here, otherwise the certificate cannot be issued"));
+                        }
+                    }
+                    Err(e) => r.line(Level::Fail, "DNS", &format!("{d} does not resolve ({e}); create an A/AAAA record pointing to this server")),
+                }
+            }
+            if acme.email.is_none() {
+                r.line(
+                    Level::Warn,
+                    "ACME",
+                    "no --email: the CA cannot warn you about expiry problems",
+                );
+            }
+        }
+    }
+
+    match std::fs::create_dir_all(&config.data_dir).and_then(|_| {
+        let probe = config.data_dir.join(".doctor-probe");
+        std::fs::write(&probe, b"x").and_then(|_| std::fs::remove_file(&probe))
+    }) {
+        Ok(()) => r.line(
+            Level::Ok,
+            "data directory",
+            &format!("{} is writable", config.data_dir.display()),
+        ),
+        Err(e) => r.line(
+            Level::Fail,
+            "data directory",
+            &format!("{}: {e}", config.data_dir.display()),
+        ),
+    }
+    !r.failed
+}

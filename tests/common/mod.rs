@@ -1,0 +1,385 @@
+//! Shared test harness: starts the real `hermes-edge` binary on loopback port 0 in a temporary
+//! directory, waits for its `ready` line, and builds HTTPS clients that trust only its local CA.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+pub struct Server {
+    child: Option<Child>,
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Options for starting the server; every path defaults into a fresh temporary directory.
+pub struct Start {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub dir: Option<PathBuf>,
+    pub http_listen: bool,
+    pub upstream: String,
+    pub listen: String,
+}
+
+impl Default for Start {
+    fn default() -> Self {
+        Start {
+            args: Vec::new(),
+            env: Vec::new(),
+            dir: None,
+            http_listen: false,
+            // Port 9 (discard) on loopback is closed here: a dead upstream unless a test sets one.
+            upstream: "http://127.0.0.1:9".into(),
+            listen: "127.0.0.1:0".into(),
+        }
+    }
+}
+
+impl Start {
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn in_dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+    pub fn upstream(mut self, url: impl Into<String>) -> Self {
+        self.upstream = url.into();
+        self
+    }
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+    pub fn with_http(mut self) -> Self {
+        self.http_listen = true;
+        self
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hermes-edge")
+}
+
+/// Spawns the binary with the harness defaults plus `extra`, without waiting for `ready`.
+pub fn spawn_raw(dir: &Path, extra: &[String], env: &[(String, String)]) -> Child {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(dir)
+        .args(extra)
+        .env("HERMES_EDGE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("RUST_LOG", "info")
+        .env_remove("HERMES_EDGE_API_KEY")
+        .env_remove("API_SERVER_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn hermes-edge")
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(Start::default())
+    }
+
+    pub fn start_with(opts: Start) -> Server {
+        Self::try_start(opts).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Starts the server; `Err` carries what it printed when it exited or never became ready.
+    // The child is either waited for on each error path or moved into `Server`, whose Drop waits.
+    #[allow(clippy::zombie_processes)]
+    pub fn try_start(opts: Start) -> Result<Server, String> {
+        let (tmp, dir) = match &opts.dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        std::fs::create_dir_all(dir.join("media")).expect("media dir");
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            opts.listen.clone(),
+            "--http-listen".into(),
+            if opts.http_listen {
+                "127.0.0.1:0".into()
+            } else {
+                "off".into()
+            },
+            "--certs-dir".into(),
+            dir.join("certs").display().to_string(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--media".into(),
+            dir.join("media").display().to_string(),
+            "--upstream".into(),
+            opts.upstream.clone(),
+        ];
+        args.extend(opts.args.iter().cloned());
+        let mut child = spawn_raw(&dir, &args, &opts.env);
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        pump(child.stdout.take().expect("stdout"), stdout.clone());
+        pump(child.stderr.take().expect("stderr"), stderr.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.starts_with("ready "))
+                .cloned();
+            if let Some(line) = ready {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{name}=")).map(str::to_string))
+                };
+                let https = field("https_addr")
+                    .and_then(|a| a.parse().ok())
+                    .ok_or("no https_addr")?;
+                let http = field("http_addr").and_then(|a| a.parse().ok());
+                return Ok(Server {
+                    child: Some(child),
+                    https,
+                    http,
+                    dir,
+                    _tmp: tmp,
+                    stdout,
+                    stderr,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!(
+                    "exited with {status}\nstdout:\n{}\nstderr:\n{}",
+                    stdout.lock().unwrap().join("\n"),
+                    stderr.lock().unwrap().join("\n")
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("no ready line within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.https.port()
+    }
+
+    /// `https://localhost:PORT<path>` (the client resolves localhost to 127.0.0.1).
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.port(), path)
+    }
+
+    pub fn origin(&self) -> String {
+        format!("https://localhost:{}", self.port())
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("certs/local-ca.crt")).expect("local CA file")
+    }
+
+    /// A client that trusts only this server's local root, keeps cookies, follows no redirects.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().expect("client")
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let root = reqwest::Certificate::from_pem(&self.ca_pem()).expect("root pem");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .resolve("localhost", self.https)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+    }
+
+    /// Signs in through the JSON login and returns the response (the client keeps the cookie).
+    pub async fn login(
+        &self,
+        client: &reqwest::Client,
+        user: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        client
+            .post(self.url("/login"))
+            .header("origin", self.origin())
+            .header("accept", "application/json")
+            .json(&serde_json::json!({"username": user, "password": password}))
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// A client already signed in as `admin`.
+    pub async fn admin_client(&self) -> reqwest::Client {
+        let c = self.client();
+        let r = self.login(&c, "admin", ADMIN_PASSWORD).await;
+        assert_eq!(r.status(), 200, "admin login failed");
+        c
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to `secs` for a log line (stdout or stderr) containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self.stdout().contains(needle) || self.stderr().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.pid() as i32;
+        if pid > 0 {
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to `secs` for the process to exit.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.terminate();
+        self.wait_exit(40)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn pump(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            match line {
+                Ok(l) => into.lock().unwrap().push(l),
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A raw TLS connection to the server trusting only its local root (for tests that need the
+/// certificate, ALPN, or bytes that an HTTP client would refuse to send).
+pub async fn tls_connect(
+    s: &Server,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connect_with_root(s.https, "localhost", &s.ca_pem(), alpn)
+        .await
+        .expect("TLS connect")
+}
+
+pub async fn tls_connect_with_root(
+    addr: SocketAddr,
+    server_name: &str,
+    root_pem: &[u8],
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(root_pem) {
+        roots.add(cert.expect("root pem")).expect("add root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    connector.connect(name, tcp).await
+}
+
+/// Sends raw bytes over TLS and returns everything the server answers until it closes or
+/// `secs` pass.
+pub async fn raw_exchange(s: &Server, request: &[u8], secs: u64) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(s, &[b"http/1.1"]).await;
+    // The server may answer and close before a large request is fully sent (that is the point of
+    // a size limit), so a failed write is not an error here: what it answered is.
+    let _ = tls.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(secs), tls.read_to_end(&mut out)).await;
+    out
+}
+
+/// Colon-separated SHA-256 as the server prints it.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,566 @@
+//! The HTTPS edge core (issue 2): TLS modes, listeners, headers, limits, shutdown, start-up errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+fn assert_security_headers(r: &reqwest::Response) {
+    for (name, value) in SECURITY_HEADERS {
+        assert_eq!(
+            r.headers().get(*name).and_then(|v| v.to_str().ok()),
+            Some(*value),
+            "{name} on {} {}",
+            r.status(),
+            r.url()
+        );
+    }
+    let hsts = r.headers()["strict-transport-security"].to_str().unwrap();
+    assert!(hsts.starts_with("max-age="), "{hsts}");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+}
+
+fn printed_root_fingerprint(s: &Server) -> String {
+    s.stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("TLS: local CA root  SHA-256 "))
+        .expect("root fingerprint line")
+        .to_string()
+}
+
+#[tokio::test]
+async fn https_works_over_http1_and_http2_with_a_client_that_trusts_only_the_local_root() {
+    let s = Server::start();
+    let h1 = s.client_builder().http1_only().build().unwrap();
+    let r = h1.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+
+    let r = s.client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+
+    // ALPN offers h2 first, http/1.1 second.
+    let tls = tls_connect(&s, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let tls = tls_connect(&s, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+
+    // A client that trusts the public web roots only (not this local CA) is refused.
+    let public = reqwest::Client::builder()
+        .use_rustls_tls()
+        .resolve("localhost", s.https)
+        .build()
+        .unwrap();
+    assert!(public.get(s.url("/healthz")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn tls_versions_are_limited_to_1_2_and_1_3() {
+    let s = Server::start();
+    let tls = tls_connect(&s, &[b"http/1.1"]).await;
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    // A TLS 1.2-only client still connects.
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&s.ca_pem()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(s.https).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    // A TLS 1.0 ClientHello (record version 3.1, client version 3.1) gets an alert, not a session.
+    let mut tcp = tokio::net::TcpStream::connect(s.https).await.unwrap();
+    let hello = tls10_client_hello();
+    tcp.write_all(&hello).await.unwrap();
+    let mut buf = [0u8; 7];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(
+        n == 0 || buf[0] == 0x15,
+        "expected an alert or a close, got {:?}",
+        &buf[..n]
+    );
+}
+
+/// A minimal TLS 1.0 ClientHello offering one TLS 1.0 cipher suite.
+fn tls10_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x01];
+    body.extend([7u8; 32]); // random
+    body.push(0); // session id
+    body.extend([0x00, 0x02, 0x00, 0x2f]); // TLS_RSA_WITH_AES_128_CBC_SHA
+    body.extend([0x01, 0x00]); // compression: null
+    let mut hs = vec![0x01, 0x00, (body.len() >> 8) as u8, body.len() as u8];
+    hs.extend(body);
+    let mut rec = vec![0x16, 0x03, 0x01, (hs.len() >> 8) as u8, hs.len() as u8];
+    rec.extend(hs);
+    rec
+}
+
+#[tokio::test]
+async fn the_leaf_covers_localhost_loopback_local_addresses_and_extra_names() {
+    let s = Server::start_with(
+        Start::default()
+            .arg("--san")
+            .arg("10.20.30.40")
+            .arg("--san")
+            .arg("hermes.lan"),
+    );
+    let tls = tls_connect(&s, &[b"http/1.1"]).await;
+    let certs = tls.get_ref().1.peer_certificates().unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    let mut ips = Vec::new();
+    let mut dns = Vec::new();
+    for gn in &san.value.general_names {
+        match gn {
+            x509_parser::extensions::GeneralName::IPAddress(b) => ips.push(b.to_vec()),
+            x509_parser::extensions::GeneralName::DNSName(d) => dns.push(d.to_string()),
+            _ => {}
+        }
+    }
+    assert!(ips.contains(&vec![127, 0, 0, 1]), "{ips:?}");
+    assert!(ips.contains(&vec![10, 20, 30, 40]), "{ips:?}");
+    let mut v6_loopback = vec![0u8; 16];
+    v6_loopback[15] = 1;
+    assert!(ips.contains(&v6_loopback), "{ips:?}");
+    // Every non-loopback IPv4 address of this machine is covered too.
+    for iface in if_addrs::get_if_addrs().unwrap() {
+        if let std::net::IpAddr::V4(v4) = iface.ip() {
+            assert!(
+                ips.contains(&v4.octets().to_vec()),
+                "{v4} missing from {ips:?}"
+            );
+        }
+    }
+    assert!(dns.contains(&"localhost".to_string()), "{dns:?}");
+    assert!(dns.contains(&"hermes.lan".to_string()), "{dns:?}");
+    // The printed leaf fingerprint is the certificate actually served.
+    assert!(s.stdout().contains(&fingerprint(&certs[0])));
+}
+
+#[tokio::test]
+async fn the_root_fingerprint_is_stable_across_restarts_and_ca_crt_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Server::start_with(Start::default().in_dir(dir.path()));
+    let first = printed_root_fingerprint(&a);
+    assert!(a.stdout().contains("created a local certificate authority"));
+    let served = a.client().get(a.url("/ca.crt")).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.headers()["content-type"],
+        "application/x-x509-ca-cert"
+    );
+    let pem = served.bytes().await.unwrap();
+    assert_eq!(&pem[..], &a.ca_pem()[..]);
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    assert_eq!(fingerprint(&der), first);
+    let (_, root) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert!(root.is_ca());
+    assert_eq!(a.stop().map(|s| s.code()), Some(Some(0)));
+
+    let key_mode = std::fs::metadata(dir.path().join("certs/local-ca.key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key_mode.permissions().mode() & 0o777, 0o600);
+
+    let b = Server::start_with(Start::default().in_dir(dir.path()));
+    assert_eq!(printed_root_fingerprint(&b), first);
+    assert!(!b.stdout().contains("created a local certificate authority"));
+    assert!(b.stdout().contains("leaf (kept)"));
+    // The same client root still verifies the restarted server.
+    let r = b.client().get(b.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn plain_http_gets_308_to_the_same_host_and_path_on_https() {
+    let s = Server::start_with(Start::default().with_http());
+    let http = s.http.expect("http listener");
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("http://{http}/some/path?q=1&x=%20"))
+        .header("host", "chat.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://chat.example.com:{}/some/path?q=1&x=%20", s.port()).as_str()
+    );
+    assert_security_headers(&r);
+    // A POST is redirected with 308 too (method and body are kept by the browser).
+    let r = c
+        .post(format!("http://{http}/login"))
+        .header("host", "10.0.0.5:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://10.0.0.5:{}/login", s.port()).as_str()
+    );
+    // A Host header that could inject into Location is refused.
+    let mut tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: evil.com/x?\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[tokio::test]
+async fn security_headers_are_on_200_404_and_5xx_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        "[[routes]]\npath = \"/broken\"\nfile = \"/nonexistent/hermes-edge-test.html\"\n",
+    )
+    .unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let c = s.admin_client().await;
+    let ok = c.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_security_headers(&ok);
+    let missing = c.get(s.url("/api/nothing-here")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_security_headers(&missing);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    let broken = c.get(s.url("/broken")).send().await.unwrap();
+    assert_eq!(broken.status(), 500);
+    assert_security_headers(&broken);
+    let body: serde_json::Value = broken.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "route_file_unreadable");
+    // Unauthenticated answers carry them too.
+    let anon = s.client().get(s.url("/api/me")).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+    assert_security_headers(&anon);
+}
+
+#[tokio::test]
+async fn a_port_in_use_stops_startup_with_the_port_and_the_ss_command() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let err = Server::try_start(Start::default().listen(format!("127.0.0.1:{port}")))
+        .err()
+        .expect("must not start");
+    assert!(
+        err.contains(&format!("port {port} is already in use")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("ss -tlnp 'sport = :{port}'")),
+        "{err}"
+    );
+    assert!(!err.lines().any(|l| l.starts_with("ready ")), "{err}");
+    assert!(err.contains("exit status: 1"), "{err}");
+}
+
+#[tokio::test]
+async fn unreadable_certificate_files_and_bad_config_are_one_clear_line() {
+    let err = Server::try_start(
+        Start::default()
+            .arg("--cert")
+            .arg("/nonexistent/chain.pem")
+            .arg("--key")
+            .arg("/nonexistent/key.pem"),
+    )
+    .err()
+    .expect("must not start");
+    assert!(
+        err.contains("hermes-edge: cannot read certificate file /nonexistent/chain.pem: No such file or directory"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = \"lots\"\n").unwrap();
+    let err = Server::try_start(
+        Start::default()
+            .arg("--config")
+            .arg(config.display().to_string()),
+    )
+    .err()
+    .expect("must not start");
+    assert!(
+        err.contains(&format!("invalid config file {}", config.display())),
+        "{err}"
+    );
+    assert!(err.contains("max_connections"), "{err}");
+    assert!(err.contains("exit status: 2"), "{err}");
+}
+
+/// A one-shot HTTP server that answers `/health` after a delay (a slow upstream).
+async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_in_flight_slow_response_completes_during_graceful_shutdown() {
+    let upstream = slow_upstream(Duration::from_millis(1500)).await;
+    let mut s = Server::start_with(Start::default().upstream(format!("http://{upstream}")));
+    let c = s.client();
+    let url = s.url("/healthz");
+    let inflight = tokio::spawn(async move { c.get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.terminate();
+    assert!(s.wait_for_log("shutting down", 5), "{}", s.stdout());
+    // New connections are no longer accepted while the old request finishes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(tokio::net::TcpStream::connect(s.https).await.is_err());
+    let r = inflight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["upstream"]["reachable"], true);
+    let status = s.wait_exit(20).expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
+
+fn write_cert_pair(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let mut params = params;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    // Write to temporary names and rename, as a deploy tool would.
+    std::fs::write(dir.join("chain.pem.new"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem.new"), key.serialize_pem()).unwrap();
+    std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
+    std::fs::rename(dir.join("chain.pem.new"), dir.join("chain.pem")).unwrap();
+    cert.der().to_vec()
+}
+
+async fn served_leaf(s: &Server, root: &[u8]) -> Vec<u8> {
+    let tls = tls_connect_with_root(s.https, "localhost", root, &[b"http/1.1"])
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn file_mode_serves_a_replaced_certificate_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_cert_pair(dir.path(), "first");
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--cert")
+            .arg(dir.path().join("chain.pem").display().to_string())
+            .arg("--key")
+            .arg(dir.path().join("key.pem").display().to_string()),
+    );
+    let pem_a = std::fs::read(dir.path().join("chain.pem")).unwrap();
+    assert_eq!(served_leaf(&s, &pem_a).await, a);
+    // Let the modification time move on (some filesystems have 1 s resolution).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let b = write_cert_pair(dir.path(), "second");
+    let pem_b = std::fs::read(dir.path().join("chain.pem")).unwrap();
+    let mut swapped = false;
+    for _ in 0..100 {
+        if let Ok(tls) = tls_connect_with_root(s.https, "localhost", &pem_b, &[b"http/1.1"]).await {
+            assert_eq!(
+                tls.get_ref().1.peer_certificates().unwrap()[0].as_ref(),
+                &b[..]
+            );
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        swapped,
+        "new certificate not served within 10 s\n{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("new certificate loaded"));
+
+    // A broken replacement is reported and the good certificate stays.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(dir.path().join("chain.pem"), "not a certificate").unwrap();
+    assert!(s.wait_for_log(
+        "could not be loaded, still serving the previous certificate",
+        10
+    ));
+    assert_eq!(served_leaf(&s, &pem_b).await, b);
+}
+
+#[tokio::test]
+async fn a_malformed_request_gets_400_and_the_server_keeps_serving() {
+    let s = Server::start();
+    let out = raw_exchange(&s, b"GARBAGE\x01 / HTTP/9.9\r\n\r\n", 5).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    // A header block over the limit is refused too.
+    let mut big = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    big.extend(b"\r\n\r\n");
+    let out = raw_exchange(&s, &big, 5).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 431") || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
+    let r = s.client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_no_headers_is_disconnected_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[limits]\nheader_read_timeout_secs = 1\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let mut tls = tls_connect(&s, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "slowloris connection was kept open"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = 2\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let _a = tls_connect(&s, &[b"http/1.1"]).await;
+    let _b = tls_connect(&s, &[b"http/1.1"]).await;
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls_connect_with_root(s.https, "localhost", &s.ca_pem(), &[b"http/1.1"]),
+    )
+    .await
+    .expect("answer within 5 s");
+    assert!(third.is_err(), "third connection should be closed");
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = s.client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_privileged_port_without_the_capability_names_setcap() {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // As root, drop to `nobody` (no capabilities) the way a service user would run.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if is_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+        c
+    } else {
+        std::process::Command::new(bin())
+    };
+    let out = cmd
+        .args(["--listen", "127.0.0.1:443", "--http-listen", "off"])
+        .arg("--certs-dir")
+        .arg(dir.path().join("certs"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .output()
+        .expect("run hermes-edge");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("permission denied to listen on port 443"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("setcap cap_net_bind_service=+ep"),
+        "{stderr}"
+    );
+    // Nothing happened before the port was refused: no account, no certificate authority.
+    assert!(!dir.path().join("data").exists());
+    assert!(!dir.path().join("certs").exists());
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# tests/hermes/setup.sh: install the real Hermes Agent (API Server) into a virtualenv for the e2e tests.
+#
+# Interface
+#   usage:   tests/hermes/setup.sh            (no arguments)
+#   env:     HERMES_VENV     virtualenv path (default: <repo>/.venv-hermes, gitignored)
+#            HERMES_VERSION  hermes-agent version (default: 0.19.0, the version docs/hermes-notes.md describes)
+#            PYTHON          interpreter used to create the venv (default: python3, needs >= 3.11)
+#   effect:  creates $HERMES_VENV if missing and installs "hermes-agent[messaging]==$HERMES_VERSION" there
+#            unless that exact version is already installed. The `messaging` extra brings aiohttp; without
+#            it the gateway silently does not start the API server.
+#   output:  progress lines on stderr prefixed "setup.sh:"; on success the last line on stdout is the path
+#            of the `hermes` executable, e.g. /repo/.venv-hermes/bin/hermes.
+#   exit:    0 when hermes is installed and importable, non-zero otherwise.
+# Idempotent: a second run only checks the installed version (well under a second).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+venv="${HERMES_VENV:-$repo/.venv-hermes}"
+version="${HERMES_VERSION:-0.19.0}"
+python="${PYTHON:-python3}"
+
+say() { printf 'setup.sh: %s\n' "$*" >&2; }
+
+installed_version() {
+    # Prints the installed hermes-agent version, or nothing.
+    "$venv/bin/python" - <<'EOF' 2>/dev/null || true
+from importlib import metadata
+try:
+    print(metadata.version("hermes-agent"))
+except metadata.PackageNotFoundError:
+    pass
+EOF
+}
+
+has_aiohttp() {
+    "$venv/bin/python" -c 'import aiohttp' 2>/dev/null
+}
+
+if [ ! -x "$venv/bin/python" ]; then
+    say "creating virtualenv $venv with $("$python" --version 2>&1)"
+    "$python" -m venv "$venv"
+else
+    say "virtualenv $venv exists"
+fi
+
+current="$(installed_version)"
+if [ "$current" = "$version" ] && has_aiohttp && [ -x "$venv/bin/hermes" ]; then
+    say "hermes-agent $version already installed (with aiohttp), nothing to do"
+else
+    if [ -n "$current" ]; then
+        say "hermes-agent $current installed, want $version"
+    fi
+    say "installing hermes-agent[messaging]==$version from PyPI (about 35 s, 230 MB)"
+    start=$(date +%s)
+    "$venv/bin/python" -m pip install --quiet "hermes-agent[messaging]==$version" >&2
+    say "installed in $(( $(date +%s) - start )) s"
+fi
+
+if [ ! -x "$venv/bin/hermes" ]; then
+    say "error: $venv/bin/hermes missing after install"
+    exit 1
+fi
+"$venv/bin/python" -c 'import gateway.platforms.api_server, aiohttp' || {
+    say "error: gateway.platforms.api_server or aiohttp cannot be imported"
+    exit 1
+}
+say "ok: hermes-agent $(installed_version) in $venv"
+printf '%s\n' "$venv/bin/hermes"
