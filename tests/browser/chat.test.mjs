@@ -185,6 +185,18 @@ test('the chat page sends a signed-out visitor to the login page, which rejects 
   assert.equal(await page.isVisible('#login-error'), true);
 });
 
+test('the login page explains a rate limit and re-enables the button when the wait is over', { timeout: 30000 }, async () => {
+  await page.goto(base + '/login?error=rate_limited&retry_after=2&next=' + encodeURIComponent('/?c=abc'));
+  assert.equal(await page.inputValue('#next'), '/?c=abc');
+  assert.match(await page.textContent('#login-error'), /Too many sign-in attempts\. Try again in 2 seconds\./);
+  assert.equal(await page.isDisabled('#login-submit'), true);
+  await page.waitForFunction(() => !document.getElementById('login-submit').disabled, null, { timeout: 5000 });
+  assert.equal(await page.textContent('#login-error'), 'You can try again now.');
+  // A `next` that leaves the site is not used.
+  await page.goto(base + '/login?next=' + encodeURIComponent('//evil.example/x'));
+  assert.equal(await page.inputValue('#next'), '/');
+});
+
 test('logging in lands on the chat page with the composer ready', { timeout: 30000 }, async () => {
   await login(page);
   assert.equal(new URL(page.url()).pathname, '/');
