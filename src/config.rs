@@ -72,6 +72,7 @@ pub struct FileTls {
     pub acme_staging: Option<bool>,
     pub acme_directory: Option<String>,
     pub acme_ca_root: Option<PathBuf>,
+    pub acme_retry_initial_secs: Option<u64>,
     pub hsts_max_age_secs: Option<u64>,
 }
 
@@ -182,6 +183,8 @@ pub struct AcmeSettings {
     pub staging: bool,
     pub directory: Option<String>,
     pub ca_root: Option<PathBuf>,
+    /// First wait after a failed attempt to get a certificate; doubles after each further failure.
+    pub retry_initial: Duration,
 }
 
 // Some fields are read by modules that are still being written (media, chat).
@@ -360,6 +363,9 @@ impl Config {
                         .clone()
                         .or(file.tls.acme_directory.clone()),
                     ca_root: cli.acme_ca_root.clone().or(file.tls.acme_ca_root.clone()),
+                    retry_initial: Duration::from_secs(
+                        file.tls.acme_retry_initial_secs.unwrap_or(300).max(1),
+                    ),
                 })
             }
             (None, None) => TlsMode::LocalCa,

@@ -41,6 +41,15 @@ enum Command {
     /// Manage accounts: add, passwd, remove, list.
     #[command(subcommand)]
     User(UserCommand),
+    /// Certificates: `cert status` shows issuer, names, expiry and files for each name.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// For each name: the certificate served, its issuer, SANs, expiry and where the files are.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +260,10 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             };
+        }
+        Command::Cert(CertCommand::Status) => {
+            print!("{}", tls::status::report(&config));
+            return ExitCode::SUCCESS;
         }
         Command::User(cmd) => {
             return match user_command(&config, cmd) {

@@ -86,8 +86,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         println!("config: {}", path.display());
     }
     let (resolver, ca_pem) = setup_tls(&config).await?;
-    let tls_config = tls::server_config(resolver.clone(), &[])?;
-    let app = App::new(config.clone(), store, ca_pem);
+    let mut acme = match &config.tls {
+        TlsMode::Acme(settings) => {
+            let job = tls::acme::AcmeJob::from_config(settings, &config.certs_dir);
+            Some(tls::acme::prepare(job, &resolver).map_err(|e| StartError::Other(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let extra_alpn = acme.as_ref().map(|a| a.extra_alpn()).unwrap_or(&[]);
+    let tls_config = tls::server_config(resolver.clone(), extra_alpn)?;
+    let mut app = App::new(config.clone(), store, ca_pem);
+    if let Some(acme) = &acme {
+        // Nothing else holds the new App yet.
+        let app = Arc::get_mut(&mut app).ok_or_else(|| {
+            StartError::Other("internal: App shared before start-up ended".into())
+        })?;
+        app.http01 = Some(acme.http01_responder());
+    }
     let gc_app = app.clone();
     crate::security::spawn_limit_gc(vec![Arc::new(move || {
         gc_app.ip_limit.forget_idle();
@@ -116,6 +131,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             .unwrap_or_else(|| "off".into()),
         urls.join(" ")
     );
+
+    let acme_task = acme.as_mut().and_then(|a| a.spawn());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
@@ -148,6 +165,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.limits.shutdown_grace.as_secs()
     );
     let _ = stop_tx.send(true);
+    if let Some(task) = &acme_task {
+        task.abort();
+    }
     let _ = https_task.await;
     if let Some(t) = http_task {
         let _ = t.await;
@@ -168,7 +188,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 /// Builds the certificate resolver for the configured mode, printing what devices need to know.
 async fn setup_tls(config: &Config) -> Result<(Arc<CertResolver>, Option<Bytes>), StartError> {
     match &config.tls {
-        TlsMode::LocalCa => {
+        // With ACME the local-CA certificate is served until the ACME certificate arrives (and for
+        // names it does not cover, such as localhost or an IP address).
+        TlsMode::LocalCa | TlsMode::Acme(_) => {
             let names = tls::local_ca::wanted_names(&config.extra_names);
             let dir = config.certs_dir.clone();
             let ca = tokio::task::spawn_blocking(move || LocalCa::load_or_create(&dir, &names))
@@ -194,10 +216,6 @@ async fn setup_tls(config: &Config) -> Result<(Arc<CertResolver>, Option<Bytes>)
             );
             Ok((resolver, None))
         }
-        TlsMode::Acme(_) => Err(StartError::Other(
-            "--domain (ACME) is not available in this build yet; use --cert/--key or the local CA"
-                .into(),
-        )),
     }
 }
 
@@ -303,6 +321,10 @@ async fn accept_https(
                     return;
                 }
             };
+            if tls.get_ref().1.alpn_protocol() == Some(tls::acme::ACME_TLS_ALPN_PROTOCOL) {
+                // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP on this connection.
+                return;
+            }
             let svc = service_fn(move |req: Request<Incoming>| {
                 crate::router::handle(app.clone(), req, peer)
             });

@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v openssl >/dev/null || apt_packages+=(openssl)
+# Pebble (Let's Encrypt's test CA) and pebble-challtestsrv for tests/acme.rs.
+command -v pebble >/dev/null || apt_packages+=(pebble)
+command -v curl >/dev/null || apt_packages+=(curl)
 if ((${#apt_packages[@]})); then
   echo "install-peers: apt-get install ${apt_packages[*]}"
   apt-get update -qq

@@ -22,10 +22,10 @@ use time::{Duration as TimeDuration, OffsetDateTime};
 
 use super::{fingerprint, read_file, write_private, write_public, TlsError};
 
-const CA_CERT: &str = "local-ca.crt";
-const CA_KEY: &str = "local-ca.key";
-const LEAF_CERT: &str = "local-leaf.crt";
-const LEAF_KEY: &str = "local-leaf.key";
+pub const CA_CERT: &str = "local-ca.crt";
+pub const CA_KEY: &str = "local-ca.key";
+pub const LEAF_CERT: &str = "local-leaf.crt";
+pub const LEAF_KEY: &str = "local-leaf.key";
 /// Leaves live 180 days and are renewed 30 days before they expire.
 const LEAF_DAYS: i64 = 180;
 const RENEW_BEFORE_DAYS: i64 = 30;

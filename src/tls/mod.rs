@@ -4,8 +4,10 @@
 //! can be swapped while the server runs, so a reload or a renewal never needs a restart, plus an
 //! optional overlay resolver (ACME) that takes precedence once it has a certificate.
 
+pub mod acme;
 pub mod files;
 pub mod local_ca;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -63,7 +65,6 @@ impl CertResolver {
         self.current.read().ok().map(|g| g.clone())
     }
 
-    #[allow(dead_code)] // the ACME module installs its resolver here
     /// Installs a resolver (ACME) asked first; when it has no certificate the current one is used.
     pub fn set_overlay(&self, overlay: Arc<dyn ResolvesServerCert>) {
         if let Ok(mut guard) = self.overlay.write() {

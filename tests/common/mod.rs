@@ -29,6 +29,8 @@ pub struct Start {
     pub http_listen: bool,
     pub upstream: String,
     pub listen: String,
+    /// A fixed `--http-listen` address (overrides `http_listen`); ACME HTTP-01 tests need the port first.
+    pub http_addr: Option<String>,
 }
 
 impl Default for Start {
@@ -41,6 +43,7 @@ impl Default for Start {
             // Port 9 (discard) on loopback is closed here: a dead upstream unless a test sets one.
             upstream: "http://127.0.0.1:9".into(),
             listen: "127.0.0.1:0".into(),
+            http_addr: None,
         }
     }
 }
@@ -68,6 +71,10 @@ impl Start {
     }
     pub fn with_http(mut self) -> Self {
         self.http_listen = true;
+        self
+    }
+    pub fn with_http_on(mut self, addr: impl Into<String>) -> Self {
+        self.http_addr = Some(addr.into());
         self
     }
 }
@@ -120,10 +127,10 @@ impl Server {
             "--listen".into(),
             opts.listen.clone(),
             "--http-listen".into(),
-            if opts.http_listen {
-                "127.0.0.1:0".into()
-            } else {
-                "off".into()
+            match (&opts.http_addr, opts.http_listen) {
+                (Some(addr), _) => addr.clone(),
+                (None, true) => "127.0.0.1:0".into(),
+                (None, false) => "off".into(),
             },
             "--certs-dir".into(),
             dir.join("certs").display().to_string(),
