@@ -1218,3 +1218,42 @@ async fn user_command_adds_lists_changes_and_removes_accounts() {
     let out = cli(d, &["list"], None);
     assert_eq!(text(&out.stdout), "admin\tadmin\nroot2\tadmin\n");
 }
+
+#[tokio::test]
+async fn origin_null_from_a_no_referrer_page_is_judged_by_sec_fetch_site() {
+    let s = Server::start();
+    let c = s.client();
+    // What Chromium sends for a same-site form post under Referrer-Policy: no-referrer.
+    let r = c
+        .post(s.url("/login"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(set_cookie(&r).is_some());
+    // A sandboxed or cross-site document also says `null`, but the browser marks it cross-site.
+    let r = s
+        .client()
+        .post(s.url("/login"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookie(&r).is_none());
+    assert_error(r, 403, "cross_origin").await;
+    // `null` with nothing else is refused.
+    let r = s
+        .client()
+        .post(s.url("/login"))
+        .header("origin", "null")
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 403, "cross_origin").await;
+}

@@ -267,7 +267,12 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
 /// True when a state-changing request comes from this site's own pages.
 pub fn same_origin<B>(req: &Request<B>) -> bool {
     let headers = req.headers();
-    if let Some(origin) = headers.get(header::ORIGIN) {
+    // `Origin: null` is what a browser sends when the page's Referrer-Policy is `no-referrer`:
+    // it says nothing either way, so the browser's own Sec-Fetch-Site decides.
+    let origin = headers
+        .get(header::ORIGIN)
+        .filter(|o| o.as_bytes() != b"null");
+    if let Some(origin) = origin {
         let Ok(origin) = origin.to_str() else {
             return false;
         };

@@ -1,0 +1,352 @@
+// DEV ONLY — NOT the server and NOT used by chat.test.mjs.
+//
+// A tiny in-memory imitation of hermes-edge's HTTP contract (docs/http-api.md), written so the page in
+// www/ could be built and screenshotted before the Rust server existed. It takes the same flags as the
+// real binary, so it can stand in for it by hand:
+//
+//   node tests/browser/mock-edge.mjs --listen 127.0.0.1:8443 --certs-dir /tmp/c --media /tmp/media \
+//        [--upstream http://127.0.0.1:PORT]        (without --upstream it starts fake-upstream.mjs itself)
+//   HERMES_EDGE_ADMIN_PASSWORD=pw (user "admin"; default password "admin")
+//
+// It serves HTTPS with a throw-away self-signed certificate made by `openssl` in --certs-dir.
+// Nothing here is hardened: it exists only for local page development.
+
+import https from 'node:https';
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { startFakeUpstream } from './fake-upstream.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+const { SSEParser } = require(path.join(here, '../../www/sse.js'));
+
+function flag(name, def) {
+  const i = process.argv.indexOf('--' + name);
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
+}
+
+const listen = flag('listen', '127.0.0.1:8443');
+const [host, portStr] = [listen.slice(0, listen.lastIndexOf(':')), listen.slice(listen.lastIndexOf(':') + 1)];
+const wwwDir = path.resolve(flag('www', path.join(here, '../../www')));
+const mediaDir = flag('media', null);
+const certsDir = flag('certs-dir', fs.mkdtempSync('/tmp/mock-edge-certs-'));
+let upstream = flag('upstream', null);
+const ADMIN_USER = 'admin';
+const ADMIN_PW = process.env.HERMES_EDGE_ADMIN_PASSWORD || 'admin';
+const API_KEY = process.env.HERMES_EDGE_API_KEY || null;
+
+if (!upstream) upstream = (await startFakeUpstream({ apiKey: API_KEY })).url;
+
+const CSP = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+const SECURITY = {
+  'Strict-Transport-Security': 'max-age=31536000',
+  'Content-Security-Policy': CSP,
+  'X-Frame-Options': 'DENY',
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+};
+const TYPES = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png', '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg', '.gif': 'image/gif', '.webp': 'image/webp', '.mp4': 'video/mp4', '.webm': 'video/webm',
+  '.mp3': 'audio/mpeg', '.json': 'application/json', '.md': 'text/plain; charset=utf-8', '.txt': 'text/plain; charset=utf-8',
+};
+
+const sessions = new Map(); // token -> username
+const conversations = new Map(); // id -> {id, owner, title, created_at, updated_at, messages}
+const failures = [];
+
+function send(res, status, headers, body) {
+  res.writeHead(status, Object.assign({}, SECURITY, headers));
+  res.end(body);
+}
+function json(res, status, obj, extra) {
+  send(res, status, Object.assign({ 'Content-Type': 'application/json' }, extra || {}), JSON.stringify(obj));
+}
+function apiError(res, status, code, message, extra) {
+  const err = { code, message };
+  if (extra && extra.retry_after) err.retry_after = extra.retry_after;
+  json(res, status, { error: err }, extra && extra.retry_after ? { 'Retry-After': String(extra.retry_after) } : {});
+}
+
+function serveFile(req, res, file) {
+  fs.stat(file, (err, st) => {
+    if (err || !st.isFile()) return apiError(res, 404, 'not_found', 'No such file.');
+    const type = TYPES[path.extname(file).toLowerCase()] || 'application/octet-stream';
+    const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range || '');
+    if (range && (range[1] || range[2])) {
+      let start = range[1] ? Number(range[1]) : st.size - Number(range[2]);
+      let end = range[1] && range[2] ? Number(range[2]) : st.size - 1;
+      start = Math.max(0, start);
+      end = Math.min(end, st.size - 1);
+      res.writeHead(206, Object.assign({}, SECURITY, {
+        'Content-Type': type, 'Content-Length': end - start + 1, 'Accept-Ranges': 'bytes',
+        'Content-Range': `bytes ${start}-${end}/${st.size}`,
+      }));
+      fs.createReadStream(file, { start, end }).pipe(res);
+      return;
+    }
+    res.writeHead(200, Object.assign({}, SECURITY, { 'Content-Type': type, 'Content-Length': st.size, 'Accept-Ranges': 'bytes', 'Cache-Control': 'no-cache' }));
+    if (req.method === 'HEAD') return res.end();
+    fs.createReadStream(file).pipe(res);
+  });
+}
+
+function underDir(dir, rel) {
+  const p = path.resolve(dir, '.' + path.posix.normalize('/' + decodeURIComponent(rel)));
+  return p.startsWith(path.resolve(dir) + path.sep) ? p : null;
+}
+
+function cookieUser(req) {
+  const m = /(?:^|;\s*)__Host-hermes_session=([^;]+)/.exec(req.headers.cookie || '');
+  return m ? sessions.get(m[1]) || null : null;
+}
+
+function readBody(req, limit = 30_000_000) {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const parts = [];
+    req.on('data', (d) => { size += d.length; if (size > limit) { reject(new Error('too large')); req.destroy(); } else parts.push(d); });
+    req.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function safeNext(n) {
+  return typeof n === 'string' && n.startsWith('/') && !n.startsWith('//') && !n.includes('\\') ? n : '/';
+}
+
+function summary(c) {
+  return { id: c.id, title: c.title, created_at: c.created_at, updated_at: c.updated_at };
+}
+
+async function handleLogin(req, res) {
+  const origin = req.headers.origin;
+  if (origin ? origin !== 'https://' + req.headers.host : req.headers['sec-fetch-site'] !== 'same-origin') {
+    return apiError(res, 403, 'cross_origin', 'This form can only be sent from this site\'s own login page.');
+  }
+  const raw = await readBody(req, 100_000);
+  const wantsJson = (req.headers.accept || '').includes('application/json');
+  let f;
+  if ((req.headers['content-type'] || '').includes('application/json')) {
+    try { f = JSON.parse(raw); } catch (_) { f = {}; }
+  } else {
+    f = Object.fromEntries(new URLSearchParams(raw));
+  }
+  const next = safeNext(f.next);
+  const now = Date.now();
+  while (failures.length && now - failures[0] > 60_000) failures.shift();
+  if (failures.length >= 5) {
+    const retry = Math.ceil((60_000 - (now - failures[0])) / 1000);
+    if (wantsJson) return apiError(res, 429, 'rate_limited', 'Too many attempts.', { retry_after: retry });
+    return send(res, 303, { Location: `/login?error=rate_limited&retry_after=${retry}&next=${encodeURIComponent(next)}` }, '');
+  }
+  if (f.username !== ADMIN_USER || f.password !== ADMIN_PW) {
+    failures.push(now);
+    if (wantsJson) return apiError(res, 401, 'invalid_credentials', 'Wrong username or password.');
+    return send(res, 303, { Location: `/login?error=invalid&next=${encodeURIComponent(next)}` }, '');
+  }
+  const token = crypto.randomBytes(24).toString('hex');
+  sessions.set(token, f.username);
+  const remember = f.remember === 'on' || f.remember === 'true' || f.remember === true;
+  const cookie = `__Host-hermes_session=${token}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=${remember ? 2592000 : 86400}`;
+  if (wantsJson) return json(res, 200, { ok: true, next }, { 'Set-Cookie': cookie });
+  send(res, 303, { Location: next, 'Set-Cookie': cookie }, '');
+}
+
+function upstreamMessages(conv) {
+  return conv.messages.map((m) => {
+    if (m.role === 'user' && m.images && m.images.length) {
+      return { role: 'user', content: [{ type: 'text', text: m.content }, ...m.images.map((u) => ({ type: 'image_url', image_url: { url: u } }))] };
+    }
+    return { role: m.role, content: m.content };
+  });
+}
+
+async function handleChat(req, res, user) {
+  let body;
+  try { body = JSON.parse(await readBody(req)); } catch (e) {
+    return apiError(res, e.message === 'too large' ? 413 : 400, e.message === 'too large' ? 'too_large' : 'bad_request', 'The request body is not valid JSON.');
+  }
+  // Dev aid: a message containing "ratelimit" gets the edge's 429, to look at the banner.
+  if (typeof body.message === 'string' && body.message.includes('ratelimit')) {
+    return apiError(res, 429, 'rate_limited', 'Too many messages; wait a little.', { retry_after: 42 });
+  }
+  const images = Array.isArray(body.images) ? body.images : [];
+  if (images.length > 4 || images.some((u) => typeof u !== 'string' || !u.startsWith('data:image/') || u.length > 7_000_000)) {
+    return apiError(res, 413, 'images_too_large', 'Up to 4 images of at most 5 MiB each.');
+  }
+  let conv;
+  if (body.conversation_id) {
+    conv = conversations.get(body.conversation_id);
+    if (!conv || conv.owner !== user) return apiError(res, 404, 'not_found', 'No such conversation.');
+  } else {
+    const now = new Date().toISOString();
+    conv = { id: crypto.randomUUID(), owner: user, title: (body.message || 'New chat').split('\n')[0].slice(0, 60), created_at: now, updated_at: now, messages: [] };
+    conversations.set(conv.id, conv);
+  }
+  if (body.regenerate) {
+    while (conv.messages.length && conv.messages[conv.messages.length - 1].role === 'assistant') conv.messages.pop();
+    if (!conv.messages.length) return apiError(res, 400, 'bad_request', 'Nothing to regenerate.');
+  } else {
+    if (typeof body.message !== 'string' || (!body.message.trim() && !images.length)) return apiError(res, 400, 'bad_request', 'message is required.');
+    if (Number.isInteger(body.edit_from)) {
+      const target = conv.messages[body.edit_from];
+      if (!target || target.role !== 'user') return apiError(res, 400, 'bad_request', 'edit_from must be the index of a user message.');
+      conv.messages = conv.messages.slice(0, body.edit_from);
+    }
+    conv.messages.push({ role: 'user', content: body.message, images, tool_steps: [], error: null, created_at: new Date().toISOString() });
+  }
+  conv.updated_at = new Date().toISOString();
+
+  const answer = { role: 'assistant', content: '', images: [], tool_steps: [], error: null, created_at: new Date().toISOString() };
+  const url = new URL('/v1/chat/completions', upstream);
+  const headers = { 'Content-Type': 'application/json', 'X-Hermes-Session-Id': 'web-' + conv.id };
+  if (API_KEY) headers.Authorization = 'Bearer ' + API_KEY;
+  const up = http.request(url, { method: 'POST', headers });
+  let started = false;
+  let finished = false;
+  const store = () => {
+    if (finished) return;
+    finished = true;
+    conv.messages.push(answer);
+    conv.updated_at = new Date().toISOString();
+  };
+  res.on('close', () => {
+    if (!res.writableFinished) { up.destroy(); if (started) store(); }
+  });
+  up.on('error', () => {
+    if (!started) {
+      conv.messages.pop();
+      return apiError(res, 502, 'upstream_unreachable', 'Hermes is not reachable. Is the agent running?');
+    }
+    answer.error = 'The connection to Hermes broke.';
+    res.write('event: edge.error\ndata: ' + JSON.stringify({ code: 'stream_broken', message: answer.error }) + '\n\n');
+    store();
+    res.end();
+  });
+  up.on('response', (ur) => {
+    if (ur.statusCode !== 200) {
+      ur.resume();
+      conv.messages.pop();
+      return apiError(res, 502, 'upstream_error', 'Hermes answered with status ' + ur.statusCode + '.');
+    }
+    started = true;
+    res.writeHead(200, Object.assign({}, SECURITY, {
+      'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', 'X-Conversation-Id': conv.id,
+    }));
+    const parser = new SSEParser((ev) => {
+      if (ev.type === 'message' && ev.data !== '[DONE]') {
+        try {
+          const d = JSON.parse(ev.data).choices[0].delta.content;
+          if (typeof d === 'string') answer.content += d;
+        } catch (_) { /* not a content chunk */ }
+      } else if (ev.type === 'hermes.tool.progress') {
+        try {
+          const p = JSON.parse(ev.data);
+          const s = answer.tool_steps.find((x) => x.id === p.toolCallId);
+          if (s) s.status = p.status;
+          else answer.tool_steps.push({ id: p.toolCallId, tool: p.tool, emoji: p.emoji, label: p.label, status: p.status });
+        } catch (_) { /* ignore */ }
+      }
+    });
+    ur.setEncoding('utf8');
+    ur.on('data', (d) => { parser.push(d); res.write(d); });
+    ur.on('end', () => { store(); res.end(); });
+  });
+  up.end(JSON.stringify({ model: 'hermes-agent', stream: true, messages: upstreamMessages(conv) }));
+}
+
+async function route(req, res) {
+  const url = new URL(req.url, 'https://x');
+  const p = url.pathname;
+  const m = req.method;
+
+  if (p === '/healthz') {
+    let reachable = false;
+    try { reachable = (await fetch(new URL('/health', upstream), { signal: AbortSignal.timeout(1000) })).ok; } catch (_) { reachable = false; }
+    return json(res, 200, { status: 'ok', version: '0.0.0-mock', upstream: { url: upstream, reachable } });
+  }
+  if (p === '/login' && m === 'GET') return serveFile(req, res, path.join(wwwDir, 'login.html'));
+  if (p === '/login' && m === 'POST') return handleLogin(req, res);
+  // Like the real router: any non-HTML file of www/ is public at the site root (/app.js, /vendor/...).
+  if ((m === 'GET' || m === 'HEAD') && p !== '/' && !p.endsWith('.html') && !p.startsWith('/media/')) {
+    const f = underDir(wwwDir, p.slice(1));
+    if (f && fs.existsSync(f) && fs.statSync(f).isFile()) return serveFile(req, res, f);
+  }
+
+  const user = cookieUser(req);
+  const isApi = p.startsWith('/api/') || p.startsWith('/v1/');
+  if (!user) {
+    if (isApi) return apiError(res, 401, 'login_required', 'Sign in first.');
+    if (p === '/logout') return send(res, 303, { Location: '/login' }, '');
+    return send(res, 303, { Location: '/login?next=' + encodeURIComponent(p + url.search) }, '');
+  }
+  if (!['GET', 'HEAD'].includes(m)) {
+    const origin = req.headers.origin;
+    // Strict like the real server: an Origin header, when present, must be this site.
+    const same = origin ? origin === 'https://' + req.headers.host : req.headers['sec-fetch-site'] === 'same-origin';
+    if (!same) return apiError(res, 403, 'cross_origin', 'Cross-origin request refused.');
+  }
+  if (p === '/logout' && m === 'POST') {
+    const mm = /(?:^|;\s*)__Host-hermes_session=([^;]+)/.exec(req.headers.cookie || '');
+    if (mm) sessions.delete(mm[1]);
+    return send(res, 303, { Location: '/login', 'Set-Cookie': '__Host-hermes_session=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0' }, '');
+  }
+  if (p === '/api/me') return json(res, 200, { username: user, role: 'admin' });
+  if (p === '/api/chat' && m === 'POST') return handleChat(req, res, user);
+  if (p === '/api/conversations' && m === 'GET') {
+    const list = [...conversations.values()].filter((c) => c.owner === user)
+      .sort((a, b) => b.updated_at.localeCompare(a.updated_at)).map(summary);
+    return json(res, 200, { conversations: list });
+  }
+  const cm = /^\/api\/conversations\/([^/]+)$/.exec(p);
+  if (cm) {
+    const c = conversations.get(decodeURIComponent(cm[1]));
+    if (!c || c.owner !== user) return apiError(res, 404, 'not_found', 'No such conversation.');
+    if (m === 'GET') {
+      return json(res, 200, Object.assign(summary(c), {
+        messages: c.messages.map((x, i) => ({ index: i, role: x.role, content: x.content, images: x.images, tool_steps: x.tool_steps.map(({ tool, emoji, label, status }) => ({ tool, emoji, label, status })), error: x.error, created_at: x.created_at })),
+      }));
+    }
+    if (m === 'PATCH') {
+      let b;
+      try { b = JSON.parse(await readBody(req, 10_000)); } catch (_) { return apiError(res, 400, 'bad_request', 'Invalid JSON.'); }
+      if (typeof b.title !== 'string' || !b.title.trim()) return apiError(res, 400, 'bad_request', 'title is required.');
+      c.title = b.title.trim().slice(0, 200);
+      c.updated_at = new Date().toISOString();
+      return json(res, 200, summary(c));
+    }
+    if (m === 'DELETE') {
+      conversations.delete(c.id);
+      return send(res, 204, {}, '');
+    }
+  }
+  if (p.startsWith('/media/') && mediaDir) {
+    const f = underDir(mediaDir, p.slice('/media/'.length));
+    return f ? serveFile(req, res, f) : apiError(res, 404, 'not_found', 'No such file.');
+  }
+  if (isApi) return apiError(res, 404, 'not_found', 'No such route.');
+  if (p === '/view') return serveFile(req, res, path.join(wwwDir, 'view.html'));
+  return serveFile(req, res, path.join(wwwDir, 'index.html'));
+}
+
+fs.mkdirSync(certsDir, { recursive: true });
+const keyFile = path.join(certsDir, 'mock.key');
+const certFile = path.join(certsDir, 'mock.crt');
+if (!fs.existsSync(certFile)) {
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+}
+const server = https.createServer({ key: fs.readFileSync(keyFile), cert: fs.readFileSync(certFile) }, (req, res) => {
+  route(req, res).catch((e) => { try { apiError(res, 500, 'internal', String(e)); } catch (_) { /* gone */ } });
+});
+server.listen(Number(portStr), host, () => {
+  console.log(`ready https://${host}:${server.address().port}/ (mock-edge, dev only; upstream ${upstream})`);
+});

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Browser tests of the chat page against a hermes-edge binary:
+#   bash tests/browser/run.sh target/debug/hermes-edge
+# Installs what is missing (Debian chromium + chromium-driver, ffmpeg, an emoji font for the
+# screenshots, and playwright-core via `npm ci`), then runs the node test runner.
+# Writes docs/screenshot-{desktop-light,desktop-dark,mobile}.png.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="${1:?usage: run.sh path/to/hermes-edge}"
+bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+[ -x "$bin" ] || { echo "run.sh: $bin is not an executable" >&2; exit 2; }
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "run.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${need[@]}" || { apt-get update && apt-get install -y --no-install-recommends "${need[@]}"; }
+fi
+command -v node >/dev/null 2>&1 || { echo "run.sh: node is required (apt-get install -y nodejs npm)" >&2; exit 2; }
+
+cd "$here"
+if [ ! -d node_modules/playwright-core ]; then
+  npm ci --no-audit --no-fund
+fi
+HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs
