@@ -8,6 +8,12 @@ command -v openssl >/dev/null || apt_packages+=(openssl)
 # Pebble (Let's Encrypt's test CA) and pebble-challtestsrv for tests/acme.rs.
 command -v pebble >/dev/null || apt_packages+=(pebble)
 command -v curl >/dev/null || apt_packages+=(curl)
+# Headless Chromium, ffmpeg (test video) and an emoji font for tests/browser.rs.
+command -v chromium >/dev/null || apt_packages+=(chromium)
+command -v chromedriver >/dev/null || apt_packages+=(chromium-driver)
+command -v ffmpeg >/dev/null || apt_packages+=(ffmpeg)
+[[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]] || apt_packages+=(fonts-noto-color-emoji)
+command -v node >/dev/null || apt_packages+=(nodejs npm)
 if ((${#apt_packages[@]})); then
   echo "install-peers: apt-get install ${apt_packages[*]}"
   apt-get update -qq
@@ -16,3 +22,8 @@ fi
 
 # The real Hermes API Server (PyPI) in a virtualenv, for tests/hermes_e2e.rs.
 bash tests/hermes/setup.sh
+
+# playwright-core for the browser tests (drives Debian's Chromium; downloads no browser).
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+  (cd tests/browser && npm ci --no-audit --no-fund)
+fi

@@ -20,7 +20,9 @@ import { startFakeUpstream } from './fake-upstream.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
-const docs = path.join(repo, 'docs');
+// Screenshots go to target/screenshots; SCREENSHOT_DIR=docs refreshes the ones the README shows.
+const docs = path.resolve(repo, process.env.SCREENSHOT_DIR || 'target/screenshots');
+fs.mkdirSync(docs, { recursive: true });
 const BIN = process.env.HERMES_EDGE_BIN;
 const ADMIN_USER = process.env.HERMES_EDGE_ADMIN_USER || 'admin';
 const ADMIN_PW = 'browser-test-' + Math.random().toString(36).slice(2, 12);
