@@ -7,6 +7,7 @@ mod auth;
 mod config;
 mod doctor;
 mod memory;
+mod files;
 mod response;
 mod router;
 mod security;
