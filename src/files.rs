@@ -135,7 +135,9 @@ async fn media_inner<B>(root: &Path, listing: bool, policy: Policy, req: &Reques
     match outcome {
         Outcome::Reply(reply, body) => reply.into_response(body),
         Outcome::Refused(refusal) => refusal.response(),
-        Outcome::AddSlash => response::redirect(StatusCode::PERMANENT_REDIRECT, &format!("{path}/")),
+        Outcome::AddSlash => {
+            response::redirect(StatusCode::PERMANENT_REDIRECT, &format!("{path}/"))
+        }
         Outcome::Listing(entries) => listing_page(path, &entries, policy),
     }
 }
@@ -267,7 +269,10 @@ pub fn parse_rel(raw: &str) -> Result<RelPath, Refusal> {
         return Err(Refusal::BadRequest);
     }
     let lower = raw.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"].iter().any(|b| lower.contains(b)) {
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|b| lower.contains(b))
+    {
         return Err(Refusal::BadRequest);
     }
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
@@ -324,7 +329,10 @@ fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "not a regular file",
+        ));
     }
     Ok((file, meta))
 }
@@ -455,9 +463,7 @@ fn list_dir(root: &Path, dir: &Path) -> Vec<(String, bool)> {
 }
 
 fn listing_page(url_path: &str, entries: &[(String, bool)], policy: Policy) -> Resp {
-    let title = html_escape(
-        &percent_encoding::percent_decode_str(url_path).decode_utf8_lossy(),
-    );
+    let title = html_escape(&percent_encoding::percent_decode_str(url_path).decode_utf8_lossy());
     let mut html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<ul>\n"
     );
@@ -905,12 +911,16 @@ impl Reply {
             }
             Plan::Unsatisfiable => {
                 reply.status = StatusCode::RANGE_NOT_SATISFIABLE;
-                reply.headers.push((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
+                reply
+                    .headers
+                    .push((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
                 reply
                     .headers
                     .push((header::CONTENT_RANGE, hv(&format!("bytes */{}", rep.len))));
-                reply.json = Some(serde_json::json!({"error": {"code": "range_not_satisfiable",
-                    "message": format!("The requested byte range is outside the file, which has {} bytes.", rep.len)}}));
+                reply.json = Some(
+                    serde_json::json!({"error": {"code": "range_not_satisfiable",
+                    "message": format!("The requested byte range is outside the file, which has {} bytes.", rep.len)}}),
+                );
                 return reply;
             }
             Plan::Whole | Plan::Ranges(_) => {}
@@ -919,9 +929,10 @@ impl Reply {
             .headers
             .push((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
         if let Some(c) = rep.coding {
-            reply
-                .headers
-                .push((header::CONTENT_ENCODING, HeaderValue::from_static(c.token())));
+            reply.headers.push((
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(c.token()),
+            ));
         }
         let pieces = match plan {
             Plan::Ranges(ranges) if ranges.len() == 1 => {
@@ -931,7 +942,9 @@ impl Reply {
                     header::CONTENT_RANGE,
                     hv(&format!("bytes {}/{}", bytes(&ranges), rep.len)),
                 ));
-                reply.headers.push((header::CONTENT_TYPE, hv(&rep.content_type)));
+                reply
+                    .headers
+                    .push((header::CONTENT_TYPE, hv(&rep.content_type)));
                 vec![Piece::Range(a, b + 1)]
             }
             Plan::Ranges(ranges) => {
@@ -954,7 +967,9 @@ impl Reply {
                 pieces
             }
             _ => {
-                reply.headers.push((header::CONTENT_TYPE, hv(&rep.content_type)));
+                reply
+                    .headers
+                    .push((header::CONTENT_TYPE, hv(&rep.content_type)));
                 vec![Piece::Range(0, rep.len)]
             }
         };
@@ -1063,7 +1078,9 @@ fn disk_body(file: File, pieces: &[Piece]) -> Body {
                     Ok(Ok(bytes)) => Ok(Frame::data(bytes)),
                     Ok(Err(e)) => {
                         queue.clear();
-                        tracing::warn!("a file being sent could not be read to its end (did it shrink?): {e}");
+                        tracing::warn!(
+                            "a file being sent could not be read to its end (did it shrink?): {e}"
+                        );
                         Err(BoxError::from(e))
                     }
                     Err(e) => {
@@ -1096,7 +1113,10 @@ mod tests {
         assert_eq!(parse_ranges("bytes=90-", 100), Satisfiable(vec![(90, 99)]));
         assert_eq!(parse_ranges("bytes=-10", 100), Satisfiable(vec![(90, 99)]));
         assert_eq!(parse_ranges("bytes=-500", 100), Satisfiable(vec![(0, 99)]));
-        assert_eq!(parse_ranges("bytes=50-500", 100), Satisfiable(vec![(50, 99)]));
+        assert_eq!(
+            parse_ranges("bytes=50-500", 100),
+            Satisfiable(vec![(50, 99)])
+        );
         assert_eq!(
             parse_ranges("BYTES = 0-0 , 2-3,", 100),
             Satisfiable(vec![(0, 0), (2, 3)])
@@ -1108,7 +1128,10 @@ mod tests {
             parse_ranges("bytes=99999999999999999999999-", 100),
             Unsatisfiable
         );
-        assert_eq!(parse_ranges("bytes=200-300,0-1", 100), Satisfiable(vec![(0, 1)]));
+        assert_eq!(
+            parse_ranges("bytes=200-300,0-1", 100),
+            Satisfiable(vec![(0, 1)])
+        );
         assert_eq!(parse_ranges("bytes=5-1", 100), Ignore);
         assert_eq!(parse_ranges("bytes=a-b", 100), Ignore);
         assert_eq!(parse_ranges("items=0-1", 100), Ignore);
@@ -1133,7 +1156,10 @@ mod tests {
     #[test]
     fn accept_encoding_picks_highest_q_and_respects_zero() {
         let all = |_: Coding| true;
-        assert_eq!(pick_coding(Some("gzip, deflate, br"), all), Some(Coding::Br));
+        assert_eq!(
+            pick_coding(Some("gzip, deflate, br"), all),
+            Some(Coding::Br)
+        );
         assert_eq!(pick_coding(Some("br;q=0.5, gzip"), all), Some(Coding::Gzip));
         assert_eq!(pick_coding(Some("br;q=0, gzip;q=0"), all), None);
         assert_eq!(pick_coding(Some("*"), all), Some(Coding::Br));
@@ -1151,11 +1177,25 @@ mod tests {
         use Refusal::*;
         let ok = |s: &str| parse_rel(s).map(|r| r.segments.join("|"));
         assert_eq!(ok("a/b%20c.mp4"), Ok("a|b c.mp4".into()));
-        assert_eq!(parse_rel("").unwrap().dir, true);
-        assert_eq!(parse_rel("sub/").unwrap().dir, true);
+        assert!(parse_rel("").unwrap().dir);
+        assert!(parse_rel("sub/").unwrap().dir);
         for bad in [
-            "..", "a/../b", "%2e%2e/x", "%2E./x", "a%2fb", "a%2Fb", "a%5cb", "a\\b", "a%00b",
-            "/etc/passwd", "%2fetc", "a//b", "./a", "a/./b", "%ff", "a%0ab",
+            "..",
+            "a/../b",
+            "%2e%2e/x",
+            "%2E./x",
+            "a%2fb",
+            "a%2Fb",
+            "a%5cb",
+            "a\\b",
+            "a%00b",
+            "/etc/passwd",
+            "%2fetc",
+            "a//b",
+            "./a",
+            "a/./b",
+            "%ff",
+            "a%0ab",
         ] {
             assert_eq!(parse_rel(bad), Err(BadRequest), "{bad}");
         }
