@@ -409,7 +409,7 @@ async fn several_ranges_answer_multipart_byteranges() {
                 vec![(200_000, 299_999), (0, 99_999), (100_000, 100_001)],
             ),
         ] {
-            let r = get(&c, &s.url(path), &[("range", &header)]).await;
+            let r = get(&c, &s.url(path), &[("range", header)]).await;
             assert_eq!(r.status, 206, "{proto} {path}");
             let ct = r.h("content-type").unwrap();
             let boundary = ct
