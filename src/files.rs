@@ -21,12 +21,13 @@
 //! when the connection asks for more, so memory stays flat whatever the size. A client that goes
 //! away simply drops the body; that is not an error.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -158,8 +159,9 @@ pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp,
     };
     let ask = Ask::new(req.method(), req.headers());
     if let Some(dir) = app.www.disk_dir() {
-        let root = dir.to_path_buf();
-        return match blocking(move || serve_under(&root, &rel, &ask, policy, false)).await {
+        // Site files are few, small and hot in the page cache: resolved on this thread, which
+        // halves the cost of a small asset; their bodies above `SMALL` still stream in the pool.
+        return match serve_under(dir, &rel, &ask, policy, false) {
             Outcome::Reply(reply, body) => Ok(reply.into_response(body)),
             Outcome::Refused(r) => Err(r),
             Outcome::AddSlash | Outcome::Listing(_) => Err(Refusal::NotFound),
@@ -208,9 +210,18 @@ pub async fn route_file<B>(req: &Request<B>, file: &Path) -> io::Result<Resp> {
         let siblings = |c: Coding| {
             let mut p = file.clone().into_os_string();
             p.push(c.suffix());
-            Some(PathBuf::from(p))
+            let p = PathBuf::from(p);
+            is_regular(&p).then_some(p)
         };
-        Ok(serve_open(f, meta, &name, siblings, &ask, policy))
+        Ok(serve_open(
+            f,
+            meta,
+            &name,
+            siblings,
+            open_regular,
+            &ask,
+            policy,
+        ))
     })
     .await;
     result.map(|(reply, body)| reply.into_response(body))
@@ -303,12 +314,36 @@ pub fn parse_rel(raw: &str) -> Result<RelPath, Refusal> {
     Ok(RelPath { segments, dir })
 }
 
-/// The canonical form of `path`, if it exists, lies inside `root` (canonical) and has no hidden
-/// component below the root.
+/// The canonical form of a served folder, remembered per folder: resolving it again would cost a
+/// `readlink` per path component on every request. A path that seems to fall outside the
+/// remembered form is checked once more against a fresh one, so a folder that is moved or
+/// re-pointed is followed (and files are always looked up through the configured path).
+fn canonical_root(root: &Path, fresh: bool) -> Option<PathBuf> {
+    static ROOTS: OnceLock<Mutex<HashMap<PathBuf, PathBuf>>> = OnceLock::new();
+    let roots = ROOTS.get_or_init(Default::default);
+    if !fresh {
+        if let Some(c) = roots.lock().ok()?.get(root) {
+            return Some(c.clone());
+        }
+    }
+    let canonical = std::fs::canonicalize(root).ok()?;
+    roots
+        .lock()
+        .ok()?
+        .insert(root.to_path_buf(), canonical.clone());
+    Some(canonical)
+}
+
+/// The canonical form of `path` (a path below the configured `root`), if it exists, lies inside
+/// the canonical root and has no hidden component below it.
 fn confine(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
     let canonical = std::fs::canonicalize(path).map_err(|_| Refusal::NotFound)?;
+    let mut root_c = canonical_root(root, false).ok_or(Refusal::NotFound)?;
+    if !canonical.starts_with(&root_c) {
+        root_c = canonical_root(root, true).ok_or(Refusal::NotFound)?;
+    }
     let inside = canonical
-        .strip_prefix(root)
+        .strip_prefix(&root_c)
         .map_err(|_| Refusal::NotFound)?;
     let hidden = inside.components().any(|c| match c {
         Component::Normal(name) => name.to_string_lossy().starts_with('.'),
@@ -323,11 +358,7 @@ fn confine(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
 /// Opens a regular file without blocking on FIFOs or devices, and reads its metadata from the
 /// open handle (so what is checked is what is sent).
 fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
+    let (file, meta) = open_any(path)?;
     if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -335,6 +366,77 @@ fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
         ));
     }
     Ok((file, meta))
+}
+
+/// Opens a file or directory for reading without blocking (FIFOs), with its metadata.
+fn open_any(path: &Path) -> io::Result<(File, Metadata)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, meta))
+}
+
+enum NoFollow {
+    Opened(File),
+    /// A symbolic link is on the way (or the kernel cannot tell): resolve and check first.
+    Symlink,
+    Missing,
+}
+
+/// Set when the kernel has no `openat2` (before Linux 5.6) or a sandbox forbids it.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Opens `path` for reading, refusing every symbolic link on the way, in one system call
+/// (`openat2` with `RESOLVE_NO_SYMLINKS`).
+fn open_no_symlinks(path: &Path) -> NoFollow {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    if NO_OPENAT2.load(Ordering::Relaxed) {
+        return NoFollow::Symlink;
+    }
+    let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return NoFollow::Missing;
+    };
+    // SAFETY: `open_how` is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a NUL-terminated path and a live `open_how` of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            cpath.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+        return NoFollow::Opened(unsafe { File::from_raw_fd(fd as i32) });
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ELOOP) => NoFollow::Symlink,
+        Some(libc::ENOSYS | libc::EPERM | libc::E2BIG | libc::EINVAL) => {
+            NO_OPENAT2.store(true, Ordering::Relaxed);
+            NoFollow::Symlink
+        }
+        _ => NoFollow::Missing,
+    }
+}
+
+/// Opens a canonical path (no symlinks in it by construction). With `openat2` a symlink swapped
+/// in after the check is refused; without it the plain open is the best there is.
+fn open_resolved(path: &Path) -> Option<File> {
+    match open_no_symlinks(path) {
+        NoFollow::Opened(f) => Some(f),
+        NoFollow::Symlink if NO_OPENAT2.load(Ordering::Relaxed) => {
+            open_any(path).ok().map(|(f, _)| f)
+        }
+        _ => None,
+    }
 }
 
 enum Outcome {
@@ -348,20 +450,29 @@ enum Outcome {
 
 /// Resolves and serves `rel` below `root` (blocking).
 fn serve_under(root: &Path, rel: &RelPath, ask: &Ask, policy: Policy, listing: bool) -> Outcome {
-    let Ok(root) = std::fs::canonicalize(root) else {
-        return Outcome::Refused(Refusal::NotFound);
-    };
-    let mut joined = root.clone();
+    let mut joined = root.to_path_buf();
     for seg in &rel.segments {
         joined.push(seg);
     }
-    let target = match confine(&root, &joined) {
-        Ok(t) => t,
-        Err(r) => return Outcome::Refused(r),
+    // Fast path: no symbolic link anywhere on the path, so the validated names alone keep it
+    // inside the root. Otherwise resolve it, check where it leads, and open exactly that.
+    let (file, target, direct) = match open_no_symlinks(&joined) {
+        NoFollow::Opened(file) => (file, joined.clone(), true),
+        NoFollow::Missing => return Outcome::Refused(Refusal::NotFound),
+        NoFollow::Symlink => {
+            let target = match confine(root, &joined) {
+                Ok(t) => t,
+                Err(r) => return Outcome::Refused(r),
+            };
+            match open_resolved(&target) {
+                Some(file) => (file, target, false),
+                None => return Outcome::Refused(Refusal::NotFound),
+            }
+        }
     };
-    let meta = match std::fs::metadata(&target) {
-        Ok(m) => m,
-        Err(_) => return Outcome::Refused(Refusal::NotFound),
+    // Look at the open handle: what is checked is what is sent.
+    let Ok(meta) = file.metadata() else {
+        return Outcome::Refused(Refusal::NotFound);
     };
     if meta.is_dir() {
         if !listing {
@@ -370,42 +481,61 @@ fn serve_under(root: &Path, rel: &RelPath, ask: &Ask, policy: Policy, listing: b
         if !rel.dir {
             return Outcome::AddSlash;
         }
-        return Outcome::Listing(list_dir(&root, &target));
+        return Outcome::Listing(list_dir(root, &target));
     }
-    if rel.dir {
-        // `file.txt/` names a folder that does not exist.
+    if rel.dir || !meta.is_file() {
+        // `file.txt/` names a folder that does not exist; FIFOs and devices are never served.
         return Outcome::Refused(Refusal::NotFound);
     }
-    let Ok((file, meta)) = open_regular(&target) else {
-        return Outcome::Refused(Refusal::NotFound);
-    };
     let name = rel.segments.last().cloned().unwrap_or_default();
     let siblings = |c: Coding| {
         let mut p = joined.clone().into_os_string();
         p.push(c.suffix());
-        confine(&root, Path::new(&p)).ok()
+        let p = PathBuf::from(p);
+        // One stat for the common case of no sibling; the full check only for a symlink.
+        let lmeta = std::fs::symlink_metadata(&p).ok()?;
+        if direct && lmeta.is_file() {
+            return Some(p);
+        }
+        if !is_regular(&p) {
+            return None;
+        }
+        confine(root, &p).ok()
     };
-    let (reply, body) = serve_open(file, meta, &name, siblings, ask, policy);
+    let open_sibling = |p: &Path| {
+        let file = match open_no_symlinks(p) {
+            NoFollow::Opened(f) => f,
+            _ => open_resolved(p).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?,
+        };
+        let meta = file.metadata()?;
+        if meta.is_file() {
+            Ok((file, meta))
+        } else {
+            Err(io::Error::from(io::ErrorKind::NotFound))
+        }
+    };
+    let (reply, body) = serve_open(file, meta, &name, siblings, open_sibling, ask, policy);
     Outcome::Reply(reply, body)
 }
 
+fn is_regular(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// Serves an open file, or its precompressed sibling when the client takes it (blocking).
+/// `sibling` names the `.br`/`.gz` file next to it when that exists and may be served.
 fn serve_open(
     file: File,
     meta: Metadata,
     name: &str,
     sibling: impl Fn(Coding) -> Option<PathBuf>,
+    open: impl Fn(&Path) -> io::Result<(File, Metadata)>,
     ask: &Ask,
     policy: Policy,
 ) -> (Reply, Body) {
-    let is_file = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .is_some_and(|m| m.is_file())
-    };
     let br = sibling(Coding::Br);
     let gz = sibling(Coding::Gzip);
-    let (has_br, has_gz) = (is_file(&br), is_file(&gz));
+    let (has_br, has_gz) = (br.is_some(), gz.is_some());
     let mut chosen = (file, meta, None);
     if has_br || has_gz {
         let pick = pick_coding(ask.accept_encoding.as_deref(), |c| match c {
@@ -417,7 +547,7 @@ fn serve_open(
             Some(Coding::Gzip) => gz,
             None => None,
         };
-        if let Some(Ok((f, m))) = path.map(|p| open_regular(&p)) {
+        if let Some(Ok((f, m))) = path.map(|p| open(&p)) {
             chosen = (f, m, pick);
         }
     }

@@ -64,6 +64,9 @@ fn fixture(extra_config: &str) -> tempfile::TempDir {
     symlink("/etc", m.join("etc-link")).unwrap();
     symlink("hello.txt", m.join("link-in.txt")).unwrap();
     symlink(".hidden.txt", m.join("link-to-hidden.txt")).unwrap();
+    let fifo = std::ffi::CString::new(m.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     tmp
 }
 
@@ -683,6 +686,8 @@ async fn dotfiles_are_not_found_and_inside_symlinks_are_served() {
         "/media/abs-link",
         "/media/dir-out/secret.txt",
         "/media/etc-link/passwd",
+        // A FIFO would block a reader forever; it is not a file to serve.
+        "/media/pipe",
     ] {
         let r = get(&c, &s.url(path), &[]).await;
         assert_eq!(r.status, 404, "{path}");
@@ -694,6 +699,38 @@ async fn dotfiles_are_not_found_and_inside_symlinks_are_served() {
     let r = get(&c, &s.url("/media/sub/inner.txt"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"inner\n");
+}
+
+#[tokio::test]
+async fn a_media_folder_that_is_itself_a_symlink_is_served_and_still_confines() {
+    // media -> real-media: every lookup then takes the resolving path instead of the direct one.
+    let tmp = fixture("[media]\npublic = true\n");
+    std::fs::rename(tmp.path().join("media"), tmp.path().join("real-media")).unwrap();
+    std::os::unix::fs::symlink("real-media", tmp.path().join("media")).unwrap();
+    std::fs::write(tmp.path().join("real-media/inside.txt"), b"inside now\n").unwrap();
+    let s = start(&tmp, &[]);
+    let c = s.client();
+    for (path, status, body) in [
+        ("/media/hello.txt", 200, HELLO),
+        ("/media/link-in.txt", 200, HELLO),
+        ("/media/sub/inner.txt", 200, &b"inner\n"[..]),
+        ("/media/inside.txt", 200, b"inside now\n"),
+        ("/media/link-out", 404, b""),
+        ("/media/.hidden.txt", 404, b""),
+        ("/media/link-to-hidden.txt", 404, b""),
+        ("/media/dir-out/secret.txt", 404, b""),
+    ] {
+        let r = get(&c, &s.url(path), &[]).await;
+        assert_eq!(r.status, status, "{path}");
+        if status == 200 {
+            assert_eq!(r.body, body, "{path}");
+        }
+        assert!(!String::from_utf8_lossy(&r.body).contains(SECRET), "{path}");
+    }
+    let r = get(&c, &s.url("/media/app.js"), &[("accept-encoding", "br")]).await;
+    assert_eq!(r.h("content-encoding"), Some("br"));
+    assert_eq!(r.body, BR_BYTES);
+    run_corpus(&s, None).await;
 }
 
 #[tokio::test]
