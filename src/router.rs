@@ -223,27 +223,22 @@ async fn page(app: &App, req: &Request<Incoming>, name: &str) -> Resp {
     }
 }
 
-/// A public site asset (not an HTML page): `/www/<file>` as the pages link them, or `/<file>` for
-/// names such as `/favicon.ico`. Served by the static file engine (ETag, ranges, cache lifetimes).
+/// A public site asset (not an HTML page) by its path from the site root (`/app.js`,
+/// `/vendor/marked.min.js`), served by the static file engine (ETag, ranges, cache lifetimes).
+/// A missing name falls through to the routes below; a malformed one ends here with `400`.
 async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<Resp> {
     if *req.method() != Method::GET && *req.method() != Method::HEAD {
         return None;
-    }
-    if let Some(rel) = path.strip_prefix("/www/") {
-        if rel.ends_with(".html") {
-            return None;
-        }
-        // `/www/` holds nothing but site files: a refused or missing name ends here.
-        return Some(match files::site(app, req, rel).await {
-            Ok(resp) => resp,
-            Err(refusal) => refusal.response(),
-        });
     }
     let rel = path.strip_prefix('/')?;
     if rel.is_empty() || rel.ends_with(".html") || files::is_media(path) {
         return None;
     }
-    files::site(app, req, rel).await.ok()
+    match files::site(app, req, rel).await {
+        Ok(resp) => Some(resp),
+        Err(files::Refusal::BadRequest) => Some(files::Refusal::BadRequest.response()),
+        Err(files::Refusal::NotFound) => None,
+    }
 }
 
 fn ca_cert(app: &App) -> Resp {

@@ -863,14 +863,13 @@ fn traversal_corpus() -> Vec<Vec<u8>> {
         "/media/a%09b",
         "/media/%0d%0aX-Leak:%20secret",
         "/media/link-out.br",
-        "/www/../secret.txt",
-        "/www/..%2fsecret.txt",
-        "/www/%2e%2e/%2e%2e/secret.txt",
-        "/www/vendor/../../secret.txt",
-        "/www/.git/config",
-        "/www/..\\secret.txt",
-        "/www/%5c..%5csecret.txt",
-        "/www//etc/passwd",
+        "/../secret.txt",
+        "/..%2fsecret.txt",
+        "/%2e%2e/%2e%2e/secret.txt",
+        "/vendor/../../secret.txt",
+        "/..\\secret.txt",
+        "/%5c..%5csecret.txt",
+        "/vendor%2f..%2f..%2fsecret.txt",
     ];
     let mut out: Vec<Vec<u8>> = paths.iter().map(|p| p.as_bytes().to_vec()).collect();
     // Raw bytes an HTTP client library would never send.
@@ -1073,7 +1072,7 @@ async fn embedded_site_files_carry_a_content_hash_etag_and_revalidate() {
     let expected = std::fs::read(&disk).unwrap();
     for (proto, c) in both(&s) {
         // Public: no session needed for site assets.
-        let r = get(&c, &s.url("/www/README.md"), &[]).await;
+        let r = get(&c, &s.url("/README.md"), &[]).await;
         assert_eq!(r.status, 200, "{proto}");
         assert_eq!(r.body, expected);
         let tag = sha_tag(&expected);
@@ -1083,22 +1082,23 @@ async fn embedded_site_files_carry_a_content_hash_etag_and_revalidate() {
         assert_eq!(r.h("last-modified"), None, "embedded files have no mtime");
         assert_eq!(r.h("accept-ranges"), Some("bytes"));
         assert_eq!(r.h("access-control-allow-origin"), None);
-        let r = get(&c, &s.url("/www/README.md"), &[("if-none-match", &tag)]).await;
+        let r = get(&c, &s.url("/README.md"), &[("if-none-match", &tag)]).await;
         assert_eq!(r.status, 304, "{proto}");
         assert!(r.body.is_empty());
-        let r = get(&c, &s.url("/www/README.md"), &[("range", "bytes=0-6")]).await;
+        let r = get(&c, &s.url("/README.md"), &[("range", "bytes=0-6")]).await;
         assert_eq!(r.status, 206, "{proto}");
         assert_eq!(r.body, &expected[..7]);
-        let r = fetch(&c, "HEAD", &s.url("/www/README.md"), &[]).await;
+        let r = fetch(&c, "HEAD", &s.url("/README.md"), &[]).await;
         assert_eq!(r.status, 200);
         let len = expected.len().to_string();
         assert_eq!(r.h("content-length"), Some(len.as_str()));
         assert!(r.body.is_empty());
         for (path, status) in [
-            ("/www/nothing.js", 404),
-            ("/www/.hidden", 404),
-            ("/www/..%2fCargo.toml", 400),
-            ("/www/a%2fb.js", 400),
+            ("/nothing.js", 303),
+            ("/.hidden", 303),
+            ("/..%2fCargo.toml", 400),
+            ("/a%2fb.js", 400),
+            ("/vendor%5c..%5cCargo.toml", 400),
         ] {
             let r = get(&c, &s.url(path), &[]).await;
             assert_eq!(r.status, status, "{proto} {path}");
@@ -1141,41 +1141,43 @@ async fn a_www_folder_overrides_the_embedded_files_with_disk_semantics_and_cache
     assert_eq!(again.status, 304);
     for (path, cache, body) in [
         (
-            "/www/app.3f2a9c1b.js",
+            "/app.3f2a9c1b.js",
             "public, max-age=31536000, immutable",
             &b"// hashed\n"[..],
         ),
         (
-            "/www/vendor/lib-0123abcd.css",
+            "/vendor/lib-0123abcd.css",
             "public, max-age=31536000, immutable",
             b"/* hashed */\n",
         ),
-        ("/www/style.css", "no-cache", b"body{}\n"),
+        ("/style.css", "no-cache", b"body{}\n"),
     ] {
         let r = get(&c, &s.url(path), &[]).await;
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(r.h("cache-control"), Some(cache), "{path}");
         assert_eq!(r.body, body, "{path}");
     }
-    let gz = get(&c, &s.url("/www/style.css"), &[("accept-encoding", "gzip")]).await;
+    let gz = get(&c, &s.url("/style.css"), &[("accept-encoding", "gzip")]).await;
     assert_eq!(gz.h("content-encoding"), Some("gzip"));
     assert_eq!(gz.h("content-type"), Some("text/css; charset=utf-8"));
     assert_eq!(gz.body, GZ_BYTES);
-    // The folder replaces the embedded copy entirely.
-    let r = get(&c, &s.url("/www/README.md"), &[]).await;
-    assert_eq!(r.status, 404);
+    // The folder replaces the embedded copy entirely: not an asset, so the login gate answers.
+    let r = get(&c, &s.url("/README.md"), &[]).await;
+    assert_eq!(r.status, 303);
     // Pages still need a login; signed in, the chat page comes from the folder too.
-    let r = get(&c, &s.url("/www/index.html"), &[]).await;
+    let r = get(&c, &s.url("/index.html"), &[]).await;
     assert_eq!(r.status, 303);
     let admin = s.admin_client().await;
+    let r = get(&admin, &s.url("/README.md"), &[]).await;
+    assert_eq!(r.status, 404);
     let r = get(&admin, &s.url("/"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"<!doctype html><title>custom chat</title>\n");
     assert_eq!(r.h("cache-control"), Some("no-cache"));
     for path in [
-        "/www/../secret.txt",
-        "/www/%2e%2e/secret.txt",
-        "/www/vendor/../../secret.txt",
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/vendor/../../secret.txt",
     ] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let resp = raw_exchange(&s, req.as_bytes(), 10).await;
