@@ -225,7 +225,6 @@ async fn page(app: &App, req: &Request<Incoming>, name: &str) -> Resp {
 
 /// A public site asset (not an HTML page) by its path from the site root (`/app.js`,
 /// `/vendor/marked.min.js`), served by the static file engine (ETag, ranges, cache lifetimes).
-/// A missing name falls through to the routes below; a malformed one ends here with `400`.
 async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<Resp> {
     if *req.method() != Method::GET && *req.method() != Method::HEAD {
         return None;
@@ -234,11 +233,8 @@ async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<
     if rel.is_empty() || rel.ends_with(".html") || files::is_media(path) {
         return None;
     }
-    match files::site(app, req, rel).await {
-        Ok(resp) => Some(resp),
-        Err(files::Refusal::BadRequest) => Some(files::Refusal::BadRequest.response()),
-        Err(files::Refusal::NotFound) => None,
-    }
+    // A refused or missing name is not an asset: the routes below (and the login gate) decide.
+    files::site(app, req, rel).await.ok()
 }
 
 fn ca_cert(app: &App) -> Resp {
