@@ -6,6 +6,7 @@ mod app;
 mod auth;
 mod config;
 mod doctor;
+mod files;
 mod memory;
 mod response;
 mod router;

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::{self, admin, Role, User};
+use crate::files;
 use crate::response::{self, Resp};
 use crate::security;
 
@@ -75,15 +76,19 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         (&Method::GET | &Method::HEAD, "/login") => {
             return match auth::login_page_redirect(app, &req).await {
                 Some(already_signed_in) => already_signed_in,
-                None => page(app, "login.html"),
+                None => page(app, &req, "login.html").await,
             }
         }
         (&Method::POST, "/login") => return auth::login(app, ctx, req).await,
         (_, "/healthz" | "/ca.crt" | "/login") => return response::method_not_allowed(),
         _ => {}
     }
+    // `/media/` comes before everything else that could match it; open to anyone when public.
+    if app.config.media.public && files::is_media(&path) {
+        return files::media(app, &req).await;
+    }
     // Scripts, styles and images of the site are public (the login page needs them); pages are not.
-    if let Some(resp) = public_asset(app, &method, &path) {
+    if let Some(resp) = public_asset(app, &req, &path).await {
         return resp;
     }
 
@@ -135,6 +140,10 @@ async fn signed_in(
     if path.starts_with("/api/admin/") && user.role != Role::Admin {
         return admin::admin_only();
     }
+    // `/media/` behind the login, before the chat routes.
+    if files::is_media(path) {
+        return files::media(app, &req).await;
+    }
     match (method, path) {
         (&Method::POST, "/logout") => return auth::logout(app, req).await,
         (&Method::GET, "/api/me") => {
@@ -162,21 +171,10 @@ async fn signed_in(
     if crate::upstream::is_chat_path(path) {
         return crate::upstream::route(app, ctx, req, user, method, path).await;
     }
+    // Custom pages (`[[routes]]`), before the chat page fallback.
     if let Some(route) = app.config.routes.iter().find(|r| r.path == path) {
-        if *method != Method::GET && *method != Method::HEAD {
-            return response::method_not_allowed();
-        }
-        return match tokio::fs::read(&route.file).await {
-            Ok(bytes) => {
-                let mime = mime_guess::from_path(&route.file).first_or_octet_stream();
-                let mut r = response::with_body(StatusCode::OK, "text/html", bytes);
-                if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
-                    r.headers_mut().insert(header::CONTENT_TYPE, v);
-                }
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                r
-            }
+        return match files::route_file(&req, &route.file).await {
+            Ok(resp) => resp,
             Err(e) => {
                 tracing::error!(file = %route.file.display(), "custom route file cannot be read: {e}");
                 response::error(
@@ -194,11 +192,11 @@ async fn signed_in(
         return response::method_not_allowed();
     }
     if path == "/view" {
-        return page(app, "view.html");
+        return page(app, &req, "view.html").await;
     }
     if path == "/" || !path.rsplit('/').next().unwrap_or("").contains('.') {
         // Any extension-less path is the chat page (client-side routes such as /c/<id>).
-        return page(app, "index.html");
+        return page(app, &req, "index.html").await;
     }
     response::not_found()
 }
@@ -213,20 +211,11 @@ fn with_user(mut resp: Resp, user: &User) -> Resp {
     resp
 }
 
-/// An HTML page of the site, never cached without revalidation.
-fn page(app: &App, name: &str) -> Resp {
-    match app.www.get(name) {
-        Some(bytes) => {
-            let mut r = response::with_body(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                bytes.into_owned(),
-            );
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
-        }
-        None => response::error(
+/// An HTML page of the site (`no-cache`: revalidated with its `ETag` on every visit).
+async fn page(app: &App, req: &Request<Incoming>, name: &str) -> Resp {
+    match files::site(app, req, name).await {
+        Ok(resp) => resp,
+        Err(_) => response::error(
             StatusCode::NOT_FOUND,
             "page_missing",
             &format!("The page {name} is missing from the site files."),
@@ -234,28 +223,18 @@ fn page(app: &App, name: &str) -> Resp {
     }
 }
 
-/// A public site asset (not an HTML page).
-fn public_asset(app: &App, method: &Method, path: &str) -> Option<Resp> {
-    if *method != Method::GET && *method != Method::HEAD {
+/// A public site asset (not an HTML page) by its path from the site root (`/app.js`,
+/// `/vendor/marked.min.js`), served by the static file engine (ETag, ranges, cache lifetimes).
+async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<Resp> {
+    if *req.method() != Method::GET && *req.method() != Method::HEAD {
         return None;
     }
     let rel = path.strip_prefix('/')?;
-    if rel.is_empty() || rel.ends_with(".html") || rel.starts_with("media/") {
+    if rel.is_empty() || rel.ends_with(".html") || files::is_media(path) {
         return None;
     }
-    let bytes = app.www.get(rel)?;
-    let mime = mime_guess::from_path(rel).first_or_octet_stream();
-    let mut r = response::with_body(
-        StatusCode::OK,
-        "application/octet-stream",
-        bytes.into_owned(),
-    );
-    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
-        r.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Some(r)
+    // A refused or missing name is not an asset: the routes below (and the login gate) decide.
+    files::site(app, req, rel).await.ok()
 }
 
 fn ca_cert(app: &App) -> Resp {

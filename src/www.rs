@@ -2,7 +2,9 @@
 //! the binary so one file is a complete install; `--www DIR` on disk overrides them.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use include_dir::{include_dir, Dir};
 
@@ -17,8 +19,25 @@ impl Www {
         Www { dir }
     }
 
+    /// The folder given with `--www`, whose files replace the embedded ones.
+    pub fn disk_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// An embedded file with its validator, by its path relative to `www/`. The caller has checked
+    /// the path (see `files::parse_rel`).
+    pub fn embedded(&self, rel: &str) -> Option<SiteFile> {
+        let file = EMBEDDED.get_file(rel)?;
+        let etag = embedded_etags().get(rel)?;
+        Some(SiteFile {
+            contents: file.contents(),
+            etag,
+        })
+    }
+
     /// The bytes of a site file by its path relative to `www/` (`index.html`, `vendor/x.js`).
     /// Paths with `..`, backslashes, NUL or hidden parts are refused.
+    #[allow(dead_code)] // kept for routes that need the raw bytes of a site file
     pub fn get(&self, rel: &str) -> Option<Cow<'static, [u8]>> {
         if rel.is_empty()
             || rel.contains('\\')
@@ -35,5 +54,37 @@ impl Www {
             };
         }
         EMBEDDED.get_file(rel).map(|f| Cow::Borrowed(f.contents()))
+    }
+}
+
+/// An embedded site file: its bytes and an entity tag derived from them.
+pub struct SiteFile {
+    pub contents: &'static [u8],
+    /// Opaque tag (without quotes): the first 128 bits of the SHA-256 of the contents. Embedded
+    /// files have no modification time, so the content hash is the only validator; it is the same
+    /// for every build of the same bytes.
+    pub etag: &'static str,
+}
+
+/// Entity tags of every embedded file, computed once on first use (a few milliseconds for the
+/// whole site).
+fn embedded_etags() -> &'static HashMap<String, String> {
+    static ETAGS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ETAGS.get_or_init(|| {
+        let mut tags = HashMap::new();
+        collect_etags(&EMBEDDED, &mut tags);
+        tags
+    })
+}
+
+fn collect_etags(dir: &'static Dir<'static>, tags: &mut HashMap<String, String>) {
+    use sha2::{Digest, Sha256};
+    for file in dir.files() {
+        let digest = Sha256::digest(file.contents());
+        let tag = hex::encode(&digest[..16]);
+        tags.insert(file.path().to_string_lossy().into_owned(), tag);
+    }
+    for sub in dir.dirs() {
+        collect_etags(sub, tags);
     }
 }

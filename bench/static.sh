@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Static files benchmark (issue 5): hermes-edge (release build) beside nginx in the same run.
+#   1. download throughput of a 20 MiB file from /media/ (wrk, 1 connection and 8 connections)
+#   2. requests/s for a 100 KiB asset from /media/ (wrk HTTP/1.1 keep-alive, h2load HTTP/2)
+# Same certificate, same files, same headers (security headers, ETag, Last-Modified, Accept-Ranges,
+# Cache-Control, Access-Control-Allow-Origin). Loopback only; every run is bounded in time.
+# Targets: throughput >= 0.9x nginx, requests/s >= nginx.
+# Usage: bash bench/static.sh [seconds] [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-6}
+ROUNDS=${2:-3}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q
+
+work=$(mktemp -d /tmp/hermes-edge-static-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
+
+mkdir -p "$work/media" "$work/nginx"
+# nginx workers run as an unprivileged user: let them read the files.
+chmod 755 "$work" "$work/media"
+head -c $((20 * 1024 * 1024)) /dev/urandom > "$work/media/big.mp4"
+head -c $((100 * 1024)) /dev/urandom > "$work/media/asset.js"
+chmod 644 "$work/media/"*
+cat > "$work/edge.toml" <<TOML
+[media]
+dir = "$work/media"
+public = true
+[limits]
+# The per-IP limit protects the public site; one load generator on one IP would only measure it.
+requests_per_second_per_ip = 100000000
+request_burst_per_ip = 100000000
+max_connections = 100000
+TOML
+HERMES_EDGE_ADMIN_PASSWORD=bench-password-1 RUST_LOG=warn ./target/release/hermes-edge \
+  --config "$work/edge.toml" --listen 127.0.0.1:$EDGE_PORT --http-listen off \
+  --certs-dir "$work/certs" --data-dir "$work/data" > "$work/edge.out" 2>&1 &
+pids+=($!); EDGE_PID=$!
+for _ in $(seq 100); do grep -q '^ready ' "$work/edge.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^ready ' "$work/edge.out" || { cat "$work/edge.out"; exit 1; }
+
+# nginx with the very certificate hermes-edge serves, the same files and the same headers.
+cat "$work/certs/local-leaf.crt" "$work/certs/local-ca.crt" > "$work/nginx/chain.pem"
+cp "$work/certs/local-leaf.key" "$work/nginx/key.pem"
+CSP="default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  types { video/mp4 mp4; text/javascript js; }
+  charset utf-8;
+  charset_types text/javascript;
+  sendfile on;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:10m;
+  ssl_session_tickets on;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    http2 on;
+    ssl_certificate $work/nginx/chain.pem;
+    ssl_certificate_key $work/nginx/key.pem;
+    location /media/ {
+      alias $work/media/;
+      add_header Strict-Transport-Security "max-age=86400" always;
+      add_header Content-Security-Policy "$CSP" always;
+      add_header X-Frame-Options DENY always;
+      add_header X-Content-Type-Options nosniff always;
+      add_header Referrer-Policy no-referrer always;
+      add_header Cross-Origin-Opener-Policy same-origin always;
+      add_header Cache-Control "public, max-age=0, must-revalidate" always;
+      add_header Access-Control-Allow-Origin "*" always;
+    }
+  }
+}
+NGINX
+# Debian's nginx 1.22 wants "listen ... ssl http2" instead of "http2 on".
+if ! nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" >/dev/null 2>&1; then
+  sed -i "s/listen 127.0.0.1:$NGINX_PORT ssl;/listen 127.0.0.1:$NGINX_PORT ssl http2;/; /http2 on;/d" "$work/nginx/nginx.conf"
+fi
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
+pids+=($!)
+sleep 0.5
+
+# Both answer the same bytes with the same kind of headers before anything is measured.
+for port in $EDGE_PORT $NGINX_PORT; do
+  for f in big.mp4:$((20 * 1024 * 1024)) asset.js:$((100 * 1024)); do
+    u="https://127.0.0.1:$port/media/${f%%:*}"
+    got=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' "$u")
+    [[ $got == "200 ${f##*:}" ]] || { echo "bench: $u answered $got, expected 200 ${f##*:}"; exit 1; }
+  done
+  heads=$(curl -sk -D - -o /dev/null "https://127.0.0.1:$port/media/asset.js" | tr -d '\r' | tr 'A-Z' 'a-z')
+  for h in etag last-modified accept-ranges cache-control access-control-allow-origin content-security-policy; do
+    grep -q "^$h:" <<<"$heads" || { echo "bench: port $port lacks $h"; echo "$heads"; exit 1; }
+  done
+done
+cmp <(curl -sk "https://127.0.0.1:$EDGE_PORT/media/big.mp4") "$work/media/big.mp4"
+
+# wrk prints "Transfer/sec: 1.23GB"; convert to MiB/s.
+mibs() { awk '/Transfer\/sec/ {v=$2; u=v; gsub(/[0-9.]/,"",u); sub(/[A-Za-z]+$/,"",v);
+  m=(u=="GB")?1024:(u=="MB")?1:(u=="KB")?1/1024:1/1048576; printf "%d\n", v*m}'; }
+tput1() { wrk -t1 -c1 -d${SECS}s "$1" 2>/dev/null | mibs; }
+tput8() { wrk -t2 -c8 -d${SECS}s "$1" 2>/dev/null | mibs; }
+h1() { wrk -t2 -c64 -d${SECS}s "$1" 2>/dev/null | awk '/Requests\/sec/ {print int($2)}'; }
+h2() { timeout $((SECS + 20)) h2load -c64 -m10 -t2 -D $SECS "$1" 2>/dev/null | awk '/^finished in/ {gsub(/,/,""); print int($4)}'; }
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A R
+for round in $(seq "$ROUNDS"); do
+  for who in edge nginx; do
+    port=$EDGE_PORT; [[ $who == nginx ]] && port=$NGINX_PORT
+    R[$who.t1]+="$(tput1 "https://127.0.0.1:$port/media/big.mp4") "
+    R[$who.t8]+="$(tput8 "https://127.0.0.1:$port/media/big.mp4") "
+    R[$who.h1]+="$(h1 "https://127.0.0.1:$port/media/asset.js") "
+    R[$who.h2]+="$(h2 "https://127.0.0.1:$port/media/asset.js") "
+  done
+  echo "round $round: edge ${R[edge.t1]}/${R[edge.t8]} MiB/s, ${R[edge.h1]}/${R[edge.h2]} req/s | nginx ${R[nginx.t1]}/${R[nginx.t8]} MiB/s, ${R[nginx.h1]}/${R[nginx.h2]} req/s" >&2
+done
+
+printf '\n| workload (%ss runs, median of %s rounds) | hermes-edge | nginx | ratio | target |\n|---|---|---|---|---|\n' "$SECS" "$ROUNDS"
+for k in t1 t8 h1 h2; do
+  e=$(echo ${R[edge.$k]} | tr ' ' '\n' | median); n=$(echo ${R[nginx.$k]} | tr ' ' '\n' | median)
+  case $k in
+    t1) label="20 MiB download, MiB/s, 1 connection (wrk -t1 -c1)"; target="≥ 0.9x" ;;
+    t8) label="20 MiB download, MiB/s, 8 connections (wrk -t2 -c8)"; target="≥ 0.9x" ;;
+    h1) label="100 KiB asset, HTTP/1.1 keep-alive req/s (wrk -t2 -c64)"; target="≥ 1.0x" ;;
+    h2) label="100 KiB asset, HTTP/2 req/s (h2load -c64 -m10 -t2)"; target="≥ 1.0x" ;;
+  esac
+  ratio=$(python3 -c "print(f'{$e/$n:.2f}x' if $n else 'n/a')")
+  printf '| %s | %s | %s | %s | %s |\n' "$label" "$e" "$n" "$ratio" "$target"
+done

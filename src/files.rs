@@ -1,0 +1,1361 @@
+//! The static file engine: one implementation of HTTP file semantics, used for `/media/`, for the
+//! site's own files (embedded in the binary, or a `--www DIR` on disk) and for the custom pages of
+//! `[[routes]]`.
+//!
+//! What it does, per RFC 9110: `GET`/`HEAD`; `Content-Type` from the extension; strong `ETag`s and
+//! `Last-Modified`; the preconditions in the order of RFC 9110 §13.2.2 (`If-Match`,
+//! `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since`); byte ranges (single → `206` with
+//! `Content-Range`, several → `multipart/byteranges`, unsatisfiable → `416`, guarded by `If-Range`);
+//! precompressed `.br`/`.gz` siblings chosen by `Accept-Encoding`, each with its own `ETag`.
+//!
+//! Why one engine: video players and download managers depend on ranges and validators, the login
+//! page's scripts on the same caching rules; one code path keeps them identical and keeps the
+//! safety checks in one place.
+//!
+//! Safety for folders: the URL path is percent-decoded once; `..`, `.`, encoded dots, slashes and
+//! backslashes, NUL and control characters, empty segments and absolute paths are refused (`400`);
+//! hidden names are not found (`404`); the final path is canonicalized and must lie inside the
+//! canonical root, so a symlink that leads out is not found either. Nothing answers `403`.
+//!
+//! Memory: files larger than [`SMALL`] stream from disk in [`CHUNK`] reads, one at a time, only
+//! when the connection asks for more, so memory stays flat whatever the size. A client that goes
+//! away simply drops the body; that is not an error.
+//!
+//! Threads: opening a file, its metadata and a body up to [`SMALL`] are done on the request's own
+//! thread, as nginx does by default: on a local disk these are page-cache operations of a few
+//! microseconds, and a hop to the blocking pool per request cost about 20 % of the CPU of a
+//! 100 KiB asset (more under HTTP/2, where hundreds of streams each took a pool thread). Larger
+//! bodies stream chunk by chunk from the blocking pool, so a big download never holds a worker.
+//! A media folder on slow network storage would stall a worker per request; serve it through
+//! nginx or move it to a local disk.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use crate::app::App;
+use crate::response::{self, Body, BoxError, Resp};
+
+/// Size of one read from disk while streaming.
+const CHUNK: usize = 64 * 1024;
+/// Bodies up to this size are read in one go on the blocking thread that opened the file.
+const SMALL: u64 = 128 * 1024;
+/// More ranges than this in one request are ignored (the whole file is sent instead).
+const MAX_RANGES: usize = 16;
+/// A directory listing shows at most this many entries.
+const MAX_LISTING: usize = 10_000;
+
+/// `/media/` behind the login.
+pub const CACHE_PRIVATE: &str = "private, max-age=0, must-revalidate";
+/// `/media/` when `media.public = true`.
+pub const CACHE_PUBLIC: &str = "public, max-age=0, must-revalidate";
+/// Site files whose name carries a content hash (`app.3f2a9c1b.js`).
+pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// HTML and every other site file: cache, but revalidate with the `ETag` each time.
+pub const CACHE_REVALIDATE: &str = "no-cache";
+
+/// Why a path is refused. Never says more than the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The path is malformed or tries to leave its folder (`400`).
+    BadRequest,
+    /// Nothing to serve there, or not to this client (`404`).
+    NotFound,
+}
+
+impl Refusal {
+    pub fn response(self) -> Resp {
+        match self {
+            Refusal::BadRequest => response::error(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "This address is not a valid file path.",
+            ),
+            Refusal::NotFound => response::not_found(),
+        }
+    }
+}
+
+/// How responses of one kind of file are cached.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub cache_control: &'static str,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points used by the router.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether a raw URL path belongs to `/media/` (including `/media` itself).
+pub fn is_media(path: &str) -> bool {
+    path == "/media" || path.starts_with("/media/")
+}
+
+/// `/media/...` from the configured folder. `Access-Control-Allow-Origin: *` when public.
+pub async fn media<B>(app: &App, req: &Request<B>) -> Resp {
+    let m = &app.config.media;
+    let policy = Policy {
+        cache_control: if m.public {
+            CACHE_PUBLIC
+        } else {
+            CACHE_PRIVATE
+        },
+    };
+    let mut resp = media_inner(&m.dir, m.listing, policy, req).await;
+    if m.public {
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    resp
+}
+
+async fn media_inner<B>(root: &Path, listing: bool, policy: Policy, req: &Request<B>) -> Resp {
+    if let Some(resp) = only_get_head(req.method()) {
+        return resp;
+    }
+    let path = req.uri().path();
+    let Some(raw) = path.strip_prefix("/media/") else {
+        // `/media` itself: the folder, named without its slash.
+        return if listing {
+            response::redirect(StatusCode::PERMANENT_REDIRECT, "/media/")
+        } else {
+            response::not_found()
+        };
+    };
+    let rel = match parse_rel(raw) {
+        Ok(rel) => rel,
+        Err(refusal) => return refusal.response(),
+    };
+    let ask = Ask::new(req.method(), req.headers());
+    // Resolved on this thread; see "Threads" at the top of the file.
+    let outcome = serve_under(root, &rel, &ask, policy, listing);
+    match outcome {
+        Outcome::Reply(reply, body) => reply.into_response(body),
+        Outcome::Refused(refusal) => refusal.response(),
+        Outcome::AddSlash => {
+            response::redirect(StatusCode::PERMANENT_REDIRECT, &format!("{path}/"))
+        }
+        Outcome::Listing(entries) => listing_page(path, &entries, policy),
+    }
+}
+
+/// A site file (`www/`) by its raw URL path relative to the site root, from the `--www` folder if
+/// one is set, else from the copy embedded in the binary. HTML gets `no-cache`, hashed names a year.
+pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp, Refusal> {
+    if let Some(resp) = only_get_head(req.method()) {
+        return Ok(resp);
+    }
+    let rel = parse_rel(raw_rel)?;
+    if rel.dir || rel.segments.is_empty() {
+        return Err(Refusal::NotFound);
+    }
+    let name = rel.segments.join("/");
+    let policy = Policy {
+        cache_control: site_cache_control(&name),
+    };
+    let ask = Ask::new(req.method(), req.headers());
+    if let Some(dir) = app.www.disk_dir() {
+        // Resolved on this thread; see "Threads" at the top of the file.
+        return match serve_under(dir, &rel, &ask, policy, false) {
+            Outcome::Reply(reply, body) => Ok(reply.into_response(body)),
+            Outcome::Refused(r) => Err(r),
+            Outcome::AddSlash | Outcome::Listing(_) => Err(Refusal::NotFound),
+        };
+    }
+    let file = app.www.embedded(&name).ok_or(Refusal::NotFound)?;
+    let br = app.www.embedded(&format!("{name}.br"));
+    let gz = app.www.embedded(&format!("{name}.gz"));
+    let vary = br.is_some() || gz.is_some();
+    let (coding, chosen) = match pick_coding(ask.accept_encoding.as_deref(), |c| match c {
+        Coding::Br => br.is_some(),
+        Coding::Gzip => gz.is_some(),
+    }) {
+        Some(Coding::Br) => (Some(Coding::Br), br.unwrap_or(file)),
+        Some(Coding::Gzip) => (Some(Coding::Gzip), gz.unwrap_or(file)),
+        None => (None, file),
+    };
+    let rep = Rep {
+        len: chosen.contents.len() as u64,
+        etag: chosen.etag.to_string(),
+        modified: None,
+        content_type: content_type(&name),
+        coding,
+        vary,
+    };
+    let plan = decide(&rep, &ask);
+    let reply = Reply::new(&rep, plan, ask.head, policy);
+    let body = memory_body(Bytes::from_static(chosen.contents), &reply.pieces);
+    Ok(reply.into_response(body))
+}
+
+/// A custom page of `[[routes]]`: one file named by the administrator, with the full semantics and
+/// `no-cache`. `Err` when the file cannot be opened.
+pub async fn route_file<B>(req: &Request<B>, file: &Path) -> io::Result<Resp> {
+    if let Some(resp) = only_get_head(req.method()) {
+        return Ok(resp);
+    }
+    let ask = Ask::new(req.method(), req.headers());
+    let file = file.to_path_buf();
+    let policy = Policy {
+        cache_control: CACHE_REVALIDATE,
+    };
+    let result = blocking(move || {
+        let (f, meta) = open_regular(&file)?;
+        let name = file.to_string_lossy().into_owned();
+        let siblings = |c: Coding| {
+            let mut p = file.clone().into_os_string();
+            p.push(c.suffix());
+            let p = PathBuf::from(p);
+            is_regular(&p).then_some(p)
+        };
+        Ok(serve_open(
+            f,
+            meta,
+            &name,
+            siblings,
+            open_regular,
+            &ask,
+            policy,
+        ))
+    })
+    .await;
+    result.map(|(reply, body)| reply.into_response(body))
+}
+
+fn only_get_head(method: &Method) -> Option<Resp> {
+    if *method == Method::GET || *method == Method::HEAD {
+        return None;
+    }
+    let mut r = response::method_not_allowed();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(r)
+}
+
+/// Runs file-system work on tokio's blocking pool.
+async fn blocking<T>(f: impl FnOnce() -> T + Send + 'static) -> T
+where
+    T: From<JoinFailed> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| T::from(JoinFailed))
+}
+
+/// A blocking task that panicked or was cancelled (only at shutdown).
+struct JoinFailed;
+
+impl From<JoinFailed> for Outcome {
+    fn from(_: JoinFailed) -> Outcome {
+        Outcome::Refused(Refusal::NotFound)
+    }
+}
+
+impl<T> From<JoinFailed> for io::Result<T> {
+    fn from(_: JoinFailed) -> io::Result<T> {
+        Err(io::Error::other("file task failed"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths.
+// ---------------------------------------------------------------------------------------------
+
+/// A URL path below a root, checked and decoded: the names to join, and whether it ended in `/`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RelPath {
+    pub segments: Vec<String>,
+    pub dir: bool,
+}
+
+/// Decodes a raw (still percent-encoded) URL path relative to a root, refusing anything that could
+/// name a place outside it or a hidden file. Decodes exactly once.
+pub fn parse_rel(raw: &str) -> Result<RelPath, Refusal> {
+    if raw.contains('\\') {
+        return Err(Refusal::BadRequest);
+    }
+    let lower = raw.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|b| lower.contains(b))
+    {
+        return Err(Refusal::BadRequest);
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    let text = String::from_utf8(decoded).map_err(|_| Refusal::BadRequest)?;
+    if text.chars().any(|c| c.is_control() || c == '\\') || text.starts_with('/') {
+        return Err(Refusal::BadRequest);
+    }
+    if text.is_empty() {
+        return Ok(RelPath {
+            segments: Vec::new(),
+            dir: true,
+        });
+    }
+    let (body, dir) = match text.strip_suffix('/') {
+        Some(b) => (b, true),
+        None => (text.as_str(), false),
+    };
+    let mut segments = Vec::new();
+    for seg in body.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err(Refusal::BadRequest);
+        }
+        if seg.starts_with('.') {
+            return Err(Refusal::NotFound);
+        }
+        segments.push(seg.to_string());
+    }
+    Ok(RelPath { segments, dir })
+}
+
+/// The canonical form of a served folder, remembered per folder: resolving it again would cost a
+/// `readlink` per path component on every request. A path that seems to fall outside the
+/// remembered form is checked once more against a fresh one, so a folder that is moved or
+/// re-pointed is followed (and files are always looked up through the configured path).
+fn canonical_root(root: &Path, fresh: bool) -> Option<PathBuf> {
+    static ROOTS: OnceLock<Mutex<HashMap<PathBuf, PathBuf>>> = OnceLock::new();
+    let roots = ROOTS.get_or_init(Default::default);
+    if !fresh {
+        if let Some(c) = roots.lock().ok()?.get(root) {
+            return Some(c.clone());
+        }
+    }
+    let canonical = std::fs::canonicalize(root).ok()?;
+    roots
+        .lock()
+        .ok()?
+        .insert(root.to_path_buf(), canonical.clone());
+    Some(canonical)
+}
+
+/// The canonical form of `path` (a path below the configured `root`), if it exists, lies inside
+/// the canonical root and has no hidden component below it.
+fn confine(root: &Path, path: &Path) -> Result<PathBuf, Refusal> {
+    let canonical = std::fs::canonicalize(path).map_err(|_| Refusal::NotFound)?;
+    let mut root_c = canonical_root(root, false).ok_or(Refusal::NotFound)?;
+    if !canonical.starts_with(&root_c) {
+        root_c = canonical_root(root, true).ok_or(Refusal::NotFound)?;
+    }
+    let inside = canonical
+        .strip_prefix(&root_c)
+        .map_err(|_| Refusal::NotFound)?;
+    let hidden = inside.components().any(|c| match c {
+        Component::Normal(name) => name.to_string_lossy().starts_with('.'),
+        _ => true,
+    });
+    if hidden {
+        return Err(Refusal::NotFound);
+    }
+    Ok(canonical)
+}
+
+/// Opens a regular file without blocking on FIFOs or devices, and reads its metadata from the
+/// open handle (so what is checked is what is sent).
+fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
+    let (file, meta) = open_any(path)?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "not a regular file",
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// Opens a file or directory for reading without blocking (FIFOs), with its metadata.
+fn open_any(path: &Path) -> io::Result<(File, Metadata)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, meta))
+}
+
+enum NoFollow {
+    Opened(File),
+    /// A symbolic link is on the way (or the kernel cannot tell): resolve and check first.
+    Symlink,
+    Missing,
+}
+
+/// Set when the kernel has no `openat2` (before Linux 5.6) or a sandbox forbids it.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Opens `path` for reading, refusing every symbolic link on the way, in one system call
+/// (`openat2` with `RESOLVE_NO_SYMLINKS`).
+fn open_no_symlinks(path: &Path) -> NoFollow {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    if NO_OPENAT2.load(Ordering::Relaxed) {
+        return NoFollow::Symlink;
+    }
+    let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return NoFollow::Missing;
+    };
+    // SAFETY: `open_how` is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a NUL-terminated path and a live `open_how` of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            cpath.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+        return NoFollow::Opened(unsafe { File::from_raw_fd(fd as i32) });
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ELOOP) => NoFollow::Symlink,
+        Some(libc::ENOSYS | libc::EPERM | libc::E2BIG | libc::EINVAL) => {
+            NO_OPENAT2.store(true, Ordering::Relaxed);
+            NoFollow::Symlink
+        }
+        _ => NoFollow::Missing,
+    }
+}
+
+/// Opens a canonical path (no symlinks in it by construction). With `openat2` a symlink swapped
+/// in after the check is refused; without it the plain open is the best there is.
+fn open_resolved(path: &Path) -> Option<File> {
+    match open_no_symlinks(path) {
+        NoFollow::Opened(f) => Some(f),
+        NoFollow::Symlink if NO_OPENAT2.load(Ordering::Relaxed) => {
+            open_any(path).ok().map(|(f, _)| f)
+        }
+        _ => None,
+    }
+}
+
+enum Outcome {
+    Reply(Reply, Body),
+    Refused(Refusal),
+    /// A directory named without its trailing slash (listing on).
+    AddSlash,
+    /// A directory listing: (name, is_dir), sorted.
+    Listing(Vec<(String, bool)>),
+}
+
+/// Resolves and serves `rel` below `root` (blocking).
+fn serve_under(root: &Path, rel: &RelPath, ask: &Ask, policy: Policy, listing: bool) -> Outcome {
+    let mut joined = root.to_path_buf();
+    for seg in &rel.segments {
+        joined.push(seg);
+    }
+    // Fast path: no symbolic link anywhere on the path, so the validated names alone keep it
+    // inside the root. Otherwise resolve it, check where it leads, and open exactly that.
+    let (file, target, direct) = match open_no_symlinks(&joined) {
+        NoFollow::Opened(file) => (file, joined.clone(), true),
+        NoFollow::Missing => return Outcome::Refused(Refusal::NotFound),
+        NoFollow::Symlink => {
+            let target = match confine(root, &joined) {
+                Ok(t) => t,
+                Err(r) => return Outcome::Refused(r),
+            };
+            match open_resolved(&target) {
+                Some(file) => (file, target, false),
+                None => return Outcome::Refused(Refusal::NotFound),
+            }
+        }
+    };
+    // Look at the open handle: what is checked is what is sent.
+    let Ok(meta) = file.metadata() else {
+        return Outcome::Refused(Refusal::NotFound);
+    };
+    if meta.is_dir() {
+        if !listing {
+            return Outcome::Refused(Refusal::NotFound);
+        }
+        if !rel.dir {
+            return Outcome::AddSlash;
+        }
+        return Outcome::Listing(list_dir(root, &target));
+    }
+    if rel.dir || !meta.is_file() {
+        // `file.txt/` names a folder that does not exist; FIFOs and devices are never served.
+        return Outcome::Refused(Refusal::NotFound);
+    }
+    let name = rel.segments.last().cloned().unwrap_or_default();
+    let siblings = |c: Coding| {
+        let mut p = joined.clone().into_os_string();
+        p.push(c.suffix());
+        let p = PathBuf::from(p);
+        // One stat for the common case of no sibling; the full check only for a symlink.
+        let lmeta = std::fs::symlink_metadata(&p).ok()?;
+        if direct && lmeta.is_file() {
+            return Some(p);
+        }
+        if !is_regular(&p) {
+            return None;
+        }
+        confine(root, &p).ok()
+    };
+    let open_sibling = |p: &Path| {
+        let file = match open_no_symlinks(p) {
+            NoFollow::Opened(f) => f,
+            _ => open_resolved(p).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?,
+        };
+        let meta = file.metadata()?;
+        if meta.is_file() {
+            Ok((file, meta))
+        } else {
+            Err(io::Error::from(io::ErrorKind::NotFound))
+        }
+    };
+    let (reply, body) = serve_open(file, meta, &name, siblings, open_sibling, ask, policy);
+    Outcome::Reply(reply, body)
+}
+
+fn is_regular(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Serves an open file, or its precompressed sibling when the client takes it (blocking).
+/// `sibling` names the `.br`/`.gz` file next to it when that exists and may be served.
+fn serve_open(
+    file: File,
+    meta: Metadata,
+    name: &str,
+    sibling: impl Fn(Coding) -> Option<PathBuf>,
+    open: impl Fn(&Path) -> io::Result<(File, Metadata)>,
+    ask: &Ask,
+    policy: Policy,
+) -> (Reply, Body) {
+    let br = sibling(Coding::Br);
+    let gz = sibling(Coding::Gzip);
+    let (has_br, has_gz) = (br.is_some(), gz.is_some());
+    let mut chosen = (file, meta, None);
+    if has_br || has_gz {
+        let pick = pick_coding(ask.accept_encoding.as_deref(), |c| match c {
+            Coding::Br => has_br,
+            Coding::Gzip => has_gz,
+        });
+        let path = match pick {
+            Some(Coding::Br) => br,
+            Some(Coding::Gzip) => gz,
+            None => None,
+        };
+        if let Some(Ok((f, m))) = path.map(|p| open(&p)) {
+            chosen = (f, m, pick);
+        }
+    }
+    let (file, meta, coding) = chosen;
+    let rep = Rep {
+        len: meta.len(),
+        etag: disk_etag(&meta, coding),
+        modified: meta.modified().ok().and_then(whole_seconds),
+        content_type: content_type(name),
+        coding,
+        vary: has_br || has_gz,
+    };
+    let plan = decide(&rep, ask);
+    let reply = Reply::new(&rep, plan, ask.head, policy);
+    let body = disk_body(file, &reply.pieces);
+    (reply, body)
+}
+
+/// Entries of a directory that may be shown: not hidden, not leading out of the root.
+fn list_dir(root: &Path, dir: &Path) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten().take(MAX_LISTING) {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let Ok(target) = confine(root, &entry.path()) else {
+            continue;
+        };
+        match std::fs::metadata(&target) {
+            Ok(m) if m.is_dir() => out.push((name, true)),
+            Ok(m) if m.is_file() => out.push((name, false)),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+fn listing_page(url_path: &str, entries: &[(String, bool)], policy: Policy) -> Resp {
+    let title = html_escape(&percent_encoding::percent_decode_str(url_path).decode_utf8_lossy());
+    let mut html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<ul>\n"
+    );
+    if url_path != "/media/" {
+        html.push_str("<li><a href=\"../\">../</a></li>\n");
+    }
+    for (name, is_dir) in entries {
+        let href = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        let slash = if *is_dir { "/" } else { "" };
+        html.push_str(&format!(
+            "<li><a href=\"{href}{slash}\">{}{slash}</a></li>\n",
+            html_escape(name)
+        ));
+    }
+    html.push_str("</ul></body></html>\n");
+    let mut r = response::with_body(StatusCode::OK, "text/html; charset=utf-8", html);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(policy.cache_control),
+    );
+    r
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Representations and the decision what to send.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Br,
+    Gzip,
+}
+
+impl Coding {
+    fn token(self) -> &'static str {
+        match self {
+            Coding::Br => "br",
+            Coding::Gzip => "gzip",
+        }
+    }
+    fn suffix(self) -> &'static str {
+        match self {
+            Coding::Br => ".br",
+            Coding::Gzip => ".gz",
+        }
+    }
+}
+
+/// What is known about the bytes that would be sent.
+struct Rep {
+    len: u64,
+    /// Opaque tag, without quotes.
+    etag: String,
+    /// Whole seconds (HTTP dates have no finer resolution).
+    modified: Option<SystemTime>,
+    content_type: String,
+    coding: Option<Coding>,
+    /// Precompressed siblings exist, so the answer depends on `Accept-Encoding`.
+    vary: bool,
+}
+
+/// The request headers that matter, copied so the decision can run on a blocking thread.
+#[derive(Debug, Default, Clone)]
+pub struct Ask {
+    head: bool,
+    accept_encoding: Option<String>,
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
+    if_unmodified_since: Option<String>,
+    range: Option<String>,
+    if_range: Option<String>,
+}
+
+impl Ask {
+    pub fn new(method: &Method, headers: &HeaderMap) -> Ask {
+        // Repeated fields are joined as a list; a date sent twice then fails to parse and is
+        // ignored, as RFC 9110 asks.
+        let get = |name: HeaderName| {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next()?.to_str().ok()?.to_string();
+            values.try_fold(first, |mut acc, v| {
+                acc.push_str(", ");
+                acc.push_str(v.to_str().ok()?);
+                Some(acc)
+            })
+        };
+        Ask {
+            head: *method == Method::HEAD,
+            accept_encoding: get(header::ACCEPT_ENCODING),
+            if_match: get(header::IF_MATCH),
+            if_none_match: get(header::IF_NONE_MATCH),
+            if_modified_since: get(header::IF_MODIFIED_SINCE),
+            if_unmodified_since: get(header::IF_UNMODIFIED_SINCE),
+            range: get(header::RANGE),
+            if_range: get(header::IF_RANGE),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    NotModified,
+    PreconditionFailed,
+    Unsatisfiable,
+    Whole,
+    /// Inclusive byte ranges, in the order asked; one → a plain `206`, several → multipart.
+    Ranges(Vec<(u64, u64)>),
+}
+
+/// RFC 9110 §13.2.2: preconditions first, then the range.
+fn decide(rep: &Rep, ask: &Ask) -> Plan {
+    if let Some(list) = &ask.if_match {
+        if !etag_list_matches(list, &rep.etag, true) {
+            return Plan::PreconditionFailed;
+        }
+    } else if let (Some(date), Some(modified)) = (&ask.if_unmodified_since, rep.modified) {
+        if httpdate::parse_http_date(date).is_ok_and(|d| modified > d) {
+            return Plan::PreconditionFailed;
+        }
+    }
+    if let Some(list) = &ask.if_none_match {
+        if etag_list_matches(list, &rep.etag, false) {
+            return Plan::NotModified;
+        }
+    } else if let (Some(date), Some(modified)) = (&ask.if_modified_since, rep.modified) {
+        if httpdate::parse_http_date(date).is_ok_and(|d| modified <= d) {
+            return Plan::NotModified;
+        }
+    }
+    // Range requests are defined for GET only.
+    let Some(range) = ask.range.as_deref().filter(|_| !ask.head) else {
+        return Plan::Whole;
+    };
+    if let Some(cond) = &ask.if_range {
+        if !if_range_holds(cond, rep) {
+            return Plan::Whole;
+        }
+    }
+    match parse_ranges(range, rep.len) {
+        Ranges::Ignore => Plan::Whole,
+        Ranges::Unsatisfiable => Plan::Unsatisfiable,
+        Ranges::Satisfiable(ranges) => {
+            if ranges.len() > 1 && (ranges.len() > MAX_RANGES || overlapping(&ranges)) {
+                // RFC 9110 §14.2 allows ignoring many or overlapping ranges; the whole file
+                // costs less than many copies of the same bytes.
+                Plan::Whole
+            } else {
+                Plan::Ranges(ranges)
+            }
+        }
+    }
+}
+
+fn overlapping(ranges: &[(u64, u64)]) -> bool {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|w| w[1].0 <= w[0].1)
+}
+
+/// Entity tags in a list header (`"a", W/"b"`): (weak, opaque tag). Stops at the first malformed
+/// element.
+fn parse_etags(list: &str) -> Vec<(bool, &str)> {
+    let mut out = Vec::new();
+    let mut rest = list;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            break;
+        }
+        let weak = match rest.strip_prefix("W/") {
+            Some(r) => {
+                rest = r;
+                true
+            }
+            None => false,
+        };
+        let Some(r) = rest.strip_prefix('"') else {
+            break;
+        };
+        let Some(end) = r.find('"') else {
+            break;
+        };
+        out.push((weak, &r[..end]));
+        rest = &r[end + 1..];
+    }
+    out
+}
+
+/// `If-Match` uses the strong comparison, `If-None-Match` the weak one (RFC 9110 §8.8.3.2).
+fn etag_list_matches(list: &str, current: &str, strong: bool) -> bool {
+    if list.trim() == "*" {
+        return true;
+    }
+    parse_etags(list)
+        .into_iter()
+        .any(|(weak, tag)| !(strong && weak) && tag == current)
+}
+
+/// `If-Range`: an entity tag (strong comparison) or the exact `Last-Modified` date.
+fn if_range_holds(cond: &str, rep: &Rep) -> bool {
+    let cond = cond.trim();
+    if cond.starts_with('"') {
+        return parse_etags(cond) == [(false, rep.etag.as_str())];
+    }
+    if cond.starts_with("W/") {
+        return false;
+    }
+    match (httpdate::parse_http_date(cond), rep.modified) {
+        (Ok(date), Some(modified)) => date == modified,
+        _ => false,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ranges {
+    /// Not a byte range set we understand: send the whole file.
+    Ignore,
+    Unsatisfiable,
+    Satisfiable(Vec<(u64, u64)>),
+}
+
+/// Parses `bytes=0-99, 200-, -50` against a length (RFC 9110 §14.1.2).
+fn parse_ranges(value: &str, len: u64) -> Ranges {
+    let Some((unit, set)) = value.trim().split_once('=') else {
+        return Ranges::Ignore;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return Ranges::Ignore;
+    }
+    let number = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // All digits but too large: as far beyond the end as can be.
+        Some(s.parse().unwrap_or(u64::MAX))
+    };
+    let mut out = Vec::new();
+    let mut any = false;
+    for spec in set.split(',') {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            continue;
+        }
+        any = true;
+        let Some((first, last)) = spec.split_once('-') else {
+            return Ranges::Ignore;
+        };
+        let (first, last) = (first.trim(), last.trim());
+        if first.is_empty() {
+            let Some(suffix) = number(last) else {
+                return Ranges::Ignore;
+            };
+            if suffix > 0 && len > 0 {
+                out.push((len.saturating_sub(suffix), len - 1));
+            }
+            continue;
+        }
+        let Some(first) = number(first) else {
+            return Ranges::Ignore;
+        };
+        let last = if last.is_empty() {
+            None
+        } else {
+            match number(last) {
+                Some(l) if l >= first => Some(l),
+                _ => return Ranges::Ignore,
+            }
+        };
+        if first < len {
+            out.push((first, last.map_or(len - 1, |l| l.min(len - 1))));
+        }
+    }
+    if !any {
+        Ranges::Ignore
+    } else if out.is_empty() {
+        Ranges::Unsatisfiable
+    } else {
+        Ranges::Satisfiable(out)
+    }
+}
+
+/// The precompressed coding to send, if any: the highest `q` among the available ones, `br`
+/// before `gzip` on a tie, never one with `q=0`, and not one the client likes less than
+/// `identity` when it says so.
+fn pick_coding(accept: Option<&str>, available: impl Fn(Coding) -> bool) -> Option<Coding> {
+    let accept = accept?;
+    let (mut br, mut gzip, mut identity, mut star) = (None, None, None, None);
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut q = 1.0f32;
+        for p in parts {
+            if let Some((k, v)) = p.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("q") {
+                    q = v.trim().parse::<f32>().unwrap_or(0.0).clamp(0.0, 1.0);
+                }
+            }
+        }
+        match name.as_str() {
+            "br" => br = Some(q),
+            "gzip" | "x-gzip" => gzip = Some(q),
+            "identity" => identity = Some(q),
+            "*" => star = Some(q),
+            _ => {}
+        }
+    }
+    let floor = identity.or(star).unwrap_or(0.0);
+    let mut best: Option<(Coding, f32)> = None;
+    for (coding, q) in [(Coding::Br, br.or(star)), (Coding::Gzip, gzip.or(star))] {
+        let Some(q) = q else { continue };
+        if q <= 0.0 || q < floor || !available(coding) {
+            continue;
+        }
+        if best.is_none_or(|(_, b)| q > b) {
+            best = Some((coding, q));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+/// `Content-Type` from the extension; text gets `charset=utf-8`.
+pub fn content_type(name: &str) -> String {
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    let essence = mime.essence_str();
+    let texty = mime.type_() == mime_guess::mime::TEXT
+        || matches!(
+            essence,
+            "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
+        );
+    if texty && mime.get_param("charset").is_none() {
+        format!("{essence}; charset=utf-8")
+    } else {
+        mime.to_string()
+    }
+}
+
+/// Hashed asset names (a hex run of 8+ characters with a digit, like `app.3f2a9c1b.js`) never
+/// change content, so they may be cached for a year; everything else revalidates.
+pub fn site_cache_control(name: &str) -> &'static str {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
+    let hashed = stem.split(['.', '-', '_']).any(|part| {
+        part.len() >= 8
+            && part.bytes().all(|b| b.is_ascii_hexdigit())
+            && part.bytes().any(|b| b.is_ascii_digit())
+    });
+    if hashed && !file.ends_with(".html") {
+        CACHE_IMMUTABLE
+    } else {
+        CACHE_REVALIDATE
+    }
+}
+
+/// A strong tag from what changes when the file does: inode, length, modification time in
+/// nanoseconds, and the coding of the sibling.
+fn disk_etag(meta: &Metadata, coding: Option<Coding>) -> String {
+    let nanos = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    let suffix = coding.map_or(String::new(), |c| format!("-{}", c.token()));
+    format!("{:x}-{:x}-{:x}{suffix}", meta.ino(), meta.len(), nanos)
+}
+
+fn whole_seconds(t: SystemTime) -> Option<SystemTime> {
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The answer.
+// ---------------------------------------------------------------------------------------------
+
+/// A piece of a body: literal bytes (multipart headers) or a range of the file `[start, end)`.
+#[derive(Debug, Clone)]
+enum Piece {
+    Lit(Bytes),
+    Range(u64, u64),
+}
+
+/// Status, headers and the pieces of the body, before the bytes are fetched.
+struct Reply {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    content_length: Option<u64>,
+    pieces: Vec<Piece>,
+    json: Option<serde_json::Value>,
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+impl Reply {
+    fn new(rep: &Rep, plan: Plan, head: bool, policy: Policy) -> Reply {
+        let mut headers = vec![
+            (header::ETAG, hv(&format!("\"{}\"", rep.etag))),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(policy.cache_control),
+            ),
+        ];
+        if let Some(m) = rep.modified {
+            headers.push((header::LAST_MODIFIED, hv(&httpdate::fmt_http_date(m))));
+        }
+        if rep.vary {
+            headers.push((header::VARY, HeaderValue::from_static("Accept-Encoding")));
+        }
+        let mut reply = Reply {
+            status: StatusCode::OK,
+            headers,
+            content_length: None,
+            pieces: Vec::new(),
+            json: None,
+        };
+        let bytes = |v: &[(u64, u64)]| -> String {
+            v.iter()
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match plan {
+            Plan::NotModified => {
+                reply.status = StatusCode::NOT_MODIFIED;
+                return reply;
+            }
+            Plan::PreconditionFailed => {
+                reply.status = StatusCode::PRECONDITION_FAILED;
+                reply.json = Some(serde_json::json!({"error": {"code": "precondition_failed",
+                    "message": "The file has changed since the version your request is conditional on."}}));
+                return reply;
+            }
+            Plan::Unsatisfiable => {
+                reply.status = StatusCode::RANGE_NOT_SATISFIABLE;
+                reply
+                    .headers
+                    .push((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
+                reply
+                    .headers
+                    .push((header::CONTENT_RANGE, hv(&format!("bytes */{}", rep.len))));
+                reply.json = Some(
+                    serde_json::json!({"error": {"code": "range_not_satisfiable",
+                    "message": format!("The requested byte range is outside the file, which has {} bytes.", rep.len)}}),
+                );
+                return reply;
+            }
+            Plan::Whole | Plan::Ranges(_) => {}
+        }
+        reply
+            .headers
+            .push((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
+        if let Some(c) = rep.coding {
+            reply.headers.push((
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(c.token()),
+            ));
+        }
+        let pieces = match plan {
+            Plan::Ranges(ranges) if ranges.len() == 1 => {
+                let (a, b) = ranges[0];
+                reply.status = StatusCode::PARTIAL_CONTENT;
+                reply.headers.push((
+                    header::CONTENT_RANGE,
+                    hv(&format!("bytes {}/{}", bytes(&ranges), rep.len)),
+                ));
+                reply
+                    .headers
+                    .push((header::CONTENT_TYPE, hv(&rep.content_type)));
+                vec![Piece::Range(a, b + 1)]
+            }
+            Plan::Ranges(ranges) => {
+                reply.status = StatusCode::PARTIAL_CONTENT;
+                let boundary = format!("hermes-edge-{:016x}", rand::random::<u64>());
+                reply.headers.push((
+                    header::CONTENT_TYPE,
+                    hv(&format!("multipart/byteranges; boundary={boundary}")),
+                ));
+                let mut pieces = Vec::with_capacity(ranges.len() * 2 + 1);
+                for (i, (a, b)) in ranges.iter().enumerate() {
+                    let lead = if i == 0 { "" } else { "\r\n" };
+                    pieces.push(Piece::Lit(Bytes::from(format!(
+                        "{lead}--{boundary}\r\nContent-Type: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n",
+                        rep.content_type, rep.len
+                    ))));
+                    pieces.push(Piece::Range(*a, b + 1));
+                }
+                pieces.push(Piece::Lit(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+                pieces
+            }
+            _ => {
+                reply
+                    .headers
+                    .push((header::CONTENT_TYPE, hv(&rep.content_type)));
+                vec![Piece::Range(0, rep.len)]
+            }
+        };
+        reply.content_length = Some(total_len(&pieces));
+        if !head {
+            reply.pieces = pieces.into_iter().filter(|p| !is_empty(p)).collect();
+        }
+        reply
+    }
+
+    fn into_response(self, body: Body) -> Resp {
+        let mut r = match &self.json {
+            Some(v) => response::json(self.status, v),
+            None => {
+                let mut r = Response::new(body);
+                *r.status_mut() = self.status;
+                r
+            }
+        };
+        let h = r.headers_mut();
+        for (k, v) in self.headers {
+            h.insert(k, v);
+        }
+        if let Some(len) = self.content_length {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        r
+    }
+}
+
+fn total_len(pieces: &[Piece]) -> u64 {
+    pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Lit(b) => b.len() as u64,
+            Piece::Range(a, b) => b - a,
+        })
+        .sum()
+}
+
+fn is_empty(p: &Piece) -> bool {
+    match p {
+        Piece::Lit(b) => b.is_empty(),
+        Piece::Range(a, b) => a >= b,
+    }
+}
+
+fn memory_body(content: Bytes, pieces: &[Piece]) -> Body {
+    let slice = |p: &Piece| match p {
+        Piece::Lit(b) => b.clone(),
+        Piece::Range(a, b) => content.slice(*a as usize..*b as usize),
+    };
+    match pieces {
+        [] => response::empty(),
+        [one] => response::full(slice(one)),
+        many => {
+            let mut all = Vec::new();
+            for p in many {
+                all.extend_from_slice(&slice(p));
+            }
+            response::full(all)
+        }
+    }
+}
+
+/// The body of a file: small bodies are read right away (this runs on the blocking thread that
+/// opened the file); larger ones stream in chunks as the connection asks for them.
+fn disk_body(file: File, pieces: &[Piece]) -> Body {
+    let total = total_len(pieces);
+    if pieces.is_empty() {
+        return response::empty();
+    }
+    if total <= SMALL {
+        let mut all = Vec::with_capacity(total as usize);
+        for p in pieces {
+            match p {
+                Piece::Lit(b) => all.extend_from_slice(b),
+                Piece::Range(a, b) => {
+                    let start = all.len();
+                    all.resize(start + (b - a) as usize, 0);
+                    if let Err(e) = file.read_exact_at(&mut all[start..], *a) {
+                        return error_body(e);
+                    }
+                }
+            }
+        }
+        return response::full(all);
+    }
+    let state = (Arc::new(file), VecDeque::from(pieces.to_vec()));
+    let stream = futures_util::stream::unfold(state, |(file, mut queue)| async move {
+        let piece = queue.pop_front()?;
+        let item = match piece {
+            Piece::Lit(b) => Ok(Frame::data(b)),
+            Piece::Range(start, end) => {
+                let n = (end - start).min(CHUNK as u64);
+                if start + n < end {
+                    queue.push_front(Piece::Range(start + n, end));
+                }
+                let f = file.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n as usize];
+                    f.read_exact_at(&mut buf, start).map(|()| Bytes::from(buf))
+                })
+                .await;
+                match read {
+                    Ok(Ok(bytes)) => Ok(Frame::data(bytes)),
+                    Ok(Err(e)) => {
+                        queue.clear();
+                        tracing::warn!(
+                            "a file being sent could not be read to its end (did it shrink?): {e}"
+                        );
+                        Err(BoxError::from(e))
+                    }
+                    Err(e) => {
+                        queue.clear();
+                        Err(BoxError::from(e))
+                    }
+                }
+            }
+        };
+        Some((item, (file, queue)))
+    });
+    StreamBody::new(stream).boxed_unsync()
+}
+
+/// A body that fails at once, so the connection is cut instead of sending a short file.
+fn error_body(e: io::Error) -> Body {
+    tracing::warn!("a file being sent could not be read: {e}");
+    let failed = futures_util::stream::once(async move { Err::<Frame<Bytes>, BoxError>(e.into()) });
+    StreamBody::new(failed).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_per_rfc_9110() {
+        use Ranges::*;
+        assert_eq!(parse_ranges("bytes=0-9", 100), Satisfiable(vec![(0, 9)]));
+        assert_eq!(parse_ranges("bytes=90-", 100), Satisfiable(vec![(90, 99)]));
+        assert_eq!(parse_ranges("bytes=-10", 100), Satisfiable(vec![(90, 99)]));
+        assert_eq!(parse_ranges("bytes=-500", 100), Satisfiable(vec![(0, 99)]));
+        assert_eq!(
+            parse_ranges("bytes=50-500", 100),
+            Satisfiable(vec![(50, 99)])
+        );
+        assert_eq!(
+            parse_ranges("BYTES = 0-0 , 2-3,", 100),
+            Satisfiable(vec![(0, 0), (2, 3)])
+        );
+        assert_eq!(parse_ranges("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_ranges("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_ranges("bytes=0-0", 0), Unsatisfiable);
+        assert_eq!(
+            parse_ranges("bytes=99999999999999999999999-", 100),
+            Unsatisfiable
+        );
+        assert_eq!(
+            parse_ranges("bytes=200-300,0-1", 100),
+            Satisfiable(vec![(0, 1)])
+        );
+        assert_eq!(parse_ranges("bytes=5-1", 100), Ignore);
+        assert_eq!(parse_ranges("bytes=a-b", 100), Ignore);
+        assert_eq!(parse_ranges("items=0-1", 100), Ignore);
+        assert_eq!(parse_ranges("bytes=", 100), Ignore);
+        assert_eq!(parse_ranges("bytes=1", 100), Ignore);
+        assert_eq!(parse_ranges("bytes=-1-2", 100), Ignore);
+    }
+
+    #[test]
+    fn etag_lists_compare_weakly_or_strongly() {
+        assert!(etag_list_matches("\"a\"", "a", true));
+        assert!(etag_list_matches("W/\"a\"", "a", false));
+        assert!(!etag_list_matches("W/\"a\"", "a", true));
+        assert!(etag_list_matches("\"x\", W/\"a\"", "a", false));
+        assert!(etag_list_matches("\"x,y\",\"a\"", "a", false));
+        assert!(etag_list_matches(" * ", "a", true));
+        assert!(!etag_list_matches("\"b\"", "a", false));
+        assert!(!etag_list_matches("a", "a", false));
+        assert!(!etag_list_matches("\"a", "a", false));
+    }
+
+    #[test]
+    fn accept_encoding_picks_highest_q_and_respects_zero() {
+        let all = |_: Coding| true;
+        assert_eq!(
+            pick_coding(Some("gzip, deflate, br"), all),
+            Some(Coding::Br)
+        );
+        assert_eq!(pick_coding(Some("br;q=0.5, gzip"), all), Some(Coding::Gzip));
+        assert_eq!(pick_coding(Some("br;q=0, gzip;q=0"), all), None);
+        assert_eq!(pick_coding(Some("*"), all), Some(Coding::Br));
+        assert_eq!(pick_coding(Some("*;q=0"), all), None);
+        assert_eq!(pick_coding(Some("*, br;q=0"), all), Some(Coding::Gzip));
+        assert_eq!(pick_coding(Some("identity"), all), None);
+        assert_eq!(pick_coding(Some("gzip;q=0.4, identity;q=0.5"), all), None);
+        assert_eq!(pick_coding(Some("GZIP"), all), Some(Coding::Gzip));
+        assert_eq!(pick_coding(Some("br"), |c| c == Coding::Gzip), None);
+        assert_eq!(pick_coding(None, all), None);
+    }
+
+    #[test]
+    fn rel_paths_refuse_everything_that_could_leave_the_root() {
+        use Refusal::*;
+        let ok = |s: &str| parse_rel(s).map(|r| r.segments.join("|"));
+        assert_eq!(ok("a/b%20c.mp4"), Ok("a|b c.mp4".into()));
+        assert!(parse_rel("").unwrap().dir);
+        assert!(parse_rel("sub/").unwrap().dir);
+        for bad in [
+            "..",
+            "a/../b",
+            "%2e%2e/x",
+            "%2E./x",
+            "a%2fb",
+            "a%2Fb",
+            "a%5cb",
+            "a\\b",
+            "a%00b",
+            "/etc/passwd",
+            "%2fetc",
+            "a//b",
+            "./a",
+            "a/./b",
+            "%ff",
+            "a%0ab",
+        ] {
+            assert_eq!(parse_rel(bad), Err(BadRequest), "{bad}");
+        }
+        assert_eq!(parse_rel(".env"), Err(NotFound));
+        assert_eq!(parse_rel("a/.git/config"), Err(NotFound));
+    }
+
+    #[test]
+    fn hashed_names_are_immutable_and_html_revalidates() {
+        assert_eq!(site_cache_control("app.3f2a9c1b.js"), CACHE_IMMUTABLE);
+        assert_eq!(site_cache_control("vendor/x-0123abcd.css"), CACHE_IMMUTABLE);
+        assert_eq!(site_cache_control("app.js"), CACHE_REVALIDATE);
+        assert_eq!(site_cache_control("deadbeefcafe.js"), CACHE_REVALIDATE);
+        assert_eq!(site_cache_control("index.html"), CACHE_REVALIDATE);
+        assert_eq!(site_cache_control("page.3f2a9c1b.html"), CACHE_REVALIDATE);
+        assert_eq!(site_cache_control("highlight.min.js"), CACHE_REVALIDATE);
+    }
+
+    #[test]
+    fn text_types_carry_utf8() {
+        assert_eq!(content_type("a.txt"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("a.html"), "text/html; charset=utf-8");
+        assert_eq!(content_type("a.mp4"), "video/mp4");
+        assert_eq!(content_type("a.unknownext"), "application/octet-stream");
+    }
+}
