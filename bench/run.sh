@@ -18,6 +18,7 @@ fi
 cargo build --release -q
 
 work=$(mktemp -d /tmp/hermes-edge-bench.XXXXXX)
+chmod 755 "$work"  # nginx workers run as another user
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
