@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Page weight of the chat page (issue 7): signs in to a real hermes-edge, then fetches the chat page
+# and every script, style and image it references, as a browser would (Accept-Encoding: gzip, br),
+# and adds up the bytes on the wire. Usage: bash bench/page-weight.sh [path/to/hermes-edge]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-}
+if [[ -z $BIN ]]; then cargo build --release -q; BIN=target/release/hermes-edge; fi
+
+work=$(mktemp -d /tmp/hermes-edge-weight.XXXXXX)
+pid=
+cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+HERMES_EDGE_ADMIN_PASSWORD=weight-password-1 "$BIN" --listen 127.0.0.1:0 --http-listen off \
+  --certs-dir "$work/certs" --data-dir "$work/data" > "$work/out" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q '^ready ' "$work/out" 2>/dev/null && break; sleep 0.1; done
+addr=$(grep -o 'https_addr=[^ ]*' "$work/out" | cut -d= -f2)
+base="https://localhost:${addr##*:}"
+c=(curl -s --cacert "$work/certs/local-ca.crt" --resolve "localhost:${addr##*:}:127.0.0.1" -b "$work/jar" -c "$work/jar")
+"${c[@]}" -o /dev/null -H "Origin: $base" -d 'username=admin&password=weight-password-1' "$base/login"
+
+total=0
+printf '| file | bytes on the wire | encoding |\n|---|---|---|\n'
+fetch() {
+  local path=$1 line
+  line=$("${c[@]}" -H 'Accept-Encoding: gzip, br' -o /dev/null -D "$work/h" -w '%{http_code} %{size_download}' "$base$path")
+  [[ ${line%% *} == 200 ]] || { echo "page-weight: $path answered ${line%% *}" >&2; exit 1; }
+  local enc; enc=$(awk 'tolower($1)=="content-encoding:" {print $2}' "$work/h" | tr -d '\r')
+  printf '| %s | %s | %s |\n' "$path" "${line#* }" "${enc:-identity}"
+  total=$((total + ${line#* }))
+}
+fetch /
+"${c[@]}" "$base/" > "$work/index.html"
+for asset in $(grep -oE '(src|href)="/[^"]+"' "$work/index.html" | sed -E 's/^(src|href)="//; s/"$//' | grep -v '^/$' | sort -u); do
+  fetch "$asset"
+done
+printf '| **total** | **%s (%s KiB)** | |\n' "$total" "$((total / 1024))"
+(( total <= 300 * 1024 )) || { echo "page-weight: over the 300 KiB target" >&2; exit 1; }
