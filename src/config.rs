@@ -187,8 +187,6 @@ pub struct AcmeSettings {
     pub retry_initial: Duration,
 }
 
-// Some fields are read by modules that are still being written (media, chat).
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub header_read_timeout: Duration,
@@ -203,8 +201,6 @@ pub struct Limits {
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
-// Some fields are read by modules that are still being written (media, chat).
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
     pub dir: PathBuf,
@@ -221,8 +217,6 @@ pub struct AuthConfig {
     pub chat_sends_per_minute_per_user: u32,
 }
 
-// Read by the chat proxy.
-#[allow(dead_code)]
 #[derive(Clone)]
 pub struct ChatConfig {
     /// The Hermes API Server key; never logged, never sent to a browser.
@@ -248,8 +242,6 @@ impl std::fmt::Debug for ChatConfig {
 }
 
 /// The resolved configuration the server runs with.
-// Some fields are read by modules that are still being written (media, chat).
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: Option<PathBuf>,

@@ -210,8 +210,6 @@ pub async fn login_page_redirect<B>(app: &App, req: &Request<B>) -> Option<Resp>
 
 /// The per-user chat-send limit (`auth.chat_sends_per_minute_per_user`): `Some` is the `429`
 /// with `Retry-After` to send back when this user is sending too fast; `None` lets the message go.
-// Called by the chat proxy.
-#[allow(dead_code)]
 pub fn chat_send_limited(app: &App, user: &User) -> Option<Resp> {
     let secs = app.chat_limit.check(&user.id).err()?;
     Some(response::too_many(
