@@ -6,9 +6,11 @@ use std::io::Write;
 use std::path::Path;
 
 fn compressible(name: &str) -> bool {
-    [".html", ".css", ".js", ".svg", ".json", ".txt", ".md", ".map"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
+    [
+        ".html", ".css", ".js", ".svg", ".json", ".txt", ".md", ".map",
+    ]
+    .iter()
+    .any(|ext| name.ends_with(ext))
 }
 
 fn copy(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -170,25 +170,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 (UTC, milliseconds) for a time in milliseconds since the Unix epoch.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    match time::OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            millis
-        ),
-        Err(_) => "1970-01-01T00:00:00.000Z".into(),
-    }
-}
-
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -197,26 +178,37 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A Unix time as a calendar date and time in UTC (the epoch for times out of range).
+fn civil(secs: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn ymd_hms(t: time::OffsetDateTime, date_time_sep: char) -> String {
+    format!(
+        "{:04}-{:02}-{:02}{date_time_sep}{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// RFC 3339 (UTC, milliseconds) for a time in milliseconds since the Unix epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = civil(ms.div_euclid(1000));
+    format!("{}.{:03}Z", ymd_hms(t, 'T'), ms.rem_euclid(1000))
+}
+
 /// Seconds since the Unix epoch as an RFC 3339 UTC time (`2025-01-31T08:05:09Z`).
 pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian), in 400-year eras.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{}Z", ymd_hms(civil(secs), 'T'))
+}
+
+/// Seconds since the Unix epoch for people reading a console: `2026-11-24 10:19:24 UTC`.
+pub fn human_utc(secs: i64) -> String {
+    format!("{} UTC", ymd_hms(civil(secs), ' '))
 }
 
 #[cfg(test)]
@@ -229,5 +221,7 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
         assert_eq!(rfc3339(1_709_164_800 + 3_723), "2024-02-29T01:02:03Z");
+        assert_eq!(human_utc(1_709_164_800 + 3_723), "2024-02-29 01:02:03 UTC");
+        assert_eq!(rfc3339_ms(1_709_164_800_007), "2024-02-29T00:00:00.007Z");
     }
 }

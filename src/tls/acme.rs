@@ -393,36 +393,6 @@ pub fn needs_renewal(not_before: i64, not_after: i64, now: i64) -> bool {
     now >= renewal_time(not_before, not_after)
 }
 
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// `2026-11-24 10:19:24 UTC`.
-pub fn format_utc(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 /// An ACME certificate ready to serve.
 #[derive(Debug)]
 pub struct InstalledCert {
@@ -505,7 +475,8 @@ impl ResolvesServerCert for AcmeResolver {
         let name = client_hello.server_name()?;
         let cert = self.current()?;
         // `None` hands the handshake to the local-CA certificate (see `CertResolver`).
-        (cert.info.covers(name) && unix_now() < cert.info.not_after).then(|| cert.key.clone())
+        (cert.info.covers(name) && crate::store::now() < cert.info.not_after)
+            .then(|| cert.key.clone())
     }
 }
 
@@ -866,14 +837,14 @@ fn install_from_cache(
             return false;
         }
     };
-    let now = unix_now();
+    let now = crate::store::now();
     let info = cert.info.clone();
     if now >= info.not_after {
         tracing::warn!(
             "ACME: the cached certificate for {} expired on {}; serving the local-CA certificate until a new \
              one is issued",
             job.domains.join(", "),
-            format_utc(info.not_after)
+            crate::store::human_utc(info.not_after)
         );
         return false;
     }
@@ -883,8 +854,8 @@ fn install_from_cache(
         "ACME: {how} certificate for {} (issuer {}, expires {}, renewal from {}){}",
         info.sans.join(", "),
         info.issuer,
-        format_utc(info.not_after),
-        format_utc(info.renewal_due()),
+        crate::store::human_utc(info.not_after),
+        crate::store::human_utc(info.renewal_due()),
         if new {
             String::new()
         } else {
@@ -905,7 +876,7 @@ fn announce_renewal(names: &str, current: Option<&InstalledCert>) {
     match current {
         Some(cert) => tracing::info!(
             "ACME: renewing the certificate for {names} (it expires {})",
-            format_utc(cert.info.not_after)
+            crate::store::human_utc(cert.info.not_after)
         ),
         None => tracing::info!("ACME: renewing the certificate for {names}"),
     }
@@ -1007,10 +978,10 @@ async fn drive(
                 let cause = classify_order_error(&err, &job.domains);
                 let delay = retry_delay(&job, failures, &cause);
                 let serving = match resolver.current() {
-                    Some(cert) if unix_now() < cert.info.not_after => {
+                    Some(cert) if crate::store::now() < cert.info.not_after => {
                         format!(
                             "Still serving the current certificate (valid until {})",
-                            format_utc(cert.info.not_after)
+                            crate::store::human_utc(cert.info.not_after)
                         )
                     }
                     _ => "Serving the local-CA certificate meanwhile".to_string(),
@@ -1072,10 +1043,19 @@ mod tests {
 
     #[test]
     fn dates_are_printed_in_utc() {
-        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
-        assert_eq!(format_utc(4_102_444_799), "2099-12-31 23:59:59 UTC");
+        assert_eq!(crate::store::human_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            crate::store::human_utc(951_782_400),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(
+            crate::store::human_utc(1_700_000_000),
+            "2023-11-14 22:13:20 UTC"
+        );
+        assert_eq!(
+            crate::store::human_utc(4_102_444_799),
+            "2099-12-31 23:59:59 UTC"
+        );
     }
 
     #[test]
@@ -1340,7 +1320,7 @@ mod tests {
 
     #[test]
     fn cached_pem_is_parsed_with_names_and_dates() {
-        let now = unix_now();
+        let now = crate::store::now();
         let cert =
             parse_acme_pem(acme_pem("chat.example.com", now - 10, now + 90 * DAY).as_bytes())
                 .unwrap();
@@ -1416,7 +1396,7 @@ mod tests {
     #[tokio::test]
     async fn installed_certificate_is_swapped_live_and_only_for_its_names_while_valid() {
         use rustls::pki_types::pem::PemObject;
-        let now = unix_now();
+        let now = crate::store::now();
         let local_pem = acme_pem("localhost", now - 10, now + DAY);
         let local_der = rustls::pki_types::CertificateDer::from_pem_slice(local_pem.as_bytes())
             .unwrap()

@@ -14,7 +14,7 @@ use crate::config::{Config, TlsMode};
 
 /// The whole report, ready to print.
 pub fn report(config: &Config) -> String {
-    report_at(config, acme::unix_now())
+    report_at(config, crate::store::now())
 }
 
 fn report_at(config: &Config, now: i64) -> String {
@@ -70,7 +70,7 @@ fn acme_section(out: &mut String, job: &AcmeJob, now: i64) {
                 let _ = writeln!(
                     out,
                     "  served by: local CA (the ACME certificate expired on {}; a new one is ordered at start-up)",
-                    acme::format_utc(cert.info.not_after)
+                    crate::store::human_utc(cert.info.not_after)
                 );
                 let _ = writeln!(out, "  file:      {}", file_line(&cert_path));
             }
@@ -185,7 +185,7 @@ fn info_lines(out: &mut String, info: &CertInfo, now: i64) {
 }
 
 fn expiry_text(info: &CertInfo, now: i64) -> String {
-    let when = acme::format_utc(info.not_after);
+    let when = crate::store::human_utc(info.not_after);
     if now >= info.not_after {
         return format!("{when} (EXPIRED)");
     }
