@@ -80,13 +80,8 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
                      WHERE s.token_hash = ?1 AND s.expires_at > ?2",
                     params![hash, now],
                     |r| {
-                        let role: String = r.get(2)?;
                         Ok((
-                            User {
-                                id: r.get(0)?,
-                                username: r.get(1)?,
-                                role: Role::parse(&role).unwrap_or(Role::User),
-                            },
+                            User::from_row(r, 0)?,
                             r.get::<_, i64>(3)?,
                         ))
                     },

@@ -39,6 +39,18 @@ pub struct User {
     pub role: Role,
 }
 
+impl User {
+    /// A user from three columns of a row, `id, username, role`, starting at column `at`.
+    pub fn from_row(r: &rusqlite::Row<'_>, at: usize) -> Result<User, rusqlite::Error> {
+        let role: String = r.get(at + 2)?;
+        Ok(User {
+            id: r.get(at)?,
+            username: r.get(at + 1)?,
+            role: Role::parse(&role).unwrap_or(Role::User),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
     #[error("a user named `{0}` already exists")]
@@ -170,17 +182,7 @@ pub fn list_users(store: &Store) -> Result<Vec<(User, i64)>, UserError> {
     Ok(store.call_blocking(|c| {
         let mut st =
             c.prepare("SELECT id, username, role, created_at FROM users ORDER BY username")?;
-        let rows = st.query_map([], |r| {
-            let role: String = r.get(2)?;
-            Ok((
-                User {
-                    id: r.get(0)?,
-                    username: r.get(1)?,
-                    role: Role::parse(&role).unwrap_or(Role::User),
-                },
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
+        let rows = st.query_map([], |r| Ok((User::from_row(r, 0)?, r.get::<_, i64>(3)?)))?;
         rows.collect()
     })?)
 }
@@ -193,17 +195,7 @@ pub fn find_for_login(
     c.query_row(
         "SELECT id, username, role, password_hash FROM users WHERE username = ?1",
         params![username],
-        |r| {
-            let role: String = r.get(2)?;
-            Ok((
-                User {
-                    id: r.get(0)?,
-                    username: r.get(1)?,
-                    role: Role::parse(&role).unwrap_or(Role::User),
-                },
-                r.get(3)?,
-            ))
-        },
+        |r| Ok((User::from_row(r, 0)?, r.get(3)?)),
     )
     .optional()
 }

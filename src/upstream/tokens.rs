@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use rusqlite::{params, OptionalExtension};
 
 use crate::app::App;
-use crate::auth::{self, Role, User};
+use crate::auth::{self, User};
 use crate::response::{self, Resp};
 use crate::store::{now_ms, rfc3339_ms, Store, StoreError};
 
@@ -213,13 +213,8 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
                      JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?1",
                     params![hash],
                     |r| {
-                        let role: String = r.get(2)?;
                         Ok((
-                            User {
-                                id: r.get(0)?,
-                                username: r.get(1)?,
-                                role: Role::parse(&role).unwrap_or(Role::User),
-                            },
+                            User::from_row(r, 0)?,
                             r.get::<_, i64>(3)?,
                             r.get::<_, Option<i64>>(4)?,
                         ))
