@@ -67,6 +67,21 @@ function getHealth(url) {
   });
 }
 
+/** One HTTPS request from node (not the browser): no cookie, no Origin. */
+function request(method, url, headers = {}, body = null) {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method, headers, rejectUnauthorized: false, timeout: 15000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: text }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error(method + ' ' + url + ' timed out')));
+    req.end(body);
+  });
+}
+
 /** Poll `fn` every `every` ms until it returns a truthy value or `ms` pass. */
 async function until(fn, ms, what, every = 50) {
   const end = Date.now() + ms;
@@ -560,6 +575,161 @@ test('an expired session goes to the login page and back to where the user was',
   await page.waitForSelector('.msg-user');
   assert.deepEqual(await page.locator('.msg-user .bubble').allTextContents(), ['hello again']);
   assert.equal(await page.inputValue('#input'), 'are you there?'); // the draft survived the detour
+});
+
+/** `POST /v1/chat/completions` as an OpenAI client would send it, with `token` as the API key. */
+function v1Chat(token, text) {
+  const body = JSON.stringify({ model: 'hermes-agent', messages: [{ role: 'user', content: text }], stream: true });
+  return request('POST', base + '/v1/chat/completions',
+    { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }, body);
+}
+
+test('API tokens: made in the dialog, shown once, usable on /v1, and dead once revoked', { timeout: 60000 }, async () => {
+  await page.goto(base + '/');
+  await page.waitForFunction(() => document.getElementById('app').classList.contains('ready'));
+  await page.click('#open-tokens');
+  const dialog = page.locator('#tokens-dialog');
+  await dialog.waitFor({ state: 'visible' });
+  assert.equal(await dialog.getAttribute('open'), '');
+  assert.equal(await page.evaluate(() => document.getElementById('tokens-dialog').contains(document.activeElement)), true);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'token-name');
+  await page.waitForSelector('#token-list .token-empty:text("No tokens yet.")');
+
+  // A name over 64 characters (typed past the field's own limit) gets the server's 400, shown in the dialog.
+  await page.evaluate(() => document.getElementById('token-name').removeAttribute('maxlength'));
+  await page.fill('#token-name', 'x'.repeat(65));
+  await page.click('#token-create');
+  await page.waitForSelector('#tokens-error:not([hidden])');
+  assert.equal(await page.textContent('#tokens-error'),
+    'Could not create the token: a token name is 1 to 64 characters without line breaks.');
+  assert.equal(await page.locator('#token-list .token-item').count(), 0);
+  assert.equal(await page.isVisible('#token-created'), false);
+
+  await page.fill('#token-name', 'laptop');
+  await page.press('#token-name', 'Enter');
+  await page.waitForSelector('#token-created:not([hidden])');
+  assert.equal(await page.isVisible('#tokens-error'), false);
+  const token = await page.textContent('#token-secret');
+  assert.match(token, /^hek_[A-Za-z0-9_-]{20,}$/);
+  assert.equal(await page.textContent('#token-base-url'), base + '/v1');
+  const example = await page.textContent('#token-example');
+  assert.ok(example.startsWith('curl ' + base + '/v1/chat/completions \\\n'), example);
+  assert.ok(example.includes('-H "Authorization: Bearer ' + token + '"'), example);
+  assert.match(await page.textContent('#token-created'), /It will not be shown again\./);
+  const row = page.locator('#token-list .token-item');
+  assert.equal(await row.count(), 1);
+  assert.equal(await row.locator('.token-name').textContent(), 'laptop');
+  assert.equal(await row.locator('.token-prefix').textContent(), token.slice(0, 12) + '…');
+  assert.equal(await row.locator('.token-used').textContent(), 'Never used');
+  // The listing never carries the secret.
+  const listed = await page.request.get(base + '/api/tokens');
+  assert.equal(listed.status(), 200);
+  assert.ok(!(await listed.text()).includes(token));
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  await page.click('#token-copy');
+  await page.waitForSelector('#token-copy.copied');
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), token);
+  await page.mouse.move(0, 0);
+  await sleep(1600); // the "Copied" mark fades
+  await dialog.screenshot({ path: path.join(docs, 'screenshot-tokens-desktop.png') });
+  assert.deepEqual(await cspViolations(page), []);
+
+  // The token works from node, as an OpenAI-compatible client would use it.
+  const n = upstream.chatRequests().length;
+  const chat = await v1Chat(token, 'hello from a token');
+  assert.equal(chat.status, 200, chat.body);
+  assert.equal(chat.headers['content-type'], 'text/event-stream');
+  const said = chat.body.split('\n').filter((l) => l.startsWith('data: {'))
+    .map((l) => JSON.parse(l.slice(6)).choices[0].delta.content || '').join('');
+  assert.equal(said, 'Hello there! I am the fake upstream, answering in small steps.');
+  assert.ok(chat.body.endsWith('data: [DONE]\n\n'), chat.body);
+  const sent = upstream.chatRequests()[n];
+  assert.equal(sent.headers.authorization, 'Bearer ' + API_KEY);
+  assert.match(sent.headers['x-hermes-session-key'], /^web:\d+$/);
+  assert.equal(sent.body.messages[0].role, 'system');
+  assert.match(sent.body.messages[0].content, /^api user: \d+$/);
+  const models = await request('GET', base + '/v1/models', { Authorization: 'Bearer ' + token });
+  assert.equal(models.status, 200, models.body);
+  assert.equal(JSON.parse(models.body).data[0].id, 'hermes-agent');
+
+  // Esc closes the dialog, forgets the secret, and gives the focus back to the opener.
+  await page.keyboard.press('Escape');
+  await dialog.waitFor({ state: 'hidden' });
+  assert.equal(await page.textContent('#token-secret'), '');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'open-tokens');
+  // Opened again: the token is listed, now used, and not shown again.
+  await page.click('#open-tokens');
+  await page.waitForSelector('#token-list .token-item .token-used:text-matches("^Last used ")');
+  assert.equal(await page.isVisible('#token-created'), false);
+  assert.equal(await page.isVisible('#token-form'), true);
+
+  // Revoke asks first; Cancel keeps it.
+  await row.locator('.revoke-btn').click();
+  assert.match(await row.locator('.token-confirm-text').textContent(), /^Revoke “laptop”\?/);
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Cancel');
+  await row.getByRole('button', { name: 'Cancel' }).click();
+  assert.equal(await row.locator('.token-confirm').isVisible(), false);
+  assert.equal((await v1Chat(token, 'still there?')).status, 200);
+  await row.locator('.revoke-btn').click();
+  await row.locator('.confirm-revoke-btn').click();
+  await page.waitForSelector('#token-list .token-empty:text("No tokens yet.")');
+  assert.equal(await page.locator('#token-list .token-item').count(), 0);
+  const listedAfter = await page.request.get(base + '/api/tokens');
+  assert.deepEqual(await listedAfter.json(), { tokens: [] });
+
+  const refused = await v1Chat(token, 'hello after revoke');
+  assert.equal(refused.status, 401);
+  assert.equal(refused.headers['www-authenticate'], 'Bearer');
+  assert.equal(JSON.parse(refused.body).error.code, 'invalid_token');
+  assert.equal((await request('GET', base + '/v1/models', { Authorization: 'Bearer ' + token })).status, 401);
+  await page.keyboard.press('Escape');
+  await dialog.waitFor({ state: 'hidden' });
+  assert.deepEqual(await cspViolations(page), []);
+});
+
+test('at 390x844 the API tokens dialog fits, and a signed-out create goes to the login page', { timeout: 60000 }, async () => {
+  const mobile = await newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'light', storageState: await context.storageState() });
+  const p = await newPage(mobile);
+  await p.goto(base + '/');
+  await p.waitForFunction(() => document.getElementById('app').classList.contains('ready'));
+  await p.click('#open-nav');
+  await p.waitForFunction(() => document.getElementById('sidebar').getBoundingClientRect().x === 0);
+  await p.click('#open-tokens');
+  await p.waitForSelector('#tokens-dialog[open]');
+  assert.equal(await p.evaluate(() => document.getElementById('app').classList.contains('nav-open')), false);
+  assert.equal(await p.evaluate(() => document.activeElement.id), 'tokens-close');
+  await p.fill('#token-name', 'phone');
+  await p.click('#token-create');
+  await p.waitForSelector('#token-created:not([hidden])');
+  await p.waitForSelector('#token-list .token-item');
+  await p.evaluate(() => { document.querySelector('#tokens-dialog .dialog-body').scrollTop = 0; });
+  await sleep(300);
+  const box = await p.locator('#tokens-dialog').boundingBox();
+  assert.ok(box.x >= 0 && box.x + box.width <= 390, 'the dialog fits the width: ' + JSON.stringify(box));
+  const dims = await p.evaluate(() => {
+    const b = document.querySelector('#tokens-dialog .dialog-body');
+    return [b.scrollWidth, b.clientWidth];
+  });
+  assert.ok(dims[0] <= dims[1], `dialog body: scrollWidth ${dims[0]} > clientWidth ${dims[1]}`);
+  await p.screenshot({ path: path.join(docs, 'screenshot-tokens-mobile.png') });
+  await p.locator('#token-list .revoke-btn').click(); // the confirm step, in dark
+  await p.emulateMedia({ colorScheme: 'dark' });
+  await sleep(300);
+  await p.screenshot({ path: path.join(docs, 'screenshot-tokens-mobile-dark.png') });
+  await p.emulateMedia({ colorScheme: 'light' });
+  await p.locator('#token-list .confirm-revoke-btn').click();
+  await p.waitForSelector('#token-list .token-empty');
+  assert.deepEqual(await cspViolations(p), []);
+
+  // Signed out meanwhile: the create answers 401 and the page goes to sign in, back to the chat after.
+  await mobile.clearCookies();
+  await p.fill('#token-name', 'too late');
+  await p.click('#token-create');
+  await p.waitForSelector('#tokens-error:not([hidden])');
+  assert.match(await p.textContent('#tokens-error'), /session has expired/);
+  await p.waitForURL((u) => u.pathname === '/login', { timeout: 10000 });
+  assert.equal(new URL(p.url()).searchParams.get('next'), '/');
+  await mobile.close();
 });
 
 test('when Hermes is unreachable a banner says so', { timeout: 30000 }, async () => {
