@@ -3,7 +3,7 @@
 #   bash tests/browser/run.sh target/debug/hermes-edge
 # Installs what is missing (Debian chromium + chromium-driver, ffmpeg, an emoji font for the
 # screenshots, and playwright-core via `npm ci`), then runs the node test runner.
-# Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile}.png
+# Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark}.png
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
