@@ -47,20 +47,35 @@ pub enum StartError {
     Other(String),
 }
 
+/// Pending connections the kernel queues before the accept loop takes them (capped by
+/// `net.core.somaxconn`). `TcpListener::bind` asks for 128: a burst of new connections larger than
+/// that (measured with 400 at once) overflows the queue, the kernel drops the SYNs and each client
+/// retries a whole second later (`TcpExtListenOverflows` in `nstat`). nginx asks for 511.
+const LISTEN_BACKLOG: u32 = 4096;
+
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::AddrInUse => StartError::PortInUse {
-                addr,
-                port: addr.port(),
-            },
-            std::io::ErrorKind::PermissionDenied => StartError::PortPermission {
-                addr,
-                port: addr.port(),
-            },
-            _ => StartError::Bind { addr, source },
-        })
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restart may bind while old connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => StartError::PortInUse {
+            addr,
+            port: addr.port(),
+        },
+        std::io::ErrorKind::PermissionDenied => StartError::PortPermission {
+            addr,
+            port: addr.port(),
+        },
+        _ => StartError::Bind { addr, source },
+    })
 }
 
 /// Sets up TLS, state and listeners, then serves until a shutdown signal.
