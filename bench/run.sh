@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Core benchmark (issue 2): a 1 KiB file over HTTPS, hermes-edge beside nginx in the same run.
 #   h1 keep-alive requests/s (wrk), h2 requests/s (h2load), new TLS connections/s with one request
-#   each (h2load --h1 -c400 -n400), resident memory. Same certificate, same file, same headers.
+#   each (h2load --h1 -c400 -n400), server CPU per request, resident memory. Same certificate,
+#   same file, same headers.
 # Loopback only; every load run is bounded in time or count. Usage: bash bench/run.sh [seconds] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,6 +111,22 @@ for round in $(seq "$ROUNDS"); do
 done
 EDGE_RSS=$(rss $EDGE_PID); NGINX_RSS=$(rss_tree $NGINX_PID)
 
+# Server CPU per request (user + system ticks of the server's processes around a fixed-count run):
+# far less noisy than requests/s on a shared machine, and it leaves out the load generator.
+ticks() { local t=0; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+cpu_us() { # pid url h2load-args...
+  local pid=$1 url=$2; shift 2
+  local a b n=60000; a=$(ticks "$pid")
+  timeout 60 h2load "$@" -n $n "$url" >/dev/null 2>&1 || true
+  b=$(ticks "$pid")
+  python3 -c "import os; print(round(($b-$a)/os.sysconf('SC_CLK_TCK')*1e6/$n, 1))"
+}
+for who in edge nginx; do
+  pid=$EDGE_PID port=$EDGE_PORT; [[ $who == nginx ]] && pid=$NGINX_PID port=$NGINX_PORT
+  R[$who.cpu1]=$(cpu_us "$pid" "https://127.0.0.1:$port/bench.txt" --h1 -c16 -t1)
+  R[$who.cpu2]=$(cpu_us "$pid" "https://127.0.0.1:$port/bench.txt" -c16 -m10 -t1)
+done
+
 printf '\n| workload (1 KiB file, %ss runs, median of %s) | hermes-edge | nginx | ratio |\n|---|---|---|---|\n' "$SECS" "$ROUNDS"
 for k in h1 h2 conn; do
   e=$(echo ${R[edge.$k]} | tr ' ' '\n' | median); n=$(echo ${R[nginx.$k]} | tr ' ' '\n' | median)
@@ -119,4 +136,6 @@ for k in h1 h2 conn; do
   ratio=$(python3 -c "print(f'{$e/$n:.2f}x' if $n else 'n/a')")
   printf '| %s | %s | %s | %s |\n' "$label" "$e" "$n" "$ratio"
 done
+printf '| server CPU per request, HTTP/1.1 (µs, h2load --h1 -n60000 -c16) | %s | %s | |\n' "${R[edge.cpu1]}" "${R[nginx.cpu1]}"
+printf '| server CPU per request, HTTP/2 (µs, h2load -n60000 -c16 -m10) | %s | %s | |\n' "${R[edge.cpu2]}" "${R[nginx.cpu2]}"
 printf '| resident memory after the runs (MiB) | %s | %s | |\n' "$EDGE_RSS" "$NGINX_RSS"

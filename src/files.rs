@@ -167,6 +167,9 @@ pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp,
     };
     let ask = Ask::new(req.method(), req.headers());
     if let Some(dir) = app.www.disk_dir() {
+        if let Some(resp) = app.www.small_files.serve(dir, &rel, &name, &ask, policy) {
+            return Ok(resp);
+        }
         // Resolved on this thread; see "Threads" at the top of the file.
         return match serve_under(dir, &rel, &ask, policy, false) {
             Outcome::Reply(reply, body) => Ok(reply.into_response(body)),
@@ -637,6 +640,183 @@ fn html_escape(s: &str) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small site files kept in memory.
+// ---------------------------------------------------------------------------------------------
+
+/// Site files up to this size may be kept in memory.
+const CACHED_FILE_MAX: u64 = 64 * 1024;
+/// At most this many files and bytes are kept (a site is a few dozen files).
+const CACHED_FILES_MAX: usize = 512;
+const CACHED_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+/// The small files of a `--www` folder, kept in memory between requests and checked against the
+/// disk on every request: one `stat` of the file and one of its folder replace the `open`,
+/// `fstat`, two sibling `stat`s, `pread` and `close` of a fresh read (measured: the file engine
+/// was about a third of the server's CPU for a 1 KiB page).
+///
+/// An answer from memory is exactly what a fresh read would give, and any change on disk is seen
+/// by the very next request:
+/// - the file must still be the same inode with the same length, modification and change times
+///   (the change time moves on every write, `chmod` and rename, and the `ETag` is built from the
+///   same fields);
+/// - its folder must have the same modification and change times, so no `.br`/`.gz` sibling
+///   appeared (only files without siblings are kept) and no name in it was replaced;
+/// - only files and folders last changed more than a second before they were read are kept, so
+///   a write within the same timestamp tick as the read cannot go unnoticed;
+/// - only files reached without any symbolic link (`openat2` with `RESOLVE_NO_SYMLINKS`) are
+///   kept; if a folder on the way is later swapped for a link elsewhere, the `stat` reaches a
+///   different inode and the file is read afresh (with the full confinement check).
+#[derive(Default)]
+pub struct SmallFiles {
+    entries: std::sync::RwLock<HashMap<PathBuf, Arc<Cached>>>,
+}
+
+struct Cached {
+    file: Stamp,
+    dir: Stamp,
+    /// `None`: the file was looked at and is not kept (too large, or has a sibling); it is looked
+    /// at again once either stamp changes.
+    content: Option<(Rep, Bytes)>,
+}
+
+/// What changes whenever a file's or folder's contents or names do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    fn of_path(path: &Path) -> Option<Stamp> {
+        std::fs::metadata(path).ok().map(|m| Stamp::of(&m))
+    }
+
+    /// Last changed more than a second ago (whole seconds, so at least one full second).
+    fn settled(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let latest = self.mtime.0.max(self.ctime.0);
+        i64::try_from(now).is_ok_and(|now| latest.saturating_add(2) <= now)
+    }
+}
+
+impl SmallFiles {
+    /// The answer for `rel` below `root` from memory, filling the entry when the file may be
+    /// kept. `None`: serve it from disk as usual.
+    fn serve(
+        &self,
+        root: &Path,
+        rel: &RelPath,
+        name: &str,
+        ask: &Ask,
+        policy: Policy,
+    ) -> Option<Resp> {
+        let mut path = root.to_path_buf();
+        for seg in &rel.segments {
+            path.push(seg);
+        }
+        let file = Stamp::of_path(&path)?;
+        let dir = Stamp::of_path(path.parent()?)?;
+        let known = self
+            .entries
+            .read()
+            .ok()
+            .and_then(|m| m.get(&path).cloned())
+            .filter(|c| c.file == file && c.dir == dir);
+        let entry = match known {
+            Some(entry) => entry,
+            None => {
+                let entry = Arc::new(read_small(&path, name, dir)?);
+                self.keep(path, entry.clone());
+                entry
+            }
+        };
+        let (rep, content) = entry.content.as_ref()?;
+        let plan = decide(rep, ask);
+        let reply = Reply::new(rep, plan, ask.head, policy);
+        let body = memory_body(content.clone(), &reply.pieces);
+        Some(reply.into_response(body))
+    }
+
+    fn keep(&self, path: PathBuf, entry: Arc<Cached>) {
+        let Ok(mut map) = self.entries.write() else {
+            return;
+        };
+        let bytes: u64 = map
+            .values()
+            .filter_map(|c| c.content.as_ref())
+            .map(|(rep, _)| rep.len)
+            .sum();
+        let adding = entry.content.as_ref().map_or(0, |(rep, _)| rep.len);
+        if map.len() >= CACHED_FILES_MAX || bytes + adding > CACHED_BYTES_MAX {
+            // Full: start again rather than track ages (a site has far fewer files than this).
+            map.clear();
+        }
+        map.insert(path, entry);
+    }
+}
+
+/// Reads a file for [`SmallFiles`], or says why it is not kept. `None`: not even a negative entry
+/// (missing, not a plain file reached without links, or changed too recently).
+fn read_small(path: &Path, name: &str, dir: Stamp) -> Option<Cached> {
+    let NoFollow::Opened(file) = open_no_symlinks(path) else {
+        return None;
+    };
+    let meta = file.metadata().ok()?;
+    let stamp = Stamp::of(&meta);
+    if !meta.is_file() || !stamp.settled() || !dir.settled() {
+        return None;
+    }
+    let not_kept = Cached {
+        file: stamp,
+        dir,
+        content: None,
+    };
+    let has_sibling = [Coding::Br, Coding::Gzip].iter().any(|c| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(c.suffix());
+        // Anything with that name (even a link or a folder) sends the request to the full path.
+        std::fs::symlink_metadata(PathBuf::from(p)).is_ok()
+    });
+    if has_sibling || stamp.len > CACHED_FILE_MAX {
+        return Some(not_kept);
+    }
+    let mut content = vec![0; stamp.len as usize];
+    file.read_exact_at(&mut content, 0).ok()?;
+    // Nothing wrote to it while it was read, and the name still leads to it.
+    let after = file.metadata().ok().map(|m| Stamp::of(&m));
+    if after != Some(stamp) || Stamp::of_path(path) != Some(stamp) {
+        return None;
+    }
+    let rep = Rep {
+        len: stamp.len,
+        etag: disk_etag(&meta, None),
+        modified: meta.modified().ok().and_then(whole_seconds),
+        content_type: content_type(name),
+        coding: None,
+        vary: false,
+    };
+    Some(Cached {
+        content: Some((rep, Bytes::from(content))),
+        ..not_kept
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1123,6 +1303,9 @@ impl Reply {
             None => {
                 let mut r = Response::new(body);
                 *r.status_mut() = self.status;
+                // Room for these and the security headers at once (growing the map by doubling
+                // showed in profiles).
+                *r.headers_mut() = HeaderMap::with_capacity(16);
                 r
             }
         };

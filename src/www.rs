@@ -12,11 +12,16 @@ static EMBEDDED: Dir<'static> = include_dir!("$OUT_DIR/www");
 
 pub struct Www {
     dir: Option<PathBuf>,
+    /// Small files of `dir` kept in memory (see `files::SmallFiles`).
+    pub small_files: crate::files::SmallFiles,
 }
 
 impl Www {
     pub fn new(dir: Option<PathBuf>) -> Www {
-        Www { dir }
+        Www {
+            dir,
+            small_files: Default::default(),
+        }
     }
 
     /// The folder given with `--www`, whose files replace the embedded ones.

@@ -1230,3 +1230,98 @@ async fn custom_routes_serve_their_file_after_the_login_with_full_semantics() {
     let r = get(&c, &s.url("/videos"), &[]).await;
     assert_ne!(r.body, b"<!doctype html><title>video</title>\n");
 }
+
+/// Small `--www` files are answered from memory once they have not changed for a second
+/// (`files::SmallFiles`): the answer must be the one a fresh read gives, and every change on disk
+/// must show on the very next request.
+#[tokio::test]
+async fn www_files_answered_from_memory_follow_every_change_on_disk() {
+    let tmp = fixture("");
+    let www = tmp.path().join("site");
+    std::fs::create_dir_all(&www).unwrap();
+    let file = www.join("page.txt");
+    std::fs::write(&file, b"first version\n").unwrap();
+    let s = start(&tmp, &["--www", www.to_str().unwrap()]);
+    let c = h1(&s);
+    let url = s.url("/page.txt");
+    let names = [
+        "etag",
+        "last-modified",
+        "content-type",
+        "content-length",
+        "cache-control",
+        "accept-ranges",
+        "vary",
+    ];
+    let headers = |g: &Got| names.map(|n| g.h(n).map(str::to_string));
+
+    // Just written: read from disk. Settled: kept, and answered exactly the same.
+    let fresh = get(&c, &url, &[]).await;
+    assert_eq!(fresh.status, 200);
+    assert_eq!(fresh.body, b"first version\n");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for _ in 0..3 {
+        let kept = get(&c, &url, &[]).await;
+        assert_eq!(kept.status, 200);
+        assert_eq!(kept.body, b"first version\n");
+        assert_eq!(headers(&kept), headers(&fresh));
+    }
+    let etag = fresh.h("etag").unwrap().to_string();
+    let not_modified = get(&c, &url, &[("if-none-match", &etag)]).await;
+    assert_eq!(not_modified.status, 304);
+    let range = get(&c, &url, &[("range", "bytes=6-12")]).await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, b"version");
+    assert_eq!(range.h("content-range"), Some("bytes 6-12/14"));
+
+    // Rewritten in place with the same length: the next request sees it.
+    std::fs::write(&file, b"other version\n").unwrap();
+    let changed = get(&c, &url, &[]).await;
+    assert_eq!(changed.body, b"other version\n");
+    assert_ne!(changed.h("etag").unwrap(), etag);
+    let stale = get(&c, &url, &[("if-none-match", &etag)]).await;
+    assert_eq!(stale.status, 200);
+
+    // Kept again, then a precompressed sibling appears: it is offered at once, with Vary.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(get(&c, &url, &[]).await.body, b"other version\n");
+    std::fs::write(www.join("page.txt.gz"), GZ_BYTES).unwrap();
+    let gz = get(&c, &url, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gz.body, GZ_BYTES);
+    assert_eq!(gz.h("content-encoding"), Some("gzip"));
+    assert_eq!(gz.h("vary"), Some("Accept-Encoding"));
+    let plain = get(&c, &url, &[]).await;
+    assert_eq!(plain.body, b"other version\n");
+    assert_eq!(plain.h("vary"), Some("Accept-Encoding"));
+
+    // Kept, then replaced by a rename (how sites are deployed), then removed.
+    std::fs::remove_file(www.join("page.txt.gz")).unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(get(&c, &url, &[]).await.h("vary"), None);
+    std::fs::write(www.join("next.tmp"), b"third version\n").unwrap();
+    std::fs::rename(www.join("next.tmp"), &file).unwrap();
+    assert_eq!(get(&c, &url, &[]).await.body, b"third version\n");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(get(&c, &url, &[]).await.body, b"third version\n");
+    std::fs::remove_file(&file).unwrap();
+    assert_ne!(get(&c, &url, &[]).await.status, 200);
+
+    // A folder on the way swapped for a link that leads out of the site: never served from memory.
+    std::fs::create_dir_all(www.join("sub")).unwrap();
+    std::fs::write(www.join("sub/inner.txt"), b"inside\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let inner = s.url("/sub/inner.txt");
+    assert_eq!(get(&c, &inner, &[]).await.body, b"inside\n");
+    assert_eq!(get(&c, &inner, &[]).await.body, b"inside\n");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("inner.txt"), SECRET).unwrap();
+    std::fs::rename(www.join("sub"), tmp.path().join("old-sub")).unwrap();
+    std::os::unix::fs::symlink(&outside, www.join("sub")).unwrap();
+    let after = get(&c, &inner, &[]).await;
+    assert!(
+        !String::from_utf8_lossy(&after.body).contains(SECRET),
+        "{}",
+        after.status
+    );
+}
