@@ -21,8 +21,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
@@ -293,6 +293,36 @@ fn http_builder<E>(config: &Config, executor: E) -> auto::Builder<E> {
     b
 }
 
+/// The next accepted connection with its slot under `max_connections`; `None` once shutdown
+/// begins. A connection over the limit is closed at once; a failing accept (out of file
+/// descriptors and the like) is retried after a short pause instead of spinning.
+async fn next_connection(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => return Some((tcp, peer, permit)),
+            Err(_) => {
+                tracing::warn!(%peer, "connection limit reached; closing a new connection");
+                drop(tcp);
+            }
+        }
+    }
+}
+
 async fn accept_https(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -301,24 +331,7 @@ async fn accept_https(
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; closing a new connection");
-            drop(tcp);
-            continue;
-        };
+    while let Some((tcp, peer, permit)) = next_connection(&listener, &limit, &mut stop).await {
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
@@ -444,22 +457,7 @@ async fn accept_redirect(
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            drop(tcp);
-            continue;
-        };
+    while let Some((tcp, peer, permit)) = next_connection(&listener, &limit, &mut stop).await {
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
