@@ -12,12 +12,8 @@ cd "$(dirname "$0")/.."
 SECS=${1:-8}
 STREAMS=${2:-1000}
 
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/lib.sh
+bench_install_tools
 cargo build --release -q
 cargo build --release -q --example chat-bench
 BENCH=./target/release/examples/chat-bench
@@ -28,7 +24,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
 PASSWORD=bench-password-1
 KEY=bench-api-key-0123456789abcdef

@@ -11,13 +11,8 @@ cd "$(dirname "$0")/.."
 SECS=${1:-6}
 ROUNDS=${2:-3}
 
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/lib.sh
+bench_install_tools
 cargo build --release -q
 
 work=$(mktemp -d /tmp/hermes-edge-static-bench.XXXXXX)
@@ -25,7 +20,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
 
 mkdir -p "$work/media" "$work/nginx"
