@@ -5,6 +5,7 @@
 mod app;
 mod auth;
 mod config;
+mod disk_watch;
 mod doctor;
 mod files;
 mod memory;

@@ -19,8 +19,8 @@ pub struct Www {
 impl Www {
     pub fn new(dir: Option<PathBuf>) -> Www {
         Www {
+            small_files: crate::files::SmallFiles::new(dir.is_some()),
             dir,
-            small_files: Default::default(),
         }
     }
 
