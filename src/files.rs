@@ -686,7 +686,16 @@ struct Kept {
 struct Cached {
     /// `None`: the file was looked at and is not kept (too large, or has a sibling); it is looked
     /// at again after the next change.
-    content: Option<(Rep, Bytes)>,
+    content: Option<Kept200>,
+}
+
+/// A kept file: what the validators and ranges need, its bytes, and the headers of the plain
+/// `200` (most requests), built once: the per-request formatting of the `ETag`, the date and the
+/// content type showed in profiles.
+struct Kept200 {
+    rep: Rep,
+    bytes: Bytes,
+    whole: HeaderMap,
 }
 
 impl SmallFiles {
@@ -730,15 +739,25 @@ impl SmallFiles {
         let entry = match known {
             Some(entry) => entry,
             None => {
-                let entry = Arc::new(fill(watch, root, rel, name, root_watched)?);
+                let entry = Arc::new(fill(watch, root, rel, name, root_watched, policy)?);
                 self.keep(watch, generation, name, entry.clone());
                 entry
             }
         };
-        let (rep, content) = entry.content.as_ref()?;
-        let plan = decide(rep, ask);
-        let reply = Reply::new(rep, plan, ask.head, policy);
-        let body = memory_body(content.clone(), &reply.pieces);
+        let kept = entry.content.as_ref()?;
+        let plan = decide(&kept.rep, ask);
+        if plan == Plan::Whole {
+            let body = if ask.head {
+                response::empty()
+            } else {
+                response::full(kept.bytes.clone())
+            };
+            let mut resp = Response::new(body);
+            *resp.headers_mut() = kept.whole.clone();
+            return Some(resp);
+        }
+        let reply = Reply::new(&kept.rep, plan, ask.head, policy);
+        let body = memory_body(kept.bytes.clone(), &reply.pieces);
         Some(reply.into_response(body))
     }
 
@@ -771,9 +790,9 @@ impl SmallFiles {
             .files
             .values()
             .filter_map(|c| c.content.as_ref())
-            .map(|(rep, _)| rep.len)
+            .map(|k| k.rep.len)
             .sum();
-        let adding = entry.content.as_ref().map_or(0, |(rep, _)| rep.len);
+        let adding = entry.content.as_ref().map_or(0, |k| k.rep.len);
         if kept.files.len() >= CACHED_FILES_MAX || bytes + adding > CACHED_BYTES_MAX {
             // Full: start again rather than track ages (a site has far fewer files than this).
             kept.files.clear();
@@ -790,6 +809,7 @@ fn fill(
     rel: &RelPath,
     name: &str,
     root_watched: bool,
+    policy: Policy,
 ) -> Option<Cached> {
     let root = std::path::absolute(root).ok()?;
     if !root_watched {
@@ -809,12 +829,12 @@ fn fill(
     }
     path.push(rel.segments.last()?);
     watch.watch(&path).ok()?;
-    read_small(&path, name)
+    read_small(&path, name, policy)
 }
 
 /// Reads a file for [`SmallFiles`], or says why it is not kept. `None`: not even a negative entry
 /// (missing, or not a plain file reached without links).
-fn read_small(path: &Path, name: &str) -> Option<Cached> {
+fn read_small(path: &Path, name: &str, policy: Policy) -> Option<Cached> {
     let NoFollow::Opened(file) = open_no_symlinks(path) else {
         return None;
     };
@@ -841,8 +861,17 @@ fn read_small(path: &Path, name: &str) -> Option<Cached> {
         coding: None,
         vary: false,
     };
+    let whole = Reply::new(&rep, Plan::Whole, false, policy)
+        .into_response(response::empty())
+        .into_parts()
+        .0
+        .headers;
     Some(Cached {
-        content: Some((rep, Bytes::from(content))),
+        content: Some(Kept200 {
+            rep,
+            bytes: Bytes::from(content),
+            whole,
+        }),
     })
 }
 
