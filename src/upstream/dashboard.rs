@@ -391,41 +391,33 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// Copies the browser's headers for the dashboard: without the hop-by-hop ones, the edge's own
-/// forwarding headers, and the edge's session cookie (other cookies pass).
+/// forwarding headers, and the edge's session cookie (other cookies pass, in one `Cookie` header
+/// as HTTP/1.1 wants even when HTTP/2 split them).
 fn forward_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
     let listed = connection_listed(from);
+    let mut cookies: Vec<&str> = Vec::new();
     for (name, value) in from {
         if DROPPED_REQUEST_HEADERS.contains(&name.as_str()) || listed.contains(name) {
             continue;
         }
         if name == header::COOKIE {
-            if let Some(v) = without_session_cookie(value) {
-                to.append(header::COOKIE, v);
+            // A value that is not text cannot be split safely and may hide the session cookie.
+            if let Ok(text) = value.to_str() {
+                cookies.extend(text.split(';').map(str::trim).filter(|pair| {
+                    !pair.is_empty()
+                        && pair.split_once('=').map_or(*pair, |(n, _)| n.trim())
+                            != auth::COOKIE_NAME
+                }));
             }
             continue;
         }
         to.append(name.clone(), value.clone());
     }
-}
-
-/// A `Cookie` header without the edge's session cookie; `None` when nothing else is left.
-fn without_session_cookie(value: &HeaderValue) -> Option<HeaderValue> {
-    let Ok(text) = value.to_str() else {
-        // Not text: cannot be split safely, and may hide the session cookie; drop it.
-        return None;
-    };
-    let kept: Vec<&str> = text
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| {
-            !pair.is_empty()
-                && pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != auth::COOKIE_NAME
-        })
-        .collect();
-    if kept.is_empty() {
-        return None;
+    if !cookies.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+            to.insert(header::COOKIE, v);
+        }
     }
-    HeaderValue::from_str(&kept.join("; ")).ok()
 }
 
 /// Removes hop-by-hop headers from a dashboard answer, rewrites a `Location` on the dashboard's
@@ -724,11 +716,27 @@ mod tests {
     }
 
     #[test]
-    fn session_cookie_is_dropped_and_other_cookies_kept() {
-        let v = HeaderValue::from_static("a=1; __Host-hermes_session=secret; b=2");
-        assert_eq!(without_session_cookie(&v).unwrap(), "a=1; b=2");
-        let v = HeaderValue::from_static("__Host-hermes_session=secret");
-        assert_eq!(without_session_cookie(&v), None);
+    fn session_cookie_is_dropped_and_other_cookies_joined() {
+        let forwarded = |values: &[&'static str]| {
+            let mut from = HeaderMap::new();
+            for v in values {
+                from.append(header::COOKIE, HeaderValue::from_static(v));
+            }
+            let mut to = HeaderMap::new();
+            forward_request_headers(&from, &mut to);
+            assert!(to.get_all(header::COOKIE).iter().count() <= 1);
+            to.get(header::COOKIE)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            forwarded(&["a=1; __Host-hermes_session=secret; b=2"]).as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(
+            forwarded(&["a=1", "__Host-hermes_session=secret", "b=2"]).as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(forwarded(&["__Host-hermes_session=secret"]), None);
     }
 
     #[test]
