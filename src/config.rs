@@ -54,6 +54,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub chat: FileChat,
     #[serde(default)]
+    pub dashboard: FileDashboard,
+    #[serde(default)]
     pub routes: Vec<RouteEntry>,
 }
 
@@ -126,6 +128,13 @@ pub struct FileChat {
     pub retry_budget_secs: Option<u64>,
 }
 
+/// `[dashboard]`: Hermes' own web dashboard (`hermes dashboard`), proxied at `/dashboard/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDashboard {
+    pub upstream: Option<String>,
+}
+
 /// A custom page: `[[routes]] path = "/video" file = "www/video.html"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +152,7 @@ pub struct CliOverrides {
     pub certs_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub upstream: Option<String>,
+    pub dashboard_upstream: Option<String>,
     pub www: Option<PathBuf>,
     pub media: Option<PathBuf>,
     pub self_signed: bool,
@@ -261,6 +271,8 @@ pub struct Config {
     pub media: MediaConfig,
     pub auth: AuthConfig,
     pub chat: ChatConfig,
+    /// Hermes' dashboard, e.g. `http://127.0.0.1:9119`; `None` when `/dashboard/` is off.
+    pub dashboard_upstream: Option<String>,
     pub routes: Vec<RouteEntry>,
 }
 
@@ -530,6 +542,16 @@ impl Config {
             return Err(invalid("chat.idle_timeout_secs", "must be at least 1"));
         }
 
+        let dashboard_upstream = match cli
+            .dashboard_upstream
+            .clone()
+            .or(file.dashboard.upstream.clone())
+        {
+            None => None,
+            Some(text) if text.is_empty() || text == "off" => None,
+            Some(text) => Some(dashboard_url(&text)?),
+        };
+
         for r in &file.routes {
             if !r.path.starts_with('/') || r.path.contains("..") {
                 return Err(invalid(
@@ -567,8 +589,32 @@ impl Config {
             media,
             auth,
             chat,
+            dashboard_upstream,
             routes: file.routes,
         })
+    }
+}
+
+/// The dashboard's base URL: `http://HOST:PORT` with no path, because the edge sends that
+/// authority as `Host` (the dashboard refuses any other) and mounts it at `/dashboard/` itself.
+fn dashboard_url(text: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "dashboard.upstream";
+    let url = text.trim_end_matches('/');
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(invalid(
+            KEY,
+            format!("`{text}` is not an http:// URL; `hermes dashboard` listens on loopback, e.g. http://127.0.0.1:9119"),
+        ));
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err(invalid(
+            KEY,
+            format!("`{text}` must be only a scheme, host and port, e.g. http://127.0.0.1:9119 (the edge serves it under /dashboard/ itself)"),
+        ));
+    }
+    match url.parse::<http::Uri>() {
+        Ok(uri) if uri.authority().is_some() => Ok(url.to_string()),
+        _ => Err(invalid(KEY, format!("`{text}` is not a valid URL"))),
     }
 }
 
@@ -750,5 +796,59 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("max_connections"), "{err}");
+    }
+
+    #[test]
+    fn dashboard_is_off_by_default_and_set_from_file_or_flag() {
+        assert_eq!(
+            resolve("", CliOverrides::default())
+                .unwrap()
+                .dashboard_upstream,
+            None
+        );
+        let c = resolve(
+            "[dashboard]\nupstream = \"http://127.0.0.1:9119/\"\n",
+            CliOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.dashboard_upstream.as_deref(),
+            Some("http://127.0.0.1:9119")
+        );
+        let cli = CliOverrides {
+            dashboard_upstream: Some("http://localhost:9200".into()),
+            ..Default::default()
+        };
+        let c = resolve("[dashboard]\nupstream = \"http://127.0.0.1:9119\"\n", cli).unwrap();
+        assert_eq!(
+            c.dashboard_upstream.as_deref(),
+            Some("http://localhost:9200")
+        );
+        let cli = CliOverrides {
+            dashboard_upstream: Some("off".into()),
+            ..Default::default()
+        };
+        let c = resolve("[dashboard]\nupstream = \"http://127.0.0.1:9119\"\n", cli).unwrap();
+        assert_eq!(c.dashboard_upstream, None);
+    }
+
+    #[test]
+    fn dashboard_url_must_be_plain_http_host_and_port() {
+        for bad in [
+            "https://127.0.0.1:9119",
+            "127.0.0.1:9119",
+            "http://127.0.0.1:9119/ui",
+            "http://",
+        ] {
+            let text = format!("[dashboard]\nupstream = \"{bad}\"\n");
+            let e = resolve(&text, CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("invalid setting `dashboard.upstream`: "),
+                "{bad}: {e}"
+            );
+            assert!(e.contains("http://127.0.0.1:9119"), "{bad}: {e}");
+        }
     }
 }

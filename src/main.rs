@@ -211,6 +211,9 @@ struct ServeArgs {
     /// The Hermes API Server (default http://127.0.0.1:8642).
     #[arg(long, global = true)]
     upstream: Option<String>,
+    /// Hermes' web dashboard to serve at /dashboard/ (admins only), e.g. http://127.0.0.1:9119.
+    #[arg(long, global = true)]
+    dashboard_upstream: Option<String>,
     /// Serve the site's files from this directory instead of the embedded copy.
     #[arg(long, global = true)]
     www: Option<PathBuf>,
@@ -261,6 +264,7 @@ impl ServeArgs {
             certs_dir: self.certs_dir.clone(),
             data_dir: self.data_dir.clone(),
             upstream: self.upstream.clone(),
+            dashboard_upstream: self.dashboard_upstream.clone(),
             www: self.www.clone(),
             media: self.media.clone(),
             self_signed: self.self_signed,

@@ -14,6 +14,7 @@ use crate::auth::{self, admin, Role, User};
 use crate::files;
 use crate::response::{self, Resp};
 use crate::security;
+use crate::upstream::dashboard;
 
 /// The user name a response was served to, for the access log.
 #[derive(Clone)]
@@ -68,7 +69,7 @@ fn access_log(resp: &Resp, started: Instant, method: &Method, path: &str, client
 }
 
 fn is_api(path: &str) -> bool {
-    path.starts_with("/api/") || path.starts_with("/v1/")
+    path.starts_with("/api/") || path.starts_with("/v1/") || path.starts_with("/dashboard/api/")
 }
 
 /// The route table.
@@ -180,6 +181,10 @@ async fn signed_in(
     if crate::upstream::is_chat_path(path) {
         return crate::upstream::route(app, ctx, req, user, method, path).await;
     }
+    // Hermes' own dashboard (admins only), proxied with its WebSockets.
+    if dashboard::is_dashboard_path(path) {
+        return dashboard::route(app, ctx, req, user).await;
+    }
     // Custom pages (`[[routes]]`), before the chat page fallback.
     if let Some(route) = app.config.routes.iter().find(|r| r.path == path) {
         return match files::route_file(&req, &route.file).await {
@@ -239,7 +244,11 @@ async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<
         return None;
     }
     let rel = path.strip_prefix('/')?;
-    if rel.is_empty() || rel.ends_with(".html") || files::is_media(path) {
+    if rel.is_empty()
+        || rel.ends_with(".html")
+        || files::is_media(path)
+        || dashboard::is_dashboard_path(path)
+    {
         return None;
     }
     // A refused or missing name is not an asset: the routes below (and the login gate) decide.

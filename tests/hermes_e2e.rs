@@ -7,46 +7,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs a script with a time bound; returns (success, stdout, stderr).
-fn run_script(script: &str, args: &[&str], limit: Duration) -> (bool, String, String) {
-    let mut child = Command::new("bash")
-        .arg(repo().join("tests/hermes").join(script))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run script");
-    let out = child.stdout.take().unwrap();
-    let err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || std::io::read_to_string(out).unwrap_or_default());
-    let err_t = std::thread::spawn(move || std::io::read_to_string(err).unwrap_or_default());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = out_t.join().unwrap();
-    let stderr = err_t.join().unwrap();
-    (status.is_some_and(|s| s.success()), stdout, stderr)
-}
 
 /// The running Hermes gateway and fake provider; stopped (by their recorded PIDs) on drop.
 struct Hermes {

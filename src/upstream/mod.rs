@@ -5,10 +5,12 @@
 //!
 //! The routes that use it live next to it: `chat` (the web chat, `POST /api/chat`), `conversations`
 //! (the stored history), `tokens` (personal API tokens) and `openai` (`/v1/*` for API clients).
+//! `dashboard` is the proxy to Hermes' own web dashboard at `/dashboard/` (admins only).
 //! `relay` is the streaming body that carries Hermes' SSE events to the client as they arrive.
 
 pub mod chat;
 pub mod conversations;
+pub mod dashboard;
 pub mod openai;
 pub mod relay;
 pub mod tokens;

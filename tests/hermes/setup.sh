@@ -11,7 +11,7 @@
 #            it the gateway silently does not start the API server.
 #   output:  progress lines on stderr prefixed "setup.sh:"; on success the last line on stdout is the path
 #            of the `hermes` executable, e.g. /repo/.venv-hermes/bin/hermes.
-#   exit:    0 when hermes is installed and importable, non-zero otherwise.
+#   exit:    0 when hermes is installed and importable (API server and dashboard), non-zero otherwise.
 # Idempotent: a second run only checks the installed version (well under a second).
 set -euo pipefail
 
@@ -66,5 +66,12 @@ fi
     say "error: gateway.platforms.api_server or aiohttp cannot be imported"
     exit 1
 }
+# `hermes dashboard` (tests/dashboard.rs) needs FastAPI, uvicorn and the built page, all part of
+# the base package; checked so a broken install fails here rather than as a dashboard timeout.
+"$venv/bin/python" - <<'EOF' || { say "error: the dashboard (hermes_cli.web_server) cannot run: fastapi, uvicorn or web_dist/index.html missing"; exit 1; }
+import pathlib
+import fastapi, uvicorn, hermes_cli
+assert (pathlib.Path(hermes_cli.__file__).parent / "web_dist" / "index.html").is_file()
+EOF
 say "ok: hermes-agent $(installed_version) in $venv"
 printf '%s\n' "$venv/bin/hermes"

@@ -3,8 +3,9 @@
 #
 # Interface
 #   usage:   tests/hermes/stop.sh WORKDIR      (or HERMES_WORKDIR)
-#   effect:  for hermes.pid then provider.pid in WORKDIR: if that PID is alive AND its command line is the
-#            one start.sh launched (hermes gateway run / fake_provider.py; guards against PID reuse), send
+#   effect:  for hermes.pid, provider.pid and dashboard.pid in WORKDIR: if that PID is alive AND its
+#            command line is the one start.sh / dashboard.sh launched (hermes gateway run /
+#            fake_provider.py / hermes dashboard; guards against PID reuse), send
 #            SIGTERM to the process group start.sh created for it with setsid (its PGID equals that PID, so
 #            only that process and its own children are hit), wait up to 10 s, then SIGKILL. Removes the
 #            pid file afterwards. Leaves logs, provider.log and hermes-home in place for inspection.
@@ -51,4 +52,5 @@ stop_one() {
 
 stop_one "$work/hermes.pid" "gateway run"
 stop_one "$work/provider.pid" "fake_provider.py"
+stop_one "$work/dashboard.pid" "dashboard --no-open"
 exit 0
