@@ -37,13 +37,18 @@ pub struct App {
     pub tokens: crate::upstream::tokens::TokenCache,
     pub decoy_hash: String,
     pub upstream: UpstreamClient,
+    /// The fixed parts of every request to Hermes.
+    pub target: Option<crate::upstream::Target>,
     pub http01: Option<Http01Responder>,
 }
 
 /// Facts about one request that handlers need besides the request itself.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ctx {
     pub client_ip: IpAddr,
+    /// The client connection's own upstream connection (see `upstream::own`); `None` where a
+    /// request has no client connection task to run one in.
+    pub own: Option<Arc<crate::upstream::own::OwnUpstream>>,
 }
 
 impl App {
@@ -86,6 +91,7 @@ impl App {
             www,
             ca_pem,
             upstream,
+            target: crate::upstream::Target::new(&config.upstream, config.chat.api_key.as_deref()),
             http01: None,
             store,
             config,

@@ -30,6 +30,7 @@ use crate::config::{Config, TlsMode};
 use crate::response::{self, Resp};
 use crate::store::Store;
 use crate::tls::{self, local_ca::LocalCa, CertResolver};
+use crate::upstream::own::OwnUpstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -356,8 +357,12 @@ async fn accept_https(
             }
             let streams = ConnStreams::default();
             let builder = http_builder(&app.config, streams.clone());
+            let own = Arc::new(OwnUpstream::new({
+                let streams = streams.clone();
+                move |task| hyper::rt::Executor::execute(&streams, task)
+            }));
             let svc = service_fn(move |req: Request<Incoming>| {
-                crate::router::handle(app.clone(), req, peer)
+                crate::router::handle(app.clone(), req, peer, Some(own.clone()))
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             let conn = watcher.watch(conn.into_owned());

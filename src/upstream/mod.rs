@@ -12,10 +12,12 @@ pub mod chat;
 pub mod conversations;
 pub mod dashboard;
 pub mod openai;
+pub mod own;
 pub mod relay;
 pub mod tokens;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -104,6 +106,14 @@ impl UpstreamError {
     }
 }
 
+const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: header::HeaderName = header::HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
+const X_HERMES_SESSION_ID: header::HeaderName =
+    header::HeaderName::from_static("x-hermes-session-id");
+const X_HERMES_SESSION_KEY: header::HeaderName =
+    header::HeaderName::from_static("x-hermes-session-key");
+
 /// One request to Hermes, kept as bytes so it can be sent again after a `429`.
 pub struct Outgoing {
     pub method: Method,
@@ -114,26 +124,68 @@ pub struct Outgoing {
     pub session_key: Option<String>,
     pub client_ip: IpAddr,
     pub stream: bool,
+    /// The client connection's own upstream connection, tried before the shared pool.
+    pub own: Option<Arc<own::OwnUpstream>>,
+}
+
+/// What every request to Hermes carries that never changes, prepared once (formatting the URL and
+/// the key on every request showed in profiles).
+pub struct Target {
+    authority: http::uri::Authority,
+    /// `Host` for requests sent in origin form over a client connection's own upstream connection.
+    pub host: HeaderValue,
+    /// `Bearer <key>`, marked sensitive; `None` without a key or when the key cannot be a header.
+    bearer: Option<HeaderValue>,
+}
+
+impl Target {
+    /// `None` when `upstream` has no host (config validation refuses such a URL).
+    pub fn new(upstream: &str, key: Option<&str>) -> Option<Target> {
+        let authority = upstream.parse::<http::Uri>().ok()?.authority()?.clone();
+        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        let bearer = key
+            .and_then(|k| HeaderValue::from_str(&format!("Bearer {k}")).ok())
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        Some(Target {
+            authority,
+            host,
+            bearer,
+        })
+    }
 }
 
 impl Outgoing {
-    fn build(&self, app: &App, key: &str) -> Result<HyperRequest<crate::response::Body>, String> {
-        let url = format!("{}{}", app.config.upstream, self.path);
+    fn build(&self, app: &App) -> Result<HyperRequest<crate::response::Body>, String> {
+        let (Some(target), Some(bearer)) = (
+            app.target.as_ref(),
+            app.target.as_ref().and_then(|t| t.bearer.as_ref()),
+        ) else {
+            return Err("the upstream URL or the API key cannot be used in a request".into());
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(target.authority.clone());
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static(self.path));
+        let ip = HeaderValue::from_str(&self.client_ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         let mut b = Request::builder()
             .method(self.method.clone())
-            .uri(url)
-            .header(header::AUTHORIZATION, format!("Bearer {key}"))
-            .header("x-forwarded-for", self.client_ip.to_string())
-            .header("x-real-ip", self.client_ip.to_string())
-            .header("x-forwarded-proto", "https");
+            .uri(http::Uri::from_parts(uri).map_err(|e| e.to_string())?)
+            .header(header::AUTHORIZATION, bearer.clone())
+            .header(X_FORWARDED_FOR, ip.clone())
+            .header(X_REAL_IP, ip)
+            .header(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         if self.stream {
             b = b.header(header::ACCEPT, "text/event-stream");
         }
         if let Some(id) = &self.session_id {
-            b = b.header("x-hermes-session-id", id.as_str());
+            b = b.header(X_HERMES_SESSION_ID, id.as_str());
         }
         if let Some(k) = &self.session_key {
-            b = b.header("x-hermes-session-key", k.as_str());
+            b = b.header(X_HERMES_SESSION_KEY, k.as_str());
         }
         let body = match &self.body {
             Some(bytes) => {
@@ -150,33 +202,21 @@ impl Outgoing {
 /// Sends `out` to Hermes and returns its successful response head (the body still streaming).
 /// A `429` is retried, honouring `Retry-After`, while the retry budget lasts.
 pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
-    let Some(key) = app.config.chat.api_key.as_deref() else {
+    if app.config.chat.api_key.is_none() {
         return Err(UpstreamError::NoKey);
-    };
+    }
     let budget = app.config.chat.retry_budget;
     let idle = app.config.chat.idle_timeout;
     let started = Instant::now();
     for attempt in 0u32..16 {
-        let req = out.build(app, key).map_err(UpstreamError::Failed)?;
-        let resp = match tokio::time::timeout(idle, app.upstream.request(req)).await {
+        let req = out.build(app).map_err(UpstreamError::Failed)?;
+        let resp = match tokio::time::timeout(idle, request(app, out, req)).await {
             Err(_) => {
                 return Err(UpstreamError::Stalled {
                     secs: idle.as_secs(),
                 })
             }
-            Ok(Err(e)) => {
-                if e.is_connect() {
-                    tracing::warn!(upstream = %app.config.upstream, "Hermes API Server unreachable: {e}");
-                    return Err(UpstreamError::Unreachable {
-                        url: app.config.upstream.clone(),
-                    });
-                }
-                tracing::warn!("request to Hermes failed: {e}");
-                return Err(UpstreamError::Failed(format!(
-                    "the connection failed ({})",
-                    error_chain(&e)
-                )));
-            }
+            Ok(Err(e)) => return Err(e),
             Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
@@ -220,6 +260,37 @@ pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, Upstr
         )));
     }
     Err(UpstreamError::RateLimited { retry_after: 1 })
+}
+
+/// One exchange with Hermes: over the client connection's own upstream connection when it has a
+/// free one, else over the shared pool.
+async fn request(
+    app: &App,
+    out: &Outgoing,
+    req: HyperRequest<crate::response::Body>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let failed = |e: &(dyn std::error::Error + 'static)| {
+        tracing::warn!("request to Hermes failed: {e}");
+        UpstreamError::Failed(format!("the connection failed ({})", error_chain(e)))
+    };
+    let req = match &out.own {
+        Some(own) => match own.send(req, app.target.as_ref().map(|t| &t.host)).await {
+            own::Sent::Answered(Ok(resp)) => return Ok(resp),
+            own::Sent::Answered(Err(e)) => return Err(failed(&e)),
+            own::Sent::NotSent(req) => req,
+        },
+        None => req,
+    };
+    match app.upstream.request(req).await {
+        Ok(resp) => Ok(resp),
+        Err(e) if e.is_connect() => {
+            tracing::warn!(upstream = %app.config.upstream, "Hermes API Server unreachable: {e}");
+            Err(UpstreamError::Unreachable {
+                url: app.config.upstream.clone(),
+            })
+        }
+        Err(e) => Err(failed(&e)),
+    }
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

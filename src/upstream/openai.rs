@@ -81,33 +81,25 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut request = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(o)) => o,
-        _ => {
-            return response::error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "The request body must be a JSON object (an OpenAI chat completion request).",
-            )
-        }
-    };
-    let stream = request
-        .get("stream")
-        .and_then(|s| s.as_bool())
-        .unwrap_or(false);
-    let body = if session.is_none() {
-        let Some(messages) = request.get_mut("messages").and_then(|m| m.as_array_mut()) else {
-            return response::error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "The request needs a \"messages\" array.",
-            );
-        };
-        messages.insert(
-            0,
-            serde_json::json!({"role": "system", "content": format!("api user: {}", user.id)}),
+    let Some(probe) = Probe::of(&body) else {
+        return response::error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "The request body must be a JSON object (an OpenAI chat completion request).",
         );
-        bytes::Bytes::from(serde_json::Value::Object(request).to_string())
+    };
+    let stream = probe.stream.is_some_and(|s| s.get() == "true");
+    let body = if session.is_none() {
+        match with_user_line(&body, probe.messages, user.id) {
+            Some(b) => b,
+            None => {
+                return response::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "The request needs a \"messages\" array.",
+                )
+            }
+        }
     } else {
         body
     };
@@ -125,8 +117,58 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         session_key: Some(format!("web:{}", user.id)),
         client_ip: ctx.client_ip,
         stream,
+        own: ctx.own.clone(),
     };
     forward(app, &out).await
+}
+
+/// The two fields of a chat completion request the edge looks at, borrowed from the body (the
+/// rest is checked to be JSON and passed on byte for byte, never re-serialised).
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    messages: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'a> Probe<'a> {
+    /// `None` unless `body` is one JSON object.
+    fn of(body: &'a [u8]) -> Option<Probe<'a>> {
+        // serde also reads a struct from an array; only an object is a request.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        serde_json::from_slice(body).ok()
+    }
+}
+
+/// `body` with `{"role":"system","content":"api user: <id>"}` as the first message, spliced into
+/// the bytes of the `messages` array. `None` when there is no such array.
+fn with_user_line(
+    body: &bytes::Bytes,
+    messages: Option<&serde_json::value::RawValue>,
+    user_id: i64,
+) -> Option<bytes::Bytes> {
+    let raw = messages?.get();
+    let inner = raw.strip_prefix('[')?;
+    // Where the array's contents start: the `messages` text lies inside `body`.
+    let at = (inner.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    if at > body.len() {
+        return None;
+    }
+    let line = serde_json::json!({"role": "system", "content": format!("api user: {user_id}")});
+    let comma = if inner.trim_start().starts_with(']') {
+        ""
+    } else {
+        ","
+    };
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(line.to_string().as_bytes());
+    out.extend_from_slice(comma.as_bytes());
+    out.extend_from_slice(&body[at..]);
+    Some(bytes::Bytes::from(out))
 }
 
 async fn models(app: &App, ctx: &Ctx) -> Resp {
@@ -138,6 +180,7 @@ async fn models(app: &App, ctx: &Ctx) -> Resp {
         session_key: None,
         client_ip: ctx.client_ip,
         stream: false,
+        own: ctx.own.clone(),
     };
     forward(app, &out).await
 }
@@ -170,7 +213,34 @@ async fn forward(app: &App, out: &Outgoing) -> Resp {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_client_session;
+    use super::{valid_client_session, with_user_line, Probe};
+
+    fn spliced(body: &str) -> Option<serde_json::Value> {
+        let bytes = bytes::Bytes::from(body.to_string());
+        let probe = Probe::of(&bytes)?;
+        let out = with_user_line(&bytes, probe.messages, 7)?;
+        Some(serde_json::from_slice(&out).unwrap())
+    }
+
+    #[test]
+    fn the_user_line_is_spliced_in_as_the_first_message() {
+        let line = serde_json::json!({"role": "system", "content": "api user: 7"});
+        assert_eq!(
+            spliced(r#"{"model":"m","messages":[{"role":"user","content":"hi ]"}],"stream":true}"#),
+            Some(
+                serde_json::json!({"model": "m", "messages": [line, {"role": "user", "content": "hi ]"}], "stream": true})
+            )
+        );
+        assert_eq!(
+            spliced(r#" { "messages" : [ ] } "#),
+            Some(serde_json::json!({"messages": [line]}))
+        );
+        assert_eq!(spliced(r#"{"messages":"no"}"#), None);
+        assert_eq!(spliced(r#"{"model":"m"}"#), None);
+        assert_eq!(spliced(r#"[{"messages":[]}]"#), None);
+        assert_eq!(spliced(r#"{"messages":[}"#), None);
+        assert_eq!(spliced(r#"{"messages":[],"messages":[]}"#), None);
+    }
 
     #[test]
     fn client_session_ids_cannot_be_path_like_or_odd() {

@@ -1,0 +1,157 @@
+//! A client connection's own connection to Hermes, run inside that client connection's task.
+//!
+//! Why: through the shared pool every proxied request crossed tasks (and often threads) four
+//! times: the request to the pool connection's task, the response head back, each body chunk,
+//! the end. With the upstream connection polled by the same task as the client connection that
+//! uses it, those hand-offs are plain function calls on one thread, as in nginx's worker loop.
+//!
+//! A client connection opens its own upstream connection at its first proxied request and keeps it
+//! while it lives; requests on it go one after another, which is how HTTP/1.1 clients send them
+//! anyway. When it is busy (several HTTP/2 streams at once) or not ready, the request takes the
+//! shared pool instead. When the client connection ends, its upstream connection is closed with it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::response::Body;
+
+/// A future to run inside the client connection's task.
+pub type ConnTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub struct OwnUpstream {
+    /// Hands a future to the client connection's task.
+    run: Box<dyn Fn(ConnTask) + Send + Sync>,
+    slot: Mutex<Slot>,
+}
+
+enum Slot {
+    /// Not opened yet, or closed.
+    Empty,
+    Idle(SendRequest<Body>),
+    /// In use by a request right now (another HTTP/2 stream of the same client connection).
+    Busy,
+}
+
+/// What became of a request offered to [`OwnUpstream::send`].
+pub enum Sent {
+    /// It went over the own connection.
+    Answered(Result<Response<Incoming>, hyper::Error>),
+    /// It was not sent: use the shared pool.
+    NotSent(Request<Body>),
+}
+
+impl OwnUpstream {
+    pub fn new(run: impl Fn(ConnTask) + Send + Sync + 'static) -> OwnUpstream {
+        OwnUpstream {
+            run: Box::new(run),
+            slot: Mutex::new(Slot::Empty),
+        }
+    }
+
+    /// Sends `req` (absolute URI, `http://host:port/path`) over this client connection's own
+    /// upstream connection, opening it first if needed.
+    pub async fn send(&self, mut req: Request<Body>, host: Option<&HeaderValue>) -> Sent {
+        let Some(host) = host else {
+            return Sent::NotSent(req);
+        };
+        let ready = {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            match std::mem::replace(&mut *slot, Slot::Busy) {
+                Slot::Busy => return Sent::NotSent(req),
+                Slot::Idle(s) if s.is_ready() => Some(s),
+                Slot::Empty => None,
+                Slot::Idle(s) if s.is_closed() => None,
+                Slot::Idle(s) => {
+                    // Still reading an earlier answer (another stream of an HTTP/2 client).
+                    *slot = Slot::Idle(s);
+                    return Sent::NotSent(req);
+                }
+            }
+        };
+        // From here the slot is `Busy`; the guard frees it however this ends (a client that goes
+        // away drops this future mid-request, and the connection with it).
+        let mut guard = Busy {
+            owner: self,
+            back: None,
+        };
+        let mut sender = match ready {
+            Some(s) => s,
+            None => match self.open(req.uri()).await {
+                Some(s) => s,
+                None => return Sent::NotSent(req),
+            },
+        };
+        origin_form(&mut req, host);
+        let out = match sender.try_send_request(req).await {
+            Ok(resp) => Sent::Answered(Ok(resp)),
+            Err(mut e) => match e.take_message() {
+                // Never written: the connection had closed meanwhile. The pool gets it.
+                Some(req) => Sent::NotSent(req),
+                None => Sent::Answered(Err(e.into_error())),
+            },
+        };
+        // Ready for the next request once the body of this answer has been read to the end.
+        if !sender.is_closed() {
+            guard.back = Some(sender);
+        }
+        out
+    }
+
+    /// Connects to the host and port of `uri` and hands the connection's driver to the client
+    /// connection's task. `None` on any failure (the pool then reports it properly).
+    async fn open(&self, uri: &Uri) -> Option<SendRequest<Body>> {
+        let authority = uri.authority()?.as_str().to_string();
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(authority),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .ok()?;
+        (self.run)(Box::pin(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+        }));
+        Some(sender)
+    }
+}
+
+/// Frees the slot when a request is done with it: the sender goes back, or the slot is emptied.
+struct Busy<'a> {
+    owner: &'a OwnUpstream,
+    back: Option<SendRequest<Body>>,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut slot = self.owner.slot.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = self.back.take().map_or(Slot::Empty, Slot::Idle);
+    }
+}
+
+/// `http://host:port/path?q` → `/path?q` with `Host: host:port`, as an origin server expects.
+fn origin_form(req: &mut Request<Body>, host: &HeaderValue) {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    req.headers_mut().insert(header::HOST, host.clone());
+}
