@@ -46,9 +46,27 @@ pub struct App {
 #[derive(Clone)]
 pub struct Ctx {
     pub client_ip: IpAddr,
-    /// The client connection's own upstream connection (see `upstream::own`); `None` where a
-    /// request has no client connection task to run one in.
-    pub own: Option<Arc<crate::upstream::own::OwnUpstream>>,
+    /// What the requests of this client connection share; `None` for requests that are not on
+    /// an HTTPS client connection (tests of handlers).
+    pub conn: Option<Arc<Conn>>,
+}
+
+/// What the requests of one client connection share.
+pub struct Conn {
+    /// Its own connection to Hermes (see `upstream::own`).
+    pub own: crate::upstream::own::OwnUpstream,
+    /// Its place under `limits.max_connections`, held while anything still uses the connection:
+    /// an upgraded WebSocket outlives the HTTP connection it came on and keeps a clone.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Conn {
+    pub fn new(
+        own: crate::upstream::own::OwnUpstream,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Conn {
+        Conn { own, _slot: slot }
+    }
 }
 
 impl App {

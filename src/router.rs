@@ -25,7 +25,7 @@ pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
-    own: Option<Arc<crate::upstream::own::OwnUpstream>>,
+    conn: Option<Arc<crate::app::Conn>>,
 ) -> Result<Resp, Infallible> {
     // What the access log needs is only gathered when it is written (`RUST_LOG=warn` turns it
     // off, and copying the path for nothing showed in profiles).
@@ -33,7 +33,7 @@ pub async fn handle(
         .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let client_ip =
         security::client_ip(peer.ip(), req.headers(), &app.config.limits.trusted_proxies);
-    let ctx = Ctx { client_ip, own };
+    let ctx = Ctx { client_ip, conn };
     let mut resp = match app.ip_limit.check(&client_ip) {
         Ok(()) => route(&app, &ctx, req).await,
         Err(secs) => response::too_many(secs, "Too many requests from your address; slow down."),

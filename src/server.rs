@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::app::App;
+use crate::app::{App, Conn};
 use crate::config::{Config, TlsMode};
 use crate::response::{self, Resp};
 use crate::store::Store;
@@ -338,7 +338,7 @@ async fn accept_https(
         let watcher = graceful.watcher();
         let handshake_timeout = app.config.limits.tls_handshake_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
+            // `permit` (the connection's place under the limit) ends up in the `Conn` below.
             let _ = tcp.set_nodelay(true);
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -357,12 +357,13 @@ async fn accept_https(
             }
             let streams = ConnStreams::default();
             let builder = http_builder(&app.config, streams.clone());
-            let own = Arc::new(OwnUpstream::new({
+            let own = OwnUpstream::new({
                 let streams = streams.clone();
                 move |task| hyper::rt::Executor::execute(&streams, task)
-            }));
+            });
+            let shared = Arc::new(Conn::new(own, permit));
             let svc = service_fn(move |req: Request<Incoming>| {
-                crate::router::handle(app.clone(), req, peer, Some(own.clone()))
+                crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             let conn = watcher.watch(conn.into_owned());

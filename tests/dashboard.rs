@@ -549,3 +549,79 @@ async fn without_a_configured_dashboard_the_page_says_how_to_enable_it() {
         "{page}"
     );
 }
+
+/// An upgraded WebSocket outlives the HTTP connection it came on; it keeps that connection's place
+/// under `limits.max_connections` until it closes, so tunnels cannot pile up past the limit.
+#[tokio::test]
+async fn an_open_dashboard_websocket_counts_toward_the_connection_limit() {
+    let dashboard = Dashboard::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = 3\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string())
+            .arg("--dashboard-upstream")
+            .arg(&dashboard.url)
+            .arg("--san")
+            .arg(SITE),
+    );
+    let cookie = session_cookie(&s, "admin", ADMIN_PASSWORD).await;
+    let token = {
+        let client = s.client_builder().cookie_store(false).build().unwrap();
+        let page = client
+            .get(s.url("/dashboard/"))
+            .header("cookie", &cookie)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.split("window.__HERMES_SESSION_TOKEN__=\"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .expect("the page carries its session token")
+            .to_string()
+    };
+    // The clients above have closed their connections; give the edge a moment to see it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut ws = ws_connect(
+        &s,
+        &format!("/dashboard/api/ws?token={token}"),
+        Some(&cookie),
+        &site_origin(&s),
+    )
+    .await
+    .expect("the WebSocket upgrades through the edge");
+    let ready: Value = serde_json::from_str(&next_text(&mut ws, 20).await).unwrap();
+    assert_eq!(ready["params"]["type"], "gateway.ready", "{ready}");
+    let _b = tls_connect(&s, &[b"http/1.1"]).await;
+    let _c = tls_connect(&s, &[b"http/1.1"]).await;
+    let fourth = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls_connect_with_root(s.https, "localhost", &s.ca_pem(), &[b"http/1.1"]),
+    )
+    .await
+    .expect("answer within 5 s");
+    assert!(
+        fourth.is_err(),
+        "the tunnel, two connections and a fourth exceed max_connections = 3"
+    );
+
+    // Once the WebSocket closes its place is free again.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls_connect_with_root(s.https, "localhost", &s.ca_pem(), &[b"http/1.1"]),
+    )
+    .await
+    .expect("answer within 5 s");
+    assert!(again.is_ok(), "a place is free after the WebSocket closed");
+}

@@ -173,7 +173,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
         session_key: Some(format!("web:{}", user.id)),
         client_ip: ctx.client_ip,
         stream: true,
-        own: ctx.own.clone(),
+        conn: ctx.conn.clone(),
     };
     let upstream = super::send(app, &out).await.and_then(|resp| {
         let is_sse = resp

@@ -216,7 +216,10 @@ async fn websocket(app: &App, ctx: &Ctx, mut req: Request<Incoming>, base: &str)
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let path = parts.uri.path().to_string();
+    // The tunnel keeps the client connection's place under `max_connections` while it lasts.
+    let conn = ctx.conn.clone();
     tokio::spawn(async move {
+        let _conn = conn;
         let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
             (Ok(c), Ok(u)) => (c, u),
             (Err(e), _) | (_, Err(e)) => {

@@ -124,8 +124,8 @@ pub struct Outgoing {
     pub session_key: Option<String>,
     pub client_ip: IpAddr,
     pub stream: bool,
-    /// The client connection's own upstream connection, tried before the shared pool.
-    pub own: Option<Arc<own::OwnUpstream>>,
+    /// The client connection, whose own upstream connection is tried before the shared pool.
+    pub conn: Option<Arc<crate::app::Conn>>,
 }
 
 /// What every request to Hermes carries that never changes, prepared once (formatting the URL and
@@ -273,8 +273,12 @@ async fn request(
         tracing::warn!("request to Hermes failed: {e}");
         UpstreamError::Failed(format!("the connection failed ({})", error_chain(e)))
     };
-    let req = match &out.own {
-        Some(own) => match own.send(req, app.target.as_ref().map(|t| &t.host)).await {
+    let req = match &out.conn {
+        Some(conn) => match conn
+            .own
+            .send(req, app.target.as_ref().map(|t| &t.host))
+            .await
+        {
             own::Sent::Answered(Ok(resp)) => return Ok(resp),
             own::Sent::Answered(Err(e)) => return Err(failed(&e)),
             own::Sent::NotSent(req) => req,

@@ -117,7 +117,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         session_key: Some(format!("web:{}", user.id)),
         client_ip: ctx.client_ip,
         stream,
-        own: ctx.own.clone(),
+        conn: ctx.conn.clone(),
     };
     forward(app, &out).await
 }
@@ -180,7 +180,7 @@ async fn models(app: &App, ctx: &Ctx) -> Resp {
         session_key: None,
         client_ip: ctx.client_ip,
         stream: false,
-        own: ctx.own.clone(),
+        conn: ctx.conn.clone(),
     };
     forward(app, &out).await
 }
