@@ -457,3 +457,26 @@ async fn delete_in_hermes(
         (HermesCopy::NotFound, None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_session_id;
+
+    #[test]
+    fn only_plain_session_ids_go_into_a_hermes_path() {
+        assert!(is_plain_session_id(
+            "web-0f8fad5b-d9cb-469f-a165-70867728950e"
+        ));
+        assert!(is_plain_session_id("api-0123456789abcdef"));
+        for bad in [
+            "",
+            "api-..%2Fetc",
+            "a/b",
+            "web-x?y",
+            "web x",
+            &"a".repeat(257),
+        ] {
+            assert!(!is_plain_session_id(bad), "{bad}");
+        }
+    }
+}
