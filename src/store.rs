@@ -89,6 +89,13 @@ const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER
     );
     CREATE INDEX api_tokens_user ON api_tokens(user_id);",
+    // 4: the sessions Hermes derived for a conversation's branch turns (sent without a session id),
+    // so deleting the conversation can delete them in Hermes too
+    "CREATE TABLE hermes_sessions (
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        session_id TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, session_id)
+    ) WITHOUT ROWID;",
 ];
 
 #[derive(Clone)]

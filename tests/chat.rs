@@ -669,8 +669,11 @@ async fn conversations_are_stored_listed_renamed_and_deleted_with_the_documented
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 204);
-    assert_eq!(r.text().await.unwrap(), "");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"deleted": true, "hermes_session": "deleted"})
+    );
     let (status, _) = get_json(&s, &c, &format!("/api/conversations/{first}")).await;
     assert_eq!(status, 404);
     let (_, list) = get_json(&s, &c, "/api/conversations").await;
@@ -720,8 +723,11 @@ async fn a_user_cannot_read_continue_rename_or_delete_another_users_conversation
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap(), not_found);
 
+    // Nothing reached Hermes on Bob's behalf: no DELETE of the admin's session.
     assert_eq!(fake.requests().len(), 1);
+    assert!(fake.requests().iter().all(|r| r.method == "POST"));
     let (status, v) = get_json(&s, &admin, &format!("/api/conversations/{conv}")).await;
     assert_eq!(status, 200);
     assert_eq!(v["title"], "secret plans");
@@ -1111,5 +1117,206 @@ async fn an_agent_error_inside_the_stream_is_relayed_and_stored_with_the_partial
     assert_eq!(
         m["error"],
         json!({"code": "upstream_error", "message": "HTTP 500: provider down"})
+    );
+}
+
+async fn new_conversation(s: &Server, c: &reqwest::Client, message: &str) -> String {
+    let r = chat(s, c, json!({"message": message})).await;
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    text(r).await;
+    stored_message(s, c, &conv, 1).await;
+    conv
+}
+
+async fn delete_conversation(s: &Server, c: &reqwest::Client, conv: &str) -> (u16, Value) {
+    let r = c
+        .delete(s.url(&format!("/api/conversations/{conv}")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn deletes(fake: &Fake) -> Vec<fake_upstream::Recorded> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect()
+}
+
+#[tokio::test]
+async fn deleting_a_conversation_deletes_its_hermes_session_with_the_api_key() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let conv = new_conversation(&s, &c, "forget me").await;
+
+    let (status, v) = delete_conversation(&s, &c, &conv).await;
+    assert_eq!(
+        (status, v),
+        (200, json!({"deleted": true, "hermes_session": "deleted"}))
+    );
+    let sent = deletes(&fake);
+    assert_eq!(sent.len(), 1);
+    let d = &sent[0];
+    assert_eq!(d.path, format!("/api/sessions/web-{conv}"));
+    assert_eq!(d.header("authorization").unwrap(), format!("Bearer {KEY}"));
+    assert_eq!(d.header("cookie"), None);
+    assert_eq!(d.header("x-hermes-session-id"), None);
+    assert_eq!(d.header("x-hermes-session-key"), None);
+    assert_eq!(d.header("content-type"), None);
+    assert!(d.body.is_empty());
+    let (status, _) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+    assert_eq!(status, 404);
+    // Deleting it again is a 404 at the edge and sends nothing more to Hermes.
+    let (status, _) = delete_conversation(&s, &c, &conv).await;
+    assert_eq!(status, 404);
+    assert_eq!(deletes(&fake).len(), 1);
+
+    // Hermes' own 404 (it has no such session) is fine.
+    let conv = new_conversation(&s, &c, "never stored by Hermes").await;
+    fake.push(Reply::session_not_found(&format!("web-{conv}")));
+    let (status, v) = delete_conversation(&s, &c, &conv).await;
+    assert_eq!(
+        (status, v),
+        (200, json!({"deleted": true, "hermes_session": "not_found"}))
+    );
+
+    // A 404 that is not Hermes' (no such route) and a 500 are not: Hermes' copy was not deleted.
+    for (reply, says) in [
+        (
+            Reply::json(404, "404: Not Found"),
+            "The Hermes API Server answered with an error: 404: this Hermes API Server has no DELETE /api/sessions/{id}",
+        ),
+        (
+            Reply::json(500, "{\"error\":{\"message\":\"database is locked\"}}"),
+            "The Hermes API Server answered with an error: 500 database is locked",
+        ),
+    ] {
+        let conv = new_conversation(&s, &c, "keep trying").await;
+        fake.push(reply);
+        let (status, v) = delete_conversation(&s, &c, &conv).await;
+        assert_eq!(status, 200);
+        assert_eq!(v["deleted"], true);
+        assert_eq!(v["hermes_session"], "not_deleted");
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "The conversation was deleted here, but Hermes still keeps its copy (web-{conv}): {says}"
+            )),
+            "{message}"
+        );
+        let (status, _) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+        assert_eq!(status, 404);
+    }
+    let log = format!("{}\n{}", s.stdout(), s.stderr());
+    assert!(
+        log.contains("Hermes could not delete the session of a deleted conversation"),
+        "{log}"
+    );
+    assert!(!log.contains(KEY));
+    assert!(!log.contains(&KEY[..16]));
+}
+
+#[tokio::test]
+async fn deleting_a_conversation_while_hermes_is_unreachable_still_deletes_it_at_the_edge() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let conv = new_conversation(&s, &c, "hello").await;
+    fake.stop().await;
+
+    let (status, v) = delete_conversation(&s, &c, &conv).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["deleted"], true);
+    assert_eq!(v["hermes_session"], "not_deleted");
+    let message = v["message"].as_str().unwrap();
+    let prefix = format!(
+        "The conversation was deleted here, but Hermes still keeps its copy (web-{conv}): "
+    );
+    assert!(message.starts_with(&prefix), "{message}");
+    assert!(
+        message[prefix.len()..]
+            .starts_with("Cannot reach the Hermes API Server at http://127.0.0.1:"),
+        "{message}"
+    );
+    let (status, _) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+    assert_eq!(status, 404);
+    let (_, list) = get_json(&s, &c, "/api/conversations").await;
+    assert_eq!(list, json!({"conversations": []}));
+    assert!(deletes(&fake).is_empty());
+    let log = format!("{}\n{}", s.stdout(), s.stderr());
+    assert!(
+        log.contains("Hermes could not delete the session of a deleted conversation"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_hermes_that_does_not_answer_a_delete_is_given_up_on_after_5_seconds() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let conv = new_conversation(&s, &c, "hello").await;
+    fake.push(Reply::stream(vec![Step::Hang]));
+
+    let started = Instant::now();
+    let (status, v) = delete_conversation(&s, &c, &conv).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(4900) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"deleted": true, "hermes_session": "not_deleted", "message": format!(
+            "The conversation was deleted here, but Hermes still keeps its copy (web-{conv}): Hermes did not answer within 5 seconds"
+        )})
+    );
+    let (status, _) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn deleting_a_branched_conversation_deletes_the_sessions_hermes_derived_for_it() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let conv = new_conversation(&s, &c, "q1").await;
+    // Branch turns go without a session id; Hermes names the session and says so.
+    fake.push(Reply::sse(&["A1 again"]).header("x-hermes-session-id", "api-0123456789abcdef"));
+    let r = chat(&s, &c, json!({"conversation_id": conv, "regenerate": true})).await;
+    assert_eq!(r.status(), 200);
+    text(r).await;
+    // A name that cannot go into a path is not kept.
+    fake.push(Reply::sse(&["A2"]).header("x-hermes-session-id", "api-..%2Fetc"));
+    let r = chat(&s, &c, json!({"conversation_id": conv, "message": "q2"})).await;
+    assert_eq!(r.status(), 200);
+    text(r).await;
+    stored_message(&s, &c, &conv, 3).await;
+    let posts = fake.requests();
+    assert_eq!(posts[1].header("x-hermes-session-id"), None);
+    assert_eq!(posts[2].header("x-hermes-session-id"), None);
+
+    fake.push(Reply::session_not_found(&format!("web-{conv}")));
+    let (status, v) = delete_conversation(&s, &c, &conv).await;
+    assert_eq!(
+        (status, v),
+        (200, json!({"deleted": true, "hermes_session": "deleted"}))
+    );
+    let paths: Vec<String> = deletes(&fake).into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            format!("/api/sessions/web-{conv}"),
+            "/api/sessions/api-0123456789abcdef".to_string()
+        ]
     );
 }

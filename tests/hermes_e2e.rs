@@ -261,4 +261,78 @@ async fn the_real_hermes_api_server_answers_the_second_message_with_the_first_ex
         "echo: hello three (history: 6 messages)",
         "{sse}"
     );
+
+    // Deleting the conversation deletes Hermes' copy too: its session `web-<uuid>` and the
+    // sessions Hermes derived for the edited branch's turns.
+    let direct = reqwest::Client::new();
+    let bearer = format!("Bearer {}", hermes.key);
+    let session_status = |id: String| {
+        let req = direct
+            .get(format!("{}/api/sessions/{id}", hermes.url))
+            .header("authorization", bearer.clone());
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let list_ids = || {
+        let req = direct
+            .get(format!(
+                "{}/api/sessions?limit=200&include_children=true",
+                hermes.url
+            ))
+            .header("authorization", bearer.clone());
+        async move {
+            let v: Value = req.send().await.unwrap().json().await.unwrap();
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect::<Vec<String>>()
+        }
+    };
+    let web = format!("web-{conv}");
+    let (status, v) = session_status(web.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["session"]["id"], web.as_str());
+    let before = list_ids().await;
+    let derived: Vec<String> = before
+        .iter()
+        .filter(|id| id.starts_with("api-"))
+        .cloned()
+        .collect();
+    assert!(before.contains(&web), "{before:?}");
+    assert!(!derived.is_empty(), "no branch session in {before:?}");
+
+    let r = c
+        .delete(s.url(&format!("/api/conversations/{conv}")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"deleted": true, "hermes_session": "deleted"})
+    );
+    let (status, v) = session_status(web.clone()).await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"]["code"], "session_not_found");
+    for id in &derived {
+        let (status, v) = session_status(id.clone()).await;
+        assert_eq!(status, 404, "{id}: {v}");
+    }
+    let after = list_ids().await;
+    assert!(
+        !after.iter().any(|id| id == &web || derived.contains(id)),
+        "{after:?}"
+    );
+    let r = c
+        .get(s.url(&format!("/api/conversations/{conv}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }

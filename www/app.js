@@ -922,11 +922,16 @@
   }
 
   async function deleteConversation(id) {
+    let result;
     try {
-      await api('DELETE', '/api/conversations/' + encodeURIComponent(id));
+      result = await api('DELETE', '/api/conversations/' + encodeURIComponent(id));
     } catch (e) {
       showBanner('conv', 'error', 'Could not delete the conversation: ' + e.message);
       return;
+    }
+    // Deleted here either way; say so when Hermes could not delete its own copy.
+    if (result && result.hermes_session === 'not_deleted') {
+      showBanner('conv', 'warn', result.message || 'The conversation was deleted here, but Hermes still keeps its copy.');
     }
     state.conversations = state.conversations.filter((c) => c.id !== id);
     if (id === state.currentId) newChat();

@@ -62,6 +62,9 @@ struct Plan {
     session: String,
     /// `X-Hermes-Session-Id`, or `None` for a branch (history sent explicitly).
     session_header: Option<String>,
+    /// The session id Hermes derived for a branch turn (its `X-Hermes-Session-Id` answer), kept so
+    /// deleting the conversation deletes it in Hermes too.
+    derived_session: Option<String>,
     history: Vec<StoredMessage>,
     text: String,
     images: Vec<String>,
@@ -146,7 +149,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
         regenerate: chat.regenerate,
         edit_from: chat.edit_from,
     };
-    let plan = match plan(app, user, request).await {
+    let mut plan = match plan(app, user, request).await {
         Ok(p) => p,
         Err(e) => return plan_error(e),
     };
@@ -167,7 +170,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     });
     let out = Outgoing {
         method: Method::POST,
-        path: "/v1/chat/completions",
+        path: "/v1/chat/completions".into(),
         body: Some(Bytes::from(hermes_body.to_string())),
         session_id: plan.session_header.clone(),
         session_key: Some(format!("web:{}", user.id)),
@@ -199,6 +202,14 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
             return r;
         }
     };
+    if plan.session_header.is_none() {
+        plan.derived_session = resp
+            .headers()
+            .get(super::X_HERMES_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| super::conversations::is_plain_session_id(id))
+            .map(str::to_string);
+    }
     // Hermes accepted: now the user message and the (empty) answer are written.
     let conversation = plan.conversation.clone();
     let answer_row = match commit(app, user, plan).await {
@@ -372,6 +383,7 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
                     create_title: Some(title_from(&r.text)),
                     cut: None,
                     session_header: Some(session.clone()),
+                    derived_session: None,
                     session,
                     history: Vec::new(),
                     text: r.text,
@@ -413,6 +425,7 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
                     cut: Some(cut),
                     session: format!("{BRANCH_PREFIX}web-{}", uuid::Uuid::new_v4()),
                     session_header: None,
+                    derived_session: None,
                     history: stored.into_iter().filter(|m| m.index < cut).collect(),
                     text,
                     images,
@@ -423,6 +436,7 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
                     cut: None,
                     session: conv.hermes_session,
                     session_header: None,
+                    derived_session: None,
                     history: stored,
                     text,
                     images,
@@ -432,6 +446,7 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
                     create_title: None,
                     cut: None,
                     session_header: Some(conv.hermes_session.clone()),
+                    derived_session: None,
                     session: conv.hermes_session,
                     history: Vec::new(),
                     text,
@@ -481,6 +496,12 @@ async fn commit(app: &App, user: &User, plan: Plan) -> Result<i64, PlanError> {
                     |r| r.get(0),
                 )?,
             };
+            if let Some(derived) = &plan.derived_session {
+                tx.execute(
+                    "INSERT OR IGNORE INTO hermes_sessions (conversation_id, session_id) VALUES (?1, ?2)",
+                    params![id, derived],
+                )?;
+            }
             conversations::insert_message(&tx, id, index, "user", &plan.text, &plan.images)?;
             let row = conversations::insert_message(&tx, id, index + 1, "assistant", "", &[])?;
             tx.execute(

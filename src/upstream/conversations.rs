@@ -4,12 +4,15 @@
 //! Every query is scoped by the signed-in user's id, and another user's conversation answers
 //! `404` exactly like a missing one, so ids cannot be probed.
 
-use http::{Request, StatusCode};
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::relay::ToolStep;
-use crate::app::App;
+use super::{Outgoing, UpstreamError};
+use crate::app::{App, Ctx};
 use crate::auth::User;
 use crate::response::{self, Resp};
 use crate::store::{now_ms, rfc3339_ms};
@@ -281,27 +284,199 @@ pub async fn patch(app: &App, req: Request<Incoming>, user: &User, id: &str) -> 
     }
 }
 
-/// `DELETE /api/conversations/{id}`: deletes it with its messages.
-pub async fn delete(app: &App, user: &User, id: &str) -> Resp {
+/// How long deleting a conversation waits for Hermes to delete its sessions, in all.
+const HERMES_DELETE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What became of Hermes' own copy of a deleted conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HermesCopy {
+    Deleted,
+    NotFound,
+    NotDeleted,
+}
+
+impl HermesCopy {
+    fn as_str(self) -> &'static str {
+        match self {
+            HermesCopy::Deleted => "deleted",
+            HermesCopy::NotFound => "not_found",
+            HermesCopy::NotDeleted => "not_deleted",
+        }
+    }
+}
+
+/// True for a session id that can go into a path on Hermes as it is: `web-<uuid>`, `api-<hex>`.
+pub fn is_plain_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `DELETE /api/conversations/{id}`: deletes it with its messages, then asks Hermes to delete its
+/// own copy (the session `web-<id>` and any session Hermes derived for a branch turn).
+///
+/// The edge's delete never depends on Hermes: the answer is `200`
+/// `{"deleted": true, "hermes_session": "deleted" | "not_found" | "not_deleted"}`, with a
+/// `message` when Hermes' copy could not be deleted.
+pub async fn delete(app: &App, ctx: &Ctx, user: &User, id: &str) -> Resp {
     let uid = user.id;
     let id = id.to_string();
     let result = app
         .store
         .call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            let Some(conv) = find(&tx, uid, &id)? else {
+                return Ok(None);
+            };
+            let mut sessions = vec![format!("web-{}", conv.id)];
+            {
+                let mut st = tx.prepare(
+                    "SELECT session_id FROM hermes_sessions WHERE conversation_id = ?1
+                     ORDER BY session_id",
+                )?;
+                for s in st.query_map(params![conv.id], |r| r.get::<_, String>(0))? {
+                    let s = s?;
+                    if !sessions.contains(&s) {
+                        sessions.push(s);
+                    }
+                }
+            }
+            tx.execute(
                 "DELETE FROM conversations WHERE id = ?1 AND user_id = ?2",
-                params![id, uid],
-            )
+                params![conv.id, uid],
+            )?;
+            tx.commit()?;
+            Ok(Some(sessions))
         })
         .await;
-    match result {
-        Ok(0) => not_found(),
-        Ok(_) => {
-            let mut r = response::with_body(StatusCode::NO_CONTENT, "application/json", "");
-            *r.body_mut() = response::empty();
-            r.headers_mut().remove(http::header::CONTENT_TYPE);
-            r
+    let sessions = match result {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_found(),
+        Err(e) => return store_failed(e),
+    };
+    let work = delete_in_hermes(app, ctx, user, &sessions);
+    let (copy, problem) = match tokio::time::timeout(HERMES_DELETE_TIMEOUT, work).await {
+        Ok(done) => done,
+        Err(_) => {
+            tracing::warn!(
+                user = %user.username,
+                sessions = %sessions.join(","),
+                "Hermes did not delete the conversation's sessions within {} seconds",
+                HERMES_DELETE_TIMEOUT.as_secs()
+            );
+            (
+                HermesCopy::NotDeleted,
+                Some(format!(
+                    "Hermes did not answer within {} seconds",
+                    HERMES_DELETE_TIMEOUT.as_secs()
+                )),
+            )
         }
-        Err(e) => store_failed(e),
+    };
+    let mut body = serde_json::json!({"deleted": true, "hermes_session": copy.as_str()});
+    if let Some(problem) = problem {
+        body["message"] = serde_json::Value::String(format!(
+            "The conversation was deleted here, but Hermes still keeps its copy ({}): {problem}",
+            sessions.join(", ")
+        ));
+    }
+    response::json(StatusCode::OK, &body)
+}
+
+/// Deletes `sessions` in Hermes one after the other; a `404` is fine (never created, or gone).
+/// Returns the overall outcome and, when one could not be deleted, why.
+async fn delete_in_hermes(
+    app: &App,
+    ctx: &Ctx,
+    user: &User,
+    sessions: &[String],
+) -> (HermesCopy, Option<String>) {
+    let mut any_deleted = false;
+    for session in sessions {
+        if !is_plain_session_id(session) {
+            continue;
+        }
+        let out = Outgoing {
+            method: Method::DELETE,
+            path: format!("/api/sessions/{session}").into(),
+            body: None,
+            session_id: None,
+            session_key: None,
+            client_ip: ctx.client_ip,
+            stream: false,
+            own: None,
+        };
+        let problem = match super::exchange(app, &out).await {
+            // Hermes' own 404 (the session was never created, or is gone already) is fine; a
+            // 404 without its code means this Hermes has no such route.
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                let body = super::json_body(resp).await;
+                let code = body.as_ref().and_then(|v| v.pointer("/error/code"));
+                if code.and_then(|c| c.as_str()) == Some("session_not_found") {
+                    None
+                } else {
+                    Some(UpstreamError::Failed(
+                        "404: this Hermes API Server has no DELETE /api/sessions/{id} (Hermes 0.19 has it)"
+                            .into(),
+                    ))
+                }
+            }
+            // `{"object":"hermes.session.deleted","id":...,"deleted":false}` means it went
+            // meanwhile.
+            Ok(resp) if resp.status().is_success() => {
+                let body = super::json_body(resp).await;
+                if body.as_ref().and_then(|v| v.get("deleted"))
+                    != Some(&serde_json::Value::Bool(false))
+                {
+                    any_deleted = true;
+                }
+                None
+            }
+            Ok(resp) => Some(UpstreamError::Failed(format!(
+                "{} {}",
+                resp.status().as_u16(),
+                super::error_detail(resp).await
+            ))),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = problem {
+            tracing::warn!(
+                user = %user.username,
+                session = %session,
+                code = e.code(),
+                "Hermes could not delete the session of a deleted conversation: {e}"
+            );
+            return (HermesCopy::NotDeleted, Some(e.to_string()));
+        }
+    }
+    if any_deleted {
+        (HermesCopy::Deleted, None)
+    } else {
+        (HermesCopy::NotFound, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_session_id;
+
+    #[test]
+    fn only_plain_session_ids_go_into_a_hermes_path() {
+        assert!(is_plain_session_id(
+            "web-0f8fad5b-d9cb-469f-a165-70867728950e"
+        ));
+        assert!(is_plain_session_id("api-0123456789abcdef"));
+        for bad in [
+            "",
+            "api-..%2Fetc",
+            "a/b",
+            "web-x?y",
+            "web x",
+            &"a".repeat(257),
+        ] {
+            assert!(!is_plain_session_id(bad), "{bad}");
+        }
     }
 }

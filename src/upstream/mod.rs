@@ -16,6 +16,7 @@ pub mod own;
 pub mod relay;
 pub mod tokens;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,7 +110,7 @@ impl UpstreamError {
 const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: header::HeaderName = header::HeaderName::from_static("x-real-ip");
 const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
-const X_HERMES_SESSION_ID: header::HeaderName =
+pub(crate) const X_HERMES_SESSION_ID: header::HeaderName =
     header::HeaderName::from_static("x-hermes-session-id");
 const X_HERMES_SESSION_KEY: header::HeaderName =
     header::HeaderName::from_static("x-hermes-session-key");
@@ -117,8 +118,8 @@ const X_HERMES_SESSION_KEY: header::HeaderName =
 /// One request to Hermes, kept as bytes so it can be sent again after a `429`.
 pub struct Outgoing {
     pub method: Method,
-    /// Path on the API server, e.g. `/v1/chat/completions`.
-    pub path: &'static str,
+    /// Path on the API server, e.g. `/v1/chat/completions` (owned for a path with an id in it).
+    pub path: Cow<'static, str>,
     pub body: Option<Bytes>,
     pub session_id: Option<String>,
     pub session_key: Option<String>,
@@ -168,7 +169,12 @@ impl Outgoing {
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = Some(target.authority.clone());
-        uri.path_and_query = Some(http::uri::PathAndQuery::from_static(self.path));
+        uri.path_and_query = Some(match &self.path {
+            Cow::Borrowed(p) => http::uri::PathAndQuery::from_static(p),
+            Cow::Owned(p) => {
+                http::uri::PathAndQuery::try_from(p.as_str()).map_err(|e| e.to_string())?
+            }
+        });
         let ip = HeaderValue::from_str(&self.client_ip.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         let mut b = Request::builder()
@@ -202,6 +208,27 @@ impl Outgoing {
 /// Sends `out` to Hermes and returns its successful response head (the body still streaming).
 /// A `429` is retried, honouring `Retry-After`, while the retry budget lasts.
 pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
+    let resp = exchange(app, out).await?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let detail = error_detail(resp).await;
+    tracing::warn!(
+        status = status.as_u16(),
+        "Hermes answered an error: {detail}"
+    );
+    Err(UpstreamError::Failed(format!(
+        "{} {}",
+        status.as_u16(),
+        detail
+    )))
+}
+
+/// Sends `out` to Hermes and returns whatever it answered except a `401` (an `Auth` error) and a
+/// `429` (retried, honouring `Retry-After`, while the retry budget lasts); the caller judges the
+/// status.
+pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
     if app.config.chat.api_key.is_none() {
         return Err(UpstreamError::NoKey);
     }
@@ -220,9 +247,6 @@ pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, Upstr
             Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
         if status == StatusCode::UNAUTHORIZED {
             tracing::error!("the Hermes API Server refused the API key (401); HERMES_EDGE_API_KEY does not match API_SERVER_KEY");
             return Err(UpstreamError::Auth);
@@ -248,16 +272,7 @@ pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, Upstr
             tokio::time::sleep(wait).await;
             continue;
         }
-        let detail = error_detail(resp).await;
-        tracing::warn!(
-            status = status.as_u16(),
-            "Hermes answered an error: {detail}"
-        );
-        return Err(UpstreamError::Failed(format!(
-            "{} {}",
-            status.as_u16(),
-            detail
-        )));
+        return Ok(resp);
     }
     Err(UpstreamError::RateLimited { retry_after: 1 })
 }
@@ -324,22 +339,20 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     Some(wait.min(Duration::from_secs(3600)))
 }
 
-/// A short description of an error answer: the OpenAI envelope's message if there is one.
-async fn error_detail(resp: Response<Incoming>) -> String {
-    let status = resp.status();
+/// The JSON body of a small answer (at most 64 KiB, read within 5 s), if it is JSON.
+async fn json_body(resp: Response<Incoming>) -> Option<serde_json::Value> {
     let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect();
     let bytes = match tokio::time::timeout(Duration::from_secs(5), body).await {
         Ok(Ok(c)) => c.to_bytes(),
-        _ => Bytes::new(),
+        _ => return None,
     };
-    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .or_else(|| v.get("error"))
-                .or_else(|| v.get("message"))
-                .and_then(|m| m.as_str().map(str::to_string))
-        });
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A short description of an error answer: the OpenAI envelope's message if there is one.
+async fn error_detail(resp: Response<Incoming>) -> String {
+    let status = resp.status();
+    let message = json_body(resp).await.and_then(|v| error_message(&v));
     let text = message.unwrap_or_else(|| {
         status
             .canonical_reason()
@@ -347,6 +360,13 @@ async fn error_detail(resp: Response<Incoming>) -> String {
             .to_string()
     });
     text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+fn error_message(v: &serde_json::Value) -> Option<String> {
+    v.pointer("/error/message")
+        .or_else(|| v.get("error"))
+        .or_else(|| v.get("message"))
+        .and_then(|m| m.as_str().map(str::to_string))
 }
 
 /// Routes of the chat API for a signed-in user: `/api/chat`, `/api/conversations*`, `/api/tokens*`.
@@ -372,7 +392,7 @@ pub async fn route(
         return match *method {
             Method::GET => conversations::get(app, user, id).await,
             Method::PATCH => conversations::patch(app, req, user, id).await,
-            Method::DELETE => conversations::delete(app, user, id).await,
+            Method::DELETE => conversations::delete(app, ctx, user, id).await,
             _ => response::method_not_allowed(),
         };
     }

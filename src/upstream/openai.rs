@@ -111,7 +111,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     }
     let out = Outgoing {
         method: Method::POST,
-        path: "/v1/chat/completions",
+        path: "/v1/chat/completions".into(),
         body: Some(body),
         session_id: session,
         session_key: Some(format!("web:{}", user.id)),
@@ -174,7 +174,7 @@ fn with_user_line(
 async fn models(app: &App, ctx: &Ctx) -> Resp {
     let out = Outgoing {
         method: Method::GET,
-        path: "/v1/models",
+        path: "/v1/models".into(),
         body: None,
         session_id: None,
         session_key: None,

@@ -324,7 +324,7 @@ async function route(req, res) {
     }
     if (m === 'DELETE') {
       conversations.delete(c.id);
-      return send(res, 204, {}, '');
+      return json(res, 200, { deleted: true, hermes_session: 'deleted' });
     }
   }
   if (p.startsWith('/media/') && mediaDir) {

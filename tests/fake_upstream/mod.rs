@@ -3,7 +3,8 @@
 //! It listens on 127.0.0.1:0, answers each request with the next scripted `Reply` (a default SSE
 //! answer when the script is empty), records every request (method, path, headers, body), the
 //! instant each scripted chunk was handed to the connection, and the instant it noticed that the
-//! client went away.
+//! client went away. `DELETE /api/sessions/{id}` answers like Hermes 0.19 when nothing is scripted
+//! (`{"object":"hermes.session.deleted","id":...,"deleted":true}`), and `stop` makes it unreachable.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -83,6 +84,13 @@ impl Reply {
         }
     }
 
+    /// Hermes' `404` for a session it does not have (`_get_existing_session_or_404`).
+    pub fn session_not_found(id: &str) -> Reply {
+        let body = serde_json::json!({"error": {"message": format!("Session not found: {id}"),
+            "type": "invalid_request_error", "param": null, "code": "session_not_found"}});
+        Reply::json(404, &body.to_string())
+    }
+
     pub fn header(mut self, k: &str, v: &str) -> Reply {
         self.headers.push((k.into(), v.into()));
         self
@@ -137,6 +145,8 @@ struct State {
 pub struct Fake {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    /// The accept loop and every connection task, aborted by `stop`.
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Fake {
@@ -145,14 +155,16 @@ impl Fake {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
-        tokio::spawn(async move {
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let conn_tasks = tasks.clone();
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 st.lock().unwrap().connections += 1;
                 let st = st.clone();
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let st = st.clone();
                         async move { Ok::<_, Infallible>(handle(st, req).await) }
@@ -161,9 +173,20 @@ impl Fake {
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
                 });
+                conn_tasks.lock().unwrap().push(conn);
             }
         });
-        Fake { addr, state }
+        tasks.lock().unwrap().push(accept);
+        Fake { addr, state, tasks }
+    }
+
+    /// Closes the listener and every connection: from now on the address refuses connections.
+    pub async fn stop(&self) {
+        let tasks: Vec<_> = self.tasks.lock().unwrap().drain(..).collect();
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
     }
 
     pub fn url(&self) -> String {
@@ -215,6 +238,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<http_body_util::combinators::BoxBody<Bytes, BoxError>> {
     let method = req.method().to_string();
+    let method_is_delete = req.method() == http::Method::DELETE;
     let path = req.uri().path().to_string();
     let headers = req.headers().clone();
     let body = req
@@ -235,7 +259,14 @@ async fn handle(
         s.script.pop_front()
     };
     let reply = reply.unwrap_or_else(|| {
-        if path == "/v1/models" {
+        if let Some(id) = path
+            .strip_prefix("/api/sessions/")
+            .filter(|_| method_is_delete)
+        {
+            let body =
+                serde_json::json!({"object": "hermes.session.deleted", "id": id, "deleted": true});
+            Reply::json(200, &body.to_string())
+        } else if path == "/v1/models" {
             Reply::json(
                 200,
                 "{\"object\":\"list\",\"data\":[{\"id\":\"hermes-agent\",\"object\":\"model\"}]}",
