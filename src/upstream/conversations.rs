@@ -406,7 +406,7 @@ async fn delete_in_hermes(
             session_key: None,
             client_ip: ctx.client_ip,
             stream: false,
-            own: None,
+            conn: ctx.conn.clone(),
         };
         let problem = match super::exchange(app, &out).await {
             // Hermes' own 404 (the session was never created, or is gone already) is fine; a
