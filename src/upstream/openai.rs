@@ -157,7 +157,8 @@ fn with_user_line(
     if at > body.len() {
         return None;
     }
-    let line = serde_json::json!({"role": "system", "content": format!("api user: {user_id}")});
+    // A number needs no JSON escaping.
+    let line = format!(r#"{{"role":"system","content":"api user: {user_id}"}}"#);
     let comma = if inner.trim_start().starts_with(']') {
         ""
     } else {
@@ -165,7 +166,7 @@ fn with_user_line(
     };
     let mut out = Vec::with_capacity(body.len() + 64);
     out.extend_from_slice(&body[..at]);
-    out.extend_from_slice(line.to_string().as_bytes());
+    out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(comma.as_bytes());
     out.extend_from_slice(&body[at..]);
     Some(bytes::Bytes::from(out))
