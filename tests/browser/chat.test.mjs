@@ -559,7 +559,36 @@ test('conversations can be renamed and deleted from the sidebar', { timeout: 300
   await page.waitForFunction((cid) => !document.querySelector(`.conv-item[data-id="${cid}"]`), id, { timeout: 5000 });
   assert.equal((await page.request.get(base + '/api/conversations/' + id)).status(), 404);
   assert.equal(new URL(page.url()).searchParams.get('c'), null);
-  assert.equal(await page.locator('.msg').count(), 0);
+  assert.equal(await page.locator('.msg').count(), 0);  // Hermes deleted its copy too: the session of this conversation, and no warning.
+  const deletes = upstream.requests.filter((r) => r.method === 'DELETE');
+  assert.deepEqual(deletes.map((r) => r.url), ['/api/sessions/web-' + id]);
+  assert.equal(deletes[0].headers.authorization, 'Bearer ' + API_KEY);
+  assert.equal(await page.locator('.banner[data-key="conv"]').count(), 0);
+});
+
+test('when Hermes cannot delete its copy of a conversation a warning says so', { timeout: 30000 }, async () => {
+  await newChat(page);
+  await sendMessage(page, 'short-lived');
+  await waitAnswerDone(page);
+  const id = new URL(page.url()).searchParams.get('c');
+  upstream.control.failDeletes = true;
+  try {
+    const item = page.locator(`.conv-item[data-id="${id}"]`);
+    await item.hover();
+    await item.locator('.delete-btn').click();
+    await item.locator('.delete-btn').click(); // second click confirms
+    await page.waitForFunction((cid) => !document.querySelector(`.conv-item[data-id="${cid}"]`), id, { timeout: 5000 });
+    const banner = page.locator('.banner[data-key="conv"]');
+    await banner.waitFor({ timeout: 5000 });
+    assert.equal(await banner.getAttribute('class'), 'banner banner-warn');
+    const text = await banner.locator('.banner-text').textContent();
+    assert.ok(text.includes('web-' + id), text);
+    assert.ok(text.includes('Hermes still keeps its copy'), text);
+    // Gone at the edge all the same.
+    assert.equal((await page.request.get(base + '/api/conversations/' + id)).status(), 404);
+  } finally {
+    upstream.control.failDeletes = false;
+  }
 });
 
 test('an expired session goes to the login page and back to where the user was', { timeout: 30000 }, async () => {

@@ -92,6 +92,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export async function startFakeUpstream({ port = 0, apiKey = null } = {}) {
   const requests = [];
   const disconnects = [];
+  const control = { failDeletes: false };
 
   const server = http.createServer((req, res) => {
     let raw = '';
@@ -115,6 +116,18 @@ export async function startFakeUpstream({ port = 0, apiKey = null } = {}) {
     if (req.method === 'GET' && path === '/v1/models') {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify({ object: 'list', data: [{ id: 'hermes-agent', object: 'model' }] }));
+      return;
+    }
+    // Hermes' `DELETE /api/sessions/{id}` (0.19): deleted, or 500 while `failDeletes` is set.
+    if (req.method === 'DELETE' && path.startsWith('/api/sessions/')) {
+      const id = decodeURIComponent(path.slice('/api/sessions/'.length));
+      if (control.failDeletes) {
+        res.writeHead(500, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ error: { message: 'state.db is locked', type: 'server_error', code: 'internal' } }));
+        return;
+      }
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ object: 'hermes.session.deleted', id, deleted: true }));
       return;
     }
     if (req.method !== 'POST' || path !== '/v1/chat/completions') {
@@ -187,6 +200,7 @@ export async function startFakeUpstream({ port = 0, apiKey = null } = {}) {
     url: 'http://127.0.0.1:' + actual,
     requests,
     disconnects,
+    control,
     chatRequests: () => requests.filter((r) => r.url.startsWith('/v1/chat/completions')),
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
