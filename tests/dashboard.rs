@@ -11,7 +11,6 @@
 mod common;
 mod fake_upstream;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -49,15 +48,6 @@ impl Dashboard {
             last_err = format!("{out}\n{err}");
         }
         panic!("hermes dashboard did not start:\n{last_err}");
-    }
-}
-
-struct StopGuard(PathBuf);
-
-impl Drop for StopGuard {
-    fn drop(&mut self) {
-        let dir = self.0.display().to_string();
-        let _ = run_script("stop.sh", &[&dir], Duration::from_secs(30));
     }
 }
 

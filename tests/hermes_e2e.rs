@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -48,15 +47,6 @@ impl Hermes {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
-    }
-}
-
-struct StopGuard(PathBuf);
-
-impl Drop for StopGuard {
-    fn drop(&mut self) {
-        let dir = self.0.display().to_string();
-        let _ = run_script("stop.sh", &[&dir], Duration::from_secs(30));
     }
 }
 

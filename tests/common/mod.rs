@@ -391,6 +391,17 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
+/// Stops what a `tests/hermes/` script started in a work folder (`stop.sh`, by the PIDs it
+/// recorded) when dropped, so a failing test does not leave Hermes running.
+pub struct StopGuard(pub PathBuf);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        let dir = self.0.display().to_string();
+        let _ = run_script("stop.sh", &[&dir], Duration::from_secs(30));
+    }
+}
+
 /// Runs a script of `tests/hermes/` with a time bound; returns (success, stdout, stderr). The
 /// environment is inherited (so `HERMES_VENV` reaches it).
 pub fn run_script(script: &str, args: &[&str], limit: Duration) -> (bool, String, String) {
