@@ -1320,3 +1320,52 @@ async fn deleting_a_branched_conversation_deletes_the_sessions_hermes_derived_fo
         ]
     );
 }
+
+/// A client connection keeps its own connection to Hermes for request after request; when Hermes
+/// closes it in between, the next request opens a new one and nothing is lost.
+#[tokio::test]
+async fn a_client_connection_reuses_its_hermes_connection_and_reopens_it_when_hermes_closes_it() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    for message in ["one", "two"] {
+        let r = chat(&s, &c, json!({"message": message})).await;
+        assert_eq!(r.status(), 200);
+        text(r).await;
+    }
+    assert_eq!(fake.connections(), 1);
+
+    let mut closing = Reply::sse(&["closing after this"]);
+    closing
+        .headers
+        .push(("connection".to_string(), "close".to_string()));
+    fake.push(closing);
+    let r = chat(&s, &c, json!({"message": "three"})).await;
+    assert_eq!(r.status(), 200);
+    assert!(text(r).await.contains("closing after this"));
+
+    fake.push(Reply::sse(&["still here"]));
+    let r = chat(&s, &c, json!({"message": "four"})).await;
+    assert_eq!(r.status(), 200);
+    assert!(text(r).await.contains("still here"));
+    assert_eq!(fake.connections(), 2);
+    assert_eq!(fake.requests().len(), 4);
+}
+
+/// A `200` whose body is not Hermes' JSON answer does not count as a deletion.
+#[tokio::test]
+async fn a_delete_answer_without_hermes_json_is_not_taken_for_success() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let conv = new_conversation(&s, &c, "hello").await;
+    fake.push(Reply::json(200, "<html>proxy page</html>"));
+    let (status, v) = delete_conversation(&s, &c, &conv).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"deleted": true, "hermes_session": "not_deleted", "message": format!(
+            "The conversation was deleted here, but Hermes still keeps its copy (web-{conv}): The Hermes API Server answered with an error: its 200 answer was cut short or not the JSON Hermes sends"
+        )})
+    );
+}

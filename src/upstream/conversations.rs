@@ -385,6 +385,17 @@ pub async fn delete(app: &App, ctx: &Ctx, user: &User, id: &str) -> Resp {
     response::json(StatusCode::OK, &body)
 }
 
+/// The JSON body of a small answer. No timer of its own: the caller's time limit for the whole
+/// delete governs (a second, equal timer here raced it and could turn "no answer" into "deleted").
+async fn whole_json(resp: http::Response<hyper::body::Incoming>) -> Option<serde_json::Value> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .ok()?;
+    serde_json::from_slice(&body.to_bytes()).ok()
+}
+
 /// Deletes `sessions` in Hermes one after the other; a `404` is fine (never created, or gone).
 /// Returns the overall outcome and, when one could not be deleted, why.
 async fn delete_in_hermes(
@@ -412,7 +423,7 @@ async fn delete_in_hermes(
             // Hermes' own 404 (the session was never created, or is gone already) is fine; a
             // 404 without its code means this Hermes has no such route.
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
-                let body = super::json_body(resp).await;
+                let body = whole_json(resp).await;
                 let code = body.as_ref().and_then(|v| v.pointer("/error/code"));
                 if code.and_then(|c| c.as_str()) == Some("session_not_found") {
                     None
@@ -425,15 +436,17 @@ async fn delete_in_hermes(
             }
             // `{"object":"hermes.session.deleted","id":...,"deleted":false}` means it went
             // meanwhile.
-            Ok(resp) if resp.status().is_success() => {
-                let body = super::json_body(resp).await;
-                if body.as_ref().and_then(|v| v.get("deleted"))
-                    != Some(&serde_json::Value::Bool(false))
-                {
-                    any_deleted = true;
+            Ok(resp) if resp.status().is_success() => match whole_json(resp).await {
+                Some(body) => {
+                    if body.get("deleted") != Some(&serde_json::Value::Bool(false)) {
+                        any_deleted = true;
+                    }
+                    None
                 }
-                None
-            }
+                None => Some(UpstreamError::Failed(
+                    "its 200 answer was cut short or not the JSON Hermes sends".into(),
+                )),
+            },
             Ok(resp) => Some(UpstreamError::Failed(format!(
                 "{} {}",
                 resp.status().as_u16(),

@@ -294,21 +294,24 @@ async fn request(
             .send(req, app.target.as_ref().map(|t| &t.host))
             .await
         {
-            own::Sent::Answered(Ok(resp)) => return Ok(resp),
-            own::Sent::Answered(Err(e)) => return Err(failed(&e)),
-            own::Sent::NotSent(req) => req,
+            own::Tried::Answered(Ok(resp)) => return Ok(resp),
+            own::Tried::Answered(Err(e)) => return Err(failed(&e)),
+            own::Tried::NotSent(req) => req,
+            own::Tried::Unreachable(e) => return Err(unreachable(app, &e)),
         },
         None => req,
     };
     match app.upstream.request(req).await {
         Ok(resp) => Ok(resp),
-        Err(e) if e.is_connect() => {
-            tracing::warn!(upstream = %app.config.upstream, "Hermes API Server unreachable: {e}");
-            Err(UpstreamError::Unreachable {
-                url: app.config.upstream.clone(),
-            })
-        }
+        Err(e) if e.is_connect() => Err(unreachable(app, &e)),
         Err(e) => Err(failed(&e)),
+    }
+}
+
+fn unreachable(app: &App, e: &dyn std::fmt::Display) -> UpstreamError {
+    tracing::warn!(upstream = %app.config.upstream, "Hermes API Server unreachable: {e}");
+    UpstreamError::Unreachable {
+        url: app.config.upstream.clone(),
     }
 }
 

@@ -40,11 +40,14 @@ enum Slot {
 }
 
 /// What became of a request offered to [`OwnUpstream::send`].
-pub enum Sent {
+pub enum Tried {
     /// It went over the own connection.
     Answered(Result<Response<Incoming>, hyper::Error>),
     /// It was not sent: use the shared pool.
     NotSent(Request<Body>),
+    /// Hermes' address refused the connection or did not answer within 5 s (the pool would only
+    /// try the same again).
+    Unreachable(std::io::Error),
 }
 
 impl OwnUpstream {
@@ -57,21 +60,21 @@ impl OwnUpstream {
 
     /// Sends `req` (absolute URI, `http://host:port/path`) over this client connection's own
     /// upstream connection, opening it first if needed.
-    pub async fn send(&self, mut req: Request<Body>, host: Option<&HeaderValue>) -> Sent {
+    pub async fn send(&self, mut req: Request<Body>, host: Option<&HeaderValue>) -> Tried {
         let Some(host) = host else {
-            return Sent::NotSent(req);
+            return Tried::NotSent(req);
         };
         let ready = {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *slot, Slot::Busy) {
-                Slot::Busy => return Sent::NotSent(req),
+                Slot::Busy => return Tried::NotSent(req),
                 Slot::Idle(s) if s.is_ready() => Some(s),
                 Slot::Empty => None,
                 Slot::Idle(s) if s.is_closed() => None,
                 Slot::Idle(s) => {
                     // Still reading an earlier answer (another stream of an HTTP/2 client).
                     *slot = Slot::Idle(s);
-                    return Sent::NotSent(req);
+                    return Tried::NotSent(req);
                 }
             }
         };
@@ -84,17 +87,24 @@ impl OwnUpstream {
         let mut sender = match ready {
             Some(s) => s,
             None => match self.open(req.uri()).await {
-                Some(s) => s,
-                None => return Sent::NotSent(req),
+                Ok(Some(s)) => s,
+                Ok(None) => return Tried::NotSent(req),
+                Err(e) => return Tried::Unreachable(e),
             },
         };
+        let absolute = req.uri().clone();
         origin_form(&mut req, host);
         let out = match sender.try_send_request(req).await {
-            Ok(resp) => Sent::Answered(Ok(resp)),
+            Ok(resp) => Tried::Answered(Ok(resp)),
             Err(mut e) => match e.take_message() {
-                // Never written: the connection had closed meanwhile. The pool gets it.
-                Some(req) => Sent::NotSent(req),
-                None => Sent::Answered(Err(e.into_error())),
+                // Never written: the connection had closed meanwhile. The pool (which wants the
+                // absolute form) gets it.
+                Some(mut req) => {
+                    *req.uri_mut() = absolute;
+                    req.headers_mut().remove(header::HOST);
+                    Tried::NotSent(req)
+                }
+                None => Tried::Answered(Err(e.into_error())),
             },
         };
         // Ready for the next request once the body of this answer has been read to the end.
@@ -105,26 +115,33 @@ impl OwnUpstream {
     }
 
     /// Connects to the host and port of `uri` and hands the connection's driver to the client
-    /// connection's task. `None` on any failure (the pool then reports it properly).
-    async fn open(&self, uri: &Uri) -> Option<SendRequest<Body>> {
-        let authority = uri.authority()?.as_str().to_string();
-        let tcp = tokio::time::timeout(
+    /// connection's task. `Err`: the connection failed; `Ok(None)`: anything else went wrong (the
+    /// pool then tries and reports it).
+    async fn open(&self, uri: &Uri) -> std::io::Result<Option<SendRequest<Body>>> {
+        let Some(authority) = uri.authority().map(|a| a.as_str().to_string()) else {
+            return Ok(None);
+        };
+        let tcp = match tokio::time::timeout(
             Duration::from_secs(5),
             tokio::net::TcpStream::connect(authority),
         )
         .await
-        .ok()?
-        .ok()?;
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        };
         let _ = tcp.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .ok()?;
+        let Ok((sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
+        else {
+            return Ok(None);
+        };
         (self.run)(Box::pin(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream connection ended: {e}");
             }
         }));
-        Some(sender)
+        Ok(Some(sender))
     }
 }
 
