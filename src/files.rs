@@ -34,7 +34,7 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -671,6 +671,10 @@ pub struct SmallFiles {
     /// `None`: no inotify here, so nothing is kept.
     watch: Option<DiskWatch>,
     kept: std::sync::RwLock<Kept>,
+    /// `generation + 1` of the generation in which the root's ancestors were last watched (0:
+    /// never). After any change they are watched again, by path: a folder swapped in above the
+    /// root is a new inode whose names no watch covers yet.
+    ancestors_watched: AtomicU64,
 }
 
 #[derive(Default)]
@@ -679,8 +683,6 @@ struct Kept {
     generation: u64,
     /// By the path relative to the root (`vendor/marked.min.js`).
     files: HashMap<String, Arc<Cached>>,
-    /// The root and its ancestors are watched.
-    root_watched: bool,
 }
 
 struct Cached {
@@ -711,6 +713,7 @@ impl SmallFiles {
         SmallFiles {
             watch,
             kept: Default::default(),
+            ancestors_watched: AtomicU64::new(0),
         }
     }
 
@@ -728,18 +731,19 @@ impl SmallFiles {
         if watch.pending() {
             self.forget_if_changed(watch);
         }
-        let (generation, known, root_watched) = {
+        let (generation, known) = {
             let kept = self.kept.read().ok()?;
-            (
-                kept.generation,
-                kept.files.get(name).cloned(),
-                kept.root_watched,
-            )
+            (kept.generation, kept.files.get(name).cloned())
         };
         let entry = match known {
             Some(entry) => entry,
             None => {
-                let entry = Arc::new(fill(watch, root, rel, name, root_watched, policy)?);
+                if self.ancestors_watched.load(Ordering::Acquire) != generation + 1 {
+                    watch_ancestors(watch, root)?;
+                    self.ancestors_watched
+                        .store(generation + 1, Ordering::Release);
+                }
+                let entry = Arc::new(fill(watch, root, rel, name, policy)?);
                 self.keep(watch, generation, name, entry.clone());
                 entry
             }
@@ -785,7 +789,6 @@ impl SmallFiles {
         if kept.generation != generation {
             return;
         }
-        kept.root_watched = true;
         let bytes: u64 = kept
             .files
             .values()
@@ -801,6 +804,18 @@ impl SmallFiles {
     }
 }
 
+/// Watches the name of each folder above `root` in its parent (the root or a folder above it
+/// renamed, replaced or swapped for a link). `None` when a watch cannot be added.
+fn watch_ancestors(watch: &DiskWatch, root: &Path) -> Option<()> {
+    let root = std::path::absolute(root).ok()?;
+    let mut above = root.as_path();
+    while let (Some(parent), Some(own)) = (above.parent(), above.file_name()) {
+        watch.watch_name(parent, own).ok()?;
+        above = parent;
+    }
+    Some(())
+}
+
 /// Watches what a kept file depends on, then reads it. `None`: not kept and not remembered
 /// (missing, not a plain file reached without links, or a watch could not be added).
 fn fill(
@@ -808,18 +823,9 @@ fn fill(
     root: &Path,
     rel: &RelPath,
     name: &str,
-    root_watched: bool,
     policy: Policy,
 ) -> Option<Cached> {
-    let root = std::path::absolute(root).ok()?;
-    if !root_watched {
-        let mut above = root.as_path();
-        while let (Some(parent), Some(own)) = (above.parent(), above.file_name()) {
-            watch.watch_name(parent, own).ok()?;
-            above = parent;
-        }
-    }
-    let mut path = root;
+    let mut path = std::path::absolute(root).ok()?;
     watch.watch(&path).ok()?;
     if let Some((_, folders)) = rel.segments.split_last() {
         for seg in folders {

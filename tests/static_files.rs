@@ -1231,9 +1231,8 @@ async fn custom_routes_serve_their_file_after_the_login_with_full_semantics() {
     assert_ne!(r.body, b"<!doctype html><title>video</title>\n");
 }
 
-/// Small `--www` files are answered from memory once they have not changed for a second
-/// (`files::SmallFiles`): the answer must be the one a fresh read gives, and every change on disk
-/// must show on the very next request.
+/// Small `--www` files are answered from memory (`files::SmallFiles`): the answer must be the one
+/// a fresh read gives, and every change on disk must show on the very next request.
 #[tokio::test]
 async fn www_files_answered_from_memory_follow_every_change_on_disk() {
     let tmp = fixture("");
@@ -1345,4 +1344,47 @@ async fn www_files_answered_from_memory_follow_every_change_on_disk() {
     std::fs::rename(&deploy, tmp.path().join("previous-deploy")).unwrap();
     std::fs::rename(&next, &deploy).unwrap();
     assert_eq!(get(&c, &url, &[]).await.body, b"newer site\n");
+    assert_eq!(get(&c, &url, &[]).await.body, b"newer site\n");
+
+    // And again: the folder that came in by the last swap is watched in its turn.
+    let next = tmp.path().join("next-deploy");
+    std::fs::create_dir_all(next.join("site")).unwrap();
+    std::fs::write(next.join("site/page.txt"), b"newest site\n").unwrap();
+    std::fs::rename(&deploy, tmp.path().join("older-deploy")).unwrap();
+    std::fs::rename(&next, &deploy).unwrap();
+    assert_eq!(get(&c, &url, &[]).await.body, b"newest site\n");
+}
+
+/// Folders swapped in above the site root are watched in their turn: after `a` is replaced, a
+/// later swap of `a/b` (a folder inside the new `a`) still shows on the next request.
+#[tokio::test]
+async fn www_files_follow_folders_swapped_twice_above_the_root() {
+    let tmp = fixture("");
+    let make = |dir: &std::path::Path, text: &str| {
+        std::fs::create_dir_all(dir.join("b/site")).unwrap();
+        std::fs::write(dir.join("b/site/page.txt"), text).unwrap();
+    };
+    let a = tmp.path().join("a");
+    make(&a, "first\n");
+    let www = a.join("b/site");
+    let s = start(&tmp, &["--www", www.to_str().unwrap()]);
+    let c = h1(&s);
+    let url = s.url("/page.txt");
+    assert_eq!(get(&c, &url, &[]).await.body, b"first\n");
+    assert_eq!(get(&c, &url, &[]).await.body, b"first\n");
+
+    let next = tmp.path().join("next-a");
+    make(&next, "second\n");
+    std::fs::rename(&a, tmp.path().join("old-a")).unwrap();
+    std::fs::rename(&next, &a).unwrap();
+    assert_eq!(get(&c, &url, &[]).await.body, b"second\n");
+    assert_eq!(get(&c, &url, &[]).await.body, b"second\n");
+
+    // Now swap `b` inside the `a` that came in above.
+    let next_b = tmp.path().join("next-b");
+    std::fs::create_dir_all(next_b.join("site")).unwrap();
+    std::fs::write(next_b.join("site/page.txt"), "third\n").unwrap();
+    std::fs::rename(a.join("b"), tmp.path().join("old-b")).unwrap();
+    std::fs::rename(&next_b, a.join("b")).unwrap();
+    assert_eq!(get(&c, &url, &[]).await.body, b"third\n");
 }
