@@ -182,6 +182,39 @@ impl DiskWatch {
     }
 }
 
+/// Whether inotify sees every change to files below `path`: not on network and user-space file
+/// systems (NFS, SMB, 9p as in WSL's `/mnt/c`, FUSE, Ceph, AFS, VirtualBox shared folders...),
+/// where another machine (or the host) can change files without this kernel queueing an event.
+pub fn sees_every_change(path: &Path) -> bool {
+    const REMOTE: [i64; 13] = [
+        0x6969,     // NFS
+        0x517B,     // SMB
+        0xFF534D42, // CIFS
+        0xFE534D42, // SMB2
+        0x65735546, // FUSE
+        0x01021997, // 9p (WSL 2 /mnt/c, QEMU shares)
+        0x00C36400, // Ceph
+        0x5346414F, // AFS
+        0x73757245, // Coda
+        0x564C,     // NCP
+        0x01161970, // GFS2
+        0x7461636F, // OCFS2
+        0x786F4256, // VirtualBox shared folders
+    ];
+    let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `statfs` is plain data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a live `statfs` to fill.
+    if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between targets.
+    let kind = st.f_type as i64;
+    !REMOTE.contains(&kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +253,13 @@ mod tests {
         assert!(!w.drain());
         std::fs::rename(&dir, tmp.path().join("old")).unwrap();
         assert!(settle(&w));
+    }
+
+    #[test]
+    fn local_folders_are_trusted_and_missing_ones_are_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(sees_every_change(tmp.path()));
+        assert!(!sees_every_change(&tmp.path().join("missing")));
     }
 
     #[test]

@@ -666,7 +666,8 @@ const CACHED_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// from the site root down to it (names replaced, `.br`/`.gz` siblings appearing), and the name
 /// of each folder above the root in its parent (the root swapped, or a link on the way). Only
 /// files reached without symbolic links (`openat2` with `RESOLVE_NO_SYMLINKS`) are kept. Where
-/// inotify is not available nothing is kept and every request reads the disk.
+/// inotify is not available, or cannot see every change (a network or user-space file system,
+/// see `disk_watch::sees_every_change`), nothing is kept and every request reads the disk.
 pub struct SmallFiles {
     /// `None`: no inotify here, so nothing is kept.
     watch: Option<DiskWatch>,
@@ -701,9 +702,19 @@ struct Kept200 {
 }
 
 impl SmallFiles {
-    /// `on`: a `--www` folder is served (the embedded files need none of this).
-    pub fn new(on: bool) -> SmallFiles {
-        let watch = match on.then(DiskWatch::new).transpose() {
+    /// For the `--www` folder `dir` (the embedded files need none of this).
+    pub fn new(dir: Option<&Path>) -> SmallFiles {
+        let watched = dir.filter(|d| {
+            let local = crate::disk_watch::sees_every_change(d);
+            if !local {
+                tracing::info!(
+                    dir = %d.display(),
+                    "site files are read from disk on every request: this is a network or user-space file system, where inotify does not see every change"
+                );
+            }
+            local
+        });
+        let watch = match watched.map(|_| DiskWatch::new()).transpose() {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!("site files are read from disk on every request: inotify is not available ({e})");

@@ -19,7 +19,7 @@ pub struct Www {
 impl Www {
     pub fn new(dir: Option<PathBuf>) -> Www {
         Www {
-            small_files: crate::files::SmallFiles::new(dir.is_some()),
+            small_files: crate::files::SmallFiles::new(dir.as_deref()),
             dir,
         }
     }
