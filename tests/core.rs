@@ -564,3 +564,32 @@ async fn a_privileged_port_without_the_capability_names_setcap() {
     assert!(!dir.path().join("data").exists());
     assert!(!dir.path().join("certs").exists());
 }
+
+/// The kernel hands a connection over only once its ClientHello has arrived (`TCP_DEFER_ACCEPT`):
+/// sockets that connect and say nothing never take one of the `max_connections` places.
+#[tokio::test]
+async fn silent_connections_take_no_place_under_the_connection_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = 1\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(s.https).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        s.client().get(s.url("/healthz")).send(),
+    )
+    .await
+    .expect("answer within 5 s")
+    .expect("served although three silent sockets are connected");
+    assert_eq!(r.status(), 200);
+    drop(silent);
+}
