@@ -35,28 +35,16 @@ UP_PORT=$(cat "$work/up.port")
 UP="http://127.0.0.1:$UP_PORT"
 
 cat > "$work/edge.toml" <<TOML
-[limits]
-# One load generator on one IP would otherwise only measure the per-IP limit.
-requests_per_second_per_ip = 100000000
-request_burst_per_ip = 100000000
-max_connections = 100000
+$BENCH_LIMITS
 [auth]
 chat_sends_per_minute_per_user = 100000000
 TOML
-HERMES_EDGE_ADMIN_PASSWORD=$PASSWORD HERMES_EDGE_API_KEY=$KEY RUST_LOG=warn ./target/release/hermes-edge \
-  --config "$work/edge.toml" --listen 127.0.0.1:$EDGE_PORT --http-listen off --upstream "$UP" \
-  --certs-dir "$work/certs" --data-dir "$work/data" > "$work/edge.out" 2>&1 &
-pids+=($!); EDGE_PID=$!
-for _ in $(seq 100); do grep -q '^ready ' "$work/edge.out" 2>/dev/null && break; sleep 0.1; done
-grep -q '^ready ' "$work/edge.out" || { cat "$work/edge.out"; exit 1; }
+HERMES_EDGE_API_KEY=$KEY start_edge --upstream "$UP"
 EDGE="https://localhost:$EDGE_PORT"
 CA="$work/certs/local-ca.crt"
 TOKEN=$(./target/release/hermes-edge --data-dir "$work/data" token create --user admin --name bench 2>/dev/null)
 
 # nginx: the same certificate, proxying the same upstream with pooled keep-alive connections.
-mkdir -p "$work/nginx"
-cat "$work/certs/local-leaf.crt" "$work/certs/local-ca.crt" > "$work/nginx/chain.pem"
-cp "$work/certs/local-leaf.key" "$work/nginx/key.pem"
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes 2;
 pid $work/nginx/nginx.pid;

@@ -13,3 +13,28 @@ bench_install_tools() {
 
 # A loopback port that was free a moment ago.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The [limits] of a benchmark config: the per-IP limit protects the public site; one load
+# generator on one IP would only measure it.
+BENCH_LIMITS='[limits]
+requests_per_second_per_ip = 100000000
+request_burst_per_ip = 100000000
+max_connections = 100000'
+
+# The Content-Security-Policy hermes-edge sends, for nginx to send the same.
+BENCH_CSP="default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+# Starts the release hermes-edge with $work/edge.toml on 127.0.0.1:$EDGE_PORT (extra arguments are
+# passed on), waits for its ready line, sets EDGE_PID and adds it to pids. Then copies the
+# certificate it made to $work/nginx/chain.pem and key.pem, so nginx serves the very same one.
+start_edge() {
+  HERMES_EDGE_ADMIN_PASSWORD=${PASSWORD:-bench-password-1} RUST_LOG=warn ./target/release/hermes-edge \
+    --config "$work/edge.toml" --listen 127.0.0.1:$EDGE_PORT --http-listen off \
+    --certs-dir "$work/certs" --data-dir "$work/data" "$@" > "$work/edge.out" 2>&1 &
+  pids+=($!); EDGE_PID=$!
+  for _ in $(seq 100); do grep -q '^ready ' "$work/edge.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^ready ' "$work/edge.out" || { cat "$work/edge.out"; exit 1; }
+  mkdir -p "$work/nginx"
+  cat "$work/certs/local-leaf.crt" "$work/certs/local-ca.crt" > "$work/nginx/chain.pem"
+  cp "$work/certs/local-leaf.key" "$work/nginx/key.pem"
+}

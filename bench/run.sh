@@ -25,23 +25,12 @@ mkdir -p "$work/www" "$work/nginx"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/bench.txt"
 cat > "$work/edge.toml" <<TOML
 www = "$work/www"
-[limits]
-# The per-IP limit protects the public site; one load generator on one IP would only measure it.
-requests_per_second_per_ip = 100000000
-request_burst_per_ip = 100000000
-max_connections = 100000
+$BENCH_LIMITS
 TOML
-HERMES_EDGE_ADMIN_PASSWORD=bench-password-1 RUST_LOG=warn ./target/release/hermes-edge \
-  --config "$work/edge.toml" --listen 127.0.0.1:$EDGE_PORT --http-listen off \
-  --certs-dir "$work/certs" --data-dir "$work/data" > "$work/edge.out" 2>&1 &
-pids+=($!); EDGE_PID=$!
-for _ in $(seq 100); do grep -q '^ready ' "$work/edge.out" 2>/dev/null && break; sleep 0.1; done
-grep -q '^ready ' "$work/edge.out" || { cat "$work/edge.out"; exit 1; }
+start_edge
 
 # nginx with the very certificate hermes-edge serves and the same security headers.
-cat "$work/certs/local-leaf.crt" "$work/certs/local-ca.crt" > "$work/nginx/chain.pem"
-cp "$work/certs/local-leaf.key" "$work/nginx/key.pem"
-CSP="default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+CSP=$BENCH_CSP
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes 2;
 pid $work/nginx/nginx.pid;
