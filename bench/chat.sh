@@ -19,12 +19,7 @@ cargo build --release -q --example chat-bench
 BENCH=./target/release/examples/chat-bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-work=$(mktemp -d /tmp/hermes-edge-chat-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
+bench_workdir chat-bench
 PASSWORD=bench-password-1
 KEY=bench-api-key-0123456789abcdef
 
@@ -46,12 +41,7 @@ TOKEN=$(./target/release/hermes-edge --data-dir "$work/data" token create --user
 
 # nginx: the same certificate, proxying the same upstream with pooled keep-alive connections.
 cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
+$(nginx_head)
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_session_cache shared:SSL:10m;
   keepalive_requests 1000000;
@@ -72,9 +62,7 @@ http {
   }
 }
 NGINX
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
-pids+=($!); NGINX_PID=$!
-sleep 0.5
+start_nginx
 
 echo "== 1. latency per SSE event (5 streams x 100 events, 10 ms apart)" >&2
 direct=$($BENCH latency --url "$UP" --streams 5)

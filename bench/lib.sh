@@ -38,3 +38,35 @@ start_edge() {
   cat "$work/certs/local-leaf.crt" "$work/certs/local-ca.crt" > "$work/nginx/chain.pem"
   cp "$work/certs/local-leaf.key" "$work/nginx/key.pem"
 }
+
+# A throw-away folder $work (removed on exit, with every process in pids), and two free ports.
+bench_workdir() {
+  work=$(mktemp -d "/tmp/hermes-edge-$1.XXXXXX")
+  chmod 755 "$work"  # nginx workers run as another user
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+  EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
+}
+
+# The first lines of every benchmark nginx.conf, up to the opening of the http block.
+nginx_head() {
+  cat <<NGINX
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+NGINX
+}
+
+# Starts nginx with $work/nginx/nginx.conf (Debian's nginx 1.22 wants "listen ... ssl http2"
+# instead of "http2 on"); sets NGINX_PID and adds it to pids.
+start_nginx() {
+  if ! nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" >/dev/null 2>&1; then
+    sed -i "s/listen 127.0.0.1:$NGINX_PORT ssl;/listen 127.0.0.1:$NGINX_PORT ssl http2;/; /http2 on;/d" "$work/nginx/nginx.conf"
+  fi
+  nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
+  pids+=($!); NGINX_PID=$!
+  sleep 0.5
+}

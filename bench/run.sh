@@ -13,13 +13,7 @@ source bench/lib.sh
 bench_install_tools
 cargo build --release -q
 
-work=$(mktemp -d /tmp/hermes-edge-bench.XXXXXX)
-chmod 755 "$work"  # nginx workers run as another user
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
+bench_workdir bench
 
 mkdir -p "$work/www" "$work/nginx"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/bench.txt"
@@ -32,12 +26,7 @@ start_edge
 # nginx with the very certificate hermes-edge serves and the same security headers.
 CSP=$BENCH_CSP
 cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
+$(nginx_head)
   types { text/plain txt; }
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_session_cache shared:SSL:10m;
@@ -59,13 +48,7 @@ http {
   }
 }
 NGINX
-# Debian's nginx 1.22 wants "listen ... ssl http2" instead of "http2 on".
-if ! nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" >/dev/null 2>&1; then
-  sed -i "s/listen 127.0.0.1:$NGINX_PORT ssl;/listen 127.0.0.1:$NGINX_PORT ssl http2;/; /http2 on;/d" "$work/nginx/nginx.conf"
-fi
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
-pids+=($!); NGINX_PID=$!
-sleep 0.5
+start_nginx
 
 for u in "https://127.0.0.1:$EDGE_PORT/bench.txt" "https://127.0.0.1:$NGINX_PORT/bench.txt"; do
   code=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' "$u")

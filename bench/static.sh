@@ -15,12 +15,7 @@ source bench/lib.sh
 bench_install_tools
 cargo build --release -q
 
-work=$(mktemp -d /tmp/hermes-edge-static-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-EDGE_PORT=$(free_port); NGINX_PORT=$(free_port)
+bench_workdir static-bench
 
 mkdir -p "$work/media" "$work/nginx"
 # nginx workers run as an unprivileged user: let them read the files.
@@ -39,12 +34,7 @@ start_edge
 # nginx with the very certificate hermes-edge serves, the same files and the same headers.
 CSP=$BENCH_CSP
 cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
+$(nginx_head)
   types { video/mp4 mp4; text/javascript js; }
   charset utf-8;
   charset_types text/javascript;
@@ -72,13 +62,7 @@ http {
   }
 }
 NGINX
-# Debian's nginx 1.22 wants "listen ... ssl http2" instead of "http2 on".
-if ! nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" >/dev/null 2>&1; then
-  sed -i "s/listen 127.0.0.1:$NGINX_PORT ssl;/listen 127.0.0.1:$NGINX_PORT ssl http2;/; /http2 on;/d" "$work/nginx/nginx.conf"
-fi
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
-pids+=($!)
-sleep 0.5
+start_nginx
 
 # Both answer the same bytes with the same kind of headers before anything is measured.
 for port in $EDGE_PORT $NGINX_PORT; do
