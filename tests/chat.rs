@@ -663,17 +663,9 @@ async fn conversations_are_stored_listed_renamed_and_deleted_with_the_documented
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    let r = c
-        .delete(s.url(&format!("/api/conversations/{first}")))
-        .header("origin", s.origin())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<Value>().await.unwrap(),
-        json!({"deleted": true, "hermes_session": "deleted"})
-    );
+    let (status, v) = delete_conversation(&s, &c, &first).await;
+    assert_eq!(status, 200);
+    assert_eq!(v, json!({"deleted": true, "hermes_session": "deleted"}));
     let (status, _) = get_json(&s, &c, &format!("/api/conversations/{first}")).await;
     assert_eq!(status, 404);
     let (_, list) = get_json(&s, &c, "/api/conversations").await;
@@ -1130,17 +1122,6 @@ async fn new_conversation(s: &Server, c: &reqwest::Client, message: &str) -> Str
     text(r).await;
     stored_message(s, c, &conv, 1).await;
     conv
-}
-
-async fn delete_conversation(s: &Server, c: &reqwest::Client, conv: &str) -> (u16, Value) {
-    let r = c
-        .delete(s.url(&format!("/api/conversations/{conv}")))
-        .header("origin", s.origin())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 fn deletes(fake: &Fake) -> Vec<fake_upstream::Recorded> {

@@ -296,17 +296,9 @@ async fn the_real_hermes_api_server_answers_the_second_message_with_the_first_ex
     assert!(before.contains(&web), "{before:?}");
     assert!(!derived.is_empty(), "no branch session in {before:?}");
 
-    let r = c
-        .delete(s.url(&format!("/api/conversations/{conv}")))
-        .header("origin", s.origin())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<Value>().await.unwrap(),
-        json!({"deleted": true, "hermes_session": "deleted"})
-    );
+    let (status, v) = delete_conversation(&s, &c, &conv).await;
+    assert_eq!(status, 200);
+    assert_eq!(v, json!({"deleted": true, "hermes_session": "deleted"}));
     let (status, v) = session_status(web.clone()).await;
     assert_eq!(status, 404, "{v}");
     assert_eq!(v["error"]["code"], "session_not_found");

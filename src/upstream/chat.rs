@@ -169,14 +169,11 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
         "messages": messages,
     });
     let out = Outgoing {
-        method: Method::POST,
-        path: "/v1/chat/completions".into(),
         body: Some(Bytes::from(hermes_body.to_string())),
         session_id: plan.session_header.clone(),
         session_key: Some(format!("web:{}", user.id)),
-        client_ip: ctx.client_ip,
         stream: true,
-        conn: ctx.conn.clone(),
+        ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };
     let upstream = super::send(app, &out).await.and_then(|resp| {
         let is_sse = resp

@@ -409,16 +409,7 @@ async fn delete_in_hermes(
         if !is_plain_session_id(session) {
             continue;
         }
-        let out = Outgoing {
-            method: Method::DELETE,
-            path: format!("/api/sessions/{session}").into(),
-            body: None,
-            session_id: None,
-            session_key: None,
-            client_ip: ctx.client_ip,
-            stream: false,
-            conn: ctx.conn.clone(),
-        };
+        let out = Outgoing::new(Method::DELETE, format!("/api/sessions/{session}"), ctx);
         let problem = match super::exchange(app, &out).await {
             // Hermes' own 404 (the session was never created, or is gone already) is fine; a
             // 404 without its code means this Hermes has no such route.

@@ -159,6 +159,21 @@ impl Target {
 }
 
 impl Outgoing {
+    /// A request without body or session headers from the client of `ctx`; the routes that need
+    /// more set those fields on top.
+    pub fn new(method: Method, path: impl Into<Cow<'static, str>>, ctx: &Ctx) -> Outgoing {
+        Outgoing {
+            method,
+            path: path.into(),
+            body: None,
+            session_id: None,
+            session_key: None,
+            client_ip: ctx.client_ip,
+            stream: false,
+            conn: ctx.conn.clone(),
+        }
+    }
+
     fn build(&self, app: &App) -> Result<HyperRequest<crate::response::Body>, String> {
         let (Some(target), Some(bearer)) = (
             app.target.as_ref(),

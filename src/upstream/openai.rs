@@ -110,14 +110,11 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         return refused;
     }
     let out = Outgoing {
-        method: Method::POST,
-        path: "/v1/chat/completions".into(),
         body: Some(body),
         session_id: session,
         session_key: Some(format!("web:{}", user.id)),
-        client_ip: ctx.client_ip,
         stream,
-        conn: ctx.conn.clone(),
+        ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };
     forward(app, &out).await
 }
@@ -173,16 +170,7 @@ fn with_user_line(
 }
 
 async fn models(app: &App, ctx: &Ctx) -> Resp {
-    let out = Outgoing {
-        method: Method::GET,
-        path: "/v1/models".into(),
-        body: None,
-        session_id: None,
-        session_key: None,
-        client_ip: ctx.client_ip,
-        stream: false,
-        conn: ctx.conn.clone(),
-    };
+    let out = Outgoing::new(Method::GET, "/v1/models", ctx);
     forward(app, &out).await
 }
 

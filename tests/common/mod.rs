@@ -436,3 +436,20 @@ pub fn run_script(script: &str, args: &[&str], limit: Duration) -> (bool, String
     let stderr = err_t.join().unwrap();
     (status.is_some_and(|s| s.success()), stdout, stderr)
 }
+
+/// `DELETE /api/conversations/{conv}` from the site's own page: the status and the JSON answer
+/// (`null` when there is none).
+pub async fn delete_conversation(
+    s: &Server,
+    c: &reqwest::Client,
+    conv: &str,
+) -> (u16, serde_json::Value) {
+    let r = c
+        .delete(s.url(&format!("/api/conversations/{conv}")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
