@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -108,7 +108,8 @@ impl DiskWatch {
     /// Reads every queued event. `true` when any of them is a change that matters (or events
     /// were lost to a full queue, or reading failed, where "changed" is the safe answer).
     pub fn drain(&self) -> bool {
-        let mut buf = vec![0u8; 16 * 1024];
+        // An event is at most 16 + 256 bytes (a NAME_MAX name): a few fit in each read.
+        let mut buf = [0u8; 4096];
         let mut changed = false;
         for _ in 0..1024 {
             // SAFETY: reading into a live buffer of the given length.
@@ -157,7 +158,7 @@ impl DiskWatch {
                 .iter()
                 .position(|b| *b == 0)
                 .unwrap_or(name_bytes.len());
-            let name = OsString::from_vec(name_bytes[..end].to_vec());
+            let name = &name_bytes[..end];
             events = &events[EVENT_HEAD + len..];
 
             if mask & libc::IN_Q_OVERFLOW != 0 {
@@ -172,7 +173,8 @@ impl DiskWatch {
             }
             changed |= match watches.get(&wd) {
                 Some(Some(only)) => {
-                    mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 || name == *only
+                    mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0
+                        || name == only.as_bytes()
                 }
                 // Every event of a fully watched path, and any of a watch we no longer know.
                 _ => true,
