@@ -29,6 +29,9 @@ impl SecurityHeaders {
     }
 
     pub fn apply(&self, headers: &mut HeaderMap) {
+        // One allocation for the six below instead of a grow every few inserts (the map's growth
+        // showed in profiles of proxied requests).
+        headers.reserve(6);
         headers.insert(header::STRICT_TRANSPORT_SECURITY, self.hsts.clone());
         headers
             .entry(header::CONTENT_SECURITY_POLICY)

@@ -305,6 +305,32 @@ async fn a_port_in_use_stops_startup_with_the_port_and_the_ss_command() {
     assert!(err.contains("exit status: 1"), "{err}");
 }
 
+/// The HTTPS port is shared by one socket per thread (`SO_REUSEPORT`), which would also let a
+/// second hermes-edge of the same user join it and take half of the traffic. It must instead
+/// be told the port is in use, and the first one must go on serving every request.
+#[tokio::test]
+async fn a_second_hermes_edge_on_the_same_port_is_refused() {
+    let first = Server::start();
+    let port = first.port();
+    let err = Server::try_start(Start::default().listen(format!("127.0.0.1:{port}")))
+        .err()
+        .expect("a second server on the same port must not start");
+    assert!(
+        err.contains(&format!("port {port} is already in use")),
+        "{err}"
+    );
+    // A new connection each time, so each would be spread over the port's sockets.
+    for _ in 0..20 {
+        let r = first
+            .client()
+            .get(first.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
 #[tokio::test]
 async fn unreadable_certificate_files_and_bad_config_are_one_clear_line() {
     let err = Server::try_start(

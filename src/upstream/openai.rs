@@ -184,6 +184,8 @@ async fn forward(app: &App, out: &Outgoing) -> Resp {
     let relay = Relay::new(body, app.config.chat.idle_timeout, false, None);
     let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(relay));
     *r.status_mut() = parts.status;
+    // Room for these and the security headers at once.
+    r.headers_mut().reserve(12);
     for name in [
         header::CONTENT_TYPE,
         header::CACHE_CONTROL,
