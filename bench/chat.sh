@@ -39,7 +39,8 @@ EDGE="https://localhost:$EDGE_PORT"
 CA="$work/certs/local-ca.crt"
 TOKEN=$(./target/release/hermes-edge --data-dir "$work/data" token create --user admin --name bench 2>/dev/null)
 
-# nginx: the same certificate, proxying the same upstream with pooled keep-alive connections.
+# nginx: the same certificate, proxying the same upstream with pooled keep-alive connections, and
+# the same security headers on its answers.
 cat > "$work/nginx/nginx.conf" <<NGINX
 $(nginx_head)
   ssl_protocols TLSv1.2 TLSv1.3;
@@ -58,6 +59,7 @@ $(nginx_head)
       proxy_set_header X-Forwarded-For \$remote_addr;
       proxy_set_header X-Real-IP \$remote_addr;
       proxy_buffering off;
+      $(nginx_security_headers)
     }
   }
 }

@@ -24,6 +24,19 @@ max_connections = 100000'
 # The Content-Security-Policy hermes-edge sends, for nginx to send the same.
 BENCH_CSP="default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
+# The add_header lines for the security headers hermes-edge puts on every response, so nginx
+# sends (and encrypts) the same bytes.
+nginx_security_headers() {
+  cat <<NGINX
+add_header Strict-Transport-Security "max-age=86400" always;
+add_header Content-Security-Policy "$BENCH_CSP" always;
+add_header X-Frame-Options DENY always;
+add_header X-Content-Type-Options nosniff always;
+add_header Referrer-Policy no-referrer always;
+add_header Cross-Origin-Opener-Policy same-origin always;
+NGINX
+}
+
 # Starts the release hermes-edge with $work/edge.toml on 127.0.0.1:$EDGE_PORT (extra arguments are
 # passed on), waits for its ready line, sets EDGE_PID and adds it to pids. Then copies the
 # certificate it made to $work/nginx/chain.pem and key.pem, so nginx serves the very same one.

@@ -24,7 +24,6 @@ TOML
 start_edge
 
 # nginx with the very certificate hermes-edge serves and the same security headers.
-CSP=$BENCH_CSP
 cat > "$work/nginx/nginx.conf" <<NGINX
 $(nginx_head)
   types { text/plain txt; }
@@ -38,12 +37,7 @@ $(nginx_head)
     ssl_certificate $work/nginx/chain.pem;
     ssl_certificate_key $work/nginx/key.pem;
     root $work/www;
-    add_header Strict-Transport-Security "max-age=86400" always;
-    add_header Content-Security-Policy "$CSP" always;
-    add_header X-Frame-Options DENY always;
-    add_header X-Content-Type-Options nosniff always;
-    add_header Referrer-Policy no-referrer always;
-    add_header Cross-Origin-Opener-Policy same-origin always;
+    $(nginx_security_headers)
     add_header Cache-Control no-cache always;
   }
 }

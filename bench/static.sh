@@ -32,7 +32,6 @@ TOML
 start_edge
 
 # nginx with the very certificate hermes-edge serves, the same files and the same headers.
-CSP=$BENCH_CSP
 cat > "$work/nginx/nginx.conf" <<NGINX
 $(nginx_head)
   types { video/mp4 mp4; text/javascript js; }
@@ -50,12 +49,7 @@ $(nginx_head)
     ssl_certificate_key $work/nginx/key.pem;
     location /media/ {
       alias $work/media/;
-      add_header Strict-Transport-Security "max-age=86400" always;
-      add_header Content-Security-Policy "$CSP" always;
-      add_header X-Frame-Options DENY always;
-      add_header X-Content-Type-Options nosniff always;
-      add_header Referrer-Policy no-referrer always;
-      add_header Cross-Origin-Opener-Policy same-origin always;
+      $(nginx_security_headers)
       add_header Cache-Control "public, max-age=0, must-revalidate" always;
       add_header Access-Control-Allow-Origin "*" always;
     }
