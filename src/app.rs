@@ -58,14 +58,22 @@ pub struct Conn {
     /// Its place under `limits.max_connections`, held while anything still uses the connection:
     /// an upgraded WebSocket outlives the HTTP connection it came on and keeps a clone.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// The peer's address and its text as a header value, formatted once per connection for the
+    /// `X-Forwarded-For` / `X-Real-IP` of every request sent on to Hermes.
+    pub peer_ip: (std::net::IpAddr, http::HeaderValue),
 }
 
 impl Conn {
     pub fn new(
         own: crate::upstream::own::OwnUpstream,
         slot: tokio::sync::OwnedSemaphorePermit,
+        peer_ip: std::net::IpAddr,
     ) -> Conn {
-        Conn { own, _slot: slot }
+        Conn {
+            own,
+            _slot: slot,
+            peer_ip: (peer_ip, crate::upstream::ip_header(peer_ip)),
+        }
     }
 }
 

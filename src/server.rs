@@ -483,7 +483,7 @@ async fn accept_https(
                 let streams = streams.clone();
                 move |task| hyper::rt::Executor::execute(&streams, task)
             });
-            let shared = Arc::new(Conn::new(own, permit));
+            let shared = Arc::new(Conn::new(own, permit, peer.ip()));
             let svc = service_fn(move |req: Request<Incoming>| {
                 crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
             });

@@ -194,7 +194,10 @@ impl Outgoing {
         // and grew the header map several times (both showed in profiles of proxied requests).
         let mut headers = http::HeaderMap::with_capacity(12);
         headers.insert(header::AUTHORIZATION, bearer.clone());
-        let ip = ip_header(self.client_ip);
+        let ip = match &self.conn {
+            Some(c) if c.peer_ip.0 == self.client_ip => c.peer_ip.1.clone(),
+            _ => ip_header(self.client_ip),
+        };
         headers.insert(X_FORWARDED_FOR, ip.clone());
         headers.insert(X_REAL_IP, ip);
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
@@ -232,7 +235,7 @@ impl Outgoing {
 }
 
 /// `ip` as a header value, formatted without a heap string (an address is at most 45 bytes).
-fn ip_header(ip: IpAddr) -> HeaderValue {
+pub(crate) fn ip_header(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
     let mut buf = [0u8; 64];
     let mut w = &mut buf[..];

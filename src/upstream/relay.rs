@@ -44,7 +44,9 @@ pub type OnEnd = Box<dyn FnOnce(Ending, SseTap) + Send>;
 pub struct Relay {
     upstream: Option<Incoming>,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// The idle deadline, set up the first time Hermes has nothing to send yet (a short JSON
+    /// answer usually arrives whole, and then needs no timer at all).
+    sleep: Option<Pin<Box<Sleep>>>,
     tap: Option<SseTap>,
     /// SSE mode: errors become `edge.error` events; otherwise they abort the body.
     sse_errors: bool,
@@ -60,7 +62,7 @@ impl Relay {
         Relay {
             upstream: Some(upstream),
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
             tap: tap.then(SseTap::default),
             sse_errors: tap,
             tail: None,
@@ -122,8 +124,9 @@ impl Body for Relay {
                     if let Some(tap) = this.tap.as_mut() {
                         tap.feed(&data);
                     }
-                    let deadline = Instant::now() + this.idle;
-                    this.sleep.as_mut().reset(deadline);
+                    if let Some(sleep) = this.sleep.as_mut() {
+                        sleep.as_mut().reset(Instant::now() + this.idle);
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -140,7 +143,11 @@ impl Body for Relay {
                     return this.fail(UpstreamError::Broken("it ended without [DONE]".to_string()));
                 }
                 Poll::Pending => {
-                    if this.sleep.as_mut().poll(cx).is_ready() {
+                    let idle = this.idle;
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if sleep.as_mut().poll(cx).is_ready() {
                         let secs = this.idle.as_secs().max(1);
                         tracing::warn!(secs, "no event from Hermes within the idle timeout");
                         return this.fail(UpstreamError::Stalled { secs });
