@@ -403,7 +403,12 @@ test('an answer containing <img onerror> and <script> runs nothing', { timeout: 
   assert.equal(await page.locator('img[onerror]').count(), 0);
   assert.equal(await page.locator('.md script').count(), 0);
   assert.match(await answer.locator('.md').textContent(), /Here is an image:.*end of test/);
-  assert.deepEqual(await cspViolations(page), []);
+  // Chromium (seen with 156.0.8078.114) reports an inline handler attribute as a script-src-attr
+  // violation when it merely parses it, even into a <template> or a DOMParser document where
+  // nothing can run; DOMPurify must parse the answer to clean it, so those reports come from
+  // purify.min.js. Any other violation (an inline script or style the page itself needs) fails.
+  const csp = await cspViolations(page);
+  assert.deepEqual(csp.filter((v) => !/^script-src-attr .*\/vendor\/purify\.min\.js:\d+$/.test(v)), []);
   // Also after a reload (rendered from the stored history).
   await page.reload();
   await page.waitForSelector('.msg-assistant .md');
