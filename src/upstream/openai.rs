@@ -18,7 +18,6 @@ use super::{Outgoing, UpstreamError};
 use crate::app::{App, Ctx};
 use crate::auth::User;
 use crate::response::{self, Resp};
-use crate::router::LogUser;
 
 /// Every `/v1/...` request.
 pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
@@ -41,14 +40,13 @@ pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         return r;
     };
     let path = req.uri().path().to_string();
-    let mut resp = match (req.method().clone(), path.as_str()) {
+    let resp = match (req.method().clone(), path.as_str()) {
         (Method::POST, "/v1/chat/completions") => completions(app, ctx, req, &user).await,
         (Method::GET, "/v1/models") => models(app, ctx).await,
         (_, "/v1/chat/completions" | "/v1/models") => response::method_not_allowed(),
         _ => response::not_found(),
     };
-    resp.extensions_mut().insert(LogUser(user.username.clone()));
-    resp
+    crate::router::with_user(resp, &user)
 }
 
 /// A client session id is kept only if it is short, printable and not path-like.
