@@ -408,14 +408,16 @@ fn spawn_https_workers(
 ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, StartError> {
     let failed =
         |e: std::io::Error| StartError::Other(format!("cannot start the HTTPS threads: {e}"));
+    // Blocking work (database calls behind one connection, password hashing, file reads) gains
+    // nothing from more threads than the 32 one runtime had before; split them between runtimes.
+    let blocking = (32 / listeners.len().max(1)).max(4);
     let mut done = Vec::new();
     for (n, listener) in listeners.into_iter().enumerate() {
         let socket = listener.into_std().map_err(failed)?;
         socket.set_nonblocking(true).map_err(failed)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            // Blocking work per thread: database calls, password hashing, file reads.
-            .max_blocking_threads(16)
+            .max_blocking_threads(blocking)
             .build()
             .map_err(failed)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
