@@ -981,26 +981,10 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
     assert_eq!(req.header("x-hermes-session-id").unwrap(), "api-1-my-chat");
     assert_eq!(req.header("x-hermes-session-key").unwrap(), "web:1");
     assert_eq!(req.json(), body);
-    // The access log names the token's owner (its fields are coloured: compare without the escapes).
-    let plain = || {
-        let mut out = String::new();
-        let mut esc = false;
-        for ch in s.stderr().chars() {
-            match (esc, ch) {
-                (false, '\x1b') => esc = true,
-                (true, 'm') => esc = false,
-                (true, _) => {}
-                (false, c) => out.push(c),
-            }
-        }
-        out
-    };
+    // The access log names the token's owner.
     let needle = "path=/v1/chat/completions status=200";
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !plain().contains(needle) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let log = plain();
+    assert!(s.wait_for_log(needle, 3), "{}", s.stderr());
+    let log = s.stderr();
     let line = log.lines().find(|l| l.contains(needle)).unwrap_or_default();
     assert!(line.contains("user=admin"), "{log}");
 
