@@ -39,7 +39,8 @@ NGINX
 
 # Starts the release hermes-edge with $work/edge.toml on 127.0.0.1:$EDGE_PORT (extra arguments are
 # passed on), waits for its ready line, sets EDGE_PID and adds it to pids. Then copies the
-# certificate it made to $work/nginx/chain.pem and key.pem, so nginx serves the very same one.
+# certificate it made to $work/nginx/chain.pem and key.pem, so nginx serves the very same chain:
+# the leaf alone, as hermes-edge sends it in local-CA mode.
 start_edge() {
   HERMES_EDGE_ADMIN_PASSWORD=${PASSWORD:-bench-password-1} RUST_LOG=warn ./target/release/hermes-edge \
     --config "$work/edge.toml" --listen 127.0.0.1:$EDGE_PORT --http-listen off \
@@ -48,7 +49,7 @@ start_edge() {
   for _ in $(seq 100); do grep -q '^ready ' "$work/edge.out" 2>/dev/null && break; sleep 0.1; done
   grep -q '^ready ' "$work/edge.out" || { cat "$work/edge.out"; exit 1; }
   mkdir -p "$work/nginx"
-  cat "$work/certs/local-leaf.crt" "$work/certs/local-ca.crt" > "$work/nginx/chain.pem"
+  cp "$work/certs/local-leaf.crt" "$work/nginx/chain.pem"
   cp "$work/certs/local-leaf.key" "$work/nginx/key.pem"
 }
 

@@ -140,7 +140,10 @@ async fn the_leaf_covers_localhost_loopback_local_addresses_and_extra_names() {
     );
     let tls = tls_connect(&s, &[b"http/1.1"]).await;
     let certs = tls.get_ref().1.peer_certificates().unwrap();
+    // The leaf alone: a client that trusts the local CA holds the root already.
+    assert_eq!(certs.len(), 1, "the handshake should carry only the leaf");
     let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+    assert_ne!(leaf.subject(), leaf.issuer(), "the certificate sent is the leaf, not the root");
     let san = leaf.subject_alternative_name().unwrap().unwrap();
     let mut ips = Vec::new();
     let mut dns = Vec::new();

@@ -153,7 +153,11 @@ impl LocalCa {
             .map_err(|e| bad(&leaf_cert_path, &format!("not a PEM certificate ({e})")))?;
         let leaf_key = PrivateKeyDer::from_pem_slice(leaf_key_pem.as_bytes())
             .map_err(|e| bad(&leaf_key_path, &format!("not a PEM private key ({e})")))?;
-        let key = super::certified_key(vec![leaf_der.clone(), ca_der.clone()], leaf_key)?;
+        // The chain is the leaf alone. A client that trusts the local CA already holds the root,
+        // and one that does not cannot use it (RFC 8446 4.4.2 lets the trust anchor be left out):
+        // sending it cost every full handshake about 450 bytes and the client one more
+        // certificate to parse (a quarter of h2load's CPU per connection, bench/README.md).
+        let key = super::certified_key(vec![leaf_der.clone()], leaf_key)?;
         Ok(LocalCa {
             ca_fingerprint: fingerprint(&ca_der),
             leaf_fingerprint: fingerprint(&leaf_der),
