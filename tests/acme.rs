@@ -398,7 +398,7 @@ impl KeepAlive {
             roots.add(cert.unwrap()).unwrap();
         }
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()

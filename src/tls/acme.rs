@@ -411,7 +411,7 @@ pub fn parse_acme_pem(pem: &[u8]) -> Result<InstalledCert, String> {
         .map_err(|e| format!("unreadable certificate PEM: {e}"))?;
     let leaf = chain.first().ok_or("no certificate")?;
     let info = CertInfo::from_der(leaf)?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
         .map_err(|e| format!("unusable private key: {e}"))?;
     Ok(InstalledCert {
         key: Arc::new(CertifiedKey::new(chain, signing_key)),
@@ -695,7 +695,7 @@ pub fn classify_order_error(err: &OrderError, domains: &[String]) -> FailureCaus
 /// Reads `--acme-ca-root` into a client config trusting exactly those roots.
 /// `None` without one: rustls-acme then uses the public Web PKI roots it bundles.
 fn client_config(job: &AcmeJob) -> Result<Option<Arc<rustls::ClientConfig>>, AcmeSetupError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     match &job.ca_root {
         Some(path) => {
@@ -774,7 +774,7 @@ pub fn prepare(job: AcmeJob, certs: &CertResolver) -> Result<Acme, AcmeSetupErro
         Some(client) => AcmeConfig::new_with_client_config(&job.domains, client),
         None => AcmeConfig::new_with_provider(
             &job.domains,
-            Arc::new(rustls::crypto::ring::default_provider()),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         ),
     };
     let state = config
@@ -1353,7 +1353,7 @@ mod tests {
                 .unwrap();
         }
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()

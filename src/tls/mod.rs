@@ -91,7 +91,7 @@ pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
     extra_alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
@@ -100,7 +100,7 @@ pub fn server_config(
     for p in extra_alpn {
         config.alpn_protocols.push(p.to_vec());
     }
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     // Two tickets (rustls' default): a browser gets a spare for a second parallel connection.
     // The "stall" once blamed on the ticket count was the listen queue overflowing
     // (`server::LISTEN_BACKLOG`); with that fixed, 0, 1, 2 and 4 tickets measured the same.
@@ -114,7 +114,7 @@ pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)?;
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 

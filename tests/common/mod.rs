@@ -354,7 +354,7 @@ pub async fn tls_connect_with_root(
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(root_pem) {
         roots.add(cert.expect("root pem")).expect("add root");
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
