@@ -23,6 +23,12 @@ python="${PYTHON:-python3}"
 
 say() { printf 'setup.sh: %s\n' "$*" >&2; }
 
+# Tests run in parallel and each may call this script: one installer per virtualenv at a time (two
+# `pip install`s into one fresh venv break each other); the others wait, then find it installed.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock -w 900 9 || { say "timed out waiting for another setup.sh to finish with $venv"; exit 1; }
+
 installed_version() {
     # Prints the installed hermes-agent version, or nothing.
     "$venv/bin/python" - <<'EOF' 2>/dev/null || true
