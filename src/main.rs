@@ -282,9 +282,27 @@ impl ServeArgs {
     }
 }
 
+/// The log filter: `RUST_LOG` (default `info`), with rustls' own lines held to errors unless
+/// `RUST_LOG` names rustls. rustls warns once per connection about things the client did (an IP
+/// address sent as the TLS server name, as wrk and other OpenSSL-based tools do): nothing the
+/// operator can act on, and anyone could fill the log with them, one line per connection.
+fn log_directives(env: Option<&str>) -> String {
+    let base = env
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info");
+    if base.contains("rustls") {
+        base.to_string()
+    } else {
+        format!("{base},rustls=error")
+    }
+}
+
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(log_directives(
+        std::env::var("RUST_LOG").ok().as_deref(),
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directives(None)));
     // Colours only on a terminal: under systemd (journalctl) or in a log file the escape codes
     // were written out as text around every field.
     let builder = tracing_subscriber::fmt()

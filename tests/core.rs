@@ -115,6 +115,56 @@ async fn tls_versions_are_limited_to_1_2_and_1_3() {
     );
 }
 
+#[tokio::test]
+async fn a_client_naming_an_ip_address_in_sni_leaves_no_log_line() {
+    // wrk and other OpenSSL-based clients send the IP address of the URL as the TLS server name;
+    // rustls ignores it and warns, once per connection: anyone could flood the log that way.
+    let s = Server::start();
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(s.https).await.unwrap();
+        tcp.write_all(&tls12_client_hello_with_sni(b"127.0.0.1"))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 5];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        // The server read the hello (the server name included) and answered it.
+        assert!(n > 0, "no answer to the ClientHello");
+    }
+    // The first line rustls writes for such a hello would be there by now.
+    let r = s.client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = s.stderr() + &s.stdout();
+    assert!(!log.contains("SNI"), "{log}");
+}
+
+/// A TLS 1.2 ClientHello with `name` in its server_name extension, as OpenSSL sends an IP address.
+fn tls12_client_hello_with_sni(name: &[u8]) -> Vec<u8> {
+    let mut body = vec![0x03, 0x03];
+    body.extend([7u8; 32]); // random
+    body.push(0); // session id
+    body.extend([0x00, 0x02, 0xc0, 0x2b]); // TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    body.extend([0x01, 0x00]); // compression: null
+    let mut sni = vec![0x00]; // host_name
+    sni.extend((name.len() as u16).to_be_bytes());
+    sni.extend(name);
+    let mut list = (sni.len() as u16).to_be_bytes().to_vec();
+    list.extend(sni);
+    let mut ext = vec![0x00, 0x00]; // server_name
+    ext.extend((list.len() as u16).to_be_bytes());
+    ext.extend(list);
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    let mut hs = vec![0x01, 0x00, (body.len() >> 8) as u8, body.len() as u8];
+    hs.extend(body);
+    let mut rec = vec![0x16, 0x03, 0x01, (hs.len() >> 8) as u8, hs.len() as u8];
+    rec.extend(hs);
+    rec
+}
+
 /// A minimal TLS 1.0 ClientHello offering one TLS 1.0 cipher suite.
 fn tls10_client_hello() -> Vec<u8> {
     let mut body = vec![0x03, 0x01];
@@ -143,7 +193,11 @@ async fn the_leaf_covers_localhost_loopback_local_addresses_and_extra_names() {
     // The leaf alone: a client that trusts the local CA holds the root already.
     assert_eq!(certs.len(), 1, "the handshake should carry only the leaf");
     let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
-    assert_ne!(leaf.subject(), leaf.issuer(), "the certificate sent is the leaf, not the root");
+    assert_ne!(
+        leaf.subject(),
+        leaf.issuer(),
+        "the certificate sent is the leaf, not the root"
+    );
     let san = leaf.subject_alternative_name().unwrap().unwrap();
     let mut ips = Vec::new();
     let mut dns = Vec::new();
