@@ -615,3 +615,91 @@ async fn an_open_dashboard_websocket_counts_toward_the_connection_limit() {
     .expect("answer within 5 s");
     assert!(again.is_ok(), "a place is free after the WebSocket closed");
 }
+
+/// A dashboard WebSocket (its terminal among them) outlives the request that opened it. Signing
+/// the session out ends it within the edge's 5 s re-check; until then it keeps working.
+#[tokio::test]
+async fn signing_out_closes_the_dashboard_websocket_the_session_opened() {
+    let dashboard = Dashboard::start();
+    let s = Server::start_with(
+        Start::default()
+            .arg("--dashboard-upstream")
+            .arg(&dashboard.url)
+            .arg("--san")
+            .arg(SITE),
+    );
+    let cookie = session_cookie(&s, "admin", ADMIN_PASSWORD).await;
+    let client = s.client_builder().cookie_store(false).build().unwrap();
+    let page = client
+        .get(s.url("/dashboard/"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = page
+        .split("window.__HERMES_SESSION_TOKEN__=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("the page carries its session token")
+        .to_string();
+    let mut ws = ws_connect(
+        &s,
+        &format!("/dashboard/api/ws?token={token}"),
+        Some(&cookie),
+        &site_origin(&s),
+    )
+    .await
+    .expect("the WebSocket upgrades through the edge");
+    let ready: Value = serde_json::from_str(&next_text(&mut ws, 20).await).unwrap();
+    assert_eq!(ready["params"]["type"], "gateway.ready", "{ready}");
+
+    // Past one re-check with the session valid, the tunnel still answers.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "id": 8, "method": "session.list", "params": {}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        let v: Value = serde_json::from_str(&next_text(&mut ws, 20).await).unwrap();
+        if v.get("id") == Some(&json!(8)) {
+            assert!(v["result"]["sessions"].is_array(), "{v}");
+            break;
+        }
+    }
+
+    // Sign the session out (as the page's button does), then the tunnel must end.
+    let r = client
+        .post(s.url("/logout"))
+        .header("cookie", &cookie)
+        .header("origin", s.origin())
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let signed_out = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the WebSocket was still open 15 s after its session was signed out"
+    );
+    assert!(signed_out.elapsed() < Duration::from_secs(8));
+    assert!(
+        s.wait_for_log("dashboard WebSocket closed: the session that opened it", 5),
+        "{}",
+        s.stderr()
+    );
+}

@@ -69,9 +69,13 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 /// The signed-in user for this request's cookie, if the session is valid.
 pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
     let token = session_cookie(headers)?;
-    let hash = token_hash(&token);
-    let result = app
-        .store
+    session_user(&app.store, token_hash(&token)).await
+}
+
+/// The user of the session whose token hashes to `hash`, if that session is still valid (not
+/// signed out, revoked or expired, and its account not removed).
+pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<User> {
+    let result = store
         .call(move |c| {
             let now = now();
             let found = c

@@ -218,6 +218,9 @@ async fn websocket(app: &App, ctx: &Ctx, mut req: Request<Incoming>, base: &str)
     let path = parts.uri.path().to_string();
     // The tunnel keeps the client connection's place under `max_connections` while it lasts.
     let conn = ctx.conn.clone();
+    // `route` let this request in on its session cookie, so there is one.
+    let session = auth::session_cookie(&client_headers).map(|t| auth::token_hash(&t));
+    let store = app.store.clone();
     tokio::spawn(async move {
         let _conn = conn;
         let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
@@ -229,12 +232,19 @@ async fn websocket(app: &App, ctx: &Ctx, mut req: Request<Incoming>, base: &str)
         };
         let mut client = hyper_util::rt::TokioIo::new(client);
         let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => {
-                tracing::debug!(%path, up, down, "dashboard WebSocket closed")
-            }
-            // A browser tab closing or the dashboard stopping ends the pipe: not an error.
-            Err(e) => tracing::debug!(%path, "dashboard WebSocket ended: {e}"),
+        tokio::select! {
+            ended = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match ended {
+                Ok((up, down)) => {
+                    tracing::debug!(%path, up, down, "dashboard WebSocket closed")
+                }
+                // A browser tab closing or the dashboard stopping ends the pipe: not an error.
+                Err(e) => tracing::debug!(%path, "dashboard WebSocket ended: {e}"),
+            },
+            () = session_ended(&store, session) => tracing::info!(
+                %path,
+                "dashboard WebSocket closed: the session that opened it was signed out, revoked or \
+                 expired, or its account is no longer an administrator's"
+            ),
         }
     });
     let (mut head, _) = resp.into_parts();
@@ -244,6 +254,23 @@ async fn websocket(app: &App, ctx: &Ctx, mut req: Request<Incoming>, base: &str)
     head.headers
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     Response::from_parts(head, response::empty())
+}
+
+/// How often an open dashboard WebSocket checks that the session that opened it still holds.
+const SESSION_RECHECK: Duration = Duration::from_secs(5);
+
+/// Returns once the session `hash` no longer belongs to a signed-in administrator. A WebSocket to
+/// the dashboard (its terminal among them) outlives the request that opened it; without this, a
+/// session revoked because it was stolen, or an admin demoted, kept an open terminal on the host.
+async fn session_ended(store: &crate::store::Store, hash: Option<Vec<u8>>) {
+    let Some(hash) = hash else { return };
+    loop {
+        tokio::time::sleep(SESSION_RECHECK).await;
+        match auth::session_user(store, hash.clone()).await {
+            Some(user) if user.role == Role::Admin => {}
+            _ => return,
+        }
+    }
 }
 
 /// Sends a request to the dashboard; a failure is the finished error answer.
