@@ -291,7 +291,12 @@ fn log_directives(env: Option<&str>) -> String {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .unwrap_or("info");
-    if base.contains("rustls") {
+    // A directive names rustls when its target is `rustls` or under it (`tokio_rustls` is not).
+    let names_rustls = base.split(',').any(|d| {
+        let target = d.split(['=', '[']).next().unwrap_or("").trim();
+        target == "rustls" || target.starts_with("rustls::")
+    });
+    if names_rustls {
         base.to_string()
     } else {
         format!("{base},rustls=error")
@@ -394,5 +399,29 @@ fn main() -> ExitCode {
             eprintln!("hermes-edge: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn rustls_is_held_to_errors_unless_rust_log_names_it() {
+        assert_eq!(log_directives(None), "info,rustls=error");
+        assert_eq!(log_directives(Some("  ")), "info,rustls=error");
+        assert_eq!(log_directives(Some("warn")), "warn,rustls=error");
+        assert_eq!(
+            log_directives(Some("tokio_rustls=debug")),
+            "tokio_rustls=debug,rustls=error"
+        );
+        assert_eq!(
+            log_directives(Some("info,rustls=debug")),
+            "info,rustls=debug"
+        );
+        assert_eq!(
+            log_directives(Some("rustls::server=trace")),
+            "rustls::server=trace"
+        );
     }
 }

@@ -411,7 +411,9 @@ pub fn parse_acme_pem(pem: &[u8]) -> Result<InstalledCert, String> {
         .map_err(|e| format!("unreadable certificate PEM: {e}"))?;
     let leaf = chain.first().ok_or("no certificate")?;
     let info = CertInfo::from_der(leaf)?;
-    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+    let signing_key = super::crypto_provider()
+        .key_provider
+        .load_private_key(key)
         .map_err(|e| format!("unusable private key: {e}"))?;
     Ok(InstalledCert {
         key: Arc::new(CertifiedKey::new(chain, signing_key)),
@@ -695,7 +697,7 @@ pub fn classify_order_error(err: &OrderError, domains: &[String]) -> FailureCaus
 /// Reads `--acme-ca-root` into a client config trusting exactly those roots.
 /// `None` without one: rustls-acme then uses the public Web PKI roots it bundles.
 fn client_config(job: &AcmeJob) -> Result<Option<Arc<rustls::ClientConfig>>, AcmeSetupError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = super::crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     match &job.ca_root {
         Some(path) => {
@@ -772,10 +774,7 @@ pub fn prepare(job: AcmeJob, certs: &CertResolver) -> Result<Acme, AcmeSetupErro
     };
     let config = match client {
         Some(client) => AcmeConfig::new_with_client_config(&job.domains, client),
-        None => AcmeConfig::new_with_provider(
-            &job.domains,
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        ),
+        None => AcmeConfig::new_with_provider(&job.domains, super::crypto_provider()),
     };
     let state = config
         .directory(&job.directory)

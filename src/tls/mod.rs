@@ -85,14 +85,19 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// The one crypto provider of every TLS config here, server and client (aws-lc-rs: rustls'
+/// default, with assembly X25519, P-256 and AES-GCM; measured against ring in bench/README.md).
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
 /// rustls settings for the HTTPS listener: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1,
 /// stateless resumption tickets plus a session cache.
 pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
     extra_alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
@@ -114,7 +119,7 @@ pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)?;
+    let signing = crypto_provider().key_provider.load_private_key(key)?;
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 
