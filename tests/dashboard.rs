@@ -86,6 +86,27 @@ async fn add_user(s: &Server, admin: &reqwest::Client, name: &str, password: &st
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
+/// The dashboard's session token, which its page hands to its WebSockets (`?token=`), fetched
+/// through the edge with `cookie`.
+async fn page_token(s: &Server, cookie: &str) -> String {
+    let client = s.client_builder().cookie_store(false).build().unwrap();
+    let page = client
+        .get(s.url("/dashboard/"))
+        .header("cookie", cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.split("window.__HERMES_SESSION_TOKEN__=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("the page carries its session token")
+        .to_string()
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
@@ -559,24 +580,7 @@ async fn an_open_dashboard_websocket_counts_toward_the_connection_limit() {
             .arg(SITE),
     );
     let cookie = session_cookie(&s, "admin", ADMIN_PASSWORD).await;
-    let token = {
-        let client = s.client_builder().cookie_store(false).build().unwrap();
-        let page = client
-            .get(s.url("/dashboard/"))
-            .header("cookie", &cookie)
-            .header("accept", "text/html")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        page.split("window.__HERMES_SESSION_TOKEN__=\"")
-            .nth(1)
-            .and_then(|t| t.split('"').next())
-            .expect("the page carries its session token")
-            .to_string()
-    };
+    let token = page_token(&s, &cookie).await;
     // The clients above have closed their connections; give the edge a moment to see it.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -629,23 +633,7 @@ async fn signing_out_closes_the_dashboard_websocket_the_session_opened() {
             .arg(SITE),
     );
     let cookie = session_cookie(&s, "admin", ADMIN_PASSWORD).await;
-    let client = s.client_builder().cookie_store(false).build().unwrap();
-    let page = client
-        .get(s.url("/dashboard/"))
-        .header("cookie", &cookie)
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = page
-        .split("window.__HERMES_SESSION_TOKEN__=\"")
-        .nth(1)
-        .and_then(|t| t.split('"').next())
-        .expect("the page carries its session token")
-        .to_string();
+    let token = page_token(&s, &cookie).await;
     let mut ws = ws_connect(
         &s,
         &format!("/dashboard/api/ws?token={token}"),
@@ -673,6 +661,7 @@ async fn signing_out_closes_the_dashboard_websocket_the_session_opened() {
     }
 
     // Sign the session out (as the page's button does), then the tunnel must end.
+    let client = s.client_builder().cookie_store(false).build().unwrap();
     let r = client
         .post(s.url("/logout"))
         .header("cookie", &cookie)
