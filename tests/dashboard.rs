@@ -107,6 +107,22 @@ async fn page_token(s: &Server, cookie: &str) -> String {
         .to_string()
 }
 
+/// The dashboard's `/api/ws` opened through the edge with `cookie` and the page's `token`, past
+/// the dashboard's `gateway.ready` event.
+async fn ready_websocket(s: &Server, cookie: &str, token: &str) -> Ws {
+    let mut ws = ws_connect(
+        s,
+        &format!("/dashboard/api/ws?token={token}"),
+        Some(cookie),
+        &site_origin(s),
+    )
+    .await
+    .expect("the WebSocket upgrades through the edge");
+    let ready: Value = serde_json::from_str(&next_text(&mut ws, 20).await).unwrap();
+    assert_eq!(ready["params"]["type"], "gateway.ready", "{ready}");
+    ws
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
@@ -584,16 +600,7 @@ async fn an_open_dashboard_websocket_counts_toward_the_connection_limit() {
     // The clients above have closed their connections; give the edge a moment to see it.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut ws = ws_connect(
-        &s,
-        &format!("/dashboard/api/ws?token={token}"),
-        Some(&cookie),
-        &site_origin(&s),
-    )
-    .await
-    .expect("the WebSocket upgrades through the edge");
-    let ready: Value = serde_json::from_str(&next_text(&mut ws, 20).await).unwrap();
-    assert_eq!(ready["params"]["type"], "gateway.ready", "{ready}");
+    let mut ws = ready_websocket(&s, &cookie, &token).await;
     let _b = tls_connect(&s, &[b"http/1.1"]).await;
     let _c = tls_connect(&s, &[b"http/1.1"]).await;
     let fourth = tokio::time::timeout(
@@ -634,16 +641,7 @@ async fn signing_out_closes_the_dashboard_websocket_the_session_opened() {
     );
     let cookie = session_cookie(&s, "admin", ADMIN_PASSWORD).await;
     let token = page_token(&s, &cookie).await;
-    let mut ws = ws_connect(
-        &s,
-        &format!("/dashboard/api/ws?token={token}"),
-        Some(&cookie),
-        &site_origin(&s),
-    )
-    .await
-    .expect("the WebSocket upgrades through the edge");
-    let ready: Value = serde_json::from_str(&next_text(&mut ws, 20).await).unwrap();
-    assert_eq!(ready["params"]["type"], "gateway.ready", "{ready}");
+    let mut ws = ready_websocket(&s, &cookie, &token).await;
 
     // Past one re-check with the session valid, the tunnel still answers.
     tokio::time::sleep(Duration::from_secs(6)).await;
