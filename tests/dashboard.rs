@@ -632,13 +632,7 @@ async fn an_open_dashboard_websocket_counts_toward_the_connection_limit() {
 #[tokio::test]
 async fn signing_out_closes_the_dashboard_websocket_the_session_opened() {
     let dashboard = Dashboard::start();
-    let s = Server::start_with(
-        Start::default()
-            .arg("--dashboard-upstream")
-            .arg(&dashboard.url)
-            .arg("--san")
-            .arg(SITE),
-    );
+    let s = edge_for(&dashboard.url);
     let cookie = session_cookie(&s, "admin", ADMIN_PASSWORD).await;
     let token = page_token(&s, &cookie).await;
     let mut ws = ready_websocket(&s, &cookie, &token).await;
