@@ -259,9 +259,10 @@ async fn websocket(app: &App, ctx: &Ctx, mut req: Request<Incoming>, base: &str)
 /// How often an open dashboard WebSocket checks that the session that opened it still holds.
 const SESSION_RECHECK: Duration = Duration::from_secs(5);
 
-/// Returns once the session `hash` no longer belongs to a signed-in administrator. A WebSocket to
+/// Returns once the session `hash` no longer belongs to a signed-in administrator (signed out,
+/// revoked, expired, account removed; the role is checked as `route` checks it). A WebSocket to
 /// the dashboard (its terminal among them) outlives the request that opened it; without this, a
-/// session revoked because it was stolen, or an admin demoted, kept an open terminal on the host.
+/// session revoked because it was stolen kept an open terminal on the host.
 async fn session_ended(store: &crate::store::Store, hash: Option<Vec<u8>>) {
     let Some(hash) = hash else { return };
     loop {
