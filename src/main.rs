@@ -8,6 +8,7 @@ mod config;
 mod disk_watch;
 mod doctor;
 mod files;
+mod header_timer;
 mod memory;
 mod response;
 mod router;

@@ -335,7 +335,8 @@ fn http_builder<E>(config: &Config, executor: E) -> auto::Builder<E> {
     let l = &config.limits;
     let mut b = auto::Builder::new(executor);
     b.http1()
-        .timer(TokioTimer::new())
+        // One sleep per connection rather than one per request (see header_timer.rs).
+        .timer(crate::header_timer::ConnTimer::default())
         // Also the keep-alive idle limit: hyper starts it whenever it waits for a request head.
         .header_read_timeout(l.header_read_timeout)
         .max_buf_size(l.max_header_bytes.max(8192))

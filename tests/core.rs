@@ -584,6 +584,48 @@ async fn a_client_that_sends_no_headers_is_disconnected_after_the_header_timeout
     );
 }
 
+/// The header timeout is also the keep-alive idle limit, and each request's own: a connection
+/// whose first request head came slowly is still given the whole timeout for its next one (the
+/// server keeps one timer per connection and moves it; see src/header_timer.rs).
+#[tokio::test]
+async fn an_idle_keep_alive_connection_gets_the_whole_header_timeout_after_each_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[limits]\nheader_read_timeout_secs = 2\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let mut tls = tls_connect(&s, &[b"http/1.1"]).await;
+    // The first request's head takes 1.5 s of its 2 s.
+    tls.write_all(b"GET /ca.crt HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls.write_all(b"Host: localhost\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("END CERTIFICATE") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("the first answer came")
+            .unwrap();
+        assert!(n > 0, "closed before the first answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    // Idle from here: the connection may be closed 2 s from now, not at the first deadline.
+    let answered = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
+    let idle = answered.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1700),
+        "closed {idle:?} after the answer, before the 2 s keep-alive limit"
+    );
+    assert!(idle < Duration::from_secs(9), "idle connection kept open");
+}
+
 #[tokio::test]
 async fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
     let dir = tempfile::tempdir().unwrap();
