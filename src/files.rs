@@ -168,7 +168,11 @@ pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp,
     };
     let ask = Ask::new(req.method(), req.headers());
     if let Some(dir) = app.www.disk_dir() {
-        if let Some(resp) = app.www.small_files.serve(dir, &rel, &name, &ask, policy) {
+        if let Some(resp) = app
+            .www
+            .small_files
+            .serve(dir, &rel, &name, &ask, policy, &app.headers)
+        {
             return Ok(resp);
         }
         // Resolved on this thread; see "Threads" at the top of the file.
@@ -729,7 +733,8 @@ impl SmallFiles {
     }
 
     /// The answer for `rel` below `root` from memory, filling the entry when the file may be
-    /// kept. `None`: serve it from disk as usual.
+    /// kept (its plain `200` headers then carry `security`'s headers already). `None`: serve it
+    /// from disk as usual.
     fn serve(
         &self,
         root: &Path,
@@ -737,6 +742,7 @@ impl SmallFiles {
         name: &str,
         ask: &Ask,
         policy: Policy,
+        security: &crate::security::SecurityHeaders,
     ) -> Option<Resp> {
         let watch = self.watch.as_ref()?;
         if watch.pending() {
@@ -754,7 +760,11 @@ impl SmallFiles {
                     self.ancestors_watched
                         .store(generation + 1, Ordering::Release);
                 }
-                let entry = Arc::new(fill(watch, root, rel, name, policy)?);
+                let mut cached = fill(watch, root, rel, name, policy)?;
+                if let Some(kept) = cached.content.as_mut() {
+                    security.apply(&mut kept.whole);
+                }
+                let entry = Arc::new(cached);
                 self.keep(watch, generation, name, entry.clone());
                 entry
             }

@@ -18,17 +18,36 @@ base-uri 'none'; form-action 'self'";
 
 /// The headers put on every response, errors included.
 pub struct SecurityHeaders {
+    /// Static text, so copying it onto a response touches no reference count: both threads
+    /// answering requests would otherwise share that count's cache line on every response.
     hsts: HeaderValue,
 }
 
 impl SecurityHeaders {
     pub fn new(hsts_max_age: u64) -> Self {
-        let hsts = HeaderValue::from_str(&format!("max-age={hsts_max_age}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("max-age=86400"));
+        let text = format!("max-age={hsts_max_age}");
+        let hsts = match HeaderValue::from_str(&text) {
+            // One small string for the life of the process (one `App` per process).
+            Ok(_) => HeaderValue::from_static(Box::leak(text.into_boxed_str())),
+            Err(_) => HeaderValue::from_static("max-age=86400"),
+        };
         SecurityHeaders { hsts }
     }
 
+    /// Whether `apply` has already been run on these headers (or on the map they were cloned
+    /// from): their HSTS value is this very text, by address. Nothing outside this type can
+    /// make that value (a header read from Hermes is a copy elsewhere), so a response built from
+    /// a prepared map (see `files::SmallFiles`) skips the six inserts (and the map's growth).
+    fn applied(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(header::STRICT_TRANSPORT_SECURITY)
+            .is_some_and(|v| std::ptr::eq(v.as_bytes().as_ptr(), self.hsts.as_bytes().as_ptr()))
+    }
+
     pub fn apply(&self, headers: &mut HeaderMap) {
+        if self.applied(headers) {
+            return;
+        }
         // One allocation for the six below instead of a grow every few inserts (the map's growth
         // showed in profiles of proxied requests).
         headers.reserve(6);
@@ -137,6 +156,28 @@ mod tests {
             client_ip(proxy, &h, &[proxy]),
             "1.2.3.4".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn headers_are_applied_once_and_an_upstream_copy_of_hsts_is_not_taken_for_them() {
+        let sec = SecurityHeaders::new(600);
+        let mut prepared = HeaderMap::new();
+        sec.apply(&mut prepared);
+        assert_eq!(prepared.len(), 6);
+        assert_eq!(prepared[header::STRICT_TRANSPORT_SECURITY], "max-age=600");
+        let mut sent = prepared.clone();
+        sec.apply(&mut sent);
+        assert_eq!(sent, prepared);
+
+        // The same text arriving from elsewhere (a proxied answer) does not count as applied.
+        let mut proxied = HeaderMap::new();
+        proxied.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_str("max-age=600").unwrap(),
+        );
+        sec.apply(&mut proxied);
+        assert_eq!(proxied.len(), 6);
+        assert_eq!(proxied[header::X_FRAME_OPTIONS], "DENY");
     }
 
     #[test]
