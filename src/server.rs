@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -512,7 +513,15 @@ type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// they share its socket; different connections still run in parallel.
 #[derive(Clone, Default)]
 struct ConnStreams {
-    new: Arc<std::sync::Mutex<Vec<StreamTask>>>,
+    new: Arc<NewStreams>,
+}
+
+#[derive(Default)]
+struct NewStreams {
+    tasks: std::sync::Mutex<Vec<StreamTask>>,
+    /// Whether `tasks` may hold any: most polls of an HTTP/1.1 connection (which starts none)
+    /// then take no lock.
+    any: std::sync::atomic::AtomicBool,
 }
 
 impl<F> hyper::rt::Executor<F> for ConnStreams
@@ -520,8 +529,11 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        match self.new.lock() {
-            Ok(mut new) => new.push(Box::pin(fut)),
+        match self.new.tasks.lock() {
+            Ok(mut new) => {
+                new.push(Box::pin(fut));
+                self.new.any.store(true, Ordering::Release);
+            }
             // Unreachable in practice (nothing panics while holding it); a stream still runs.
             Err(_) => {
                 tokio::spawn(fut);
@@ -543,7 +555,7 @@ impl ConnStreams {
 
 struct WithStreams<C> {
     conn: Pin<Box<C>>,
-    new: Arc<std::sync::Mutex<Vec<StreamTask>>>,
+    new: Arc<NewStreams>,
     running: FuturesUnordered<StreamTask>,
 }
 
@@ -558,17 +570,21 @@ impl<C: Future> Future for WithStreams<C> {
             if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
                 return Poll::Ready(out);
             }
-            let added = match this.new.lock() {
-                Ok(mut new) => {
-                    let n = new.len();
+            let mut added = 0;
+            if this.new.any.load(Ordering::Acquire) {
+                if let Ok(mut new) = this.new.tasks.lock() {
+                    this.new.any.store(false, Ordering::Relaxed);
+                    added = new.len();
                     this.running.extend(new.drain(..));
-                    n
                 }
-                Err(_) => 0,
-            };
+            }
             let mut finished = 0;
-            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {
-                finished += 1;
+            // An empty set has nothing to poll (and nothing that could wake it).
+            while !this.running.is_empty() {
+                match this.running.poll_next_unpin(cx) {
+                    Poll::Ready(Some(())) => finished += 1,
+                    _ => break,
+                }
             }
             if added == 0 && finished == 0 {
                 return Poll::Pending;
