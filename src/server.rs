@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -488,15 +488,41 @@ async fn accept_https(
                 move |task| hyper::rt::Executor::execute(&streams, task)
             });
             let shared = Arc::new(Conn::new(own, permit, peer.ip()));
-            let svc = service_fn(move |req: Request<Incoming>| {
-                crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
+            let asked = Arc::new(AtomicBool::new(false));
+            let first_within = app.config.limits.header_read_timeout;
+            let svc = service_fn({
+                let asked = asked.clone();
+                move |req: Request<Incoming>| {
+                    asked.store(true, Ordering::Relaxed);
+                    crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
+                }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             let conn = watcher.watch(conn.into_owned());
-            if let Err(e) = streams.drive(conn).await {
-                tracing::debug!(%peer, "connection ended: {e}");
+            let driven = streams.drive(conn);
+            tokio::select! {
+                biased;
+                ended = driven => if let Err(e) = ended {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                },
+                () = silent_for(first_within, asked) => {
+                    tracing::debug!(%peer, "no request within the header timeout; connection closed");
+                }
             }
         });
+    }
+}
+
+/// Ends when a connection has asked nothing within `limit` of its TLS handshake; otherwise
+/// never (one timer per connection, none per request).
+///
+/// Why: hyper's header timeout only starts once the connection's first bytes have told HTTP/1.1
+/// from HTTP/2, so a client that finished the handshake and then sent nothing held its place
+/// under `max_connections` for as long as it liked: enough of them and nobody else got in.
+async fn silent_for(limit: Duration, asked: Arc<AtomicBool>) {
+    tokio::time::sleep(limit).await;
+    if asked.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
     }
 }
 

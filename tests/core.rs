@@ -584,6 +584,36 @@ async fn a_client_that_sends_no_headers_is_disconnected_after_the_header_timeout
     );
 }
 
+/// A client that completes the TLS handshake and then sends nothing at all must not keep its
+/// connection (and its place under `max_connections`): over HTTP/1.1 and over HTTP/2.
+#[tokio::test]
+async fn a_client_that_sends_nothing_after_the_handshake_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[limits]\nheader_read_timeout_secs = 1\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let mut tls = tls_connect(&s, &[alpn]).await;
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+        let open = started.elapsed();
+        assert!(
+            open < Duration::from_secs(9),
+            "a silent {} connection was kept open",
+            String::from_utf8_lossy(alpn)
+        );
+        assert!(open >= Duration::from_millis(700), "closed after {open:?}");
+    }
+    let r = s.client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 /// The header timeout is also the keep-alive idle limit, and each request's own: a connection
 /// whose first request head came slowly is still given the whole timeout for its next one (the
 /// server keeps one timer per connection and moves it; see src/header_timer.rs).
