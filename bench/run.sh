@@ -65,15 +65,26 @@ conns() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A R
+# Each workload runs on both servers back to back, first one then the other, swapping the order
+# every round, and the ratio is taken per round: this machine's speed drifts by a third within
+# an hour, and measuring all of one server's workloads before the other's let that drift into
+# the ratio (single-round ratios of the old order ranged 0.85-1.56x for the same build).
+run_one() { # workload who
+  local port=$EDGE_PORT; [[ $2 == nginx ]] && port=$NGINX_PORT
+  local url="https://127.0.0.1:$port/bench.txt"
+  case $1 in h1) h1 "$url";; h2) h2 "$url";; conn) conns "$url";; esac
+}
 for round in $(seq "$ROUNDS"); do
-  for who in edge nginx; do
-    port=$EDGE_PORT; [[ $who == nginx ]] && port=$NGINX_PORT
-    url="https://127.0.0.1:$port/bench.txt"
-    R[$who.h1]+="$(h1 "$url") "
-    R[$who.h2]+="$(h2 "$url") "
-    R[$who.conn]+="$(conns "$url") "
+  order="edge nginx"; (( round % 2 == 0 )) && order="nginx edge"
+  line="round $round:"
+  for k in h1 h2 conn; do
+    declare -A got=()
+    for who in $order; do got[$who]=$(run_one $k $who); R[$who.$k]+="${got[$who]} "; done
+    r=$(python3 -c "print(f'{${got[edge]:-0}/${got[nginx]:-1}:.2f}' if ${got[nginx]:-0} else 0)")
+    R[ratio.$k]+="$r "
+    line+=" $k ${got[edge]}/${got[nginx]} (${r}x)"
   done
-  echo "round $round: edge h1 ${R[edge.h1]} h2 ${R[edge.h2]} conn ${R[edge.conn]} | nginx h1 ${R[nginx.h1]} h2 ${R[nginx.h2]} conn ${R[nginx.conn]}" >&2
+  echo "$line" >&2
 done
 EDGE_RSS=$(rss $EDGE_PID); NGINX_RSS=$(rss_tree $NGINX_PID)
 
@@ -93,13 +104,13 @@ for who in edge nginx; do
   R[$who.cpu2]=$(cpu_us "$pid" "https://127.0.0.1:$port/bench.txt" -c16 -m10 -t1)
 done
 
-printf '\n| workload (1 KiB file, %ss runs, median of %s) | hermes-edge | nginx | ratio |\n|---|---|---|---|\n' "$SECS" "$ROUNDS"
+printf '\n| workload (1 KiB file, %ss runs, %s rounds; req/s medians, ratio: median of the rounds) | hermes-edge | nginx | ratio |\n|---|---|---|---|\n' "$SECS" "$ROUNDS"
 for k in h1 h2 conn; do
   e=$(echo ${R[edge.$k]} | tr ' ' '\n' | median); n=$(echo ${R[nginx.$k]} | tr ' ' '\n' | median)
+  ratio="$(echo ${R[ratio.$k]} | tr ' ' '\n' | median)x (rounds: ${R[ratio.$k]% })"
   label=$k; [[ $k == h1 ]] && label="HTTP/1.1 keep-alive req/s (wrk -t2 -c64)"
   [[ $k == h2 ]] && label="HTTP/2 req/s (h2load -c64 -m10 -t2)"
   [[ $k == conn ]] && label="new TLS connections/s, 1 request each (h2load --h1 -c400 -n400)"
-  ratio=$(python3 -c "print(f'{$e/$n:.2f}x' if $n else 'n/a')")
   printf '| %s | %s | %s | %s |\n' "$label" "$e" "$n" "$ratio"
 done
 printf '| server CPU per request, HTTP/1.1 (µs, h2load --h1 -n60000 -c16) | %s | %s | |\n' "${R[edge.cpu1]}" "${R[nginx.cpu1]}"
