@@ -14,6 +14,7 @@ mod response;
 mod router;
 mod security;
 mod server;
+mod stopping;
 mod store;
 mod tls;
 mod upstream;

@@ -20,8 +20,9 @@ use http::{header, Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+
+use crate::stopping::{Graceful, Member, Stopping};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -211,6 +212,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
+    let stopping = Arc::new(Stopping::default());
     let conn_limit = Arc::new(Semaphore::new(config.limits.max_connections));
 
     let https_workers = spawn_https_workers(
@@ -218,7 +220,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         TlsAcceptor::from(tls_config),
         &app,
         &conn_limit,
-        &graceful,
+        &stopping,
         &stop_rx,
     )?;
     let http_task = http.map(|l| {
@@ -238,6 +240,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.limits.shutdown_grace.as_secs()
     );
     let _ = stop_tx.send(true);
+    stopping.begin();
     if let Some(task) = &acme_task {
         task.abort();
     }
@@ -252,7 +255,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         Err(_) => return Ok(()),
     };
     tokio::select! {
-        _ = graceful.shutdown() => println!("all connections closed; bye"),
+        _ = async { tokio::join!(graceful.shutdown(), stopping.all_done()) } => {
+            println!("all connections closed; bye")
+        }
         _ = tokio::time::sleep(config.limits.shutdown_grace) => {
             println!("shutdown deadline reached; closing the remaining connections");
         }
@@ -332,18 +337,25 @@ fn public_urls(addr: SocketAddr) -> Vec<String> {
     urls
 }
 
-fn http_builder<E>(config: &Config, executor: E) -> auto::Builder<E> {
+/// HTTP/1.1 for a connection that did not negotiate `h2` (with upgrades, for WebSockets).
+fn h1_builder(config: &Config) -> hyper::server::conn::http1::Builder {
     let l = &config.limits;
-    let mut b = auto::Builder::new(executor);
-    b.http1()
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b
         // One sleep per connection rather than one per request (see header_timer.rs).
         .timer(crate::header_timer::ConnTimer::default())
         // Also the keep-alive idle limit: hyper starts it whenever it waits for a request head.
         .header_read_timeout(l.header_read_timeout)
         .max_buf_size(l.max_header_bytes.max(8192))
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+/// HTTP/2 for a connection that negotiated `h2`; its streams run on `executor`.
+fn h2_builder<E>(config: &Config, executor: E) -> hyper::server::conn::http2::Builder<E> {
+    let l = &config.limits;
+    let mut b = hyper::server::conn::http2::Builder::new(executor);
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(l.h2_max_concurrent_streams)
         .max_header_list_size(l.max_header_bytes as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -405,7 +417,7 @@ fn spawn_https_workers(
     acceptor: TlsAcceptor,
     app: &Arc<App>,
     limit: &Arc<Semaphore>,
-    graceful: &Arc<GracefulShutdown>,
+    stopping: &Arc<Stopping>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, StartError> {
     let failed =
@@ -423,11 +435,11 @@ fn spawn_https_workers(
             .build()
             .map_err(failed)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (acceptor, app, limit, graceful, stop) = (
+        let (acceptor, app, limit, stopping, stop) = (
             acceptor.clone(),
             app.clone(),
             limit.clone(),
-            graceful.clone(),
+            stopping.clone(),
             stop.clone(),
         );
         std::thread::Builder::new()
@@ -435,7 +447,7 @@ fn spawn_https_workers(
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(socket) {
-                        Ok(l) => accept_https(l, acceptor, app, limit, graceful, stop).await,
+                        Ok(l) => accept_https(l, acceptor, app, limit, stopping, stop).await,
                         Err(e) => tracing::error!("HTTPS thread {n} cannot poll the listener: {e}"),
                     }
                     let _ = tx.send(());
@@ -455,13 +467,13 @@ async fn accept_https(
     acceptor: TlsAcceptor,
     app: Arc<App>,
     limit: Arc<Semaphore>,
-    graceful: Arc<GracefulShutdown>,
+    stopping: Arc<Stopping>,
     mut stop: watch::Receiver<bool>,
 ) {
     while let Some((tcp, peer, permit)) = next_connection(&listener, &limit, &mut stop).await {
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let watcher = graceful.watcher();
+        let stopping = stopping.clone();
         let handshake_timeout = app.config.limits.tls_handshake_timeout;
         tokio::spawn(async move {
             // `permit` (the connection's place under the limit) ends up in the `Conn` below.
@@ -482,7 +494,13 @@ async fn accept_https(
                 return;
             }
             let streams = ConnStreams::default();
-            let builder = http_builder(&app.config, streams.clone());
+            // The protocol is the one ALPN settled (RFC 9113 §3.2: HTTP/2 over TLS is only ever
+            // chosen that way), so nothing waits for the first bytes to tell them apart.
+            let proto = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                Proto::H2(h2_builder(&app.config, streams.clone()))
+            } else {
+                Proto::H1(h1_builder(&app.config))
+            };
             let own = OwnUpstream::new({
                 let streams = streams.clone();
                 move |task| hyper::rt::Executor::execute(&streams, task)
@@ -497,9 +515,12 @@ async fn accept_https(
                     crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
                 }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            let conn = watcher.watch(conn.into_owned());
-            let driven = streams.drive(conn);
+            let io = TokioIo::new(tls);
+            let conn: Pin<Box<dyn ServedConn>> = match proto {
+                Proto::H2(b) => Box::pin(b.serve_connection(io, svc)),
+                Proto::H1(b) => Box::pin(b.serve_connection(io, svc).with_upgrades()),
+            };
+            let driven = streams.drive(conn, stopping.join());
             tokio::select! {
                 biased;
                 ended = driven => if let Err(e) = ended {
@@ -569,27 +590,47 @@ where
 }
 
 impl ConnStreams {
-    /// Runs `conn` and the streams it hands to this executor until `conn` ends.
-    fn drive<C: Future>(self, conn: C) -> WithStreams<C> {
+    /// Runs `conn` and the streams it hands to this executor until `conn` ends; `member` tells it
+    /// when to shut down gracefully.
+    fn drive<C: Future + Graceful + ?Sized>(
+        self,
+        conn: Pin<Box<C>>,
+        member: Member,
+    ) -> WithStreams<C> {
         WithStreams {
-            conn: Box::pin(conn),
+            conn,
             new: self.new,
             running: FuturesUnordered::new(),
+            member,
         }
     }
 }
 
-struct WithStreams<C> {
+enum Proto {
+    H1(hyper::server::conn::http1::Builder),
+    H2(hyper::server::conn::http2::Builder<ConnStreams>),
+}
+
+/// An HTTPS connection as served: HTTP/1.1 (with upgrades) or HTTP/2.
+trait ServedConn: Future<Output = Result<(), hyper::Error>> + Graceful + Send {}
+impl<T: Future<Output = Result<(), hyper::Error>> + Graceful + Send> ServedConn for T {}
+
+struct WithStreams<C: ?Sized> {
     conn: Pin<Box<C>>,
     new: Arc<NewStreams>,
     running: FuturesUnordered<StreamTask>,
+    member: Member,
 }
 
-impl<C: Future> Future for WithStreams<C> {
+impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
     type Output = C::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let this = &mut *self;
+        if this.member.should_stop(cx.waker()) {
+            // Finish the requests in flight (HTTP/2: GOAWAY), then close.
+            this.conn.as_mut().graceful_shutdown();
+        }
         // Connection, then the streams it started or woke, then the connection again to write
         // what they answered; bounded so one busy connection cannot hold the thread.
         for _ in 0..16 {

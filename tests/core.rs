@@ -463,6 +463,12 @@ async fn an_in_flight_slow_response_completes_during_graceful_shutdown() {
     assert_eq!(body["upstream"]["reachable"], true);
     let status = s.wait_exit(20).expect("exits");
     assert_eq!(status.code(), Some(0));
+    // The client's idle keep-alive connection was told to close, not waited out to the deadline.
+    assert!(
+        s.stdout().contains("all connections closed"),
+        "{}",
+        s.stdout()
+    );
 }
 
 fn write_cert_pair(dir: &std::path::Path, name: &str) -> Vec<u8> {
