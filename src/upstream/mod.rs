@@ -141,11 +141,17 @@ pub struct Target {
 
 impl Target {
     /// `None` when `upstream` has no host (config validation refuses such a URL).
+    ///
+    /// The three values are static text (made once per process, which has one `App`): every
+    /// proxied request copies them, and copying shared bytes would move one reference count's
+    /// cache line between the two worker threads on each request.
     pub fn new(upstream: &str, key: Option<&str>) -> Option<Target> {
-        let authority = upstream.parse::<http::Uri>().ok()?.authority()?.clone();
-        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        let parsed = upstream.parse::<http::Uri>().ok()?.authority()?.clone();
+        let text = static_bytes(parsed.as_str().to_string());
+        let authority = http::uri::Authority::from_maybe_shared(text.clone()).ok()?;
+        let host = HeaderValue::from_maybe_shared(text).ok()?;
         let bearer = key
-            .and_then(|k| HeaderValue::from_str(&format!("Bearer {k}")).ok())
+            .and_then(|k| HeaderValue::from_maybe_shared(static_bytes(format!("Bearer {k}"))).ok())
             .map(|mut v| {
                 v.set_sensitive(true);
                 v
@@ -156,6 +162,11 @@ impl Target {
             bearer,
         })
     }
+}
+
+/// `text` kept for the life of the process, as bytes whose copies share no reference count.
+fn static_bytes(text: String) -> bytes::Bytes {
+    bytes::Bytes::from_static(Box::leak(text.into_boxed_str()).as_bytes())
 }
 
 impl Outgoing {
