@@ -496,7 +496,9 @@ async fn accept_https(
             let streams = ConnStreams::default();
             // The protocol is the one ALPN settled (RFC 9113 §3.2: HTTP/2 over TLS is only ever
             // chosen that way), so nothing waits for the first bytes to tell them apart.
-            let proto = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let h2_idle = h2.then_some(app.config.limits.header_read_timeout);
+            let proto = if h2 {
                 Proto::H2(h2_builder(&app.config, streams.clone()))
             } else {
                 Proto::H1(h1_builder(&app.config))
@@ -520,7 +522,7 @@ async fn accept_https(
                 Proto::H2(b) => Box::pin(b.serve_connection(io, svc)),
                 Proto::H1(b) => Box::pin(b.serve_connection(io, svc).with_upgrades()),
             };
-            let driven = streams.drive(conn, stopping.join());
+            let driven = streams.drive(conn, stopping.join(), h2_idle);
             tokio::select! {
                 biased;
                 ended = driven => if let Err(e) = ended {
@@ -596,12 +598,62 @@ impl ConnStreams {
         self,
         conn: Pin<Box<C>>,
         member: Member,
+        idle_limit: Option<Duration>,
     ) -> WithStreams<C> {
         WithStreams {
             conn,
             new: self.new,
             running: FuturesUnordered::new(),
             member,
+            idle: idle_limit.map(|limit| IdleClose {
+                limit,
+                since: None,
+                sleep: None,
+                done: false,
+            }),
+        }
+    }
+}
+
+/// HTTP/2's keep-alive idle limit (HTTP/1.1 has hyper's header timeout): a connection with no
+/// stream for `limit` is asked to close (GOAWAY). Without it, a client that answered the
+/// keep-alive pings kept an idle connection, and its place under `max_connections`, forever.
+struct IdleClose {
+    limit: Duration,
+    /// When the last stream ended (`None` while one runs).
+    since: Option<tokio::time::Instant>,
+    /// One sleep per connection, moved only when it goes off (as in header_timer.rs).
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl IdleClose {
+    /// `true` once, when the connection has been idle for the whole limit.
+    fn expired(&mut self, idle: bool, cx: &mut Context<'_>) -> bool {
+        if self.done {
+            return false;
+        }
+        if !idle {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        let deadline = since + self.limit;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if deadline < sleep.deadline() {
+            sleep.as_mut().reset(deadline);
+        }
+        loop {
+            match sleep.as_mut().poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(()) if sleep.deadline() >= deadline => {
+                    self.done = true;
+                    return true;
+                }
+                Poll::Ready(()) => sleep.as_mut().reset(deadline),
+            }
         }
     }
 }
@@ -620,6 +672,7 @@ struct WithStreams<C: ?Sized> {
     new: Arc<NewStreams>,
     running: FuturesUnordered<StreamTask>,
     member: Member,
+    idle: Option<IdleClose>,
 }
 
 impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
@@ -654,6 +707,12 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
                 }
             }
             if added == 0 && finished == 0 {
+                let idle = this.running.is_empty();
+                if this.idle.as_mut().is_some_and(|i| i.expired(idle, cx)) {
+                    tracing::debug!("HTTP/2 connection idle for the keep-alive limit; closing");
+                    this.conn.as_mut().graceful_shutdown();
+                    continue;
+                }
                 return Poll::Pending;
             }
         }

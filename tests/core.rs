@@ -620,6 +620,79 @@ async fn a_client_that_sends_nothing_after_the_handshake_is_disconnected() {
     assert_eq!(r.status(), 200);
 }
 
+/// An HTTP/2 connection with no stream left is closed after the keep-alive idle limit (the header
+/// timeout), even though it would answer pings: spoken here in raw frames, one request and then
+/// nothing.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_keep_alive_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[limits]\nheader_read_timeout_secs = 1\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let mut tls = tls_connect(&s, &[b"h2"]).await;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+                                                         // HEADERS on stream 1, END_STREAM | END_HEADERS: GET https localhost /ca.crt
+    let mut block = vec![0x82, 0x87, 0x41, 9];
+    block.extend_from_slice(b"localhost");
+    block.extend_from_slice(&[0x04, 7]);
+    block.extend_from_slice(b"/ca.crt");
+    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    tls.write_all(&out).await.unwrap();
+    let sent = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut frames = Vec::new(); // (type, flags)
+    let mut buf = [0u8; 8192];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut at = 0;
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            // Whole frames so far; a PING is answered, as any HTTP/2 client does (a graceful
+            // close waits for one).
+            while got.len() >= at + 9 {
+                let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+                if got.len() < at + 9 + len {
+                    break;
+                }
+                let (kind, flags) = (got[at + 3], got[at + 4]);
+                frames.push((kind, flags));
+                if kind == 6 && flags & 1 == 0 {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&got[at + 9..at + 17]);
+                    let _ = tls.write_all(&ack).await;
+                }
+                at += 9 + len;
+            }
+        }
+    })
+    .await;
+    let open = sent.elapsed();
+    assert!(
+        closed.is_ok(),
+        "an idle HTTP/2 connection was kept open (got {} bytes, cert: {})",
+        got.len(),
+        String::from_utf8_lossy(&got).contains("BEGIN CERTIFICATE")
+    );
+    assert!(
+        String::from_utf8_lossy(&got).contains("BEGIN CERTIFICATE"),
+        "the request was answered before the close"
+    );
+    assert!(
+        frames.iter().any(|f| f.0 == 7),
+        "no GOAWAY before the close: {frames:?}"
+    );
+    assert!(open >= Duration::from_millis(700), "closed after {open:?}");
+}
+
 /// The header timeout is also the keep-alive idle limit, and each request's own: a connection
 /// whose first request head came slowly is still given the whole timeout for its next one (the
 /// server keeps one timer per connection and moves it; see src/header_timer.rs).
