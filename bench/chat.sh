@@ -6,11 +6,12 @@
 #      connection and its own upstream connection), measured before any throughput run;
 #   3. proxied non-streaming requests/s (POST /v1/chat/completions with a personal token, wrk -c64)
 #      beside nginx proxying the same upstream over HTTPS with the same certificate.
-# Loopback only; every run is bounded in time. Usage: bash bench/chat.sh [seconds] [streams]
+# Loopback only; every run is bounded in time. Usage: bash bench/chat.sh [seconds] [streams] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
 STREAMS=${2:-1000}
+ROUNDS=${3:-5}
 
 source bench/lib.sh
 bench_install_tools
@@ -84,7 +85,7 @@ THREADS=$(awk '/^Threads/ {print $2}' /proc/$EDGE_PID/status)
 echo "open ${OPEN:-0} streams: rss ${STREAM_RSS} MiB, ${THREADS} threads" >&2
 wait $SP 2>/dev/null || true
 
-echo "== 3. proxied non-streaming requests/s (wrk -t2 -c64 -d${SECS}s)" >&2
+echo "== 3. proxied non-streaming requests/s (wrk -t2 -c64 -d${SECS}s, $ROUNDS rounds)" >&2
 cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
@@ -96,14 +97,28 @@ codes() { curl -sk -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bea
   -H 'Content-Type: application/json' -d '{"messages":[{"role":"user","content":"hi"}]}' "$1"; }
 [[ $(codes "https://127.0.0.1:$EDGE_PORT/v1/chat/completions") == 200 ]] || { echo "edge /v1 is not 200"; exit 1; }
 [[ $(codes "https://127.0.0.1:$NGINX_PORT/v1/chat/completions") == 200 ]] || { echo "nginx is not 200"; exit 1; }
-EDGE_RPS=$(rps "https://127.0.0.1:$EDGE_PORT/v1/chat/completions")
-NGINX_RPS=$(rps "https://127.0.0.1:$NGINX_PORT/v1/chat/completions")
-echo "edge $EDGE_RPS req/s, nginx $NGINX_RPS req/s" >&2
+# Both servers back to back in each round, the order swapped every round, and the ratio taken
+# per round (as in bench/run.sh: this machine's speed drifts within minutes).
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+E_ALL="" N_ALL="" RATIOS=""
+for round in $(seq "$ROUNDS"); do
+  order="edge nginx"; (( round % 2 == 0 )) && order="nginx edge"
+  for who in $order; do
+    if [[ $who == edge ]]; then e=$(rps "https://127.0.0.1:$EDGE_PORT/v1/chat/completions")
+    else n=$(rps "https://127.0.0.1:$NGINX_PORT/v1/chat/completions"); fi
+  done
+  r=$(python3 -c "print(f'{${e:-0}/${n:-1}:.2f}' if ${n:-0} else 0)")
+  E_ALL+="$e " N_ALL+="$n " RATIOS+="$r "
+  echo "round $round: edge $e req/s, nginx $n req/s (${r}x)" >&2
+done
+EDGE_RPS=$(echo $E_ALL | tr ' ' '\n' | median); NGINX_RPS=$(echo $N_ALL | tr ' ' '\n' | median)
+RATIO=$(echo $RATIOS | tr ' ' '\n' | median)
 
 printf '\n| chat proxy | hermes-edge | reference | target |\n|---|---|---|---|\n'
 printf '| SSE event delay p50 / p99 (µs) | %s / %s | direct %s / %s | |\n' \
   "$(field "$edge" p50_us)" "$(field "$edge" p99_us)" "$(field "$direct" p50_us)" "$(field "$direct" p99_us)"
 printf '| added latency p50 / p99 (µs) | %s / %s | | p99 < 1000 |\n' \
   $(( $(field "$edge" p50_us) - $(field "$direct" p50_us) )) $(( $(field "$edge" p99_us) - $(field "$direct" p99_us) ))
-printf '| proxied non-streaming req/s (wrk -t2 -c64, HTTPS) | %s | nginx %s | >= nginx |\n' "$EDGE_RPS" "$NGINX_RPS"
+printf '| proxied non-streaming req/s (wrk -t2 -c64, HTTPS; medians of %s rounds) | %s | nginx %s | ratio %sx (rounds: %s); >= 1 |\n' \
+  "$ROUNDS" "$EDGE_RPS" "$NGINX_RPS" "$RATIO" "${RATIOS% }"
 printf '| resident memory idle / with %s open streams (MiB) | %s / %s | | < 100 |\n' "${OPEN:-0}" "$IDLE_RSS" "$STREAM_RSS"
