@@ -66,6 +66,14 @@ $(nginx_head)
 }
 NGINX
 start_nginx
+# BARE=1: also a bare hyper proxy (bench/bare_bench.rs: one upstream connection per client
+# connection, the key and the security headers added, nothing else): the stack's own ceiling.
+if [[ ${BARE:-0} == 1 ]]; then
+  cargo build --release -q --example bare-bench
+  BARE_PORT=$(free_port)
+  ./target/release/examples/bare-bench "$BARE_PORT" "$work/nginx/chain.pem" "$work/nginx/key.pem" proxy "127.0.0.1:$UP_PORT" &
+  pids+=($!); sleep 0.5
+fi
 
 echo "== 1. latency per SSE event (5 streams x 100 events, 10 ms apart)" >&2
 direct=$($BENCH latency --url "$UP" --streams 5)
@@ -100,7 +108,7 @@ codes() { curl -sk -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bea
 # Both servers back to back in each round, the order swapped every round, and the ratio taken
 # per round (as in bench/run.sh: this machine's speed drifts within minutes).
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-E_ALL="" N_ALL="" RATIOS=""
+E_ALL="" N_ALL="" RATIOS="" B_RATIOS=""
 for round in $(seq "$ROUNDS"); do
   order="edge nginx"; (( round % 2 == 0 )) && order="nginx edge"
   for who in $order; do
@@ -110,6 +118,11 @@ for round in $(seq "$ROUNDS"); do
   r=$(python3 -c "print(f'{${e:-0}/${n:-1}:.2f}' if ${n:-0} else 0)")
   E_ALL+="$e " N_ALL+="$n " RATIOS+="$r "
   echo "round $round: edge $e req/s, nginx $n req/s (${r}x)" >&2
+  if [[ ${BARE:-0} == 1 ]]; then
+    b=$(rps "https://127.0.0.1:$BARE_PORT/v1/chat/completions")
+    B_RATIOS+="$(python3 -c "print(f'{${b:-0}/${n:-1}:.2f}' if ${n:-0} else 0)") "
+    echo "  bare hyper proxy right after: $b req/s" >&2
+  fi
 done
 EDGE_RPS=$(echo $E_ALL | tr ' ' '\n' | median); NGINX_RPS=$(echo $N_ALL | tr ' ' '\n' | median)
 RATIO=$(echo $RATIOS | tr ' ' '\n' | median)
@@ -122,3 +135,7 @@ printf '| added latency p50 / p99 (µs) | %s / %s | | p99 < 1000 |\n' \
 printf '| proxied non-streaming req/s (wrk -t2 -c64, HTTPS; medians of %s rounds) | %s | nginx %s | ratio %sx (rounds: %s); >= 1 |\n' \
   "$ROUNDS" "$EDGE_RPS" "$NGINX_RPS" "$RATIO" "${RATIOS% }"
 printf '| resident memory idle / with %s open streams (MiB) | %s / %s | | < 100 |\n' "${OPEN:-0}" "$IDLE_RSS" "$STREAM_RSS"
+if [[ ${BARE:-0} == 1 ]]; then
+  printf '| bare hyper proxy req/s, ratio to nginx (measured right after each pair) | | | %sx (rounds: %s) |\n' \
+    "$(echo $B_RATIOS | tr ' ' '\n' | median)" "${B_RATIOS% }"
+fi

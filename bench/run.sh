@@ -44,6 +44,14 @@ $(nginx_head)
 NGINX
 start_nginx
 
+# BARE=1: also a bare hyper + rustls server (bench/bare_bench.rs) answering the same bytes from
+# memory with no routing, limits or timeouts: the stack's own ceiling on this machine.
+if [[ ${BARE:-0} == 1 ]]; then
+  cargo build --release -q --example bare-bench
+  BARE_PORT=$(free_port)
+  ./target/release/examples/bare-bench "$BARE_PORT" "$work/nginx/chain.pem" "$work/nginx/key.pem" page &
+  pids+=($!); sleep 0.5
+fi
 for u in "https://127.0.0.1:$EDGE_PORT/bench.txt" "https://127.0.0.1:$NGINX_PORT/bench.txt"; do
   code=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' "$u")
   [[ $code == "200 1024" ]] || { echo "bench: $u answered $code, expected 200 1024"; exit 1; }
@@ -70,7 +78,7 @@ declare -A R
 # an hour, and measuring all of one server's workloads before the other's let that drift into
 # the ratio (single-round ratios of the old order ranged 0.85-1.56x for the same build).
 run_one() { # workload who
-  local port=$EDGE_PORT; [[ $2 == nginx ]] && port=$NGINX_PORT
+  local port=$EDGE_PORT; [[ $2 == nginx ]] && port=$NGINX_PORT; [[ $2 == bare ]] && port=$BARE_PORT
   local url="https://127.0.0.1:$port/bench.txt"
   case $1 in h1) h1 "$url";; h2) h2 "$url";; conn) conns "$url";; esac
 }
@@ -83,6 +91,11 @@ for round in $(seq "$ROUNDS"); do
     r=$(python3 -c "print(f'{${got[edge]:-0}/${got[nginx]:-1}:.2f}' if ${got[nginx]:-0} else 0)")
     R[ratio.$k]+="$r "
     line+=" $k ${got[edge]}/${got[nginx]} (${r}x)"
+    if [[ ${BARE:-0} == 1 && $k != conn ]]; then
+      b=$(run_one $k bare); R[bare.$k]+="$b "
+      rb=$(python3 -c "print(f'{$b/${got[nginx]:-1}:.2f}' if ${got[nginx]:-0} else 0)")
+      R[bratio.$k]+="$rb "; line+=" bare $b (${rb}x)"
+    fi
   done
   echo "$line" >&2
 done
@@ -113,6 +126,12 @@ for k in h1 h2 conn; do
   [[ $k == conn ]] && label="new TLS connections/s, 1 request each (h2load --h1 -c400 -n400)"
   printf '| %s | %s | %s | %s |\n' "$label" "$e" "$n" "$ratio"
 done
+if [[ ${BARE:-0} == 1 ]]; then
+  for k in h1 h2; do
+    printf '| bare hyper + rustls, %s req/s (measured right after the pair) | %s | | %sx (rounds: %s) |\n' "$k" \
+      "$(echo ${R[bare.$k]} | tr ' ' '\n' | median)" "$(echo ${R[bratio.$k]} | tr ' ' '\n' | median)" "${R[bratio.$k]% }"
+  done
+fi
 printf '| server CPU per request, HTTP/1.1 (µs, h2load --h1 -n60000 -c16) | %s | %s | |\n' "${R[edge.cpu1]}" "${R[nginx.cpu1]}"
 printf '| server CPU per request, HTTP/2 (µs, h2load -n60000 -c16 -m10) | %s | %s | |\n' "${R[edge.cpu2]}" "${R[nginx.cpu2]}"
 printf '| resident memory after the runs (MiB) | %s | %s | |\n' "$EDGE_RSS" "$NGINX_RSS"
