@@ -42,7 +42,7 @@ NGINX
 # certificate it made to $work/nginx/chain.pem and key.pem, so nginx serves the very same chain:
 # the leaf alone, as hermes-edge sends it in local-CA mode.
 start_edge() {
-  HERMES_EDGE_ADMIN_PASSWORD=${PASSWORD:-bench-password-1} RUST_LOG=warn ./target/release/hermes-edge \
+  HERMES_EDGE_ADMIN_PASSWORD=${PASSWORD:-bench-password-1} RUST_LOG=warn "${EDGE_BIN:-./target/release/hermes-edge}" \
     --config "$work/edge.toml" --listen 127.0.0.1:$EDGE_PORT --http-listen off \
     --certs-dir "$work/certs" --data-dir "$work/data" "$@" > "$work/edge.out" 2>&1 &
   pids+=($!); EDGE_PID=$!
