@@ -18,10 +18,39 @@ use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
 
+/// One tokio sleep for a run of deadlines that only move later (one per request of a connection,
+/// or one per idle spell): armed at the first, and moved only when it goes off early.
+#[derive(Default)]
+pub struct MovingSleep {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl MovingSleep {
+    /// Ready once `at` has passed; until then the task of `cx` is woken when the sleep goes off.
+    pub fn poll_until(&mut self, at: tokio::time::Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if at < sleep.deadline() {
+            // Never with one fixed timeout (later requests have later deadlines); kept correct.
+            sleep.as_mut().reset(at);
+        }
+        loop {
+            match sleep.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                // It went off at or after this deadline: the time is up.
+                Poll::Ready(()) if sleep.deadline() >= at => return Poll::Ready(()),
+                // It went off for an earlier deadline: move it to this one.
+                Poll::Ready(()) => sleep.as_mut().reset(at),
+            }
+        }
+    }
+}
+
 /// Give to `http1().timer(...)` of one connection's builder.
 #[derive(Clone, Default)]
 pub struct ConnTimer {
-    armed: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+    armed: Arc<Mutex<MovingSleep>>,
 }
 
 impl Timer for ConnTimer {
@@ -47,7 +76,7 @@ impl Timer for ConnTimer {
 /// One deadline handed to hyper; ready once the connection's sleep has gone off at or after it.
 struct Deadline {
     at: tokio::time::Instant,
-    armed: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+    armed: Arc<Mutex<MovingSleep>>,
 }
 
 impl Sleep for Deadline {}
@@ -58,20 +87,7 @@ impl Future for Deadline {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let at = self.at;
         let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
-        let sleep = armed.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if at < sleep.deadline() {
-            // Never with one fixed timeout (later requests have later deadlines); kept correct.
-            sleep.as_mut().reset(at);
-        }
-        loop {
-            match sleep.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                // It went off at or after this deadline: the time is up.
-                Poll::Ready(()) if sleep.deadline() >= at => return Poll::Ready(()),
-                // It went off for an earlier request: move it to this one's deadline.
-                Poll::Ready(()) => sleep.as_mut().reset(at),
-            }
-        }
+        armed.poll_until(at, cx)
     }
 }
 

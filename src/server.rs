@@ -21,8 +21,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-
-use crate::stopping::{Graceful, Member, Stopping};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -30,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::{App, Conn};
 use crate::config::{Config, TlsMode};
 use crate::response::{self, Resp};
+use crate::stopping::{Graceful, Member, Stopping};
 use crate::store::Store;
 use crate::tls::{self, local_ca::LocalCa, CertResolver};
 use crate::upstream::own::OwnUpstream;
@@ -539,9 +538,10 @@ async fn accept_https(
 /// Ends when a connection has asked nothing within `limit` of its TLS handshake; otherwise
 /// never (one timer per connection, none per request).
 ///
-/// Why: hyper's header timeout only starts once the connection's first bytes have told HTTP/1.1
-/// from HTTP/2, so a client that finished the handshake and then sent nothing held its place
-/// under `max_connections` for as long as it liked: enough of them and nobody else got in.
+/// Why: a client that finished the handshake and then sent nothing held its place under
+/// `max_connections` for as long as it liked (enough of them and nobody else got in). HTTP/1.1's
+/// header timeout now starts at once, but HTTP/2 has no timeout while it waits for the client's
+/// preface, so this covers both.
 async fn silent_for(limit: Duration, asked: Arc<AtomicBool>) {
     tokio::time::sleep(limit).await;
     if asked.load(Ordering::Relaxed) {
@@ -570,7 +570,7 @@ struct NewStreams {
     tasks: std::sync::Mutex<Vec<StreamTask>>,
     /// Whether `tasks` may hold any: most polls of an HTTP/1.1 connection (which starts none)
     /// then take no lock.
-    any: std::sync::atomic::AtomicBool,
+    any: AtomicBool,
 }
 
 impl<F> hyper::rt::Executor<F> for ConnStreams
@@ -608,7 +608,7 @@ impl ConnStreams {
             idle: idle_limit.map(|limit| IdleClose {
                 limit,
                 since: None,
-                sleep: None,
+                sleep: Default::default(),
                 done: false,
             }),
         }
@@ -622,8 +622,7 @@ struct IdleClose {
     limit: Duration,
     /// When the last stream ended (`None` while one runs).
     since: Option<tokio::time::Instant>,
-    /// One sleep per connection, moved only when it goes off (as in header_timer.rs).
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    sleep: crate::header_timer::MovingSleep,
     done: bool,
 }
 
@@ -638,23 +637,8 @@ impl IdleClose {
             return false;
         }
         let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
-        let deadline = since + self.limit;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if deadline < sleep.deadline() {
-            sleep.as_mut().reset(deadline);
-        }
-        loop {
-            match sleep.as_mut().poll(cx) {
-                Poll::Pending => return false,
-                Poll::Ready(()) if sleep.deadline() >= deadline => {
-                    self.done = true;
-                    return true;
-                }
-                Poll::Ready(()) => sleep.as_mut().reset(deadline),
-            }
-        }
+        self.done = self.sleep.poll_until(since + self.limit, cx).is_ready();
+        self.done
     }
 }
 
