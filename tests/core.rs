@@ -561,17 +561,26 @@ async fn a_malformed_request_gets_400_and_the_server_keeps_serving() {
     assert_eq!(r.status(), 200);
 }
 
+/// The server with `header_read_timeout_secs = secs`, its files in `dir`.
+fn start_with_header_timeout(dir: &std::path::Path, secs: u64) -> Server {
+    let config = dir.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!("[limits]\nheader_read_timeout_secs = {secs}\n"),
+    )
+    .unwrap();
+    Server::start_with(
+        Start::default()
+            .in_dir(dir)
+            .arg("--config")
+            .arg(config.display().to_string()),
+    )
+}
+
 #[tokio::test]
 async fn a_client_that_sends_no_headers_is_disconnected_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(&config, "[limits]\nheader_read_timeout_secs = 1\n").unwrap();
-    let s = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(config.display().to_string()),
-    );
+    let s = start_with_header_timeout(dir.path(), 1);
     let mut tls = tls_connect(&s, &[b"http/1.1"]).await;
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
         .await
@@ -595,14 +604,7 @@ async fn a_client_that_sends_no_headers_is_disconnected_after_the_header_timeout
 #[tokio::test]
 async fn a_client_that_sends_nothing_after_the_handshake_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(&config, "[limits]\nheader_read_timeout_secs = 1\n").unwrap();
-    let s = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(config.display().to_string()),
-    );
+    let s = start_with_header_timeout(dir.path(), 1);
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
         let mut tls = tls_connect(&s, &[alpn]).await;
         let started = std::time::Instant::now();
@@ -626,14 +628,7 @@ async fn a_client_that_sends_nothing_after_the_handshake_is_disconnected() {
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_keep_alive_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(&config, "[limits]\nheader_read_timeout_secs = 1\n").unwrap();
-    let s = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(config.display().to_string()),
-    );
+    let s = start_with_header_timeout(dir.path(), 1);
     let mut tls = tls_connect(&s, &[b"h2"]).await;
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
@@ -699,14 +694,7 @@ async fn an_idle_http2_connection_is_closed_after_the_keep_alive_limit() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_gets_the_whole_header_timeout_after_each_request() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(&config, "[limits]\nheader_read_timeout_secs = 2\n").unwrap();
-    let s = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(config.display().to_string()),
-    );
+    let s = start_with_header_timeout(dir.path(), 2);
     let mut tls = tls_connect(&s, &[b"http/1.1"]).await;
     // The first request's head takes 1.5 s of its 2 s.
     tls.write_all(b"GET /ca.crt HTTP/1.1\r\n").await.unwrap();
