@@ -629,62 +629,8 @@ async fn a_client_that_sends_nothing_after_the_handshake_is_disconnected() {
 async fn an_idle_http2_connection_is_closed_after_the_keep_alive_limit() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_with_header_timeout(dir.path(), 1);
-    let mut tls = tls_connect(&s, &[b"h2"]).await;
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
-                                                         // HEADERS on stream 1, END_STREAM | END_HEADERS: GET https localhost /ca.crt
-    let mut block = vec![0x82, 0x87, 0x41, 9];
-    block.extend_from_slice(b"localhost");
-    block.extend_from_slice(&[0x04, 7]);
-    block.extend_from_slice(b"/ca.crt");
-    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
-    out.extend_from_slice(&block);
-    tls.write_all(&out).await.unwrap();
-    let sent = std::time::Instant::now();
-    let mut got = Vec::new();
-    let mut frames = Vec::new(); // (type, flags)
-    let mut buf = [0u8; 8192];
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut at = 0;
-        loop {
-            match tls.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-            // Whole frames so far; a PING is answered, as any HTTP/2 client does (a graceful
-            // close waits for one).
-            while got.len() >= at + 9 {
-                let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
-                if got.len() < at + 9 + len {
-                    break;
-                }
-                let (kind, flags) = (got[at + 3], got[at + 4]);
-                frames.push((kind, flags));
-                if kind == 6 && flags & 1 == 0 {
-                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
-                    ack.extend_from_slice(&got[at + 9..at + 17]);
-                    let _ = tls.write_all(&ack).await;
-                }
-                at += 9 + len;
-            }
-        }
-    })
-    .await;
-    let open = sent.elapsed();
-    assert!(
-        closed.is_ok(),
-        "an idle HTTP/2 connection was kept open (got {} bytes, cert: {})",
-        got.len(),
-        String::from_utf8_lossy(&got).contains("BEGIN CERTIFICATE")
-    );
-    assert!(
-        String::from_utf8_lossy(&got).contains("BEGIN CERTIFICATE"),
-        "the request was answered before the close"
-    );
-    assert!(
-        frames.iter().any(|f| f.0 == 7),
-        "no GOAWAY before the close: {frames:?}"
-    );
+    let idle = h2_request_then_idle(&s, "/ca.crt", &[], Duration::from_secs(10)).await;
+    let open = idle.assert_closed_with_goaway("BEGIN CERTIFICATE");
     assert!(open >= Duration::from_millis(700), "closed after {open:?}");
 }
 

@@ -453,3 +453,102 @@ pub async fn delete_conversation(
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// What [`h2_request_then_idle`] saw.
+pub struct H2Idle {
+    /// Every byte the server sent (frames, undecoded).
+    pub got: Vec<u8>,
+    /// (type, flags) of each whole frame received.
+    pub frames: Vec<(u8, u8)>,
+    /// How long after the request the server closed the connection; `None`: still open.
+    pub closed_after: Option<Duration>,
+}
+
+impl H2Idle {
+    /// Asserts the answer held `answered`, then a GOAWAY came and the connection closed; returns
+    /// how long after the request.
+    pub fn assert_closed_with_goaway(&self, answered: &str) -> Duration {
+        let text = String::from_utf8_lossy(&self.got);
+        let Some(open) = self.closed_after else {
+            panic!(
+                "an idle HTTP/2 connection was kept open (got {} bytes, answered: {})",
+                self.got.len(),
+                text.contains(answered)
+            );
+        };
+        assert!(
+            text.contains(answered),
+            "the request was answered before the close"
+        );
+        assert!(
+            self.frames.iter().any(|f| f.0 == 7),
+            "no GOAWAY before the close: {:?}",
+            self.frames
+        );
+        open
+    }
+}
+
+/// One HTTP/2 `GET path` (plus `headers`, lower-case names) in raw frames over a fresh h2 TLS
+/// connection, then nothing but PING acks (as any HTTP/2 client sends; a graceful close waits
+/// for one) until the server closes or `wait` passes.
+pub async fn h2_request_then_idle(
+    s: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+    wait: Duration,
+) -> H2Idle {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(s, &[b"h2"]).await;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+                                                         // HPACK: :method GET, :scheme https (static table), :authority and :path as literals, then
+                                                         // each extra header as a literal with a new name; every length here is below 127.
+    let mut block = vec![0x82, 0x87, 0x41, 9];
+    block.extend_from_slice(b"localhost");
+    block.extend_from_slice(&[0x04, path.len() as u8]);
+    block.extend_from_slice(path.as_bytes());
+    for (name, value) in headers {
+        block.extend_from_slice(&[0x00, name.len() as u8]);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    // HEADERS on stream 1, END_STREAM | END_HEADERS.
+    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    tls.write_all(&out).await.unwrap();
+    let sent = Instant::now();
+    let mut got = Vec::new();
+    let mut frames = Vec::new();
+    let mut buf = [0u8; 8192];
+    let closed = tokio::time::timeout(wait, async {
+        let mut at = 0;
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            while got.len() >= at + 9 {
+                let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+                if got.len() < at + 9 + len {
+                    break;
+                }
+                let (kind, flags) = (got[at + 3], got[at + 4]);
+                frames.push((kind, flags));
+                if kind == 6 && flags & 1 == 0 {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&got[at + 9..at + 17]);
+                    let _ = tls.write_all(&ack).await;
+                }
+                at += 9 + len;
+            }
+        }
+    })
+    .await;
+    H2Idle {
+        got,
+        frames,
+        closed_after: closed.ok().map(|()| sent.elapsed()),
+    }
+}
