@@ -504,7 +504,7 @@ async fn accept_https(
             };
             let own = OwnUpstream::new({
                 let streams = streams.clone();
-                move |task| hyper::rt::Executor::execute(&streams, task)
+                move |task| streams.run_beside(task)
             });
             let shared = Arc::new(Conn::new(own, permit, peer.ip()));
             let asked = Arc::new(AtomicBool::new(false));
@@ -549,7 +549,8 @@ async fn silent_for(limit: Duration, asked: Arc<AtomicBool>) {
     }
 }
 
-type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A task run inside the connection's own task; it ends with whether it was an HTTP/2 stream.
+type StreamTask = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// The executor of one HTTPS connection's HTTP/2 streams: they run inside the connection's own
 /// task instead of one spawned task each.
@@ -567,7 +568,9 @@ struct ConnStreams {
 
 #[derive(Default)]
 struct NewStreams {
-    tasks: std::sync::Mutex<Vec<StreamTask>>,
+    /// Each with whether it is an HTTP/2 stream (the client connection's own upstream connection
+    /// runs here too, and must not count as one).
+    tasks: std::sync::Mutex<Vec<(bool, StreamTask)>>,
     /// Whether `tasks` may hold any: most polls of an HTTP/1.1 connection (which starts none)
     /// then take no lock.
     any: AtomicBool,
@@ -578,20 +581,35 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        match self.new.tasks.lock() {
-            Ok(mut new) => {
-                new.push(Box::pin(fut));
-                self.new.any.store(true, Ordering::Release);
-            }
-            // Unreachable in practice (nothing panics while holding it); a stream still runs.
-            Err(_) => {
-                tokio::spawn(fut);
-            }
-        }
+        self.push(true, fut);
     }
 }
 
 impl ConnStreams {
+    /// Runs `task` beside the connection's streams (the client connection's own connection to
+    /// Hermes, see `upstream::own`); unlike a stream, it does not keep the connection from being
+    /// idle.
+    fn run_beside(&self, task: crate::upstream::own::ConnTask) {
+        self.push(false, task);
+    }
+
+    fn push<F: Future<Output = ()> + Send + 'static>(&self, stream: bool, fut: F) {
+        let task: StreamTask = Box::pin(async move {
+            fut.await;
+            stream
+        });
+        match self.new.tasks.lock() {
+            Ok(mut new) => {
+                new.push((stream, task));
+                self.new.any.store(true, Ordering::Release);
+            }
+            // Unreachable in practice (nothing panics while holding it); the task still runs.
+            Err(_) => {
+                tokio::spawn(task);
+            }
+        }
+    }
+
     /// Runs `conn` and the streams it hands to this executor until `conn` ends; `member` tells it
     /// when to shut down gracefully.
     fn drive<C: Future + Graceful + ?Sized>(
@@ -605,6 +623,7 @@ impl ConnStreams {
             new: self.new,
             running: FuturesUnordered::new(),
             member,
+            open_streams: 0,
             idle: idle_limit.map(|limit| IdleClose {
                 limit,
                 since: None,
@@ -656,6 +675,8 @@ struct WithStreams<C: ?Sized> {
     new: Arc<NewStreams>,
     running: FuturesUnordered<StreamTask>,
     member: Member,
+    /// HTTP/2 streams among `running`.
+    open_streams: usize,
     idle: Option<IdleClose>,
 }
 
@@ -679,19 +700,25 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
                 if let Ok(mut new) = this.new.tasks.lock() {
                     this.new.any.store(false, Ordering::Relaxed);
                     added = new.len();
-                    this.running.extend(new.drain(..));
+                    for (stream, task) in new.drain(..) {
+                        this.open_streams += usize::from(stream);
+                        this.running.push(task);
+                    }
                 }
             }
             let mut finished = 0;
             // An empty set has nothing to poll (and nothing that could wake it).
             while !this.running.is_empty() {
                 match this.running.poll_next_unpin(cx) {
-                    Poll::Ready(Some(())) => finished += 1,
+                    Poll::Ready(Some(stream)) => {
+                        finished += 1;
+                        this.open_streams = this.open_streams.saturating_sub(usize::from(stream));
+                    }
                     _ => break,
                 }
             }
             if added == 0 && finished == 0 {
-                let idle = this.running.is_empty();
+                let idle = this.open_streams == 0;
                 if this.idle.as_mut().is_some_and(|i| i.expired(idle, cx)) {
                     tracing::debug!("HTTP/2 connection idle for the keep-alive limit; closing");
                     this.conn.as_mut().graceful_shutdown();

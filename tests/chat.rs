@@ -907,6 +907,35 @@ async fn memory_files_are_injected_as_the_system_message_when_enabled() {
         .starts_with("What you know about the user (USER.md):\nName: Bo\n"));
 }
 
+/// The HTTP/2 keep-alive idle limit also holds after a request that opened the client
+/// connection's own connection to Hermes (which lives beside the connection's streams until the
+/// client connection ends).
+#[tokio::test]
+async fn an_idle_http2_connection_that_reached_hermes_is_closed_after_the_keep_alive_limit() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "[limits]\nheader_read_timeout_secs = 1\n");
+    let c = s.admin_client().await;
+    let r = c
+        .post(s.url("/api/tokens"))
+        .header("origin", s.origin())
+        .json(&json!({"name": "idle"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let bearer = format!("Bearer {}", created["token"].as_str().unwrap());
+    let idle = h2_request_then_idle(
+        &s,
+        "/v1/models",
+        &[("authorization", &bearer)],
+        Duration::from_secs(10),
+    )
+    .await;
+    let open = idle.assert_closed_with_goaway("hermes-agent");
+    assert!(open >= Duration::from_millis(700), "closed after {open:?}");
+}
+
 #[tokio::test]
 async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
     let fake = Fake::start().await;
