@@ -507,45 +507,27 @@ async fn accept_https(
                 move |task| streams.run_beside(task)
             });
             let shared = Arc::new(Conn::new(own, permit, peer.ip()));
-            let asked = Arc::new(AtomicBool::new(false));
-            let first_within = app.config.limits.header_read_timeout;
-            let svc = service_fn({
-                let asked = asked.clone();
-                move |req: Request<Incoming>| {
-                    asked.store(true, Ordering::Relaxed);
-                    crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
-                }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
             });
             let io = TokioIo::new(tls);
             let conn: Pin<Box<dyn ServedConn>> = match proto {
                 Proto::H2(b) => Box::pin(b.serve_connection(io, svc)),
                 Proto::H1(b) => Box::pin(b.serve_connection(io, svc).with_upgrades()),
             };
-            let driven = streams.drive(conn, stopping.join(), h2_idle);
-            tokio::select! {
-                biased;
-                ended = driven => if let Err(e) = ended {
-                    tracing::debug!(%peer, "connection ended: {e}");
-                },
-                () = silent_for(first_within, asked) => {
-                    tracing::debug!(%peer, "no request within the header timeout; connection closed");
+            // A client that finishes the handshake and then sends nothing is closed after the
+            // header timeout either way (it held a place under `max_connections` for as long as
+            // it liked before): HTTP/1.1's header timer starts as soon as hyper waits for the
+            // first request head, and HTTP/2's idle limit counts from the handshake. Neither
+            // costs a timer poll per request, as a separate watch on the connection did.
+            match streams.drive(conn, stopping.join(), h2_idle).await {
+                Some(Err(e)) => tracing::debug!(%peer, "connection ended: {e}"),
+                Some(Ok(())) => {}
+                None => {
+                    tracing::debug!(%peer, "no request within the header timeout; connection closed")
                 }
             }
         });
-    }
-}
-
-/// Ends when a connection has asked nothing within `limit` of its TLS handshake; otherwise
-/// never (one timer per connection, none per request).
-///
-/// Why: a client that finished the handshake and then sent nothing held its place under
-/// `max_connections` for as long as it liked (enough of them and nobody else got in). HTTP/1.1's
-/// header timeout now starts at once, but HTTP/2 has no timeout while it waits for the client's
-/// preface, so this covers both.
-async fn silent_for(limit: Duration, asked: Arc<AtomicBool>) {
-    tokio::time::sleep(limit).await;
-    if asked.load(Ordering::Relaxed) {
-        std::future::pending::<()>().await;
     }
 }
 
@@ -624,6 +606,7 @@ impl ConnStreams {
             running: FuturesUnordered::new(),
             member,
             open_streams: 0,
+            streamed: false,
             idle: idle_limit.map(|limit| IdleClose {
                 limit,
                 since: None,
@@ -677,13 +660,18 @@ struct WithStreams<C: ?Sized> {
     member: Member,
     /// HTTP/2 streams among `running`.
     open_streams: usize,
+    /// Whether the client ever opened a stream. hyper's HTTP/2 connection ignores a graceful
+    /// shutdown until the client's preface has come, so one that never asked anything is dropped
+    /// instead when the idle limit ends.
+    streamed: bool,
     idle: Option<IdleClose>,
 }
 
 impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
-    type Output = C::Output;
+    /// `None`: closed without a word, the client having asked nothing within the idle limit.
+    type Output = Option<C::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<C::Output>> {
         let this = &mut *self;
         if this.member.should_stop(cx.waker()) {
             // Finish the requests in flight (HTTP/2: GOAWAY), then close.
@@ -693,7 +681,7 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
         // what they answered; bounded so one busy connection cannot hold the thread.
         for _ in 0..16 {
             if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
-                return Poll::Ready(out);
+                return Poll::Ready(Some(out));
             }
             let mut added = 0;
             if this.new.any.load(Ordering::Acquire) {
@@ -702,6 +690,7 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
                     added = new.len();
                     for (stream, task) in new.drain(..) {
                         this.open_streams += usize::from(stream);
+                        this.streamed |= stream;
                         this.running.push(task);
                     }
                 }
@@ -720,6 +709,9 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
             if added == 0 && finished == 0 {
                 let idle = this.open_streams == 0;
                 if this.idle.as_mut().is_some_and(|i| i.expired(idle, cx)) {
+                    if !this.streamed {
+                        return Poll::Ready(None);
+                    }
                     tracing::debug!("HTTP/2 connection idle for the keep-alive limit; closing");
                     this.conn.as_mut().graceful_shutdown();
                     continue;
