@@ -21,6 +21,8 @@ pub struct SecurityHeaders {
     /// Static text, so copying it onto a response touches no reference count: both threads
     /// answering requests would otherwise share that count's cache line on every response.
     hsts: HeaderValue,
+    /// A map holding the six already, for responses built on the hot path (see `map`).
+    prepared: HeaderMap,
 }
 
 impl SecurityHeaders {
@@ -31,7 +33,21 @@ impl SecurityHeaders {
             Ok(_) => HeaderValue::from_static(Box::leak(text.into_boxed_str())),
             Err(_) => HeaderValue::from_static("max-age=86400"),
         };
-        SecurityHeaders { hsts }
+        let mut sec = SecurityHeaders {
+            hsts,
+            prepared: HeaderMap::new(),
+        };
+        let mut prepared = HeaderMap::with_capacity(12);
+        sec.apply(&mut prepared);
+        sec.prepared = prepared;
+        sec
+    }
+
+    /// A new header map that holds the six headers already, for a response to fill in. Cloning
+    /// it costs two allocations and copies; inserting the six into an empty map hashed each and
+    /// grew the map (about a tenth of the edge's own work per proxied request, by callgrind).
+    pub fn map(&self) -> HeaderMap {
+        self.prepared.clone()
     }
 
     /// Whether `apply` has already been run on these headers (or on the map they were cloned
@@ -178,6 +194,19 @@ mod tests {
         sec.apply(&mut proxied);
         assert_eq!(proxied.len(), 6);
         assert_eq!(proxied[header::X_FRAME_OPTIONS], "DENY");
+    }
+
+    #[test]
+    fn a_prepared_map_holds_the_six_and_counts_as_applied() {
+        let sec = SecurityHeaders::new(600);
+        let mut fresh = HeaderMap::new();
+        sec.apply(&mut fresh);
+        let mut map = sec.map();
+        assert_eq!(map, fresh);
+        assert!(sec.applied(&map));
+        map.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        sec.apply(&mut map);
+        assert_eq!(map.len(), 7);
     }
 
     #[test]

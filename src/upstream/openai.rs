@@ -182,21 +182,21 @@ async fn forward(app: &App, out: &Outgoing) -> Resp {
     let relay = Relay::new(body, app.config.chat.idle_timeout, false, None);
     let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(relay));
     *r.status_mut() = parts.status;
-    // Room for these and the security headers at once.
-    r.headers_mut().reserve(12);
+    // The security headers are in it already.
+    let mut headers = app.headers.map();
     for name in [
         header::CONTENT_TYPE,
         header::CACHE_CONTROL,
-        header::HeaderName::from_static("x-hermes-session-id"),
+        super::X_HERMES_SESSION_ID,
     ] {
         if let Some(v) = parts.headers.get(&name) {
-            r.headers_mut().insert(name, v.clone());
+            headers.insert(name, v.clone());
         }
     }
     if out.stream {
-        r.headers_mut()
-            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
+    *r.headers_mut() = headers;
     r
 }
 
