@@ -368,6 +368,69 @@ async fn a_stalled_stream_ends_with_an_upstream_stalled_event_and_drops_the_upst
     assert_eq!(m["error"]["code"], "upstream_stalled");
 }
 
+/// Hermes takes the request and never starts its answer: after the idle timeout the client gets
+/// a 504 that says so (not a hang), the connection to Hermes is given up, and the next request
+/// on the same client connection gets through on a new one. Both the chat page's route and the
+/// OpenAI-compatible one.
+#[tokio::test]
+async fn an_answer_that_never_starts_is_a_504_upstream_stalled_and_the_next_request_gets_through() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "[chat]\nidle_timeout_secs = 1\n");
+    let c = s.admin_client().await;
+    let r = c
+        .post(s.url("/api/tokens"))
+        .header("origin", s.origin())
+        .json(&json!({"name": "stall"}))
+        .send()
+        .await
+        .unwrap();
+    let token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let api = s.client_builder().cookie_store(false).build().unwrap();
+    let completion = || {
+        api.post(s.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    for (route, round) in [("/api/chat", 0), ("/v1/chat/completions", 1)] {
+        fake.push(Reply::silent());
+        let started = Instant::now();
+        let r = if round == 0 {
+            chat(&s, &c, json!({"message": "hi"})).await
+        } else {
+            completion().await.unwrap()
+        };
+        let elapsed = started.elapsed();
+        assert_eq!(r.status(), 504, "{route}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "upstream_stalled", "{route}");
+        assert!(
+            elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+            "{route}: {elapsed:?}"
+        );
+        let before = fake.connections();
+        let r = if round == 0 {
+            chat(&s, &c, json!({"message": "again"})).await
+        } else {
+            completion().await.unwrap()
+        };
+        assert_eq!(r.status(), 200, "{route}");
+        assert_eq!(
+            text(r).await,
+            Reply::sse_text(&["Hello", " there"]),
+            "{route}"
+        );
+        assert_eq!(
+            fake.connections(),
+            before + 1,
+            "{route}: the stalled connection was reused"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_stream_that_breaks_mid_answer_ends_with_stream_broken_and_keeps_the_partial_answer() {
     let fake = Fake::start().await;

@@ -425,6 +425,7 @@ async fn requests_reach_the_dashboard_without_the_prefix_with_forwarding_headers
                 fake_upstream::Step::Data(answer[..1024 * 1024].to_string()),
                 fake_upstream::Step::Data(answer[1024 * 1024..].to_string()),
             ],
+            silent: false,
         }
         .header("x-dashboard", "yes"),
     );

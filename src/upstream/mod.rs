@@ -285,19 +285,10 @@ pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<Incoming>, U
         return Err(UpstreamError::NoKey);
     }
     let budget = app.config.chat.retry_budget;
-    let idle = app.config.chat.idle_timeout;
-    let started = Instant::now();
+    let mut started = None;
     for attempt in 0u32..16 {
         let req = out.build(app).map_err(UpstreamError::Failed)?;
-        let resp = match tokio::time::timeout(idle, request(app, out, req)).await {
-            Err(_) => {
-                return Err(UpstreamError::Stalled {
-                    secs: idle.as_secs(),
-                })
-            }
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(resp)) => resp,
-        };
+        let resp = request(app, out, req).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             tracing::error!("the Hermes API Server refused the API key (401); HERMES_EDGE_API_KEY does not match API_SERVER_KEY");
@@ -307,7 +298,7 @@ pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<Incoming>, U
             let wait = retry_after(resp.headers())
                 .unwrap_or_else(|| Duration::from_millis(500u64 << attempt.min(4)));
             drop(resp);
-            if started.elapsed() + wait > budget {
+            if started.get_or_insert_with(Instant::now).elapsed() + wait > budget {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 tracing::warn!(
                     attempts = attempt + 1,
@@ -330,7 +321,7 @@ pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<Incoming>, U
 }
 
 /// One exchange with Hermes: over the client connection's own upstream connection when it has a
-/// free one, else over the shared pool.
+/// free one, else over the shared pool. Its answer must start within the idle timeout.
 async fn request(
     app: &App,
     out: &Outgoing,
@@ -340,23 +331,29 @@ async fn request(
         tracing::warn!("request to Hermes failed: {e}");
         UpstreamError::Failed(format!("the connection failed ({})", error_chain(e)))
     };
+    let idle = app.config.chat.idle_timeout;
+    let stalled = || UpstreamError::Stalled {
+        secs: idle.as_secs(),
+    };
     let req = match &out.conn {
         Some(conn) => match conn
             .own
-            .send(req, app.target.as_ref().map(|t| &t.host))
+            .send(req, app.target.as_ref().map(|t| &t.host), idle)
             .await
         {
             own::Tried::Answered(Ok(resp)) => return Ok(resp),
             own::Tried::Answered(Err(e)) => return Err(failed(&e)),
             own::Tried::NotSent(req) => req,
             own::Tried::Unreachable(e) => return Err(unreachable(app, &e)),
+            own::Tried::Stalled => return Err(stalled()),
         },
         None => req,
     };
-    match app.upstream.request(req).await {
-        Ok(resp) => Ok(resp),
-        Err(e) if e.is_connect() => Err(unreachable(app, &e)),
-        Err(e) => Err(failed(&e)),
+    match tokio::time::timeout(idle, app.upstream.request(req)).await {
+        Err(_) => Err(stalled()),
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) if e.is_connect() => Err(unreachable(app, &e)),
+        Ok(Err(e)) => Err(failed(&e)),
     }
 }
 

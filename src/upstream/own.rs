@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, Uri};
@@ -20,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+use crate::header_timer::MovingSleep;
 use crate::response::Body;
 
 /// A future to run inside the client connection's task.
@@ -34,9 +36,18 @@ pub struct OwnUpstream {
 enum Slot {
     /// Not opened yet, or closed.
     Empty,
-    Idle(SendRequest<Body>),
+    Idle(Link),
     /// In use by a request right now (another HTTP/2 stream of the same client connection).
     Busy,
+}
+
+/// The open connection, and the one timer its answers are waited for with.
+struct Link {
+    sender: SendRequest<Body>,
+    /// Moved only when it goes off (see `header_timer`): a tokio timeout per exchange was a
+    /// timer-wheel insert and removal, and a move of the whole request future, on every request
+    /// (about a tenth of the edge's own instructions per proxied request, by callgrind).
+    timer: MovingSleep,
 }
 
 /// What became of a request offered to [`OwnUpstream::send`].
@@ -48,6 +59,8 @@ pub enum Tried {
     /// Hermes' address refused the connection or did not answer within 5 s (the pool would only
     /// try the same again).
     Unreachable(std::io::Error),
+    /// Sent, but no answer came within the wait given to `send`.
+    Stalled,
 }
 
 impl OwnUpstream {
@@ -59,8 +72,14 @@ impl OwnUpstream {
     }
 
     /// Sends `req` (absolute URI, `http://host:port/path`) over this client connection's own
-    /// upstream connection, opening it first if needed.
-    pub async fn send(&self, mut req: Request<Body>, host: Option<&HeaderValue>) -> Tried {
+    /// upstream connection, opening it first if needed, and waits up to `wait` for the head of
+    /// the answer.
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        host: Option<&HeaderValue>,
+        wait: Duration,
+    ) -> Tried {
         let Some(host) = host else {
             return Tried::NotSent(req);
         };
@@ -68,9 +87,9 @@ impl OwnUpstream {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *slot, Slot::Busy) {
                 Slot::Busy => return Tried::NotSent(req),
-                Slot::Idle(s) if s.is_ready() => Some(s),
+                Slot::Idle(s) if s.sender.is_ready() => Some(s),
                 Slot::Empty => None,
-                Slot::Idle(s) if s.is_closed() => None,
+                Slot::Idle(s) if s.sender.is_closed() => None,
                 Slot::Idle(s) => {
                     // Still reading an earlier answer (another stream of an HTTP/2 client).
                     *slot = Slot::Idle(s);
@@ -84,19 +103,30 @@ impl OwnUpstream {
             owner: self,
             back: None,
         };
-        let mut sender = match ready {
+        let mut link = match ready {
             Some(s) => s,
             None => match self.open(req.uri()).await {
-                Ok(Some(s)) => s,
+                Ok(Some(sender)) => Link {
+                    sender,
+                    timer: MovingSleep::default(),
+                },
                 Ok(None) => return Tried::NotSent(req),
                 Err(e) => return Tried::Unreachable(e),
             },
         };
         let absolute = req.uri().clone();
         origin_form(&mut req, host);
-        let out = match sender.try_send_request(req).await {
-            Ok(resp) => Tried::Answered(Ok(resp)),
-            Err(mut e) => match e.take_message() {
+        let answer = Within {
+            answer: std::pin::pin!(link.sender.try_send_request(req)),
+            timer: &mut link.timer,
+            wait,
+            until: None,
+        };
+        let out = match answer.await {
+            // Dropping the request closes this connection (hyper cannot reuse it mid-answer).
+            None => Tried::Stalled,
+            Some(Ok(resp)) => Tried::Answered(Ok(resp)),
+            Some(Err(mut e)) => match e.take_message() {
                 // Never written: the connection had closed meanwhile. The pool (which wants the
                 // absolute form) gets it.
                 Some(mut req) => {
@@ -108,8 +138,8 @@ impl OwnUpstream {
             },
         };
         // Ready for the next request once the body of this answer has been read to the end.
-        if !sender.is_closed() {
-            guard.back = Some(sender);
+        if !link.sender.is_closed() {
+            guard.back = Some(link);
         }
         out
     }
@@ -145,10 +175,39 @@ impl OwnUpstream {
     }
 }
 
-/// Frees the slot when a request is done with it: the sender goes back, or the slot is emptied.
+/// `answer`, or `None` when it has not come within `wait` of its first wait. The timer is looked
+/// at only when the answer is not there yet.
+struct Within<'t, F> {
+    answer: F,
+    timer: &'t mut MovingSleep,
+    wait: Duration,
+    until: Option<tokio::time::Instant>,
+}
+
+impl<F: Future + Unpin> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        let this = &mut *self;
+        if let Poll::Ready(out) = Pin::new(&mut this.answer).poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let wait = this.wait;
+        let until = *this
+            .until
+            .get_or_insert_with(|| tokio::time::Instant::now() + wait);
+        match this.timer.poll_until(until, cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Frees the slot when a request is done with it: the connection goes back, or the slot is
+/// emptied.
 struct Busy<'a> {
     owner: &'a OwnUpstream,
-    back: Option<SendRequest<Body>>,
+    back: Option<Link>,
 }
 
 impl Drop for Busy<'_> {

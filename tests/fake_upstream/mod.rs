@@ -37,6 +37,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub steps: Vec<Step>,
+    /// Takes the request and sends nothing at all, not even the head, for 30 s.
+    pub silent: bool,
 }
 
 impl Reply {
@@ -70,6 +72,15 @@ impl Reply {
                 ("cache-control".into(), "no-cache".into()),
             ],
             steps,
+            silent: false,
+        }
+    }
+
+    /// Takes the request and never starts its answer (at most 30 s).
+    pub fn silent() -> Reply {
+        Reply {
+            silent: true,
+            ..Reply::stream(Vec::new())
         }
     }
 
@@ -81,6 +92,7 @@ impl Reply {
                 ("content-length".into(), body.len().to_string()),
             ],
             steps: vec![Step::Data(body.into())],
+            silent: false,
         }
     }
 
@@ -275,6 +287,10 @@ async fn handle(
             Reply::sse(&["Hello", " there"])
         }
     });
+    if reply.silent {
+        // The client giving up drops this future (and the connection) meanwhile.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
