@@ -42,7 +42,12 @@ pub fn new_token() -> String {
 }
 
 pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+    token_digest(token).to_vec()
+}
+
+/// `token_hash` without the heap copy.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// The public handle of a session: the first 16 hex digits of its token hash. It names the

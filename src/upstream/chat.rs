@@ -171,7 +171,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     let out = Outgoing {
         body: Some(Bytes::from(hermes_body.to_string())),
         session_id: plan.session_header.clone(),
-        session_key: Some(format!("web:{}", user.id)),
+        session_key: Some(super::session_key(user.id)),
         stream: true,
         ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };

@@ -110,7 +110,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     let out = Outgoing {
         body: Some(body),
         session_id: session,
-        session_key: Some(format!("web:{}", user.id)),
+        session_key: Some(super::session_key(user.id)),
         stream,
         ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };
@@ -153,16 +153,16 @@ fn with_user_line(
         return None;
     }
     // A number needs no JSON escaping.
-    let line = format!(r#"{{"role":"system","content":"api user: {user_id}"}}"#);
-    let comma = if inner.trim_start().starts_with(']') {
-        ""
-    } else {
-        ","
-    };
+    let mut id = [0u8; 20];
+    let id_len = super::decimal(user_id, &mut id);
     let mut out = Vec::with_capacity(body.len() + 64);
     out.extend_from_slice(&body[..at]);
-    out.extend_from_slice(line.as_bytes());
-    out.extend_from_slice(comma.as_bytes());
+    out.extend_from_slice(br#"{"role":"system","content":"api user: "#);
+    out.extend_from_slice(&id[..id_len]);
+    out.extend_from_slice(br#""}"#);
+    if !inner.trim_start().starts_with(']') {
+        out.push(b',');
+    }
     out.extend_from_slice(&body[at..]);
     Some(bytes::Bytes::from(out))
 }
