@@ -603,6 +603,7 @@ impl ConnStreams {
         WithStreams {
             conn,
             new: self.new,
+            wake: PassWakers::new(),
             running: FuturesUnordered::new(),
             member,
             open_streams: 0,
@@ -656,6 +657,7 @@ impl<T: Future<Output = Result<(), hyper::Error>> + Graceful + Send> ServedConn 
 struct WithStreams<C: ?Sized> {
     conn: Pin<Box<C>>,
     new: Arc<NewStreams>,
+    wake: PassWakers,
     running: FuturesUnordered<StreamTask>,
     member: Member,
     /// HTTP/2 streams among `running`.
@@ -676,51 +678,140 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
         if this.member.should_stop(cx.waker()) {
             // Finish the requests in flight (HTTP/2: GOAWAY), then close.
             this.conn.as_mut().graceful_shutdown();
+            this.wake.conn.woken.store(true, Ordering::SeqCst);
         }
-        // Connection, then the streams it started or woke, then the connection again to write
-        // what they answered; bounded so one busy connection cannot hold the thread.
+        let pass = &this.wake.conn.pass;
+        pass.task.register(cx.waker());
+        pass.polling.store(true, Ordering::SeqCst);
+        // Whichever side was woken (the connection, or the streams and the own connection to
+        // Hermes), until neither is; bounded so one busy connection cannot hold the thread.
         for _ in 0..16 {
-            if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
+            if this.wake.conn.woken.swap(false, Ordering::SeqCst) {
+                let mut cx = Context::from_waker(&this.wake.conn_waker);
+                if let Poll::Ready(out) = this.conn.as_mut().poll(&mut cx) {
+                    pass.polling.store(false, Ordering::SeqCst);
+                    return Poll::Ready(Some(out));
+                }
             }
-            let mut added = 0;
+            let mut added = false;
             if this.new.any.load(Ordering::Acquire) {
                 if let Ok(mut new) = this.new.tasks.lock() {
                     this.new.any.store(false, Ordering::Relaxed);
-                    added = new.len();
                     for (stream, task) in new.drain(..) {
+                        added = true;
                         this.open_streams += usize::from(stream);
                         this.streamed |= stream;
                         this.running.push(task);
                     }
                 }
             }
-            let mut finished = 0;
             // An empty set has nothing to poll (and nothing that could wake it).
-            while !this.running.is_empty() {
-                match this.running.poll_next_unpin(cx) {
-                    Poll::Ready(Some(stream)) => {
-                        finished += 1;
-                        this.open_streams = this.open_streams.saturating_sub(usize::from(stream));
+            if this.wake.streams.woken.swap(false, Ordering::SeqCst) || added {
+                let mut cx = Context::from_waker(&this.wake.streams_waker);
+                while !this.running.is_empty() {
+                    match this.running.poll_next_unpin(&mut cx) {
+                        Poll::Ready(Some(stream)) => {
+                            this.open_streams =
+                                this.open_streams.saturating_sub(usize::from(stream));
+                        }
+                        _ => break,
                     }
-                    _ => break,
                 }
             }
-            if added == 0 && finished == 0 {
-                let idle = this.open_streams == 0;
-                if this.idle.as_mut().is_some_and(|i| i.expired(idle, cx)) {
-                    if !this.streamed {
-                        return Poll::Ready(None);
-                    }
-                    tracing::debug!("HTTP/2 connection idle for the keep-alive limit; closing");
-                    this.conn.as_mut().graceful_shutdown();
-                    continue;
-                }
-                return Poll::Pending;
+            if this.wake.any_woken() {
+                continue;
             }
+            // Every wake from here on goes to the task; one that came just before is seen below.
+            pass.polling.store(false, Ordering::SeqCst);
+            if this.wake.any_woken() {
+                pass.polling.store(true, Ordering::SeqCst);
+                continue;
+            }
+            let idle = this.open_streams == 0;
+            if this.idle.as_mut().is_some_and(|i| i.expired(idle, cx)) {
+                if !this.streamed {
+                    return Poll::Ready(None);
+                }
+                tracing::debug!("HTTP/2 connection idle for the keep-alive limit; closing");
+                this.conn.as_mut().graceful_shutdown();
+                this.wake.conn.woken.store(true, Ordering::SeqCst);
+                pass.polling.store(true, Ordering::SeqCst);
+                continue;
+            }
+            return Poll::Pending;
         }
+        pass.polling.store(false, Ordering::SeqCst);
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// The wakers a connection's futures are polled with: one for hyper's connection, one for its
+/// streams and its own connection to Hermes. A wake that comes while the connection's task is
+/// polling them is only noted, and answered by another turn of the same poll for the side that
+/// was woken; any other is passed on to the task, which then polls only the side that was woken.
+///
+/// Why: a proxied request woke its own task three times from inside a poll (the request handed
+/// to the upstream connection, the answer handed back, its body), and each wake was a trip
+/// through the scheduler and a walk down every nested future of both sides: five polls of the
+/// connection and five of its streams per request where two events (the request, the answer)
+/// happened.
+struct PassWakers {
+    conn: Arc<Side>,
+    conn_waker: std::task::Waker,
+    streams: Arc<Side>,
+    streams_waker: std::task::Waker,
+}
+
+impl PassWakers {
+    fn new() -> PassWakers {
+        let pass = Arc::new(Pass::default());
+        let side = |woken| {
+            Arc::new(Side {
+                pass: pass.clone(),
+                woken: AtomicBool::new(woken),
+            })
+        };
+        // The connection is polled first of all; the streams when one is added.
+        let conn = side(true);
+        let streams = side(false);
+        PassWakers {
+            conn_waker: std::task::Waker::from(conn.clone()),
+            streams_waker: std::task::Waker::from(streams.clone()),
+            conn,
+            streams,
+        }
+    }
+
+    fn any_woken(&self) -> bool {
+        self.conn.woken.load(Ordering::SeqCst) || self.streams.woken.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Default)]
+struct Pass {
+    /// Set while the task is inside `WithStreams::poll`.
+    polling: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+struct Side {
+    pass: Arc<Pass>,
+    woken: AtomicBool,
+}
+
+impl std::task::Wake for Side {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Paired with the poll's `polling = false` then `any_woken`: either that check sees this
+        // mark, or this load sees the poll is over and the task is woken.
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.pass.polling.load(Ordering::SeqCst) {
+            self.pass.task.wake();
+        }
     }
 }
 
