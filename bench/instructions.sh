@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind (valgrind): the same answer on
+# every run, where requests/s and CPU time on this machine move by 10-15 % from run to run. It is
+# what the small cuts of the chat proxy's own work were measured with (bench/README.md).
+#
+# Starts the fake upstream of bench/chat_bench.rs, then hermes-edge under callgrind in front of it,
+# then the bare hyper proxy of bench/bare_bench.rs under callgrind, and sends each N (default 4000)
+# POST /v1/chat/completions over 8 HTTP/1.1 keep-alive connections (h2load) after 400 to warm up.
+# Prints instructions per request for both, and keeps the callgrind files of the edge in
+# $KEEP when set. Loopback only; every run is bounded.
+#
+# Usage: bash bench/instructions.sh [requests]
+# Note: valgrind's CPU has no SHA extensions, so the token check's SHA-256 counts about 3,400
+# instructions here that take a few hundred cycles on a CPU with them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-4000}
+
+source bench/lib.sh
+bench_install_tools
+command -v valgrind >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+}
+cargo build --release -q
+cargo build --release -q --example chat-bench --example bare-bench
+BENCH=./target/release/examples/chat-bench
+
+bench_workdir instructions
+KEY=bench-api-key-0123456789abcdef
+$BENCH upstream --port-file "$work/up.port" --interval-ms 10 --events 100 &
+pids+=($!)
+for _ in $(seq 50); do [[ -s $work/up.port ]] && break; sleep 0.1; done
+UP_PORT=$(cat "$work/up.port")
+cat > "$work/edge.toml" <<TOML
+$BENCH_LIMITS
+[auth]
+chat_sends_per_minute_per_user = 100000000
+TOML
+# Once without valgrind: the data folder, the certificate and a token.
+HERMES_EDGE_API_KEY=$KEY start_edge --upstream "http://127.0.0.1:$UP_PORT"
+TOKEN=$(./target/release/hermes-edge --data-dir "$work/data" token create --user admin --name bench 2>/dev/null)
+kill "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true
+printf '%s' '{"model":"m","messages":[{"role":"user","content":"hi"}]}' > "$work/body.json"
+LOAD=(-H "authorization: Bearer $TOKEN" -H "content-type: application/json" -d "$work/body.json")
+
+# count NAME PORT COMMAND...: instructions per request of COMMAND, serving on PORT.
+count() {
+  local name=$1 port=$2; shift 2
+  local out="$work/cg.$name"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" > "$work/$name.log" 2>&1 &
+  local vg=$!
+  pids+=($vg)
+  local url="https://127.0.0.1:$port/v1/chat/completions"
+  for _ in $(seq 240); do
+    [[ $(curl -sk -o /dev/null -w '%{http_code}' -X POST -H "authorization: Bearer $TOKEN" \
+      -H 'content-type: application/json' -d @"$work/body.json" "$url") == 200 ]] && break
+    sleep 0.5
+  done
+  timeout 120 h2load --h1 -c8 -t1 -n 400 "${LOAD[@]}" "$url" > /dev/null
+  callgrind_control -z "$vg" > /dev/null 2>&1
+  local done
+  done=$(timeout 300 h2load --h1 -c8 -t1 -n "$N" "${LOAD[@]}" "$url" | awk '/^status codes:/ {print $3}')
+  [[ $done == "$N" ]] || { echo "$name: only ${done:-0} of $N requests answered 2xx"; exit 1; }
+  callgrind_control -d "$vg" > /dev/null 2>&1
+  kill "$vg"
+  for _ in $(seq 120); do kill -0 "$vg" 2>/dev/null || break; sleep 0.5; done
+  local total=0 t
+  for f in "$out"*; do
+    t=$(awk '/^(summary|totals):/ {print $2; exit}' "$f")
+    total=$((total + ${t:-0}))
+  done
+  echo "$name: $((total / N)) instructions per proxied request ($N requests)"
+  if [[ -n ${KEEP:-} && $name == hermes-edge ]]; then mkdir -p "$KEEP"; cp "$out"* "$KEEP/"; fi
+}
+
+# (valgrind follows no child process, so the environment is set for valgrind itself.)
+export HERMES_EDGE_API_KEY=$KEY RUST_LOG=warn
+P=$(free_port)
+count hermes-edge "$P" ./target/release/hermes-edge \
+  --config "$work/edge.toml" --listen "127.0.0.1:$P" --http-listen off --certs-dir "$work/certs" \
+  --data-dir "$work/data" --upstream "http://127.0.0.1:$UP_PORT"
+P=$(free_port)
+count bare-proxy "$P" ./target/release/examples/bare-bench "$P" "$work/nginx/chain.pem" \
+  "$work/nginx/key.pem" proxy "127.0.0.1:$UP_PORT"
