@@ -37,6 +37,22 @@ async fn chat(s: &Server, c: &reqwest::Client, body: Value) -> reqwest::Response
         .unwrap()
 }
 
+/// A new personal API token of the user of `c`.
+async fn api_token(s: &Server, c: &reqwest::Client) -> String {
+    let r = c
+        .post(s.url("/api/tokens"))
+        .header("origin", s.origin())
+        .json(&json!({"name": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn text(r: reqwest::Response) -> String {
     tokio::time::timeout(Duration::from_secs(20), r.text())
         .await
@@ -377,17 +393,7 @@ async fn an_answer_that_never_starts_is_a_504_upstream_stalled_and_the_next_requ
     let fake = Fake::start().await;
     let (s, _cfg) = start(&fake, "[chat]\nidle_timeout_secs = 1\n");
     let c = s.admin_client().await;
-    let r = c
-        .post(s.url("/api/tokens"))
-        .header("origin", s.origin())
-        .json(&json!({"name": "stall"}))
-        .send()
-        .await
-        .unwrap();
-    let token = r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = api_token(&s, &c).await;
     let api = s.client_builder().cookie_store(false).build().unwrap();
     let completion = || {
         api.post(s.url("/v1/chat/completions"))
@@ -429,6 +435,74 @@ async fn an_answer_that_never_starts_is_a_504_upstream_stalled_and_the_next_requ
             "{route}: the stalled connection was reused"
         );
     }
+}
+
+/// Request bodies up to `max_body_bytes` reach Hermes byte for byte, however they arrive (one
+/// piece, or chunked in pieces apart in time); a larger one is a 413 whether its length was
+/// declared or only shown by what arrived, and Hermes never sees it.
+#[tokio::test]
+async fn request_bodies_are_joined_whole_and_refused_past_the_limit() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "[limits]\nmax_body_bytes = 1000\n");
+    let c = s.admin_client().await;
+    let token = api_token(&s, &c).await;
+    let api = s.client_builder().cookie_store(false).build().unwrap();
+    let body_of = |filler: usize| {
+        format!(
+            r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(filler)
+        )
+    };
+    let in_pieces = |text: String| {
+        let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = text
+            .into_bytes()
+            .chunks(300)
+            .map(|p| Ok(bytes::Bytes::copy_from_slice(p)))
+            .collect();
+        let paced =
+            futures_util::StreamExt::then(futures_util::stream::iter(pieces), |p| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                p
+            });
+        reqwest::Body::wrap_stream(paced)
+    };
+    let send = |body: reqwest::Body| {
+        api.post(s.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-hermes-session-id", "pieces")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Whole, and in four pieces: what Hermes gets is what was sent.
+    let fits = body_of(900);
+    assert!(fits.len() <= 1000);
+    for (round, body) in [reqwest::Body::from(fits.clone()), in_pieces(fits.clone())]
+        .into_iter()
+        .enumerate()
+    {
+        let r = send(body).await.unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        text(r).await;
+        let got = fake.requests().last().unwrap().body.clone();
+        assert_eq!(got, fits.as_bytes(), "round {round}");
+    }
+    // Too large, declared and in pieces.
+    let seen = fake.requests().len();
+    for (round, body) in [reqwest::Body::from(body_of(1200)), in_pieces(body_of(1200))]
+        .into_iter()
+        .enumerate()
+    {
+        let r = send(body).await.unwrap();
+        assert_eq!(r.status(), 413, "round {round}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "body_too_large", "round {round}");
+    }
+    assert_eq!(
+        fake.requests().len(),
+        seen,
+        "Hermes saw a body over the limit"
+    );
 }
 
 #[tokio::test]

@@ -294,31 +294,60 @@ pub fn is_state_changing(method: &Method) -> bool {
 }
 
 /// Reads a request body up to `limit` bytes.
+///
+/// A body that arrives in one piece (a small JSON request usually does) is returned as that
+/// piece, without a copy, and the end is taken from its declared length without another poll;
+/// http-body-util's `Limited` + `collect` queued and walked every piece (about a thousand
+/// instructions per proxied request, by callgrind).
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Resp> {
+    use http_body::Body;
     use http_body_util::BodyExt;
-    match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(response::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    &format!("The request body is larger than {limit} bytes."),
-                ))
-            } else {
-                Err(response::error(
+    let too_large = || {
+        response::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("The request body is larger than {limit} bytes."),
+        )
+    };
+    let mut body = req.into_body();
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let mut first = Bytes::new();
+    let mut joined: Option<bytes::BytesMut> = None;
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let Ok(data) = frame
+            .map_err(|_| {
+                response::error(
                     StatusCode::BAD_REQUEST,
                     "bad_body",
                     "The request body could not be read.",
-                ))
+                )
+            })?
+            .into_data()
+        else {
+            // Trailers: nothing a route reads.
+            continue;
+        };
+        let have = joined.as_ref().map_or(first.len(), |j| j.len());
+        if data.len() > limit - have {
+            return Err(too_large());
+        }
+        match &mut joined {
+            Some(j) => j.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut j = bytes::BytesMut::with_capacity(have + data.len());
+                j.extend_from_slice(&first);
+                j.extend_from_slice(&data);
+                joined = Some(j);
             }
         }
     }
+    Ok(joined.map_or(first, bytes::BytesMut::freeze))
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
