@@ -604,6 +604,7 @@ impl ConnStreams {
             conn,
             new: self.new,
             wake: PassWakers::new(),
+            own: None,
             running: FuturesUnordered::new(),
             member,
             open_streams: 0,
@@ -658,6 +659,10 @@ struct WithStreams<C: ?Sized> {
     conn: Pin<Box<C>>,
     new: Arc<NewStreams>,
     wake: PassWakers,
+    /// The own connection to Hermes (see `upstream::own`), polled by itself: through
+    /// `running` it paid for FuturesUnordered's bookkeeping on every poll. A second one, should
+    /// it start before the first has ended, goes to `running`.
+    own: Option<StreamTask>,
     running: FuturesUnordered<StreamTask>,
     member: Member,
     /// HTTP/2 streams among `running`.
@@ -694,14 +699,28 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
                 }
             }
             let mut added = false;
+            let mut own_added = false;
             if this.new.any.load(Ordering::Acquire) {
                 if let Ok(mut new) = this.new.tasks.lock() {
                     this.new.any.store(false, Ordering::Relaxed);
                     for (stream, task) in new.drain(..) {
+                        if !stream && this.own.is_none() {
+                            this.own = Some(task);
+                            own_added = true;
+                            continue;
+                        }
                         added = true;
                         this.open_streams += usize::from(stream);
                         this.streamed |= stream;
                         this.running.push(task);
+                    }
+                }
+            }
+            if this.wake.own.woken.swap(false, Ordering::SeqCst) || own_added {
+                if let Some(task) = this.own.as_mut() {
+                    let mut cx = Context::from_waker(&this.wake.own_waker);
+                    if task.as_mut().poll(&mut cx).is_ready() {
+                        this.own = None;
                     }
                 }
             }
@@ -747,7 +766,7 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
 }
 
 /// The wakers a connection's futures are polled with: one for hyper's connection, one for its
-/// streams and its own connection to Hermes. A wake that comes while the connection's task is
+/// streams, one for its own connection to Hermes. A wake that comes while the connection's task is
 /// polling them is only noted, and answered by another turn of the same poll for the side that
 /// was woken; any other is passed on to the task, which then polls only the side that was woken.
 ///
@@ -761,6 +780,8 @@ struct PassWakers {
     conn_waker: std::task::Waker,
     streams: Arc<Side>,
     streams_waker: std::task::Waker,
+    own: Arc<Side>,
+    own_waker: std::task::Waker,
 }
 
 impl PassWakers {
@@ -775,16 +796,21 @@ impl PassWakers {
         // The connection is polled first of all; the streams when one is added.
         let conn = side(true);
         let streams = side(false);
+        let own = side(false);
         PassWakers {
             conn_waker: std::task::Waker::from(conn.clone()),
             streams_waker: std::task::Waker::from(streams.clone()),
+            own_waker: std::task::Waker::from(own.clone()),
             conn,
             streams,
+            own,
         }
     }
 
     fn any_woken(&self) -> bool {
-        self.conn.woken.load(Ordering::SeqCst) || self.streams.woken.load(Ordering::SeqCst)
+        self.conn.woken.load(Ordering::SeqCst)
+            || self.streams.woken.load(Ordering::SeqCst)
+            || self.own.woken.load(Ordering::SeqCst)
     }
 }
 
