@@ -737,7 +737,9 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
                     }
                 }
             }
-            if this.wake.any_woken() {
+            // A task added while the streams were polled (an HTTP/2 stream opening the own
+            // connection to Hermes) has woken nothing yet: it is taken up by another turn too.
+            if this.wake.any_woken() || this.new.any.load(Ordering::Acquire) {
                 continue;
             }
             // Every wake from here on goes to the task; one that came just before is seen below.
