@@ -24,17 +24,8 @@ bench_workdir chat-bench
 PASSWORD=bench-password-1
 KEY=bench-api-key-0123456789abcdef
 
-$BENCH upstream --port-file "$work/up.port" --interval-ms 10 --events 100 &
-pids+=($!)
-for _ in $(seq 50); do [[ -s $work/up.port ]] && break; sleep 0.1; done
-UP_PORT=$(cat "$work/up.port")
+start_fake_upstream
 UP="http://127.0.0.1:$UP_PORT"
-
-cat > "$work/edge.toml" <<TOML
-$BENCH_LIMITS
-[auth]
-chat_sends_per_minute_per_user = 100000000
-TOML
 HERMES_EDGE_API_KEY=$KEY start_edge --upstream "$UP"
 EDGE="https://localhost:$EDGE_PORT"
 CA="$work/certs/local-ca.crt"

@@ -27,15 +27,7 @@ BENCH=./target/release/examples/chat-bench
 
 bench_workdir instructions
 KEY=bench-api-key-0123456789abcdef
-$BENCH upstream --port-file "$work/up.port" --interval-ms 10 --events 100 &
-pids+=($!)
-for _ in $(seq 50); do [[ -s $work/up.port ]] && break; sleep 0.1; done
-UP_PORT=$(cat "$work/up.port")
-cat > "$work/edge.toml" <<TOML
-$BENCH_LIMITS
-[auth]
-chat_sends_per_minute_per_user = 100000000
-TOML
+start_fake_upstream
 # Once without valgrind: the data folder, the certificate and a token.
 HERMES_EDGE_API_KEY=$KEY start_edge --upstream "http://127.0.0.1:$UP_PORT"
 TOKEN=$(./target/release/hermes-edge --data-dir "$work/data" token create --user admin --name bench 2>/dev/null)

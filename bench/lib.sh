@@ -37,6 +37,21 @@ add_header Cross-Origin-Opener-Policy same-origin always;
 NGINX
 }
 
+# Starts the fake OpenAI-compatible upstream of bench/chat_bench.rs ($BENCH) on a free loopback
+# port, sets UP_PORT and adds it to pids; then writes $work/edge.toml for an edge in front of it
+# (the benchmark limits, and no per-user chat limit to speak of).
+start_fake_upstream() {
+  $BENCH upstream --port-file "$work/up.port" --interval-ms 10 --events 100 &
+  pids+=($!)
+  for _ in $(seq 50); do [[ -s $work/up.port ]] && break; sleep 0.1; done
+  UP_PORT=$(cat "$work/up.port")
+  cat > "$work/edge.toml" <<TOML
+$BENCH_LIMITS
+[auth]
+chat_sends_per_minute_per_user = 100000000
+TOML
+}
+
 # Starts the release hermes-edge with $work/edge.toml on 127.0.0.1:$EDGE_PORT (extra arguments are
 # passed on), waits for its ready line, sets EDGE_PID and adds it to pids. Then copies the
 # certificate it made to $work/nginx/chain.pem and key.pem, so nginx serves the very same chain:
