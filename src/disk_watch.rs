@@ -31,6 +31,18 @@ const CHANGES: u32 = libc::IN_MODIFY
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF;
 
+/// What a folder watched for one name (`watch_name`) is asked for: names made, removed, moved and
+/// attribute changes, but not the writes to the files beside that name. A log file written next
+/// to the site folder queued an event on every write, so each request read events, and a fast
+/// enough writer kept the reads going until the drain gave up and dropped every kept file.
+const NAME_CHANGES: u32 = libc::IN_ATTRIB
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF;
+
 /// The fixed part of `struct inotify_event`: wd, mask, cookie, len.
 const EVENT_HEAD: usize = 16;
 
@@ -68,12 +80,18 @@ impl DiskWatch {
     fn add(&self, path: &Path, only: Option<OsString>) -> io::Result<()> {
         let cpath = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        let wanted = if only.is_some() {
+            NAME_CHANGES
+        } else {
+            CHANGES
+        };
+        // IN_MASK_ADD: a folder reached both ways keeps the wider mask.
         // SAFETY: a live inotify descriptor and a NUL-terminated path.
         let wd = unsafe {
             libc::inotify_add_watch(
                 self.fd.as_raw_fd(),
                 cpath.as_ptr(),
-                CHANGES | libc::IN_DONT_FOLLOW,
+                wanted | libc::IN_DONT_FOLLOW | libc::IN_MASK_ADD,
             )
         };
         if wd < 0 {
@@ -249,11 +267,37 @@ mod tests {
         std::fs::write(dir.join("a.txt.gz"), b"x").unwrap();
         assert!(settle(&w));
 
-        // Another name beside the root does not matter; the root's own name does.
-        std::fs::write(tmp.path().join("other"), b"x").unwrap();
+        // Another name beside the root does not matter; the root's own name does. Writes to a
+        // file beside it are not even queued (a busy log file there kept every request reading).
+        let beside = tmp.path().join("other");
+        std::fs::write(&beside, b"x").unwrap();
         assert!(w.pending());
         assert!(!w.drain());
+        for _ in 0..3 {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&beside)
+                .unwrap();
+            std::io::Write::write_all(&mut f, b"log line\n").unwrap();
+        }
+        assert!(!w.pending());
         std::fs::rename(&dir, tmp.path().join("old")).unwrap();
+        assert!(settle(&w));
+    }
+
+    #[test]
+    fn a_folder_watched_for_a_name_and_in_full_keeps_the_full_watch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = DiskWatch::new().unwrap();
+        w.watch(tmp.path()).unwrap();
+        w.watch_name(tmp.path(), OsStr::new("site")).unwrap();
+        std::fs::write(tmp.path().join("f"), b"one").unwrap();
+        assert!(settle(&w));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(tmp.path().join("f"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"two").unwrap();
         assert!(settle(&w));
     }
 
