@@ -20,17 +20,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// Every event that means a name, a content or an attribute changed.
-const CHANGES: u32 = libc::IN_MODIFY
-    | libc::IN_ATTRIB
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF;
-
 /// What a folder watched for one name (`watch_name`) is asked for: names made, removed, moved and
 /// attribute changes, but not the writes to the files beside that name. A log file written next
 /// to the site folder queued an event on every write, so each request read events, and a fast
@@ -42,6 +31,9 @@ const NAME_CHANGES: u32 = libc::IN_ATTRIB
     | libc::IN_DELETE
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF;
+
+/// Every event that means a name, a content or an attribute changed.
+const CHANGES: u32 = NAME_CHANGES | libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
 
 /// The fixed part of `struct inotify_event`: wd, mask, cookie, len.
 const EVENT_HEAD: usize = 16;
