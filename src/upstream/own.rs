@@ -46,7 +46,8 @@ struct Link {
     sender: SendRequest<Body>,
     /// Moved only when it goes off (see `header_timer`): a tokio timeout per exchange was a
     /// timer-wheel insert and removal, and a move of the whole request future, on every request
-    /// (about a tenth of the edge's own instructions per proxied request, by callgrind).
+    /// (1,866 instructions per proxied request by callgrind, about a tenth of what hermes-edge
+    /// then added to a bare hyper proxy).
     timer: MovingSleep,
 }
 
