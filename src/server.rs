@@ -502,11 +502,7 @@ async fn accept_https(
             } else {
                 Proto::H1(h1_builder(&app.config))
             };
-            let own = OwnUpstream::new({
-                let streams = streams.clone();
-                move |task| streams.run_beside(task)
-            });
-            let shared = Arc::new(Conn::new(own, permit, peer.ip()));
+            let shared = Arc::new(Conn::new(OwnUpstream::new(), permit, peer.ip()));
             let svc = service_fn(move |req: Request<Incoming>| {
                 crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
             });
@@ -531,8 +527,8 @@ async fn accept_https(
     }
 }
 
-/// A task run inside the connection's own task; it ends with whether it was an HTTP/2 stream.
-type StreamTask = Pin<Box<dyn Future<Output = bool> + Send>>;
+/// An HTTP/2 stream, run inside the connection's own task.
+type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The executor of one HTTPS connection's HTTP/2 streams: they run inside the connection's own
 /// task instead of one spawned task each.
@@ -550,9 +546,7 @@ struct ConnStreams {
 
 #[derive(Default)]
 struct NewStreams {
-    /// Each with whether it is an HTTP/2 stream (the client connection's own upstream connection
-    /// runs here too, and must not count as one).
-    tasks: std::sync::Mutex<Vec<(bool, StreamTask)>>,
+    tasks: std::sync::Mutex<Vec<StreamTask>>,
     /// Whether `tasks` may hold any: most polls of an HTTP/1.1 connection (which starts none)
     /// then take no lock.
     any: AtomicBool,
@@ -563,26 +557,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        self.push(true, fut);
-    }
-}
-
-impl ConnStreams {
-    /// Runs `task` beside the connection's streams (the client connection's own connection to
-    /// Hermes, see `upstream::own`); unlike a stream, it does not keep the connection from being
-    /// idle.
-    fn run_beside(&self, task: crate::upstream::own::ConnTask) {
-        self.push(false, task);
-    }
-
-    fn push<F: Future<Output = ()> + Send + 'static>(&self, stream: bool, fut: F) {
-        let task: StreamTask = Box::pin(async move {
-            fut.await;
-            stream
-        });
+        let task: StreamTask = Box::pin(fut);
         match self.new.tasks.lock() {
             Ok(mut new) => {
-                new.push((stream, task));
+                new.push(task);
                 self.new.any.store(true, Ordering::Release);
             }
             // Unreachable in practice (nothing panics while holding it); the task still runs.
@@ -591,7 +569,9 @@ impl ConnStreams {
             }
         }
     }
+}
 
+impl ConnStreams {
     /// Runs `conn` and the streams it hands to this executor until `conn` ends; `member` tells it
     /// when to shut down gracefully.
     fn drive<C: Future + Graceful + ?Sized>(
@@ -604,10 +584,8 @@ impl ConnStreams {
             conn,
             new: self.new,
             wake: PassWakers::new(),
-            own: None,
             running: FuturesUnordered::new(),
             member,
-            open_streams: 0,
             streamed: false,
             idle: idle_limit.map(|limit| IdleClose {
                 limit,
@@ -659,14 +637,8 @@ struct WithStreams<C: ?Sized> {
     conn: Pin<Box<C>>,
     new: Arc<NewStreams>,
     wake: PassWakers,
-    /// The own connection to Hermes (see `upstream::own`), polled by itself: through
-    /// `running` it paid for FuturesUnordered's bookkeeping on every poll. A second one, should
-    /// it start before the first has ended, goes to `running`.
-    own: Option<StreamTask>,
     running: FuturesUnordered<StreamTask>,
     member: Member,
-    /// HTTP/2 streams among `running`.
-    open_streams: usize,
     /// Whether the client ever opened a stream. hyper's HTTP/2 connection ignores a graceful
     /// shutdown until the client's preface has come, so one that never asked anything is dropped
     /// instead when the idle limit ends.
@@ -688,8 +660,8 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
         let pass = &this.wake.conn.pass;
         pass.task.register(cx.waker());
         pass.polling.store(true, Ordering::SeqCst);
-        // Whichever side was woken (the connection, or the streams and the own connection to
-        // Hermes), until neither is; bounded so one busy connection cannot hold the thread.
+        // Whichever side was woken (the connection, or its streams), until neither is; bounded so
+        // one busy connection cannot hold the thread.
         for _ in 0..16 {
             if this.wake.conn.woken.swap(false, Ordering::SeqCst) {
                 let mut cx = Context::from_waker(&this.wake.conn_waker);
@@ -699,46 +671,23 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
                 }
             }
             let mut added = false;
-            let mut own_added = false;
             if this.new.any.load(Ordering::Acquire) {
                 if let Ok(mut new) = this.new.tasks.lock() {
                     this.new.any.store(false, Ordering::Relaxed);
-                    for (stream, task) in new.drain(..) {
-                        if !stream && this.own.is_none() {
-                            this.own = Some(task);
-                            own_added = true;
-                            continue;
-                        }
+                    for task in new.drain(..) {
                         added = true;
-                        this.open_streams += usize::from(stream);
-                        this.streamed |= stream;
+                        this.streamed = true;
                         this.running.push(task);
-                    }
-                }
-            }
-            if this.wake.own.woken.swap(false, Ordering::SeqCst) || own_added {
-                if let Some(task) = this.own.as_mut() {
-                    let mut cx = Context::from_waker(&this.wake.own_waker);
-                    if task.as_mut().poll(&mut cx).is_ready() {
-                        this.own = None;
                     }
                 }
             }
             // An empty set has nothing to poll (and nothing that could wake it).
             if this.wake.streams.woken.swap(false, Ordering::SeqCst) || added {
                 let mut cx = Context::from_waker(&this.wake.streams_waker);
-                while !this.running.is_empty() {
-                    match this.running.poll_next_unpin(&mut cx) {
-                        Poll::Ready(Some(stream)) => {
-                            this.open_streams =
-                                this.open_streams.saturating_sub(usize::from(stream));
-                        }
-                        _ => break,
-                    }
-                }
+                while let Poll::Ready(Some(())) = this.running.poll_next_unpin(&mut cx) {}
             }
-            // A task added while the streams were polled (an HTTP/2 stream opening the own
-            // connection to Hermes) has woken nothing yet: it is taken up by another turn too.
+            // A stream added while the streams were polled has woken nothing yet: it is taken up
+            // by another turn too.
             if this.wake.any_woken() || this.new.any.load(Ordering::Acquire) {
                 continue;
             }
@@ -748,7 +697,7 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
                 pass.polling.store(true, Ordering::SeqCst);
                 continue;
             }
-            let idle = this.open_streams == 0;
+            let idle = this.running.is_empty();
             if this.idle.as_mut().is_some_and(|i| i.expired(idle, cx)) {
                 if !this.streamed {
                     return Poll::Ready(None);
@@ -768,22 +717,21 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
 }
 
 /// The wakers a connection's futures are polled with: one for hyper's connection, one for its
-/// streams, one for its own connection to Hermes. A wake that comes while the connection's task is
-/// polling them is only noted, and answered by another turn of the same poll for the side that
-/// was woken; any other is passed on to the task, which then polls only the side that was woken.
+/// streams. A wake that comes while the connection's task is polling them is only noted, and
+/// answered by another turn of the same poll for the side that was woken; any other is passed on
+/// to the task, which then polls only the side that was woken.
 ///
 /// Why: a proxied request woke its own task three times from inside a poll (the request handed
 /// to the upstream connection, the answer handed back, its body), and each wake was a trip
 /// through the scheduler and a walk down every nested future of both sides: five polls of the
 /// connection and five of its streams per request where two events (the request, the answer)
-/// happened.
+/// happened. (The upstream connection then ran as a future of its own beside the streams; it is
+/// now read by the request and its response body, see `upstream::own`.)
 struct PassWakers {
     conn: Arc<Side>,
     conn_waker: std::task::Waker,
     streams: Arc<Side>,
     streams_waker: std::task::Waker,
-    own: Arc<Side>,
-    own_waker: std::task::Waker,
 }
 
 impl PassWakers {
@@ -798,21 +746,16 @@ impl PassWakers {
         // The connection is polled first of all; the streams when one is added.
         let conn = side(true);
         let streams = side(false);
-        let own = side(false);
         PassWakers {
             conn_waker: std::task::Waker::from(conn.clone()),
             streams_waker: std::task::Waker::from(streams.clone()),
-            own_waker: std::task::Waker::from(own.clone()),
             conn,
             streams,
-            own,
         }
     }
 
     fn any_woken(&self) -> bool {
-        self.conn.woken.load(Ordering::SeqCst)
-            || self.streams.woken.load(Ordering::SeqCst)
-            || self.own.woken.load(Ordering::SeqCst)
+        self.conn.woken.load(Ordering::SeqCst) || self.streams.woken.load(Ordering::SeqCst)
     }
 }
 

@@ -387,7 +387,7 @@ pub async fn delete(app: &App, ctx: &Ctx, user: &User, id: &str) -> Resp {
 
 /// The JSON body of a small answer. No timer of its own: the caller's time limit for the whole
 /// delete governs (a second, equal timer here raced it and could turn "no answer" into "deleted").
-async fn whole_json(resp: http::Response<hyper::body::Incoming>) -> Option<serde_json::Value> {
+async fn whole_json(resp: http::Response<super::UpBody>) -> Option<serde_json::Value> {
     use http_body_util::BodyExt;
     let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
         .collect()

@@ -245,6 +245,69 @@ impl Outgoing {
     }
 }
 
+impl Outgoing {
+    /// The request as HTTP/1.1 bytes, head and body, for a client connection's own upstream
+    /// connection (`own`): the same headers as [`Outgoing::build`], written straight into one
+    /// buffer.
+    fn encode(&self, app: &App) -> Result<Vec<u8>, String> {
+        let (Some(target), Some(bearer)) = (
+            app.target.as_ref(),
+            app.target.as_ref().and_then(|t| t.bearer.as_ref()),
+        ) else {
+            return Err("the upstream URL or the API key cannot be used in a request".into());
+        };
+        let path = self.path.as_bytes();
+        if path.first() != Some(&b'/') || !path.iter().all(|&b| b.is_ascii_graphic()) {
+            return Err("the path of the request to Hermes is not a valid request target".into());
+        }
+        let body = self.body.as_deref().unwrap_or_default();
+        let mut v = Vec::with_capacity(320 + body.len());
+        v.extend_from_slice(self.method.as_str().as_bytes());
+        v.push(b' ');
+        v.extend_from_slice(path);
+        v.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut line = |name: &[u8], value: &[u8]| {
+            v.extend_from_slice(name);
+            v.extend_from_slice(b": ");
+            v.extend_from_slice(value);
+            v.extend_from_slice(b"\r\n");
+        };
+        line(b"host", target.host.as_bytes());
+        line(b"authorization", bearer.as_bytes());
+        let ip = match &self.conn {
+            Some(c) if c.peer_ip.0 == self.client_ip => c.peer_ip.1.clone(),
+            _ => ip_header(self.client_ip),
+        };
+        line(b"x-forwarded-for", ip.as_bytes());
+        line(b"x-real-ip", ip.as_bytes());
+        line(b"x-forwarded-proto", b"https");
+        if self.stream {
+            line(b"accept", b"text/event-stream");
+        }
+        if let Some(id) = &self.session_id {
+            // What `HeaderValue::from_str` accepts, so both ways refuse the same ids.
+            if !id.bytes().all(|b| b == b'\t' || (b >= b' ' && b != 0x7f)) {
+                return Err("failed to parse header value".into());
+            }
+            line(X_HERMES_SESSION_ID.as_str().as_bytes(), id.as_bytes());
+        }
+        if let Some(k) = &self.session_key {
+            line(X_HERMES_SESSION_KEY.as_str().as_bytes(), k.as_bytes());
+        }
+        let mut len = [0u8; 20];
+        if self.body.is_some() {
+            line(b"content-type", b"application/json");
+            let n = decimal(i64::try_from(body.len()).unwrap_or(i64::MAX), &mut len);
+            line(b"content-length", &len[..n]);
+        } else if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
+            line(b"content-length", b"0");
+        }
+        v.extend_from_slice(b"\r\n");
+        v.extend_from_slice(body);
+        Ok(v)
+    }
+}
+
 /// `X-Hermes-Session-Key: web:<user id>`, a user's own long-term memory in Hermes.
 pub fn session_key(user_id: i64) -> HeaderValue {
     let mut buf = [0u8; 24];
@@ -291,7 +354,7 @@ pub(crate) fn ip_header(ip: IpAddr) -> HeaderValue {
 
 /// Sends `out` to Hermes and returns its successful response head (the body still streaming).
 /// A `429` is retried, honouring `Retry-After`, while the retry budget lasts.
-pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
+pub async fn send(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
     let resp = exchange(app, out).await?;
     let status = resp.status();
     if status.is_success() {
@@ -312,15 +375,14 @@ pub async fn send(app: &App, out: &Outgoing) -> Result<Response<Incoming>, Upstr
 /// Sends `out` to Hermes and returns whatever it answered except a `401` (an `Auth` error) and a
 /// `429` (retried, honouring `Retry-After`, while the retry budget lasts); the caller judges the
 /// status.
-pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<Incoming>, UpstreamError> {
+pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
     if app.config.chat.api_key.is_none() {
         return Err(UpstreamError::NoKey);
     }
     let budget = app.config.chat.retry_budget;
     let mut started = None;
     for attempt in 0u32..16 {
-        let req = out.build(app).map_err(UpstreamError::Failed)?;
-        let resp = request(app, out, req).await?;
+        let resp = request(app, out).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             tracing::error!("the Hermes API Server refused the API key (401); HERMES_EDGE_API_KEY does not match API_SERVER_KEY");
@@ -354,38 +416,69 @@ pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<Incoming>, U
 
 /// One exchange with Hermes: over the client connection's own upstream connection when it has a
 /// free one, else over the shared pool. Its answer must start within the idle timeout.
-async fn request(
-    app: &App,
-    out: &Outgoing,
-    req: HyperRequest<crate::response::Body>,
-) -> Result<Response<Incoming>, UpstreamError> {
-    let failed = |e: &(dyn std::error::Error + 'static)| {
+async fn request(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
+    let failed = |e: &dyn std::fmt::Display| {
         tracing::warn!("request to Hermes failed: {e}");
-        UpstreamError::Failed(format!("the connection failed ({})", error_chain(e)))
+        UpstreamError::Failed(format!("the connection failed ({e})"))
     };
     let idle = app.config.chat.idle_timeout;
     let stalled = || UpstreamError::Stalled {
         secs: idle.as_secs(),
     };
-    let req = match &out.conn {
-        Some(conn) => match conn
-            .own
-            .send(req, app.target.as_ref().map(|t| &t.host), idle)
-            .await
-        {
-            own::Tried::Answered(Ok(resp)) => return Ok(resp),
-            own::Tried::Answered(Err(e)) => return Err(failed(&e)),
-            own::Tried::NotSent(req) => req,
+    if let (Some(conn), Some(target)) = (&out.conn, &app.target) {
+        let bytes = out.encode(app).map_err(UpstreamError::Failed)?;
+        match conn.own.send(target.authority.as_str(), &bytes, idle).await {
+            own::Tried::Answered(resp) => return Ok(resp.map(UpBody::Own)),
+            own::Tried::Failed(e) => return Err(failed(&e)),
+            own::Tried::NotSent => {}
             own::Tried::Unreachable(e) => return Err(unreachable(app, &e)),
             own::Tried::Stalled => return Err(stalled()),
-        },
-        None => req,
-    };
+        }
+    }
+    let req = out.build(app).map_err(UpstreamError::Failed)?;
     match tokio::time::timeout(idle, app.upstream.request(req)).await {
         Err(_) => Err(stalled()),
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Ok(resp)) => Ok(resp.map(UpBody::Pool)),
         Ok(Err(e)) if e.is_connect() => Err(unreachable(app, &e)),
-        Ok(Err(e)) => Err(failed(&e)),
+        Ok(Err(e)) => Err(failed(&error_chain(&e))),
+    }
+}
+
+/// The body of an answer from Hermes: read over the client connection's own upstream connection,
+/// or over the shared pool.
+pub enum UpBody {
+    Own(own::OwnBody),
+    Pool(Incoming),
+}
+
+impl http_body::Body for UpBody {
+    type Data = Bytes;
+    type Error = response::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, response::BoxError>>> {
+        match self.get_mut() {
+            UpBody::Own(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpBody::Pool(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(response::BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Own(b) => b.is_end_stream(),
+            UpBody::Pool(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpBody::Own(b) => b.size_hint(),
+            UpBody::Pool(b) => b.size_hint(),
+        }
     }
 }
 
@@ -424,7 +517,7 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 }
 
 /// The JSON body of a small answer (at most 64 KiB, read within 5 s), if it is JSON.
-async fn json_body(resp: Response<Incoming>) -> Option<serde_json::Value> {
+async fn json_body(resp: Response<UpBody>) -> Option<serde_json::Value> {
     let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect();
     let bytes = match tokio::time::timeout(Duration::from_secs(5), body).await {
         Ok(Ok(c)) => c.to_bytes(),
@@ -434,7 +527,7 @@ async fn json_body(resp: Response<Incoming>) -> Option<serde_json::Value> {
 }
 
 /// A short description of an error answer: the OpenAI envelope's message if there is one.
-async fn error_detail(resp: Response<Incoming>) -> String {
+async fn error_detail(resp: Response<UpBody>) -> String {
     let status = resp.status();
     let message = json_body(resp).await.and_then(|v| error_message(&v));
     let text = message.unwrap_or_else(|| {

@@ -19,9 +19,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::UpBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::UpstreamError;
@@ -42,7 +42,7 @@ pub type OnEnd = Box<dyn FnOnce(Ending, SseTap) + Send>;
 
 /// Relays an upstream body; see the module documentation.
 pub struct Relay {
-    upstream: Option<Incoming>,
+    upstream: Option<UpBody>,
     idle: Duration,
     /// The idle deadline, set up the first time Hermes has nothing to send yet (a short JSON
     /// answer usually arrives whole, and then needs no timer at all).
@@ -58,7 +58,7 @@ pub struct Relay {
 impl Relay {
     /// `tap`: parse the stream as SSE and report errors as `edge.error` events (the web chat).
     /// Without it the body is passed through untouched and an error aborts it (API clients).
-    pub fn new(upstream: Incoming, idle: Duration, tap: bool, on_end: Option<OnEnd>) -> Relay {
+    pub fn new(upstream: UpBody, idle: Duration, tap: bool, on_end: Option<OnEnd>) -> Relay {
         Relay {
             upstream: Some(upstream),
             idle,
