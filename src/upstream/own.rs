@@ -144,13 +144,18 @@ impl OwnUpstream {
             match exchange(&mut link, request, wait).await {
                 Ok((head, framing, keep)) => {
                     std::mem::forget(guard);
-                    let body = OwnBody {
+                    let mut body = OwnBody {
                         link: Some(link),
                         framing,
                         keep,
                         home: self.slot.clone(),
                         done: false,
                     };
+                    // Nothing to read (`Content-Length: 0`, `204`): hyper would not poll such a
+                    // body, and dropping it unfinished would close the connection.
+                    if matches!(body.framing, Framing::Length(0)) {
+                        body.finish();
+                    }
                     let mut resp = Response::new(body);
                     *resp.status_mut() = head.status;
                     *resp.version_mut() = head.version;
@@ -764,6 +769,30 @@ mod tests {
             Ok((StatusCode::OK, b"z".to_vec()))
         );
         assert_eq!(conns.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_empty_answer_dropped_unread_leaves_the_connection_open() {
+        let (addr, conns) = peer(vec![
+            keep(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]),
+            keep(vec![b"HTTP/1.1 204 No Content\r\n\r\n"]),
+            keep(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx"]),
+        ])
+        .await;
+        let own = OwnUpstream::new();
+        for _ in 0..2 {
+            // As hyper does with a body that says it is at its end: never polled, dropped.
+            let Tried::Answered(resp) = own.send(&addr, REQUEST, Duration::from_secs(5)).await
+            else {
+                panic!("no answer");
+            };
+            assert!(http_body::Body::is_end_stream(resp.body()));
+        }
+        assert_eq!(
+            body_of(&own, &addr).await,
+            Ok((StatusCode::OK, b"x".to_vec()))
+        );
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
