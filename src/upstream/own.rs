@@ -715,6 +715,13 @@ mod tests {
         }
     }
 
+    /// Sends REQUEST once per expected answer, in order, checking each status and body.
+    async fn expect(own: &OwnUpstream, addr: &str, answers: &[(StatusCode, &[u8])]) {
+        for (status, body) in answers {
+            assert_eq!(body_of(own, addr).await, Ok((*status, body.to_vec())));
+        }
+    }
+
     #[tokio::test]
     async fn chunked_answers_are_decoded_across_reads_and_the_connection_is_used_again() {
         let (addr, conns) = peer(vec![
@@ -730,14 +737,12 @@ mod tests {
         ])
         .await;
         let own = OwnUpstream::new();
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::OK, b"hello world".to_vec()))
-        );
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::OK, b"abc".to_vec()))
-        );
+        expect(
+            &own,
+            &addr,
+            &[(StatusCode::OK, b"hello world"), (StatusCode::OK, b"abc")],
+        )
+        .await;
         assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
@@ -753,23 +758,19 @@ mod tests {
         ])
         .await;
         let own = OwnUpstream::new();
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::OK, b"ok".to_vec()))
-        );
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::NOT_FOUND, b"until the end".to_vec()))
-        );
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::NO_CONTENT, Vec::new()))
-        );
-        // HTTP/1.0 answers do not keep the connection either.
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::OK, b"z".to_vec()))
-        );
+        // Each of the first three ends its connection: `Connection: close`, no length (the body
+        // runs to the end of the connection), HTTP/1.0.
+        expect(
+            &own,
+            &addr,
+            &[
+                (StatusCode::OK, b"ok"),
+                (StatusCode::NOT_FOUND, b"until the end"),
+                (StatusCode::NO_CONTENT, b""),
+                (StatusCode::OK, b"z"),
+            ],
+        )
+        .await;
         assert_eq!(conns.load(Ordering::SeqCst), 4);
     }
 
@@ -790,10 +791,7 @@ mod tests {
             };
             assert!(http_body::Body::is_end_stream(resp.body()));
         }
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::OK, b"x".to_vec()))
-        );
+        expect(&own, &addr, &[(StatusCode::OK, b"x")]).await;
         assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
@@ -806,14 +804,12 @@ mod tests {
         ])
         .await;
         let own = OwnUpstream::new();
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::OK, b"a".to_vec()))
-        );
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::OK, b"b".to_vec()))
-        );
+        expect(
+            &own,
+            &addr,
+            &[(StatusCode::OK, b"a"), (StatusCode::OK, b"b")],
+        )
+        .await;
         assert_eq!(conns.load(Ordering::SeqCst), 2);
     }
 
@@ -881,10 +877,7 @@ mod tests {
         assert_eq!(&first[..], b"ab");
         // The rest never comes; the client went away.
         drop(body);
-        assert_eq!(
-            body_of(&own, &addr).await,
-            Ok((StatusCode::OK, b"c".to_vec()))
-        );
+        expect(&own, &addr, &[(StatusCode::OK, b"c")]).await;
         assert_eq!(conns.load(Ordering::SeqCst), 2);
 
         // A peer that reads the request and never answers.
