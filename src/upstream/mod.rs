@@ -186,13 +186,61 @@ impl Outgoing {
         }
     }
 
-    fn build(&self, app: &App) -> Result<HyperRequest<crate::response::Body>, String> {
-        let (Some(target), Some(bearer)) = (
-            app.target.as_ref(),
-            app.target.as_ref().and_then(|t| t.bearer.as_ref()),
-        ) else {
-            return Err("the upstream URL or the API key cannot be used in a request".into());
+    /// The target and the `Bearer` value every request needs.
+    fn target<'a>(&self, app: &'a App) -> Result<(&'a Target, &'a HeaderValue), String> {
+        match app.target.as_ref() {
+            Some(
+                t @ Target {
+                    bearer: Some(bearer),
+                    ..
+                },
+            ) => Ok((t, bearer)),
+            _ => Err("the upstream URL or the API key cannot be used in a request".into()),
+        }
+    }
+
+    /// Each header of the request but `Host` and `Content-Length`, which depend on how it is sent.
+    /// The error text of a bad header value never includes the value, so the key stays private.
+    fn each_header(
+        &self,
+        bearer: &HeaderValue,
+        mut add: impl FnMut(header::HeaderName, HeaderValue),
+    ) -> Result<(), String> {
+        add(header::AUTHORIZATION, bearer.clone());
+        let ip = match &self.conn {
+            Some(c) if c.peer_ip.0 == self.client_ip => c.peer_ip.1.clone(),
+            _ => ip_header(self.client_ip),
         };
+        add(X_FORWARDED_FOR, ip.clone());
+        add(X_REAL_IP, ip);
+        add(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        if self.stream {
+            add(
+                header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
+        }
+        if let Some(id) = &self.session_id {
+            add(
+                X_HERMES_SESSION_ID,
+                HeaderValue::from_str(id).map_err(|e| e.to_string())?,
+            );
+        }
+        if let Some(k) = &self.session_key {
+            add(X_HERMES_SESSION_KEY, k.clone());
+        }
+        if self.body.is_some() {
+            add(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The request for the shared pool (hyper's client, absolute URI).
+    fn build(&self, app: &App) -> Result<HyperRequest<crate::response::Body>, String> {
+        let (target, bearer) = self.target(app)?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = Some(target.authority.clone());
@@ -205,36 +253,11 @@ impl Outgoing {
         // Built in place: the request builder moved the whole request through each of its steps
         // and grew the header map several times (both showed in profiles of proxied requests).
         let mut headers = http::HeaderMap::with_capacity(12);
-        headers.insert(header::AUTHORIZATION, bearer.clone());
-        let ip = match &self.conn {
-            Some(c) if c.peer_ip.0 == self.client_ip => c.peer_ip.1.clone(),
-            _ => ip_header(self.client_ip),
-        };
-        headers.insert(X_FORWARDED_FOR, ip.clone());
-        headers.insert(X_REAL_IP, ip);
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        if self.stream {
-            headers.insert(
-                header::ACCEPT,
-                HeaderValue::from_static("text/event-stream"),
-            );
-        }
-        // The error text of a bad header value never includes the value, so the key stays private.
-        if let Some(id) = &self.session_id {
-            let v = HeaderValue::from_str(id).map_err(|e| e.to_string())?;
-            headers.insert(X_HERMES_SESSION_ID, v);
-        }
-        if let Some(k) = &self.session_key {
-            headers.insert(X_HERMES_SESSION_KEY, k.clone());
-        }
+        self.each_header(bearer, |name, value| {
+            headers.insert(name, value);
+        })?;
         let body = match &self.body {
-            Some(bytes) => {
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                response::full(bytes.clone())
-            }
+            Some(bytes) => response::full(bytes.clone()),
             None => response::empty(),
         };
         let mut req = Request::new(body);
@@ -243,19 +266,11 @@ impl Outgoing {
         *req.headers_mut() = headers;
         Ok(req)
     }
-}
 
-impl Outgoing {
     /// The request as HTTP/1.1 bytes, head and body, for a client connection's own upstream
-    /// connection (`own`): the same headers as [`Outgoing::build`], written straight into one
-    /// buffer.
+    /// connection (`own`), written straight into one buffer.
     fn encode(&self, app: &App) -> Result<Vec<u8>, String> {
-        let (Some(target), Some(bearer)) = (
-            app.target.as_ref(),
-            app.target.as_ref().and_then(|t| t.bearer.as_ref()),
-        ) else {
-            return Err("the upstream URL or the API key cannot be used in a request".into());
-        };
+        let (target, bearer) = self.target(app)?;
         let path = self.path.as_bytes();
         if path.first() != Some(&b'/') || !path.iter().all(|&b| b.is_ascii_graphic()) {
             return Err("the path of the request to Hermes is not a valid request target".into());
@@ -273,30 +288,11 @@ impl Outgoing {
             v.extend_from_slice(b"\r\n");
         };
         line(b"host", target.host.as_bytes());
-        line(b"authorization", bearer.as_bytes());
-        let ip = match &self.conn {
-            Some(c) if c.peer_ip.0 == self.client_ip => c.peer_ip.1.clone(),
-            _ => ip_header(self.client_ip),
-        };
-        line(b"x-forwarded-for", ip.as_bytes());
-        line(b"x-real-ip", ip.as_bytes());
-        line(b"x-forwarded-proto", b"https");
-        if self.stream {
-            line(b"accept", b"text/event-stream");
-        }
-        if let Some(id) = &self.session_id {
-            // What `HeaderValue::from_str` accepts, so both ways refuse the same ids.
-            if !id.bytes().all(|b| b == b'\t' || (b >= b' ' && b != 0x7f)) {
-                return Err("failed to parse header value".into());
-            }
-            line(X_HERMES_SESSION_ID.as_str().as_bytes(), id.as_bytes());
-        }
-        if let Some(k) = &self.session_key {
-            line(X_HERMES_SESSION_KEY.as_str().as_bytes(), k.as_bytes());
-        }
+        self.each_header(bearer, |name, value| {
+            line(name.as_str().as_bytes(), value.as_bytes())
+        })?;
         let mut len = [0u8; 20];
         if self.body.is_some() {
-            line(b"content-type", b"application/json");
             let n = decimal(i64::try_from(body.len()).unwrap_or(i64::MAX), &mut len);
             line(b"content-length", &len[..n]);
         } else if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
