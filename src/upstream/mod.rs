@@ -186,19 +186,6 @@ impl Outgoing {
         }
     }
 
-    /// The target and the `Bearer` value every request needs.
-    fn target<'a>(&self, app: &'a App) -> Result<(&'a Target, &'a HeaderValue), String> {
-        match app.target.as_ref() {
-            Some(
-                t @ Target {
-                    bearer: Some(bearer),
-                    ..
-                },
-            ) => Ok((t, bearer)),
-            _ => Err("the upstream URL or the API key cannot be used in a request".into()),
-        }
-    }
-
     /// Each header of the request but `Host` and `Content-Length`, which depend on how it is sent.
     /// The error text of a bad header value never includes the value, so the key stays private.
     fn each_header(
@@ -240,7 +227,7 @@ impl Outgoing {
 
     /// The request for the shared pool (hyper's client, absolute URI).
     fn build(&self, app: &App) -> Result<HyperRequest<crate::response::Body>, String> {
-        let (target, bearer) = self.target(app)?;
+        let (target, bearer) = target(app)?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = Some(target.authority.clone());
@@ -269,8 +256,7 @@ impl Outgoing {
 
     /// The request as HTTP/1.1 bytes, head and body, for a client connection's own upstream
     /// connection (`own`), written straight into one buffer.
-    fn encode(&self, app: &App) -> Result<Vec<u8>, String> {
-        let (target, bearer) = self.target(app)?;
+    fn encode(&self, target: &Target, bearer: &HeaderValue) -> Result<Vec<u8>, String> {
         let path = self.path.as_bytes();
         if path.first() != Some(&b'/') || !path.iter().all(|&b| b.is_ascii_graphic()) {
             return Err("the path of the request to Hermes is not a valid request target".into());
@@ -301,6 +287,19 @@ impl Outgoing {
         v.extend_from_slice(b"\r\n");
         v.extend_from_slice(body);
         Ok(v)
+    }
+}
+
+/// The fixed parts of a request to Hermes and its `Bearer` value; an error when either is missing.
+fn target(app: &App) -> Result<(&Target, &HeaderValue), String> {
+    match app.target.as_ref() {
+        Some(
+            t @ Target {
+                bearer: Some(bearer),
+                ..
+            },
+        ) => Ok((t, bearer)),
+        _ => Err("the upstream URL or the API key cannot be used in a request".into()),
     }
 }
 
@@ -421,8 +420,9 @@ async fn request(app: &App, out: &Outgoing) -> Result<Response<UpBody>, Upstream
     let stalled = || UpstreamError::Stalled {
         secs: idle.as_secs(),
     };
-    if let (Some(conn), Some(target)) = (&out.conn, &app.target) {
-        let bytes = out.encode(app).map_err(UpstreamError::Failed)?;
+    if let Some(conn) = &out.conn {
+        let (target, bearer) = target(app).map_err(UpstreamError::Failed)?;
+        let bytes = out.encode(target, bearer).map_err(UpstreamError::Failed)?;
         match conn.own.send(target.authority.as_str(), &bytes, idle).await {
             own::Tried::Answered(resp) => return Ok(resp.map(UpBody::Own)),
             own::Tried::Failed(e) => return Err(failed(&e)),
