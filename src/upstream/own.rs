@@ -422,14 +422,13 @@ pub struct OwnBody {
 }
 
 impl OwnBody {
-    /// The whole body has been read: hand the connection back (when it can carry another request)
-    /// or close it.
-    fn finish(&mut self) {
+    /// The body is over: read to its end (`complete`), broken, or dropped. The connection goes
+    /// back to be used again when it can carry another request, and is closed otherwise.
+    fn end(&mut self, complete: bool) {
         self.done = true;
         let link = self.link.take();
-        let mut slot = lock(&self.home);
-        *slot = match link {
-            Some(mut link) if self.keep && link.buf.is_empty() => {
+        *lock(&self.home) = match link {
+            Some(mut link) if complete && self.keep && link.buf.is_empty() => {
                 link.idle_since = Instant::now();
                 Slot::Idle(link)
             }
@@ -437,10 +436,12 @@ impl OwnBody {
         };
     }
 
+    fn finish(&mut self) {
+        self.end(true);
+    }
+
     fn fail(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.link = None;
-        self.done = true;
-        *lock(&self.home) = Slot::Empty;
+        self.end(false);
         Poll::Ready(Some(Err(why.to_string().into())))
     }
 }
@@ -529,8 +530,7 @@ impl Drop for OwnBody {
         if !self.done {
             // Not read to the end: the connection is closed (Hermes stops the agent) and the next
             // request opens another.
-            self.link = None;
-            *lock(&self.home) = Slot::Empty;
+            self.end(false);
         }
     }
 }

@@ -19,12 +19,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::UpBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::UpstreamError;
+use super::{UpBody, UpstreamError};
 use crate::response::BoxError;
 
 /// How a relayed stream ended.
