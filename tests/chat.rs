@@ -1045,23 +1045,14 @@ async fn memory_files_are_injected_as_the_system_message_when_enabled() {
 }
 
 /// The HTTP/2 keep-alive idle limit also holds after a request that opened the client
-/// connection's own connection to Hermes (which lives beside the connection's streams until the
-/// client connection ends).
+/// connection's own connection to Hermes (which stays open, idle, until the client connection
+/// ends; when it ran as a task beside the streams, it once kept the connection from being idle).
 #[tokio::test]
 async fn an_idle_http2_connection_that_reached_hermes_is_closed_after_the_keep_alive_limit() {
     let fake = Fake::start().await;
     let (s, _cfg) = start(&fake, "[limits]\nheader_read_timeout_secs = 1\n");
     let c = s.admin_client().await;
-    let r = c
-        .post(s.url("/api/tokens"))
-        .header("origin", s.origin())
-        .json(&json!({"name": "idle"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let created: Value = r.json().await.unwrap();
-    let bearer = format!("Bearer {}", created["token"].as_str().unwrap());
+    let bearer = format!("Bearer {}", api_token(&s, &c).await);
     let idle = h2_request_then_idle(
         &s,
         "/v1/models",
