@@ -11,10 +11,10 @@
 //! hyper's client paid for a request object, a header map, a dispatcher, a driver future and the
 //! channels between them on every request: by callgrind, its connection alone cost about 12,600
 //! instructions per proxied request, a fifth of what hermes-edge spent on one (59,272 then;
-//! 47,741 in the first count with this module, `bench/instructions.sh`). Answers are parsed with httparse, hyper's
-//! own parser; a head is capped at 64 KiB and 64 headers, and the body is framed by
-//! `Transfer-Encoding: chunked`, `Content-Length` or the end of the connection, as RFC 9112 §6.3
-//! orders them.
+//! 47,741 in the first count with this module, `bench/instructions.sh`). Answers are parsed with
+//! httparse, hyper's own parser; a head is capped at 64 KiB and 64 headers, and the body is framed
+//! by `Transfer-Encoding: chunked`, `Content-Length` or the end of the connection, as RFC 9112
+//! §6.3 orders them.
 //!
 //! A client connection opens its own upstream connection at its first proxied request and keeps it
 //! while it lives; requests on it go one after another, which is how HTTP/1.1 clients send them
