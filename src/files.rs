@@ -159,22 +159,16 @@ pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp,
         return Ok(resp);
     }
     let rel = parse_rel(raw_rel)?;
-    if rel.dir || rel.segments.is_empty() {
+    if rel.dir || rel.as_str().is_empty() {
         return Err(Refusal::NotFound);
     }
-    let name = rel.segments.join("/");
-    let policy = Policy {
-        cache_control: site_cache_control(&name),
-    };
+    let name = rel.as_str();
     let ask = Ask::new(req.method(), req.headers());
     if let Some(dir) = app.www.disk_dir() {
-        if let Some(resp) = app
-            .www
-            .small_files
-            .serve(dir, &rel, &name, &ask, policy, &app.headers)
-        {
+        if let Some(resp) = app.www.small_files.serve(dir, &rel, &ask, &app.headers) {
             return Ok(resp);
         }
+        let policy = site_policy(name);
         // Resolved on this thread; see "Threads" at the top of the file.
         return match serve_under(dir, &rel, &ask, policy, false) {
             Outcome::Reply(reply, body) => Ok(reply.into_response(body)),
@@ -182,7 +176,7 @@ pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp,
             Outcome::AddSlash | Outcome::Listing(_) => Err(Refusal::NotFound),
         };
     }
-    let file = app.www.embedded(&name).ok_or(Refusal::NotFound)?;
+    let file = app.www.embedded(name).ok_or(Refusal::NotFound)?;
     let br = app.www.embedded(&format!("{name}.br"));
     let gz = app.www.embedded(&format!("{name}.gz"));
     let vary = br.is_some() || gz.is_some();
@@ -198,12 +192,12 @@ pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp,
         len: chosen.contents.len() as u64,
         etag: chosen.etag.to_string(),
         modified: None,
-        content_type: content_type(&name),
+        content_type: content_type(name),
         coding,
         vary,
     };
     let plan = decide(&rep, &ask);
-    let reply = Reply::new(&rep, plan, ask.head, policy);
+    let reply = Reply::new(&rep, plan, ask.head, site_policy(name));
     let body = memory_body(Bytes::from_static(chosen.contents), &reply.pieces);
     Ok(reply.into_response(body))
 }
@@ -281,11 +275,31 @@ impl<T> From<JoinFailed> for io::Result<T> {
 // Paths.
 // ---------------------------------------------------------------------------------------------
 
-/// A URL path below a root, checked and decoded: the names to join, and whether it ended in `/`.
+/// A URL path below a root, checked and decoded: the names to join (kept as one `/`-separated
+/// string, so a request for a site file allocates once rather than once per name), and whether it
+/// ended in `/`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RelPath {
-    pub segments: Vec<String>,
+    /// The decoded names joined by `/`, without the trailing one; empty for the root itself.
+    path: String,
     pub dir: bool,
+}
+
+impl RelPath {
+    /// The names from the root down; none for the root itself.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.path.split('/').filter(|_| !self.path.is_empty())
+    }
+
+    /// The decoded path relative to the root, `a/b.txt`; empty for the root itself.
+    pub fn as_str(&self) -> &str {
+        &self.path
+    }
+
+    /// The last name (the file's own); empty for the root itself.
+    pub fn last(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or_default()
+    }
 }
 
 /// Decodes a raw (still percent-encoded) URL path relative to a root, refusing anything that could
@@ -294,39 +308,48 @@ pub fn parse_rel(raw: &str) -> Result<RelPath, Refusal> {
     if raw.contains('\\') {
         return Err(Refusal::BadRequest);
     }
-    let lower = raw.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|b| lower.contains(b))
-    {
-        return Err(Refusal::BadRequest);
-    }
-    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    let text = String::from_utf8(decoded).map_err(|_| Refusal::BadRequest)?;
+    let mut text = if raw.contains('%') {
+        // An encoded dot, slash, backslash or NUL is refused before decoding, whatever its case.
+        let bytes = raw.as_bytes();
+        let refused = bytes.iter().enumerate().any(|(i, b)| {
+            *b == b'%'
+                && matches!(
+                    bytes
+                        .get(i + 1..i + 3)
+                        .map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()]),
+                    Some([b'2', b'e'] | [b'2', b'f'] | [b'5', b'c'] | [b'0', b'0'])
+                )
+        });
+        if refused {
+            return Err(Refusal::BadRequest);
+        }
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+        String::from_utf8(decoded).map_err(|_| Refusal::BadRequest)?
+    } else {
+        raw.to_owned()
+    };
     if text.chars().any(|c| c.is_control() || c == '\\') || text.starts_with('/') {
         return Err(Refusal::BadRequest);
     }
     if text.is_empty() {
         return Ok(RelPath {
-            segments: Vec::new(),
+            path: text,
             dir: true,
         });
     }
-    let (body, dir) = match text.strip_suffix('/') {
-        Some(b) => (b, true),
-        None => (text.as_str(), false),
-    };
-    let mut segments = Vec::new();
-    for seg in body.split('/') {
+    let dir = text.ends_with('/');
+    if dir {
+        text.pop();
+    }
+    for seg in text.split('/') {
         if seg.is_empty() || seg == "." || seg == ".." {
             return Err(Refusal::BadRequest);
         }
         if seg.starts_with('.') {
             return Err(Refusal::NotFound);
         }
-        segments.push(seg.to_string());
     }
-    Ok(RelPath { segments, dir })
+    Ok(RelPath { path: text, dir })
 }
 
 /// The canonical form of a served folder, remembered per folder: resolving it again would cost a
@@ -466,7 +489,7 @@ enum Outcome {
 /// Resolves and serves `rel` below `root` (blocking).
 fn serve_under(root: &Path, rel: &RelPath, ask: &Ask, policy: Policy, listing: bool) -> Outcome {
     let mut joined = root.to_path_buf();
-    for seg in &rel.segments {
+    for seg in rel.segments() {
         joined.push(seg);
     }
     // Fast path: no symbolic link anywhere on the path, so the validated names alone keep it
@@ -502,7 +525,7 @@ fn serve_under(root: &Path, rel: &RelPath, ask: &Ask, policy: Policy, listing: b
         // `file.txt/` names a folder that does not exist; FIFOs and devices are never served.
         return Outcome::Refused(Refusal::NotFound);
     }
-    let name = rel.segments.last().cloned().unwrap_or_default();
+    let name = rel.last().to_owned();
     let siblings = |c: Coding| {
         let mut p = joined.clone().into_os_string();
         p.push(c.suffix());
@@ -703,6 +726,8 @@ struct Kept200 {
     rep: Rep,
     bytes: Bytes,
     whole: HeaderMap,
+    /// The file's caching policy (from its name), for the answers other than the plain `200`.
+    policy: Policy,
 }
 
 impl SmallFiles {
@@ -739,11 +764,10 @@ impl SmallFiles {
         &self,
         root: &Path,
         rel: &RelPath,
-        name: &str,
         ask: &Ask,
-        policy: Policy,
         security: &crate::security::SecurityHeaders,
     ) -> Option<Resp> {
+        let name = rel.as_str();
         let watch = self.watch.as_ref()?;
         if watch.pending() {
             self.forget_if_changed(watch);
@@ -760,7 +784,7 @@ impl SmallFiles {
                     self.ancestors_watched
                         .store(generation + 1, Ordering::Release);
                 }
-                let mut cached = fill(watch, root, rel, name, policy)?;
+                let mut cached = fill(watch, root, rel, site_policy(name))?;
                 if let Some(kept) = cached.content.as_mut() {
                     security.apply(&mut kept.whole);
                 }
@@ -781,7 +805,7 @@ impl SmallFiles {
             *resp.headers_mut() = kept.whole.clone();
             return Some(resp);
         }
-        let reply = Reply::new(&kept.rep, plan, ask.head, policy);
+        let reply = Reply::new(&kept.rep, plan, ask.head, kept.policy);
         let body = memory_body(kept.bytes.clone(), &reply.pieces);
         Some(reply.into_response(body))
     }
@@ -839,24 +863,18 @@ fn watch_ancestors(watch: &DiskWatch, root: &Path) -> Option<()> {
 
 /// Watches what a kept file depends on, then reads it. `None`: not kept and not remembered
 /// (missing, not a plain file reached without links, or a watch could not be added).
-fn fill(
-    watch: &DiskWatch,
-    root: &Path,
-    rel: &RelPath,
-    name: &str,
-    policy: Policy,
-) -> Option<Cached> {
+fn fill(watch: &DiskWatch, root: &Path, rel: &RelPath, policy: Policy) -> Option<Cached> {
     let mut path = std::path::absolute(root).ok()?;
     watch.watch(&path).ok()?;
-    if let Some((_, folders)) = rel.segments.split_last() {
-        for seg in folders {
-            path.push(seg);
-            watch.watch(&path).ok()?;
-        }
+    if rel.as_str().is_empty() {
+        return None;
     }
-    path.push(rel.segments.last()?);
-    watch.watch(&path).ok()?;
-    read_small(&path, name, policy)
+    // Each folder on the way, then the file itself.
+    for seg in rel.segments() {
+        path.push(seg);
+        watch.watch(&path).ok()?;
+    }
+    read_small(&path, rel.as_str(), policy)
 }
 
 /// Reads a file for [`SmallFiles`], or says why it is not kept. `None`: not even a negative entry
@@ -898,6 +916,7 @@ fn read_small(path: &Path, name: &str, policy: Policy) -> Option<Cached> {
             rep,
             bytes: Bytes::from(content),
             whole,
+            policy,
         }),
     })
 }
@@ -953,28 +972,54 @@ pub struct Ask {
     if_range: Option<String>,
 }
 
+/// The request fields an [`Ask`] copies, in the order of its members.
+const ASKED: [HeaderName; 7] = [
+    header::ACCEPT_ENCODING,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::RANGE,
+    header::IF_RANGE,
+];
+
 impl Ask {
+    /// One pass over the request's fields, not a lookup for each field asked about: most requests
+    /// carry none of them, and each lookup hashed its name.
     pub fn new(method: &Method, headers: &HeaderMap) -> Ask {
-        // Repeated fields are joined as a list; a date sent twice then fails to parse and is
-        // ignored, as RFC 9110 asks.
-        let get = |name: HeaderName| {
-            let mut values = headers.get_all(name).iter();
-            let first = values.next()?.to_str().ok()?.to_string();
-            values.try_fold(first, |mut acc, v| {
-                acc.push_str(", ");
-                acc.push_str(v.to_str().ok()?);
-                Some(acc)
-            })
-        };
+        let mut found: [Option<String>; 7] = Default::default();
+        let mut unreadable = [false; 7];
+        for (name, value) in headers {
+            let Some(i) = ASKED.iter().position(|a| a == name) else {
+                continue;
+            };
+            // Repeated fields are joined as a list; a date sent twice then fails to parse and is
+            // ignored, as RFC 9110 asks. A field with a value that is not text counts as absent.
+            match (value.to_str(), &mut found[i]) {
+                (Err(_), _) => unreadable[i] = true,
+                (Ok(v), Some(list)) => {
+                    list.push_str(", ");
+                    list.push_str(v);
+                }
+                (Ok(v), slot @ None) => *slot = Some(v.to_owned()),
+            }
+        }
+        for (slot, bad) in found.iter_mut().zip(unreadable) {
+            if bad {
+                *slot = None;
+            }
+        }
+        let [accept_encoding, if_match, if_none_match, if_modified_since, if_unmodified_since, range, if_range] =
+            found;
         Ask {
             head: *method == Method::HEAD,
-            accept_encoding: get(header::ACCEPT_ENCODING),
-            if_match: get(header::IF_MATCH),
-            if_none_match: get(header::IF_NONE_MATCH),
-            if_modified_since: get(header::IF_MODIFIED_SINCE),
-            if_unmodified_since: get(header::IF_UNMODIFIED_SINCE),
-            range: get(header::RANGE),
-            if_range: get(header::IF_RANGE),
+            accept_encoding,
+            if_match,
+            if_none_match,
+            if_modified_since,
+            if_unmodified_since,
+            range,
+            if_range,
         }
     }
 }
@@ -1213,6 +1258,14 @@ pub fn content_type(name: &str) -> String {
         format!("{essence}; charset=utf-8")
     } else {
         mime.to_string()
+    }
+}
+
+/// The policy of a site file, by its name (see [`site_cache_control`]). A kept file remembers its
+/// own, so a request answered from memory does not look at the name again.
+fn site_policy(name: &str) -> Policy {
+    Policy {
+        cache_control: site_cache_control(name),
     }
 }
 
@@ -1576,12 +1629,48 @@ mod tests {
     }
 
     #[test]
+    fn ask_copies_the_fields_that_matter_joining_repeats_and_dropping_unreadable_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example"));
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"a\""));
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"b\""));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br"));
+        h.append(header::IF_MATCH, HeaderValue::from_static("\"a\""));
+        h.append(header::IF_MATCH, HeaderValue::from_bytes(b"\xff").unwrap());
+        let ask = Ask::new(&Method::HEAD, &h);
+        assert!(ask.head);
+        assert_eq!(ask.range.as_deref(), Some("bytes=0-1"));
+        assert_eq!(ask.if_none_match.as_deref(), Some("\"a\", \"b\""));
+        assert_eq!(ask.accept_encoding.as_deref(), Some("br"));
+        assert_eq!(ask.if_match, None);
+        assert_eq!(ask.if_range, None);
+        assert_eq!(ask.if_modified_since, None);
+        assert_eq!(ask.if_unmodified_since, None);
+        let plain = Ask::new(&Method::GET, &HeaderMap::new());
+        assert!(!plain.head && plain.accept_encoding.is_none() && plain.range.is_none());
+    }
+
+    #[test]
     fn rel_paths_refuse_everything_that_could_leave_the_root() {
         use Refusal::*;
-        let ok = |s: &str| parse_rel(s).map(|r| r.segments.join("|"));
+        let ok = |s: &str| parse_rel(s).map(|r| r.segments().collect::<Vec<_>>().join("|"));
         assert_eq!(ok("a/b%20c.mp4"), Ok("a|b c.mp4".into()));
         assert!(parse_rel("").unwrap().dir);
         assert!(parse_rel("sub/").unwrap().dir);
+        // Without a `%` the path is taken as it is; with one it is decoded once.
+        assert_eq!(ok("a/b/c.txt"), Ok("a|b|c.txt".into()));
+        assert_eq!(ok("%41b/c%25"), Ok("Ab|c%".into()));
+        assert_eq!(ok("100%"), Ok("100%".into()));
+        let root = parse_rel("").unwrap();
+        assert_eq!((root.segments().count(), root.last()), (0, ""));
+        let sub = parse_rel("a/b%20c/").unwrap();
+        assert_eq!((sub.as_str(), sub.last(), sub.dir), ("a/b c", "b c", true));
+        let file = parse_rel("a/b.txt").unwrap();
+        assert_eq!(
+            (file.as_str(), file.last(), file.dir),
+            ("a/b.txt", "b.txt", false)
+        );
         for bad in [
             "..",
             "a/../b",
@@ -1599,6 +1688,10 @@ mod tests {
             "a/./b",
             "%ff",
             "a%0ab",
+            "a%5Cb",
+            "%2E%2E/x",
+            "x\u{1}y",
+            "a/\u{7f}",
         ] {
             assert_eq!(parse_rel(bad), Err(BadRequest), "{bad}");
         }
