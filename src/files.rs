@@ -769,7 +769,7 @@ impl SmallFiles {
     ) -> Option<Resp> {
         let name = rel.as_str();
         let watch = self.watch.as_ref()?;
-        if watch.pending() {
+        if watch.pending_here() {
             self.forget_if_changed(watch);
         }
         let (generation, known) = {
