@@ -10,7 +10,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::Config;
 use crate::response::Body;
-use crate::security::{KeyedLimit, SecurityHeaders};
+use crate::security::{IpHold, IpLimit, KeyedLimit, SecurityHeaders};
 use crate::store::Store;
 use crate::www::Www;
 
@@ -26,7 +26,7 @@ pub struct App {
     pub www: Www,
     /// The local root CA in PEM, served at `/ca.crt` so devices can trust it once.
     pub ca_pem: Option<Bytes>,
-    pub ip_limit: KeyedLimit<IpAddr>,
+    pub ip_limit: IpLimit,
     pub login_ip_limit: KeyedLimit<IpAddr>,
     pub login_account_limit: KeyedLimit<String>,
     /// Chat messages per user id (`auth.chat_sends_per_minute_per_user`); see `auth::chat_send_limited`.
@@ -61,6 +61,8 @@ pub struct Conn {
     /// The peer's address and its text as a header value, formatted once per connection for the
     /// `X-Forwarded-For` / `X-Real-IP` of every request sent on to Hermes.
     pub peer_ip: (std::net::IpAddr, http::HeaderValue),
+    /// The peer's bucket of `limits.requests_per_second_per_ip`, looked up once.
+    pub ip_limit: IpHold,
 }
 
 impl Conn {
@@ -68,11 +70,13 @@ impl Conn {
         own: crate::upstream::own::OwnUpstream,
         slot: tokio::sync::OwnedSemaphorePermit,
         peer_ip: std::net::IpAddr,
+        ip_limit: IpHold,
     ) -> Conn {
         Conn {
             own,
             _slot: slot,
             peer_ip: (peer_ip, crate::upstream::ip_header(peer_ip)),
+            ip_limit,
         }
     }
 }
@@ -91,7 +95,7 @@ impl App {
             .build(connector);
         Arc::new(App {
             headers: SecurityHeaders::new(config.hsts_max_age),
-            ip_limit: KeyedLimit::new(
+            ip_limit: IpLimit::new(
                 l.requests_per_second_per_ip,
                 Duration::from_secs(1),
                 l.request_burst_per_ip,

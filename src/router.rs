@@ -33,8 +33,13 @@ pub async fn handle(
         .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let client_ip =
         security::client_ip(peer.ip(), req.headers(), &app.config.limits.trusted_proxies);
+    // The connection's own bucket unless the address came from a trusted proxy's header.
+    let limited = match &conn {
+        Some(c) if c.peer_ip.0 == client_ip => c.ip_limit.check(),
+        _ => app.ip_limit.check(client_ip),
+    };
     let ctx = Ctx { client_ip, conn };
-    let mut resp = match app.ip_limit.check(&client_ip) {
+    let mut resp = match limited {
         Ok(()) => route(&app, &ctx, req).await,
         Err(secs) => response::too_many(secs, "Too many requests from your address; slow down."),
     };

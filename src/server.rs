@@ -502,7 +502,8 @@ async fn accept_https(
             } else {
                 Proto::H1(h1_builder(&app.config))
             };
-            let shared = Arc::new(Conn::new(OwnUpstream::new(), permit, peer.ip()));
+            let hold = app.ip_limit.bucket(peer.ip());
+            let shared = Arc::new(Conn::new(OwnUpstream::new(), permit, peer.ip(), hold));
             let svc = service_fn(move |req: Request<Incoming>| {
                 crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
             });

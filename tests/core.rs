@@ -599,6 +599,66 @@ async fn a_client_that_sends_no_headers_is_disconnected_after_the_header_timeout
     );
 }
 
+/// The general per-address limit (`limits.requests_per_second_per_ip`, `request_burst_per_ip`):
+/// past the burst every request from the address gets a 429 with `Retry-After` and the security
+/// headers, on HTTP/1.1 and HTTP/2, and a new connection does not start it afresh. The edge keeps
+/// each connection's bucket at hand (src/security.rs, `IpLimit`); it must still be the address's.
+#[tokio::test]
+async fn requests_past_the_per_address_burst_get_429_on_every_connection_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nrequests_per_second_per_ip = 1\nrequest_burst_per_ip = 4\n",
+    )
+    .unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let h1 = s.client_builder().http1_only().build().unwrap();
+    let h2 = s.client();
+    let mut got = Vec::new();
+    for (i, c) in [&h1, &h2, &h1, &h2, &h1, &h2].into_iter().enumerate() {
+        let r = c.get(s.url("/healthz")).send().await.unwrap();
+        if i == 0 {
+            assert_eq!(r.version(), reqwest::Version::HTTP_11);
+        }
+        if i == 1 {
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        }
+        got.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert_security_headers(&r);
+            let wait: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=2).contains(&wait), "Retry-After: {wait}");
+        }
+    }
+    // Four within the burst (a second more may have refilled one), then refused.
+    assert!(got[..4].iter().all(|c| *c == 200), "{got:?}");
+    assert_eq!(got[5], 429, "{got:?}");
+    // Connections made afresh are held to the same bucket.
+    for _ in 0..3 {
+        let fresh = s.client_builder().http1_only().build().unwrap();
+        let r = fresh.get(s.url("/healthz")).send().await.unwrap();
+        got.push(r.status().as_u16());
+    }
+    assert!(
+        got[6..].iter().filter(|c| **c == 429).count() >= 2,
+        "{got:?}"
+    );
+    // It refills at one a second.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = h2.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 /// A client that completes the TLS handshake and then sends nothing at all must not keep its
 /// connection (and its place under `max_connections`): over HTTP/1.1 and over HTTP/2.
 #[tokio::test]
