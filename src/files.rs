@@ -29,7 +29,7 @@
 //! A media folder on slow network storage would stall a worker per request; serve it through
 //! nginx or move it to a local disk.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -796,12 +796,14 @@ impl SmallFiles {
         let kept = entry.content.as_ref()?;
         let plan = decide(&kept.rep, ask);
         if plan == Plan::Whole {
-            let body = if ask.head {
-                response::empty()
-            } else {
-                response::full(kept.bytes.clone())
-            };
-            let mut resp = Response::new(body);
+            if ask.head {
+                let mut resp = Response::new(response::empty());
+                *resp.headers_mut() = kept.whole.clone();
+                resp.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(kept.rep.len));
+                return Some(resp);
+            }
+            let mut resp = Response::new(response::full(kept.bytes.clone()));
             *resp.headers_mut() = kept.whole.clone();
             return Some(resp);
         }
@@ -906,11 +908,19 @@ fn read_small(path: &Path, name: &str, policy: Policy) -> Option<Cached> {
         coding: None,
         vary: false,
     };
-    let whole = Reply::new(&rep, Plan::Whole, false, policy)
+    let mut whole = Reply::new(&rep, Plan::Whole, false, policy)
         .into_response(response::empty())
         .into_parts()
         .0
         .headers;
+    // Each answer copies this map (and drops the copy), so it holds as few shared values as it
+    // can. hyper writes the length of a body it holds in full itself, without a map entry (the
+    // answer to HEAD, with no body, gets it back in `serve`); the content type is one of a fixed
+    // set, kept as static text.
+    whole.remove(header::CONTENT_LENGTH);
+    if let Some(kind) = whole.get(header::CONTENT_TYPE).and_then(static_text) {
+        whole.insert(header::CONTENT_TYPE, kind);
+    }
     Some(Cached {
         content: Some(Kept200 {
             rep,
@@ -1259,6 +1269,28 @@ pub fn content_type(name: &str) -> String {
     } else {
         mime.to_string()
     }
+}
+
+/// The same text as a static value, for values drawn from a fixed set (content types, from
+/// `mime_guess`'s table): each distinct text is kept once for the life of the process, so copying
+/// the value touches no reference count. `None` for a value that is not plain text.
+fn static_text(value: &HeaderValue) -> Option<HeaderValue> {
+    static TEXTS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let text = value.to_str().ok()?;
+    let mut texts = TEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let kept: &'static str = match texts.get(text) {
+        Some(kept) => kept,
+        None => {
+            let kept: &'static str = Box::leak(text.to_owned().into_boxed_str());
+            texts.insert(kept);
+            kept
+        }
+    };
+    // Valid: `to_str` accepted it, and it allows less than a header value may hold.
+    Some(HeaderValue::from_static(kept))
 }
 
 /// The policy of a site file, by its name (see [`site_cache_control`]). A kept file remembers its

@@ -1264,6 +1264,16 @@ async fn www_files_answered_from_memory_follow_every_change_on_disk() {
         assert_eq!(kept.body, b"first version\n");
         assert_eq!(headers(&kept), headers(&fresh));
     }
+    // From memory over both protocols, and HEAD: the same headers, the length included (the
+    // kept map leaves it to hyper, and HEAD puts it back), and HEAD has no body.
+    for (proto, c) in both(&s) {
+        let kept = get(&c, &url, &[]).await;
+        assert_eq!(headers(&kept), headers(&fresh), "{proto}");
+        let head = fetch(&c, "HEAD", &url, &[]).await;
+        assert_eq!(head.status, 200, "{proto}");
+        assert!(head.body.is_empty(), "{proto}");
+        assert_eq!(headers(&head), headers(&fresh), "{proto} HEAD");
+    }
     let etag = fresh.h("etag").unwrap().to_string();
     let not_modified = get(&c, &url, &[("if-none-match", &etag)]).await;
     assert_eq!(not_modified.status, 304);
