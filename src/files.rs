@@ -432,7 +432,7 @@ fn open_no_symlinks(path: &Path) -> NoFollow {
     use std::os::fd::FromRawFd;
     use std::os::unix::ffi::OsStrExt;
     if NO_OPENAT2.load(Ordering::Relaxed) {
-        return NoFollow::Symlink;
+        return open_walk(path);
     }
     let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return NoFollow::Missing;
@@ -459,20 +459,87 @@ fn open_no_symlinks(path: &Path) -> NoFollow {
         Some(libc::ELOOP) => NoFollow::Symlink,
         Some(libc::ENOSYS | libc::EPERM | libc::E2BIG | libc::EINVAL) => {
             NO_OPENAT2.store(true, Ordering::Relaxed);
-            NoFollow::Symlink
+            open_walk(path)
         }
         _ => NoFollow::Missing,
     }
 }
 
-/// Opens a canonical path (no symlinks in it by construction). With `openat2` a symlink swapped
-/// in after the check is refused; without it the plain open is the best there is.
+/// [`open_no_symlinks`] where `openat2` is missing (Linux before 5.6, some sandboxes, valgrind):
+/// one `openat` per name, each with `O_NOFOLLOW`, so a link anywhere on the way is refused as it
+/// would be there. Before, such a system resolved every path in full and kept no site file in
+/// memory.
+fn open_walk(path: &Path) -> NoFollow {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Component;
+    let start: &[u8] = if path.is_absolute() { b"/" } else { b"." };
+    let open = |dir: libc::c_int, name: &[u8], flags: libc::c_int| -> Result<OwnedFd, i32> {
+        let name = std::ffi::CString::new(name).map_err(|_| libc::ENOENT)?;
+        // SAFETY: a live directory descriptor (or AT_FDCWD) and a NUL-terminated name.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
+        }
+        // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let Ok(mut dir) = open(libc::AT_FDCWD, start, libc::O_PATH | libc::O_DIRECTORY) else {
+        return NoFollow::Missing;
+    };
+    let names: Vec<&[u8]> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.as_bytes()),
+            Component::ParentDir => Some(&b".."[..]),
+            _ => None,
+        })
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let last = i + 1 == names.len();
+        // Folders on the way need only be searchable (O_PATH); the file is opened to be read.
+        let flags = if last {
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW
+        } else {
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW
+        };
+        match open(dir.as_raw_fd(), name, flags) {
+            Ok(fd) if last => return NoFollow::Opened(File::from(fd)),
+            Ok(fd) => dir = fd,
+            Err(libc::ENOENT) => return NoFollow::Missing,
+            // A link gives ELOOP as the file, and ENOTDIR as a folder on the way (O_PATH opens
+            // the link itself, which is no folder): ask what it is.
+            Err(_) => {
+                return if is_link_at(dir.as_raw_fd(), name) {
+                    NoFollow::Symlink
+                } else {
+                    NoFollow::Missing
+                };
+            }
+        }
+    }
+    NoFollow::Missing
+}
+
+/// Whether `name` in the folder `dir` is a symbolic link (not followed).
+fn is_link_at(dir: libc::c_int, name: &[u8]) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `stat` is plain data, filled in by the kernel on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a live directory descriptor, a NUL-terminated name and a live `stat`.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFLNK
+}
+
+/// Opens a canonical path (no symlinks in it by construction); a symlink swapped in after the
+/// check is refused.
 fn open_resolved(path: &Path) -> Option<File> {
     match open_no_symlinks(path) {
         NoFollow::Opened(f) => Some(f),
-        NoFollow::Symlink if NO_OPENAT2.load(Ordering::Relaxed) => {
-            open_any(path).ok().map(|(f, _)| f)
-        }
         _ => None,
     }
 }
@@ -1681,6 +1748,40 @@ mod tests {
         assert_eq!(ask.if_unmodified_since, None);
         let plain = Ask::new(&Method::GET, &HeaderMap::new());
         assert!(!plain.head && plain.accept_encoding.is_none() && plain.range.is_none());
+    }
+
+    #[test]
+    fn the_walk_without_openat2_refuses_links_as_openat2_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir(root.join("a")).unwrap();
+        std::fs::write(root.join("a/b.txt"), b"bee").unwrap();
+        std::os::unix::fs::symlink(root.join("a/b.txt"), root.join("link.txt")).unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("ldir")).unwrap();
+        let kind = |n: NoFollow| match n {
+            NoFollow::Opened(mut f) => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+                text
+            }
+            NoFollow::Symlink => "link".into(),
+            NoFollow::Missing => "missing".into(),
+        };
+        for (rel, expected) in [
+            ("a/b.txt", "bee"),
+            ("a/../a/b.txt", "bee"),
+            ("link.txt", "link"),
+            ("ldir/b.txt", "link"),
+            ("a/missing.txt", "missing"),
+            ("nothing/b.txt", "missing"),
+            ("a/b.txt/c", "missing"),
+        ] {
+            let path = root.join(rel);
+            assert_eq!(kind(open_walk(&path)), expected, "{rel}");
+            if !NO_OPENAT2.load(Ordering::Relaxed) {
+                assert_eq!(kind(open_no_symlinks(&path)), expected, "{rel} (openat2)");
+            }
+        }
     }
 
     #[test]
