@@ -163,7 +163,10 @@ impl IpLimit {
     pub fn new(per_period: u32, period: Duration, burst: u32) -> IpLimit {
         let quota = quota(per_period, period, burst);
         IpLimit {
-            refill: quota.replenish_interval() * quota.burst_size().get(),
+            refill: quota
+                .replenish_interval()
+                .checked_mul(quota.burst_size().get())
+                .unwrap_or(Duration::MAX),
             quota,
             epoch: Instant::now(),
             buckets: Mutex::new(HashMap::new()),
