@@ -458,6 +458,16 @@ mod reactor_tests {
         (client, server)
     }
 
+    /// A file with some text in a fresh folder, watched.
+    fn watched_file() -> (tempfile::TempDir, std::path::PathBuf, DiskWatch) {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a.txt");
+        std::fs::write(&file, b"zero").unwrap();
+        let w = DiskWatch::new().unwrap();
+        w.watch(&file).unwrap();
+        (tmp, file, w)
+    }
+
     /// The client sends a byte and the server reads it: one "request".
     async fn request(client: &mut TcpStream, server: &mut TcpStream) {
         client.write_all(b"x").await.unwrap();
@@ -467,11 +477,7 @@ mod reactor_tests {
 
     #[test]
     fn a_change_is_seen_by_the_next_request_on_a_single_threaded_runtime() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("a.txt");
-        std::fs::write(&file, b"zero").unwrap();
-        let w = DiskWatch::new().unwrap();
-        w.watch(&file).unwrap();
+        let (_tmp, file, w) = watched_file();
         current_thread().block_on(async {
             let (mut client, mut server) = connection().await;
             // The first call registers the descriptor and still asks the kernel.
@@ -493,11 +499,7 @@ mod reactor_tests {
 
     #[test]
     fn each_runtime_keeps_its_own_readiness_until_its_own_drain() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("a.txt");
-        std::fs::write(&file, b"zero").unwrap();
-        let w = DiskWatch::new().unwrap();
-        w.watch(&file).unwrap();
+        let (_tmp, file, w) = watched_file();
         let turn = || tokio::time::sleep(std::time::Duration::from_millis(2));
         let (a, b) = (current_thread(), current_thread());
         a.block_on(async { assert!(!w.pending_here()) });
@@ -532,11 +534,7 @@ mod reactor_tests {
 
     #[test]
     fn a_multi_threaded_runtime_and_no_runtime_ask_the_kernel_every_time() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("a.txt");
-        std::fs::write(&file, b"zero").unwrap();
-        let w = DiskWatch::new().unwrap();
-        w.watch(&file).unwrap();
+        let (_tmp, file, w) = watched_file();
         assert!(!w.pending_here());
         std::fs::write(&file, b"one").unwrap();
         assert!(w.pending_here());

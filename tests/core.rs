@@ -31,6 +31,18 @@ fn assert_security_headers(r: &reqwest::Response) {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
 }
 
+/// The server with `toml` as its config file, its files in `dir`.
+fn start_with_config(dir: &std::path::Path, toml: &str) -> Server {
+    let config = dir.join("edge.toml");
+    std::fs::write(&config, toml).unwrap();
+    Server::start_with(
+        Start::default()
+            .in_dir(dir)
+            .arg("--config")
+            .arg(config.display().to_string()),
+    )
+}
+
 fn printed_root_fingerprint(s: &Server) -> String {
     s.stdout()
         .lines()
@@ -311,17 +323,9 @@ async fn plain_http_gets_308_to_the_same_host_and_path_on_https() {
 #[tokio::test]
 async fn security_headers_are_on_200_404_and_5xx_responses() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
+    let s = start_with_config(
+        dir.path(),
         "[[routes]]\npath = \"/broken\"\nfile = \"/nonexistent/hermes-edge-test.html\"\n",
-    )
-    .unwrap();
-    let s = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(config.display().to_string()),
     );
     let c = s.admin_client().await;
     let ok = c.get(s.url("/healthz")).send().await.unwrap();
@@ -563,17 +567,9 @@ async fn a_malformed_request_gets_400_and_the_server_keeps_serving() {
 
 /// The server with `header_read_timeout_secs = secs`, its files in `dir`.
 fn start_with_header_timeout(dir: &std::path::Path, secs: u64) -> Server {
-    let config = dir.join("edge.toml");
-    std::fs::write(
-        &config,
-        format!("[limits]\nheader_read_timeout_secs = {secs}\n"),
-    )
-    .unwrap();
-    Server::start_with(
-        Start::default()
-            .in_dir(dir)
-            .arg("--config")
-            .arg(config.display().to_string()),
+    start_with_config(
+        dir,
+        &format!("[limits]\nheader_read_timeout_secs = {secs}\n"),
     )
 }
 
@@ -606,17 +602,9 @@ async fn a_client_that_sends_no_headers_is_disconnected_after_the_header_timeout
 #[tokio::test]
 async fn requests_past_the_per_address_burst_get_429_on_every_connection_from_it() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
+    let s = start_with_config(
+        dir.path(),
         "[limits]\nrequests_per_second_per_ip = 1\nrequest_burst_per_ip = 4\n",
-    )
-    .unwrap();
-    let s = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(config.display().to_string()),
     );
     let h1 = s.client_builder().http1_only().build().unwrap();
     let h2 = s.client();
@@ -632,11 +620,7 @@ async fn requests_past_the_per_address_burst_get_429_on_every_connection_from_it
         got.push(r.status().as_u16());
         if r.status() == 429 {
             assert_security_headers(&r);
-            let wait: u64 = r.headers()["retry-after"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let wait = retry_after_secs(&r);
             assert!((1..=2).contains(&wait), "Retry-After: {wait}");
         }
     }

@@ -552,3 +552,12 @@ pub async fn h2_request_then_idle(
         closed_after: closed.ok().map(|()| sent.elapsed()),
     }
 }
+
+/// The whole seconds of a response's `Retry-After`, which the edge always sends as a number.
+pub fn retry_after_secs(r: &reqwest::Response) -> u64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .expect("Retry-After is text")
+        .parse()
+        .expect("Retry-After is whole seconds")
+}
