@@ -981,9 +981,9 @@ fn read_small(path: &Path, name: &str, policy: Policy) -> Option<Cached> {
         .0
         .headers;
     // Each answer copies this map (and drops the copy), so it holds as few shared values as it
-    // can. hyper writes the length of a body it holds in full itself, without a map entry (the
-    // answer to HEAD, with no body, gets it back in `serve`); the content type is one of a fixed
-    // set, kept as static text.
+    // can. hyper writes the length of a body it holds in full itself (HTTP/1.1 straight into the
+    // head, HTTP/2 into the map it sends); the answer to HEAD, with no body, gets it back in
+    // `serve`. The content type is one of a fixed set, kept as static text.
     whole.remove(header::CONTENT_LENGTH);
     if let Some(kind) = whole.get(header::CONTENT_TYPE).and_then(static_text) {
         whole.insert(header::CONTENT_TYPE, kind);
