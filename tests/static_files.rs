@@ -1365,6 +1365,44 @@ async fn www_files_answered_from_memory_follow_every_change_on_disk() {
     assert_eq!(get(&c, &url, &[]).await.body, b"newest site\n");
 }
 
+/// Every rewrite of a kept file shows on the very next request, many times over, on both
+/// protocols, with other kept files asked in between. The edge learns of a change from its
+/// reactor's record of the inotify descriptor rather than asking the kernel on each request
+/// (src/disk_watch.rs, `pending_here`), so this runs the rewrite-then-ask order fast and often.
+#[tokio::test]
+async fn rapid_rewrites_of_kept_files_each_show_on_the_next_request() {
+    let tmp = fixture("");
+    let www = tmp.path().join("site");
+    std::fs::create_dir_all(&www).unwrap();
+    let (file, other) = (www.join("count.txt"), www.join("other.txt"));
+    std::fs::write(&file, b"start").unwrap();
+    std::fs::write(&other, b"other").unwrap();
+    let s = start(&tmp, &["--www", www.to_str().unwrap()]);
+    for (proto, c) in both(&s) {
+        // Kept from here on.
+        for _ in 0..2 {
+            assert_eq!(get(&c, &s.url("/count.txt"), &[]).await.body, b"start");
+        }
+        for i in 0..60 {
+            let text = format!("{proto} {i}");
+            std::fs::write(&file, &text).unwrap();
+            let got = get(&c, &s.url("/count.txt"), &[]).await;
+            assert_eq!(
+                String::from_utf8_lossy(&got.body),
+                text,
+                "{proto}: rewrite {i} not seen"
+            );
+            // Asked again unchanged: answered the same (from memory once more).
+            let again = get(&c, &s.url("/count.txt"), &[]).await;
+            assert_eq!(String::from_utf8_lossy(&again.body), text, "{proto} {i}");
+            if i % 3 == 0 {
+                assert_eq!(get(&c, &s.url("/other.txt"), &[]).await.body, b"other");
+            }
+        }
+        std::fs::write(&file, b"start").unwrap();
+    }
+}
+
 /// Folders swapped in above the site root are watched in their turn: after `a` is replaced, a
 /// later swap of `a/b` (a folder inside the new `a`) still shows on the next request.
 #[tokio::test]
