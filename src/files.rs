@@ -748,10 +748,11 @@ const CACHED_FILES_MAX: usize = 512;
 const CACHED_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 /// The small files of a `--www` folder, kept in memory between requests. Whether anything changed
-/// on disk is asked of the kernel with one `poll` of an inotify instance per request
-/// ([`DiskWatch`]), which replaced a `stat` of the file and of its folder (two path walks, about
-/// 15 % of the server's CPU for a 1 KiB page); those had replaced the `open`, `fstat`, two sibling
-/// `stat`s, `pread` and `close` of a fresh read.
+/// on disk is told by an inotify instance ([`DiskWatch`]): on the HTTPS threads by their reactor's
+/// record of its readiness ([`DiskWatch::pending_here`]; a `poll` per request before, 3 % of the
+/// server's CPU for a 1 KiB page), which replaced a `stat` of the file and of its folder (two path
+/// walks, about 15 %); those had replaced the `open`, `fstat`, two sibling `stat`s, `pread` and
+/// `close` of a fresh read.
 ///
 /// An answer from memory is exactly what a fresh read would give, and any change on disk is seen
 /// by the very next request: the kernel queues the event before the call that made the change
@@ -759,7 +760,8 @@ const CACHED_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// Watched before a file is read: the file itself (writes through any hard link), every folder
 /// from the site root down to it (names replaced, `.br`/`.gz` siblings appearing), and the name
 /// of each folder above the root in its parent (the root swapped, or a link on the way). Only
-/// files reached without symbolic links (`openat2` with `RESOLVE_NO_SYMLINKS`) are kept. Where
+/// files reached without symbolic links (`openat2` with `RESOLVE_NO_SYMLINKS`, or one `openat`
+/// with `O_NOFOLLOW` per name where `openat2` is missing) are kept. Where
 /// inotify is not available, or cannot see every change (a network or user-space file system,
 /// see `disk_watch::sees_every_change`), nothing is kept and every request reads the disk.
 pub struct SmallFiles {
