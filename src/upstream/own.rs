@@ -722,47 +722,47 @@ mod tests {
         }
     }
 
+    /// Plays `script` from a fresh peer to a fresh `OwnUpstream`, expects `answers` in order, and
+    /// gives how many connections the peer saw.
+    async fn connections_for(script: Vec<Answer>, answers: &[(StatusCode, &[u8])]) -> usize {
+        let (addr, conns) = peer(script).await;
+        expect(&OwnUpstream::new(), &addr, answers).await;
+        conns.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn chunked_answers_are_decoded_across_reads_and_the_connection_is_used_again() {
-        let (addr, conns) = peer(vec![
-            keep(vec![
-                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhel",
-                b"lo\r",
-                b"\n6\r\n world\r\n0\r\n",
-                b"trailer: x\r\n\r\n",
-            ]),
-            keep(vec![
-                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
-            ]),
-        ])
-        .await;
-        let own = OwnUpstream::new();
-        expect(
-            &own,
-            &addr,
+        let seen = connections_for(
+            vec![
+                keep(vec![
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+                    b"lo\r",
+                    b"\n6\r\n world\r\n0\r\n",
+                    b"trailer: x\r\n\r\n",
+                ]),
+                keep(vec![
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
+                ]),
+            ],
             &[(StatusCode::OK, b"hello world"), (StatusCode::OK, b"abc")],
         )
         .await;
-        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        assert_eq!(seen, 1);
     }
 
     #[tokio::test]
     async fn answers_without_a_length_or_with_connection_close_end_the_connection() {
-        let (addr, conns) = peer(vec![
-            keep(vec![
-                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
-            ]),
-            then_close(vec![b"HTTP/1.1 404 Not Found\r\n\r\nuntil ", b"the end"]),
-            keep(vec![b"HTTP/1.0 204 No Content\r\n\r\n"]),
-            keep(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nz"]),
-        ])
-        .await;
-        let own = OwnUpstream::new();
         // Each of the first three ends its connection: `Connection: close`, no length (the body
         // runs to the end of the connection), HTTP/1.0.
-        expect(
-            &own,
-            &addr,
+        let seen = connections_for(
+            vec![
+                keep(vec![
+                    b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+                ]),
+                then_close(vec![b"HTTP/1.1 404 Not Found\r\n\r\nuntil ", b"the end"]),
+                keep(vec![b"HTTP/1.0 204 No Content\r\n\r\n"]),
+                keep(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nz"]),
+            ],
             &[
                 (StatusCode::OK, b"ok"),
                 (StatusCode::NOT_FOUND, b"until the end"),
@@ -771,7 +771,7 @@ mod tests {
             ],
         )
         .await;
-        assert_eq!(conns.load(Ordering::SeqCst), 4);
+        assert_eq!(seen, 4);
     }
 
     #[tokio::test]
@@ -798,19 +798,15 @@ mod tests {
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced_and_the_request_sent_again() {
         // The peer closes the connection after its first answer, without saying so.
-        let (addr, conns) = peer(vec![
-            then_close(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na"]),
-            keep(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"]),
-        ])
-        .await;
-        let own = OwnUpstream::new();
-        expect(
-            &own,
-            &addr,
+        let seen = connections_for(
+            vec![
+                then_close(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na"]),
+                keep(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"]),
+            ],
             &[(StatusCode::OK, b"a"), (StatusCode::OK, b"b")],
         )
         .await;
-        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        assert_eq!(seen, 2);
     }
 
     #[tokio::test]
