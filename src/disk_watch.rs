@@ -58,11 +58,13 @@ pub struct DiskWatch {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A copy of a watch's descriptor registered with one runtime's reactor, which then keeps its
-/// readiness as part of the `epoll` turns it makes anyway.
+/// readiness as part of the `epoll` turns it makes anyway. `fd` is `None` when the registration
+/// failed (the copy or `epoll_ctl` refused): that runtime then asks the kernel each time, and does
+/// not try to register again on every request.
 struct Registration {
     watch: u64,
     runtime: tokio::runtime::Id,
-    fd: AsyncFd<OwnedFd>,
+    fd: Option<AsyncFd<OwnedFd>>,
 }
 
 thread_local! {
@@ -175,22 +177,20 @@ impl DiskWatch {
                 // A copy of the descriptor shares its queue; the reactor sees it from its next turn.
                 // (Every runtime of the server is built with its I/O driver, which this needs.)
                 // SAFETY: an `OwnedFd` names the same open descriptor for as long as it lives.
-                let registered = self.fd.try_clone().ok().and_then(|fd| unsafe {
+                let fd = self.fd.try_clone().ok().and_then(|fd| unsafe {
                     AsyncFd::register_with_interest(fd, Interest::READABLE).ok()
                 });
-                if let Some(fd) = registered {
-                    regs.push(Registration {
-                        watch: self.id,
-                        runtime,
-                        fd,
-                    });
-                }
+                regs.push(Registration {
+                    watch: self.id,
+                    runtime,
+                    fd,
+                });
                 return self.pending();
             };
-            match regs[i]
-                .fd
-                .poll_read_ready(&mut Context::from_waker(Waker::noop()))
-            {
+            let Some(fd) = &regs[i].fd else {
+                return self.pending();
+            };
+            match fd.poll_read_ready(&mut Context::from_waker(Waker::noop())) {
                 Poll::Pending => false,
                 Poll::Ready(Ok(_)) => true,
                 // The runtime is shutting down: forget the registration.
@@ -219,6 +219,7 @@ impl DiskWatch {
                     .find(|r| r.watch == self.id && Some(r.runtime) == runtime)?;
                 match r
                     .fd
+                    .as_ref()?
                     .poll_read_ready(&mut Context::from_waker(Waker::noop()))
                 {
                     Poll::Ready(Ok(guard)) => Some(guard),
