@@ -8,17 +8,20 @@
 # callgrind in front of it, then the bare hyper proxy of bench/bare_bench.rs under callgrind, and
 # sends each N (default 4000) POST /v1/chat/completions over 8 HTTP/1.1 keep-alive connections
 # (h2load) after 400 to warm up. With MODE=page: GET of bench/run.sh's 1 KiB file from the site
-# folder, against the bare server's page. Prints instructions per request for both, and keeps the
-# callgrind files of the edge in $KEEP when set. EDGE_BIN=path measures another build of the edge.
+# folder, against the bare server's page. With MODE=conn: the same GET, each on a new TLS
+# connection (h2load -cN -nN), so the count is per connection: handshake, request and close.
+# Prints instructions per request for both, and keeps the callgrind files of the edge in $KEEP
+# when set. EDGE_BIN=path measures another build of the edge.
 # Loopback only; every run is bounded.
 #
-# Usage: [MODE=page] bash bench/instructions.sh [requests]
+# Usage: [MODE=page|conn] bash bench/instructions.sh [requests]
 # Note: valgrind's CPU has no SHA extensions, so the token check's SHA-256 counts about 3,400
 # instructions here that take a few hundred cycles on a CPU with them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-4000}
 MODE=${MODE:-proxy}
+# New connections under valgrind are slow (about a million instructions each): fewer of them.
+N=${1:-4000}; [[ $MODE == conn && -z ${1:-} ]] && N=200
 
 source bench/lib.sh
 bench_install_tools
@@ -32,7 +35,7 @@ BENCH=./target/release/examples/chat-bench
 bench_workdir instructions
 EDGE=${EDGE_BIN:-./target/release/hermes-edge}
 KEY=bench-api-key-0123456789abcdef
-if [[ $MODE == page ]]; then
+if [[ $MODE == page || $MODE == conn ]]; then
   mkdir -p "$work/www"
   head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/bench.txt"
   printf 'www = "%s"\n%s\n' "$work/www" "$BENCH_LIMITS" > "$work/edge.toml"
@@ -40,6 +43,7 @@ if [[ $MODE == page ]]; then
   start_edge
   LOAD=()
   WHAT="GET of a 1 KiB site file"
+  [[ $MODE == conn ]] && WHAT="new TLS connection with one GET of a 1 KiB site file"
   PATH_ASKED=/bench.txt
   CURL=()
 else
@@ -67,10 +71,13 @@ count() {
     [[ $(curl -sk -o /dev/null -w '%{http_code}' "${CURL[@]}" "$url") == 200 ]] && break
     sleep 0.5
   done
-  timeout 120 h2load --h1 -c8 -t1 -n 400 "${LOAD[@]}" "$url" > /dev/null
+  # Keep-alive: 8 connections share the requests. MODE=conn: one request per connection.
+  local warm=(-c8 -n 400) run=(-c8 -n "$N")
+  [[ $MODE == conn ]] && warm=(-c50 -n 50) run=(-c"$N" -n "$N")
+  timeout 120 h2load --h1 -t1 "${warm[@]}" "${LOAD[@]}" "$url" > /dev/null
   callgrind_control -z "$vg" > /dev/null 2>&1
   local done
-  done=$(timeout 300 h2load --h1 -c8 -t1 -n "$N" "${LOAD[@]}" "$url" | awk '/^status codes:/ {print $3}')
+  done=$(timeout 300 h2load --h1 -t1 "${run[@]}" "${LOAD[@]}" "$url" | awk '/^status codes:/ {print $3}')
   [[ $done == "$N" ]] || { echo "$name: only ${done:-0} of $N requests answered 2xx"; exit 1; }
   callgrind_control -d "$vg" > /dev/null 2>&1
   kill "$vg"
@@ -91,7 +98,7 @@ count hermes-edge "$P" "$EDGE" \
   --config "$work/edge.toml" --listen "127.0.0.1:$P" --http-listen off --certs-dir "$work/certs" \
   --data-dir "$work/data" --upstream "http://127.0.0.1:${UP_PORT:-9}"
 P=$(free_port)
-if [[ $MODE == page ]]; then
+if [[ $MODE == page || $MODE == conn ]]; then
   count bare-page "$P" ./target/release/examples/bare-bench "$P" "$work/nginx/chain.pem" \
     "$work/nginx/key.pem" page
 else
