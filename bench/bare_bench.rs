@@ -22,10 +22,6 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
-/// The allocator hermes-edge runs with (src/main.rs), so the two differ only in their own work.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// The security headers hermes-edge sends (its `security::CSP` and the five others).
 const SECURITY: [(&str, &str); 6] = [
     ("strict-transport-security", "max-age=86400"),

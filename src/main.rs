@@ -2,15 +2,6 @@
 //!
 //! `main` only reads the command line and hands over to the module that does the work.
 
-/// jemalloc instead of glibc's malloc: per-thread caches for every size this server allocates
-/// per request. A response's header map is about 1.1 KiB, above glibc's per-thread cache
-/// (1,032 bytes), so glibc took its slow path for it on every request. Counted by callgrind
-/// (`bench/instructions.sh`): 27,394 → 25,770 instructions per GET of a 1 KiB site file and
-/// 49,485 → 46,077 per proxied request; resident memory the same (15 MiB idle, 46 MiB with
-/// 1,000 open chat streams). mimalloc saved about as much but doubled both (33 and 93 MiB).
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 mod app;
 mod auth;
 mod config;

@@ -4,8 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
-# The build itself: aws-lc and SQLite are compiled with cc, jemalloc with make.
-{ command -v cc && command -v make; } >/dev/null || apt_packages+=(build-essential)
 command -v openssl >/dev/null || apt_packages+=(openssl)
 # Pebble (Let's Encrypt's test CA) and pebble-challtestsrv for tests/acme.rs.
 command -v pebble >/dev/null || apt_packages+=(pebble)
