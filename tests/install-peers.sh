@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
+# The build itself: aws-lc and SQLite are compiled from C.
+command -v cc >/dev/null || apt_packages+=(build-essential)
 command -v openssl >/dev/null || apt_packages+=(openssl)
 # Pebble (Let's Encrypt's test CA) and pebble-challtestsrv for tests/acme.rs.
 command -v pebble >/dev/null || apt_packages+=(pebble)
