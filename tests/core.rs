@@ -643,6 +643,36 @@ async fn requests_past_the_per_address_burst_get_429_on_every_connection_from_it
     assert_eq!(r.status(), 200);
 }
 
+/// Behind a trusted proxy the general per-address limit counts the forwarded address, not the
+/// proxy's connection, whose bucket the edge keeps at hand (src/router.rs looks the address's up
+/// instead): one client past its burst does not hold up another coming through the same proxy.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_per_address_limit_counts_the_forwarded_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with_config(
+        dir.path(),
+        "[limits]\nrequests_per_second_per_ip = 1\nrequest_burst_per_ip = 3\n\
+         trusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    // One connection, the proxy's, carries both clients' requests.
+    let proxy = s.client_builder().http1_only().build().unwrap();
+    let get = |ip: &'static str| {
+        proxy
+            .get(s.url("/healthz"))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    let mut flood = Vec::new();
+    for _ in 0..6 {
+        flood.push(get("203.0.113.10").await.unwrap().status().as_u16());
+    }
+    assert_eq!(flood[..3], [200, 200, 200], "{flood:?}");
+    assert_eq!(flood[5], 429, "{flood:?}");
+    let other = get("198.51.100.20").await.unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(get("203.0.113.10").await.unwrap().status(), 429);
+}
+
 /// A client that completes the TLS handshake and then sends nothing at all must not keep its
 /// connection (and its place under `max_connections`): over HTTP/1.1 and over HTTP/2.
 #[tokio::test]
