@@ -10,7 +10,7 @@
 # (h2load) after 400 to warm up. With MODE=page: GET of bench/run.sh's 1 KiB file from the site
 # folder, against the bare server's page. With MODE=conn: the same GET, each on a new TLS
 # connection (h2load -cN -nN), so the count is per connection: handshake, request and close.
-# Prints instructions per request for both, and keeps the callgrind files of the edge in $KEEP
+# Prints instructions per request for both, and keeps the callgrind files of both in $KEEP
 # when set. EDGE_BIN=path measures another build of the edge.
 # Loopback only; every run is bounded.
 #
@@ -88,7 +88,7 @@ count() {
     total=$((total + ${t:-0}))
   done
   echo "$name: $((total / N)) instructions per $WHAT ($N requests)"
-  if [[ -n ${KEEP:-} && $name == hermes-edge ]]; then mkdir -p "$KEEP"; cp "$out"* "$KEEP/"; fi
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP"; cp "$out"* "$KEEP/"; fi
 }
 
 # (valgrind follows no child process, so the environment is set for valgrind itself.)
