@@ -23,6 +23,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub headers: SecurityHeaders,
+    /// The headers of a `/v1` answer before the upstream's are put in (`openai::answer_headers`).
+    pub v1_headers: [http::HeaderMap; 8],
     pub www: Www,
     /// The local root CA in PEM, served at `/ca.crt` so devices can trust it once.
     pub ca_pem: Option<Bytes>,
@@ -93,8 +95,10 @@ impl App {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .build(connector);
+        let headers = SecurityHeaders::new(config.hsts_max_age);
         Arc::new(App {
-            headers: SecurityHeaders::new(config.hsts_max_age),
+            v1_headers: crate::upstream::openai::answer_headers(&headers),
+            headers,
             ip_limit: IpLimit::new(
                 l.requests_per_second_per_ip,
                 Duration::from_secs(1),

@@ -1125,6 +1125,16 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
+    // The upstream's Cache-Control passes; what it did not send is not made up (nor left empty).
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    assert_eq!(r.headers()["x-accel-buffering"], "no");
+    assert!(r.headers().get("x-hermes-session-id").is_none());
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert!(
+        r.headers().values().all(|v| !v.is_empty()),
+        "{:?}",
+        r.headers()
+    );
     assert_eq!(text(r).await, Reply::sse_text(&["Hello", " there"]));
     let req = fake.requests()[0].clone();
     assert_eq!(
@@ -1142,10 +1152,13 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
     assert!(line.contains("user=admin"), "{log}");
 
     // Without a session id the request's own history is used, scoped to the user.
-    fake.push(Reply::json(
-        200,
-        "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"ok\"}}]}",
-    ));
+    fake.push(
+        Reply::json(
+            200,
+            "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"ok\"}}]}",
+        )
+        .header("x-hermes-session-id", "derived-1"),
+    );
     let r = api
         .post(s.url("/v1/chat/completions"))
         .header("authorization", format!("Bearer {token}"))
@@ -1155,6 +1168,15 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["x-hermes-session-id"], "derived-1");
+    assert!(r.headers().get("cache-control").is_none());
+    assert!(r.headers().get("x-accel-buffering").is_none());
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert!(
+        r.headers().values().all(|v| !v.is_empty()),
+        "{:?}",
+        r.headers()
+    );
     // A JSON answer keeps its length (no chunked re-encoding).
     assert_eq!(r.headers()["content-length"], "61");
     assert_eq!(

@@ -172,6 +172,33 @@ async fn models(app: &App, ctx: &Ctx) -> Resp {
     forward(app, &out).await
 }
 
+/// The headers of the upstream answer that a `/v1` client gets, besides the security headers.
+const PASSED: [header::HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
+    super::X_HERMES_SESSION_ID,
+];
+
+/// The security headers with a slot for each subset of `PASSED` (index bit `i` set: a slot, an
+/// empty value, for `PASSED[i]`), from which `forward` takes the one whose slots the upstream
+/// answer fills, so no slot ever leaves the edge empty.
+///
+/// Why: a cloned map has no room to spare, so the first header added to a copy of the six grew
+/// it (a `realloc` and its copy, about 1,000 instructions per proxied request by callgrind).
+/// Setting a name the map holds replaces the value in place. Nine entries at most (936 bytes)
+/// also stay within glibc's per-thread cache of small blocks.
+pub fn answer_headers(security: &crate::security::SecurityHeaders) -> [http::HeaderMap; 8] {
+    std::array::from_fn(|set| {
+        let mut map = security.map();
+        for (i, name) in PASSED.iter().enumerate() {
+            if set & (1 << i) != 0 {
+                map.insert(name.clone(), HeaderValue::from_static(""));
+            }
+        }
+        map
+    })
+}
+
 /// Sends and relays the answer as it arrives, with the headers a client needs.
 async fn forward(app: &App, out: &Outgoing) -> Resp {
     let upstream = match super::send(app, out).await {
@@ -183,13 +210,14 @@ async fn forward(app: &App, out: &Outgoing) -> Resp {
     let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(relay));
     *r.status_mut() = parts.status;
     // The security headers are in it already.
-    let mut headers = app.headers.map();
-    for name in [
-        header::CONTENT_TYPE,
-        header::CACHE_CONTROL,
-        super::X_HERMES_SESSION_ID,
-    ] {
-        if let Some(v) = parts.headers.get(&name) {
+    let passed = PASSED.map(|name| parts.headers.get(&name));
+    let set = passed
+        .iter()
+        .enumerate()
+        .fold(0, |set, (i, v)| set | usize::from(v.is_some()) << i);
+    let mut headers = app.v1_headers[set].clone();
+    for (name, value) in PASSED.into_iter().zip(passed) {
+        if let Some(v) = value {
             headers.insert(name, v.clone());
         }
     }
