@@ -68,7 +68,7 @@ fi
 
 echo "== 1. latency per SSE event (5 streams x 100 events, 10 ms apart)" >&2
 # Both at the same time: this machine stalls for 1-10 ms now and then (the direct path alone
-# has shown a p99 of 3-8 ms), so measured one after the other a stall in either window decided
+# has shown a p99 of 2-8 ms), so measured one after the other a stall in either window decided
 # the difference. Side by side, a stall of the machine reaches both. The direct streams start a
 # second later, once the edge's client has signed in (hashing the password takes a core a while).
 (sleep 1; $BENCH latency --url "$UP" --streams 5 > "$work/direct.latency") &
