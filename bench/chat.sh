@@ -71,8 +71,8 @@ echo "== 1. latency per SSE event (5 streams x 100 events, 10 ms apart)" >&2
 # has shown a p99 of 2-8 ms), so measured one after the other a stall in either window decided
 # the difference. Side by side, a stall of the machine reaches both. The direct streams start a
 # second later, once the edge's client has signed in (hashing the password takes a core a while).
-(sleep 1; $BENCH latency --url "$UP" --streams 5 > "$work/direct.latency") &
-lat_pid=$!
+(sleep 1; exec $BENCH latency --url "$UP" --streams 5 > "$work/direct.latency") &
+lat_pid=$!; pids+=($lat_pid)
 edge=$($BENCH latency --url "$EDGE" --edge --ca "$CA" --password "$PASSWORD" --streams 5)
 wait "$lat_pid"
 direct=$(cat "$work/direct.latency")
