@@ -305,6 +305,67 @@ impl RelPath {
 /// Decodes a raw (still percent-encoded) URL path relative to a root, refusing anything that could
 /// name a place outside it or a hidden file. Decodes exactly once.
 pub fn parse_rel(raw: &str) -> Result<RelPath, Refusal> {
+    plain_rel(raw).unwrap_or_else(|| parse_rel_general(raw))
+}
+
+/// `parse_rel` for the usual path, ASCII without a `%`, in one pass over its bytes (the general
+/// rules below took five, and showed in profiles of the site's files). `None`: a path with a `%`
+/// or a byte above ASCII, for the general rules. Gives the same answer as they do (a test compares
+/// the two over every short path of the characters that matter).
+fn plain_rel(raw: &str) -> Option<Result<RelPath, Refusal>> {
+    let bytes = raw.as_bytes();
+    // The first refusal of a name, which counts only when nothing in the path is refused outright.
+    let mut hidden = false;
+    let mut bad = bytes.first() == Some(&b'/');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' | 0x80.. => return None,
+            b'\\' | ..=0x1f | 0x7f => bad = true,
+            b'/' => {
+                // A name ends here; a `/` at the very end only marks a folder.
+                bad |= check_name(&bytes[start..i], &mut hidden);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let dir = bytes.is_empty() || bytes.last() == Some(&b'/');
+    if !dir {
+        bad |= check_name(&bytes[start..], &mut hidden);
+    }
+    Some(if bad {
+        Err(Refusal::BadRequest)
+    } else if hidden {
+        Err(Refusal::NotFound)
+    } else {
+        let len = if dir {
+            raw.len().saturating_sub(1)
+        } else {
+            raw.len()
+        };
+        Ok(RelPath {
+            path: raw[..len].to_owned(),
+            dir,
+        })
+    })
+}
+
+/// One name of a path: `true` when it is refused outright (empty, `.` or `..`). A hidden name
+/// (starting with a dot) sets `hidden` unless an earlier name was refused outright, as the general
+/// rules, which stop at the first name they refuse, would have it.
+fn check_name(name: &[u8], hidden: &mut bool) -> bool {
+    match name {
+        [] | [b'.'] | [b'.', b'.'] => !*hidden,
+        [b'.', ..] => {
+            *hidden = true;
+            false
+        }
+        _ => false,
+    }
+}
+
+fn parse_rel_general(raw: &str) -> Result<RelPath, Refusal> {
     if raw.contains('\\') {
         return Err(Refusal::BadRequest);
     }
@@ -778,8 +839,10 @@ pub struct SmallFiles {
 struct Kept {
     /// Moves on every change seen, so an entry read before a change is never stored after it.
     generation: u64,
-    /// By the path relative to the root (`vendor/marked.min.js`).
-    files: HashMap<String, Arc<Cached>>,
+    /// By the path relative to the root (`vendor/marked.min.js`). foldhash (already built for
+    /// governor) instead of SipHash: hashing the name cost about 170 instructions of a GET. Only
+    /// files that exist are stored, so the client cannot fill the map with colliding names.
+    files: HashMap<String, Arc<Cached>, foldhash::fast::RandomState>,
 }
 
 struct Cached {
@@ -1832,6 +1895,33 @@ mod tests {
         }
         assert_eq!(parse_rel(".env"), Err(NotFound));
         assert_eq!(parse_rel("a/.git/config"), Err(NotFound));
+    }
+
+    #[test]
+    fn the_one_pass_rel_path_answers_as_the_general_rules_do() {
+        let answer = |r: Result<RelPath, Refusal>| r.map(|p| (p.path, p.dir));
+        // Every path of up to six of these characters: names, dots, slashes, a backslash and
+        // control characters, in every order (56,000 paths).
+        let chars = ['a', '.', '/', '\\', '\u{1}', '\u{7f}'];
+        let mut paths = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|p| chars.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            paths.extend(last.iter().cloned());
+        }
+        let mut compared = 0;
+        for p in &paths {
+            let fast = plain_rel(p).map(answer);
+            assert_eq!(fast, Some(answer(parse_rel_general(p))), "{p:?}");
+            compared += 1;
+        }
+        assert_eq!(compared, 55_987);
+        // The paths it leaves to the general rules.
+        assert!(plain_rel("a%20b").is_none());
+        assert!(plain_rel("caf\u{e9}").is_none());
     }
 
     #[test]
