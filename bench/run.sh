@@ -91,7 +91,7 @@ for round in $(seq "$ROUNDS"); do
     r=$(python3 -c "print(f'{${got[edge]:-0}/${got[nginx]:-1}:.2f}' if ${got[nginx]:-0} else 0)")
     R[ratio.$k]+="$r "
     line+=" $k ${got[edge]}/${got[nginx]} (${r}x)"
-    if [[ ${BARE:-0} == 1 && $k != conn ]]; then
+    if [[ ${BARE:-0} == 1 ]]; then
       b=$(run_one $k bare); R[bare.$k]+="$b "
       rb=$(python3 -c "print(f'{$b/${got[nginx]:-1}:.2f}' if ${got[nginx]:-0} else 0)")
       R[bratio.$k]+="$rb "; line+=" bare $b (${rb}x)"
@@ -127,8 +127,8 @@ for k in h1 h2 conn; do
   printf '| %s | %s | %s | %s |\n' "$label" "$e" "$n" "$ratio"
 done
 if [[ ${BARE:-0} == 1 ]]; then
-  for k in h1 h2; do
-    printf '| bare hyper + rustls, %s req/s (measured right after the pair) | %s | | %sx (rounds: %s) |\n' "$k" \
+  for k in h1 h2 conn; do
+    printf '| bare hyper + rustls, %s per second (measured right after the pair) | %s | | %sx (rounds: %s) |\n' "$k" \
       "$(echo ${R[bare.$k]} | tr ' ' '\n' | median)" "$(echo ${R[bratio.$k]} | tr ' ' '\n' | median)" "${R[bratio.$k]% }"
   done
 fi
