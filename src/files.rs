@@ -314,7 +314,8 @@ pub fn parse_rel(raw: &str) -> Result<RelPath, Refusal> {
 /// the two over every short path of the characters that matter).
 fn plain_rel(raw: &str) -> Option<Result<RelPath, Refusal>> {
     let bytes = raw.as_bytes();
-    // The first refusal of a name, which counts only when nothing in the path is refused outright.
+    // Set by a hidden name that comes before any empty, `.` or `..` name: the answer is then
+    // `NotFound`, unless a character of the path is refused (`BadRequest`).
     let mut hidden = false;
     let mut bad = bytes.first() == Some(&b'/');
     let mut start = 0;
@@ -1901,7 +1902,7 @@ mod tests {
     fn the_one_pass_rel_path_answers_as_the_general_rules_do() {
         let answer = |r: Result<RelPath, Refusal>| r.map(|p| (p.path, p.dir));
         // Every path of up to six of these characters: names, dots, slashes, a backslash and
-        // control characters, in every order (56,000 paths).
+        // control characters, in every order.
         let chars = ['a', '.', '/', '\\', '\u{1}', '\u{7f}'];
         let mut paths = vec![String::new()];
         let mut last = vec![String::new()];
