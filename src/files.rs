@@ -352,9 +352,9 @@ fn plain_rel(raw: &str) -> Option<Result<RelPath, Refusal>> {
     })
 }
 
-/// One name of a path: `true` when it is refused outright (empty, `.` or `..`). A hidden name
-/// (starting with a dot) sets `hidden` unless an earlier name was refused outright, as the general
-/// rules, which stop at the first name they refuse, would have it.
+/// One name of a path: `true` when it is refused outright (empty, `.` or `..`) and no hidden
+/// name came before it; a hidden name (starting with a dot) sets `hidden`. So whichever of the two
+/// comes first decides, as in the general rules, which stop at the first name they refuse.
 fn check_name(name: &[u8], hidden: &mut bool) -> bool {
     match name {
         [] | [b'.'] | [b'.', b'.'] => !*hidden,
