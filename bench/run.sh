@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Core benchmark (issue 2): a 1 KiB file over HTTPS, hermes-edge beside nginx in the same run.
 #   h1 keep-alive requests/s (wrk), h2 requests/s (h2load), new TLS connections/s with one request
-#   each (h2load --h1 -c400 -n400), server CPU per request, resident memory. Same certificate,
-#   same file, same headers.
+#   each (h2load --h1 -c400 -n400, and the same with bench/conn_bench.rs, a rustls client that
+#   takes less of the two cores than h2load's OpenSSL), server CPU per request, resident memory.
+#   Same certificate, same file, same headers.
 # Loopback only; every load run is bounded in time or count. Usage: bash bench/run.sh [seconds] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ ROUNDS=${2:-3}
 source bench/lib.sh
 bench_install_tools
 cargo build --release -q
+cargo build --release -q --example conn-bench
 
 bench_workdir bench
 
@@ -71,6 +73,18 @@ conns() {
   done | sort -n | sed -n 3p
 }
 
+# The same 400 connections from bench/conn_bench.rs (rustls): about 190 µs of client CPU per
+# connection against h2load's 470, so more of what is measured is the server. A failed
+# connection fails the run.
+connr() {
+  local out
+  for _ in 1 2 3 4 5; do
+    out=$(timeout 60 ./target/release/examples/conn-bench "$1" /bench.txt 400 2) || {
+      echo "bench: conn-bench against $1 failed" >&2; exit 1; }
+    awk '/^conns\/s/ {print $2}' <<< "$out"
+  done | sort -n | sed -n 3p
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A R
 # Each workload runs on both servers back to back, first one then the other, swapping the order
@@ -80,12 +94,12 @@ declare -A R
 run_one() { # workload who
   local port=$EDGE_PORT; [[ $2 == nginx ]] && port=$NGINX_PORT; [[ $2 == bare ]] && port=$BARE_PORT
   local url="https://127.0.0.1:$port/bench.txt"
-  case $1 in h1) h1 "$url";; h2) h2 "$url";; conn) conns "$url";; esac
+  case $1 in h1) h1 "$url";; h2) h2 "$url";; conn) conns "$url";; connr) connr "127.0.0.1:$port";; esac
 }
 for round in $(seq "$ROUNDS"); do
   order="edge nginx"; (( round % 2 == 0 )) && order="nginx edge"
   line="round $round:"
-  for k in h1 h2 conn; do
+  for k in h1 h2 conn connr; do
     declare -A got=()
     for who in $order; do got[$who]=$(run_one $k $who); R[$who.$k]+="${got[$who]} "; done
     r=$(python3 -c "print(f'{${got[edge]:-0}/${got[nginx]:-1}:.2f}' if ${got[nginx]:-0} else 0)")
@@ -118,16 +132,17 @@ for who in edge nginx; do
 done
 
 printf '\n| workload (1 KiB file, %ss runs, %s rounds; req/s medians, ratio: median of the rounds) | hermes-edge | nginx | ratio |\n|---|---|---|---|\n' "$SECS" "$ROUNDS"
-for k in h1 h2 conn; do
+for k in h1 h2 conn connr; do
   e=$(echo ${R[edge.$k]} | tr ' ' '\n' | median); n=$(echo ${R[nginx.$k]} | tr ' ' '\n' | median)
   ratio="$(echo ${R[ratio.$k]} | tr ' ' '\n' | median)x (rounds: ${R[ratio.$k]% })"
   label=$k; [[ $k == h1 ]] && label="HTTP/1.1 keep-alive req/s (wrk -t2 -c64)"
   [[ $k == h2 ]] && label="HTTP/2 req/s (h2load -c64 -m10 -t2)"
   [[ $k == conn ]] && label="new TLS connections/s, 1 request each (h2load --h1 -c400 -n400)"
+  [[ $k == connr ]] && label="the same 400 connections from conn-bench (rustls client)"
   printf '| %s | %s | %s | %s |\n' "$label" "$e" "$n" "$ratio"
 done
 if [[ ${BARE:-0} == 1 ]]; then
-  for k in h1 h2 conn; do
+  for k in h1 h2 conn connr; do
     printf '| bare hyper + rustls, %s per second (measured right after the pair) | %s | | %sx (rounds: %s) |\n' "$k" \
       "$(echo ${R[bare.$k]} | tr ' ' '\n' | median)" "$(echo ${R[bratio.$k]} | tr ' ' '\n' | median)" "${R[bratio.$k]% }"
   done
