@@ -93,7 +93,7 @@ NGINX
 # instead of "http2 on"); sets NGINX_PID and adds it to pids.
 start_nginx() {
   if ! nginx -t -c "$work/nginx/nginx.conf" -p "$work/nginx" >/dev/null 2>&1; then
-    sed -i "s/listen 127.0.0.1:$NGINX_PORT ssl;/listen 127.0.0.1:$NGINX_PORT ssl http2;/; /http2 on;/d" "$work/nginx/nginx.conf"
+    sed -i "s/listen 127.0.0.1:$NGINX_PORT ssl\([^;]*\);/listen 127.0.0.1:$NGINX_PORT ssl\1 http2;/; /http2 on;/d" "$work/nginx/nginx.conf"
   fi
   nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
   pids+=($!); NGINX_PID=$!
