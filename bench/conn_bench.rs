@@ -93,8 +93,8 @@ fn main() -> Result<(), Failure> {
     if count == 0 || threads == 0 || count > 100_000 {
         return Err(usage.into());
     }
-    // X25519 alone, as h2load offers it: rustls would also offer X25519MLKEM768, which
-    // hermes-edge (rustls) takes and nginx 1.22 (OpenSSL 3.0) does not know.
+    // X25519 alone, so that the ClientHello lists what h2load's lists for key exchange; rustls
+    // would also list P-256, P-384 and X25519MLKEM768, which nginx 1.22 (OpenSSL 3.0) lacks.
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let provider = Arc::new(provider);
