@@ -93,8 +93,8 @@ fn main() -> Result<(), Failure> {
     if count == 0 || threads == 0 || count > 100_000 {
         return Err(usage.into());
     }
-    // X25519 alone, so that the ClientHello lists what h2load's lists for key exchange; rustls
-    // would also list P-256, P-384 and X25519MLKEM768, which nginx 1.22 (OpenSSL 3.0) lacks.
+    // X25519 alone: the key share is X25519's, as h2load's is, and no group is offered that
+    // one server knows and the other does not (X25519MLKEM768: rustls, not OpenSSL 3.0).
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let provider = Arc::new(provider);
