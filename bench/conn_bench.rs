@@ -5,9 +5,9 @@
 //! work sets most of the figure. This client does the same thing with rustls (aws-lc-rs): each
 //! of CONNECTIONS connections, all opened at once and split over THREADS single-threaded
 //! runtimes, does a full handshake (no resumption, as h2load), sends one `GET`, reads the whole
-//! answer, sends `close_notify` and closes. Like h2load it offers X25519 alone and does not check
-//! the certificate chain, but it does check the server's handshake signature with the
-//! certificate's key.
+//! answer, sends `close_notify` and closes. Like h2load it sends an X25519 key share and does
+//! not enforce the certificate chain, but it does check the server's handshake signature with
+//! the certificate's key.
 //! Never part of the product; built with `cargo build --release --example conn-bench`.
 //!
 //! ```text
