@@ -12,8 +12,7 @@ ROUNDS=${2:-3}
 
 source bench/lib.sh
 bench_install_tools
-cargo build --release -q
-cargo build --release -q --example conn-bench
+cargo build --release -q --bins --example conn-bench
 
 bench_workdir bench
 
