@@ -75,7 +75,7 @@ conns() {
   done | sort -n | sed -n 3p
 }
 
-# The same 400 connections from bench/conn_bench.rs (rustls): about 190 µs of client CPU per
+# The same 400 connections from bench/conn_bench.rs (rustls): about 200 µs of client CPU per
 # connection against h2load's 470, so more of what is measured is the server. A failed
 # connection fails the run.
 connr() {
