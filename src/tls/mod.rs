@@ -101,6 +101,10 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
+    // The server's order (the provider's: AES-256-GCM, AES-128-GCM, then ChaCha20) wins over the
+    // client's, so a client that lists a weaker suite first cannot pick it when a stronger one
+    // both support is there (testssl.sh `cipher_order`).
+    config.ignore_client_order = true;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     for p in extra_alpn {
         config.alpn_protocols.push(p.to_vec());
