@@ -989,6 +989,18 @@ impl SmallFiles {
         Some(reply.into_response(body))
     }
 
+    /// Drops every kept file (SIGHUP), so the next request of each reads it from disk again:
+    /// for a change the watch could not see (a file system that does not report every change).
+    pub fn forget_all(&self) -> usize {
+        let Ok(mut kept) = self.kept.write() else {
+            return 0;
+        };
+        let dropped = kept.files.len();
+        kept.generation += 1;
+        kept.files.clear();
+        dropped
+    }
+
     /// Reads the queued events under the write lock, so no request answers from memory between
     /// the events being read and the memory being dropped.
     fn forget_if_changed(&self, watch: &DiskWatch) {

@@ -44,6 +44,9 @@ pub enum TlsError {
 pub struct CertResolver {
     current: RwLock<Arc<CertifiedKey>>,
     overlay: RwLock<Option<Arc<dyn ResolvesServerCert>>>,
+    /// Asks the reloader of the certificate files (if any) to load them now (SIGHUP), without
+    /// waiting for its next look at their modification times.
+    reload_now: tokio::sync::Notify,
 }
 
 impl CertResolver {
@@ -51,6 +54,7 @@ impl CertResolver {
         Arc::new(CertResolver {
             current: RwLock::new(initial),
             overlay: RwLock::new(None),
+            reload_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -63,6 +67,16 @@ impl CertResolver {
 
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().map(|g| g.clone())
+    }
+
+    /// Has the certificate files loaded again at once (see `files::spawn_reloader`). Kept until
+    /// the reloader takes it, so a request made while it is busy is not lost.
+    pub fn request_reload(&self) {
+        self.reload_now.notify_one();
+    }
+
+    pub(crate) async fn reload_requested(&self) {
+        self.reload_now.notified().await;
     }
 
     /// Installs a resolver (ACME) asked first; when it has no certificate the current one is used.
