@@ -116,7 +116,13 @@ impl Reload {
                 }
             }
             if changed.is_empty() {
-                tracing::info!("SIGHUP: config file read again, nothing changed");
+                if fresh.source.is_some() {
+                    tracing::info!("SIGHUP: config file read again, nothing changed");
+                } else {
+                    tracing::info!(
+                        "SIGHUP: no config file in use; settings come from the command line"
+                    );
+                }
             }
         }
     }
