@@ -87,11 +87,30 @@ impl Refusal {
     }
 }
 
-/// How responses of one kind of file are cached.
+/// How responses of one kind of file are cached and typed.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     pub cache_control: &'static str,
+    /// `/media/`: types a browser would run as script or style are sent as text (see
+    /// [`media_content_type`]).
+    pub media: bool,
 }
+
+/// The `Content-Security-Policy` of every `/media/` answer. Anything that can write into the
+/// media folder (the agent can) must not get a page that runs as the signed-in user: `sandbox`
+/// puts an HTML, SVG or XML document opened from there in an opaque origin with no script, and
+/// the rest lets the browser's own image, video and text views work and nothing else load.
+pub const MEDIA_CSP: &str = "default-src 'none'; img-src 'self' data:; media-src 'self'; \
+style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox";
+
+/// The same for a PDF, without `sandbox`. Chromium 156 shows a PDF under either policy (tried
+/// in headless Chromium); a viewer built as a plugin (older Chromium) may not load in a
+/// sandboxed document, and leaving `sandbox` out costs nothing here: a PDF's own script runs in
+/// the viewer's sandbox (PDFium's, pdf.js'), never with the page's origin, and with `nosniff` a
+/// file sent as `application/pdf` is never read as HTML. `object-src 'self'` lets the viewer load
+/// this very file.
+pub const MEDIA_PDF_CSP: &str = "default-src 'none'; object-src 'self'; img-src 'self' data:; \
+style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 // ---------------------------------------------------------------------------------------------
 // Entry points used by the router.
@@ -111,8 +130,19 @@ pub async fn media<B>(app: &App, req: &Request<B>) -> Resp {
         } else {
             CACHE_PRIVATE
         },
+        media: true,
     };
     let mut resp = media_inner(&m.dir, m.listing, policy, req).await;
+    // Every answer, errors and listings included: whatever a browser shows from here is sandboxed.
+    let csp = if is_pdf(&resp) {
+        MEDIA_PDF_CSP
+    } else {
+        MEDIA_CSP
+    };
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
     if m.public {
         resp.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -143,7 +173,16 @@ async fn media_inner<B>(root: &Path, listing: bool, policy: Policy, req: &Reques
     // Resolved on this thread; see "Threads" at the top of the file.
     let outcome = serve_under(root, &rel, &ask, policy, listing);
     match outcome {
-        Outcome::Reply(reply, body) => reply.into_response(body),
+        Outcome::Reply(reply, body) => {
+            let mut resp = reply.into_response(body);
+            if !shown_inline(rel.last()) {
+                resp.headers_mut().insert(
+                    header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment"),
+                );
+            }
+            resp
+        }
         Outcome::Refused(refusal) => refusal.response(),
         Outcome::AddSlash => {
             response::redirect(StatusCode::PERMANENT_REDIRECT, &format!("{path}/"))
@@ -212,6 +251,7 @@ pub async fn route_file<B>(req: &Request<B>, file: &Path) -> io::Result<Resp> {
     let file = file.to_path_buf();
     let policy = Policy {
         cache_control: CACHE_REVALIDATE,
+        media: false,
     };
     let result = blocking(move || {
         let (f, meta) = open_regular(&file)?;
@@ -723,7 +763,11 @@ fn serve_open(
         len: meta.len(),
         etag: disk_etag(&meta, coding),
         modified: meta.modified().ok().and_then(whole_seconds),
-        content_type: content_type(name),
+        content_type: if policy.media {
+            media_content_type(name)
+        } else {
+            content_type(name)
+        },
         coding,
         vary: has_br || has_gz,
     };
@@ -943,6 +987,18 @@ impl SmallFiles {
         let reply = Reply::new(&kept.rep, plan, ask.head, kept.policy);
         let body = memory_body(kept.bytes.clone(), &reply.pieces);
         Some(reply.into_response(body))
+    }
+
+    /// Drops every kept file (SIGHUP), so the next request of each reads it from disk again:
+    /// for a change the watch could not see (a file system that does not report every change).
+    pub fn forget_all(&self) -> usize {
+        let Ok(mut kept) = self.kept.write() else {
+            return 0;
+        };
+        let dropped = kept.files.len();
+        kept.generation += 1;
+        kept.files.clear();
+        dropped
     }
 
     /// Reads the queued events under the write lock, so no request answers from memory between
@@ -1404,6 +1460,52 @@ pub fn content_type(name: &str) -> String {
     }
 }
 
+/// The `Content-Type` of a `/media/` file. JavaScript and CSS go out as plain text: with
+/// `nosniff` a browser then refuses them as a script, module, worker or stylesheet, so a file
+/// written into the media folder never runs in a page of this site even though the site's
+/// `script-src 'self'` names the whole origin (a CSP source cannot name paths by origin alone,
+/// and the site's host names are not known in advance).
+pub fn media_content_type(name: &str) -> String {
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    if is_script_or_style(mime.essence_str()) {
+        "text/plain; charset=utf-8".to_string()
+    } else {
+        content_type(name)
+    }
+}
+
+fn is_script_or_style(essence: &str) -> bool {
+    essence == "text/css"
+        || ["javascript", "ecmascript", "jscript", "livescript"]
+            .iter()
+            .any(|k| essence.contains(k))
+}
+
+/// Whether a `/media/` file is shown in the browser or saved (`Content-Disposition: attachment`):
+/// only types a browser displays without running anything of the file's in the page (raster
+/// images, audio, video, PDF, plain text, JSON). HTML, XHTML, SVG, XML, JavaScript and anything
+/// unknown are saved. `<img>`, `<video>` and `<audio>` ignore the header, so the viewer still
+/// shows an SVG.
+fn shown_inline(name: &str) -> bool {
+    let mime = mime_guess::from_path(name).first_or_octet_stream();
+    let essence = mime.essence_str();
+    match mime.type_().as_str() {
+        "image" => !essence.contains("svg") && !essence.ends_with("+xml"),
+        "audio" | "video" => !essence.ends_with("+xml"),
+        _ => matches!(
+            essence,
+            "application/pdf" | "text/plain" | "application/json"
+        ),
+    }
+}
+
+fn is_pdf(resp: &Resp) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/pdf"))
+}
+
 /// The same text as a static value, for values drawn from a fixed set (content types, from
 /// `mime_guess`'s table): each distinct text is kept once for the life of the process, so copying
 /// the value touches no reference count. `None` for a value that is not plain text.
@@ -1431,6 +1533,7 @@ fn static_text(value: &HeaderValue) -> Option<HeaderValue> {
 fn site_policy(name: &str) -> Policy {
     Policy {
         cache_control: site_cache_control(name),
+        media: false,
     }
 }
 

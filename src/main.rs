@@ -10,6 +10,7 @@ mod doctor;
 mod files;
 mod header_timer;
 mod memory;
+mod reload;
 mod response;
 mod router;
 mod security;
@@ -341,6 +342,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let overrides = cli.serve.overrides();
+    reload::remember_command_line(overrides.clone());
     let config = match config::Config::load(&overrides) {
         Ok(c) => c,
         Err(e) => {

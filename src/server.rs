@@ -138,6 +138,8 @@ fn bind_error(addr: SocketAddr, source: std::io::Error) -> StartError {
 
 /// Sets up TLS, state and listeners, then serves until a shutdown signal.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    // First: from here on SIGHUP no longer ends the process (it reloads, once serving).
+    let hangups = crate::reload::Hangups::listen();
     // Ports first: a port held by a stale process is the most common start-up failure, and
     // nothing (no first-run account, no certificate) should happen before it is reported.
     let https = bind_https(config.listen, https_worker_count()).await?;
@@ -176,6 +178,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         })?;
         app.http01 = Some(acme.http01_responder());
     }
+    crate::reload::Reload::new(config.clone(), app.clone(), resolver.clone()).spawn(hangups);
     let gc_app = app.clone();
     crate::security::spawn_limit_gc(vec![Arc::new(move || {
         gc_app.ip_limit.forget_idle();

@@ -590,8 +590,9 @@ async fn precompressed_siblings_follow_accept_encoding_with_their_own_etag() {
         assert_eq!(plain.body, JS);
         assert_eq!(plain.h("content-encoding"), None);
         assert_eq!(plain.h("vary"), Some("Accept-Encoding"));
+        // Script under /media/ is sent as text, so no page runs it (see the #21 tests below).
         let js_type = plain.h("content-type").unwrap().to_string();
-        assert!(js_type.ends_with("javascript; charset=utf-8"), "{js_type}");
+        assert_eq!(js_type, "text/plain; charset=utf-8");
         let cases: &[(&str, Option<&str>, &[u8])] = &[
             ("gzip, deflate, br", Some("br"), BR_BYTES),
             ("br", Some("br"), BR_BYTES),
@@ -1435,4 +1436,136 @@ async fn www_files_follow_folders_swapped_twice_above_the_root() {
     std::fs::rename(a.join("b"), tmp.path().join("old-b")).unwrap();
     std::fs::rename(&next_b, a.join("b")).unwrap();
     assert_eq!(get(&c, &url, &[]).await.body, b"third\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue #21: nothing written into the media folder runs script in the site's origin.
+// ---------------------------------------------------------------------------------------------
+
+/// Files a browser would run, or show as a page that can run script, in the site's origin.
+const ACTIVE: &[(&str, &str)] = &[
+    ("evil.html", "<script src=\"/media/evil.js\"></script><script>alert(1)</script>"),
+    ("evil.htm", "<script>alert(1)</script>"),
+    ("evil.xhtml", "<html xmlns=\"http://www.w3.org/1999/xhtml\"><script>alert(1)</script></html>"),
+    ("evil.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>"),
+    ("evil.xml", "<?xml version=\"1.0\"?><x:script xmlns:x=\"http://www.w3.org/1999/xhtml\">alert(1)</x:script>"),
+    ("evil.js", "fetch('/api/tokens',{method:'POST'})"),
+    ("evil.mjs", "fetch('/api/tokens',{method:'POST'})"),
+    ("evil.css", "input[value^=a]{background:url(/x)}"),
+];
+
+fn media_csp_stops_script(csp: Option<&str>, what: &str) {
+    let csp = csp.unwrap_or_else(|| panic!("{what}: no Content-Security-Policy"));
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    assert!(directives.contains(&"sandbox"), "{what}: {csp}");
+    assert!(directives.contains(&"default-src 'none'"), "{what}: {csp}");
+    assert!(!csp.contains("script-src"), "{what}: {csp}");
+}
+
+#[tokio::test]
+async fn media_files_that_could_run_script_are_sandboxed_downloaded_and_never_script_typed() {
+    let tmp = fixture("");
+    for (name, body) in ACTIVE {
+        std::fs::write(tmp.path().join("media").join(name), body).unwrap();
+    }
+    let s = start(&tmp, &[]);
+    let c = s.admin_client().await;
+    for (name, body) in ACTIVE {
+        let url = s.url(&format!("/media/{name}"));
+        for (how, r) in [
+            ("GET", get(&c, &url, &[]).await),
+            ("HEAD", fetch(&c, "HEAD", &url, &[]).await),
+            ("range", get(&c, &url, &[("range", "bytes=0-3")]).await),
+            ("ranges", get(&c, &url, &[("range", "bytes=0-1,3-4")]).await),
+        ] {
+            let what = format!("{how} {name}");
+            assert!(matches!(r.status, 200 | 206), "{what}: {}", r.status);
+            media_csp_stops_script(r.h("content-security-policy"), &what);
+            assert_eq!(r.h("content-disposition"), Some("attachment"), "{what}");
+            assert_eq!(r.h("x-content-type-options"), Some("nosniff"), "{what}");
+            let ctype = r.h("content-type").unwrap_or_default();
+            // A script or style loader refuses anything but its own types under nosniff.
+            for refused in ["javascript", "ecmascript", "text/css"] {
+                assert!(!ctype.contains(refused), "{what}: {ctype}");
+            }
+            if how == "GET" {
+                assert_eq!(r.body, body.as_bytes(), "{what}");
+            }
+        }
+    }
+    let js = get(&c, &s.url("/media/evil.js"), &[]).await;
+    assert_eq!(js.h("content-type"), Some("text/plain; charset=utf-8"));
+    // Errors and redirects under /media/ are sandboxed too.
+    for path in ["/media/missing.html", "/media/sub", "/media/sub/"] {
+        let r = get(&c, &s.url(path), &[]).await;
+        media_csp_stops_script(r.h("content-security-policy"), path);
+    }
+    // The site's own pages keep their policy.
+    let page = get(&c, &s.url("/"), &[]).await;
+    assert_eq!(page.status, 200);
+    let csp = page.h("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("sandbox"),
+        "{csp}"
+    );
+}
+
+#[tokio::test]
+async fn media_images_video_audio_pdf_and_text_stay_inline_with_their_types() {
+    let tmp = fixture("[media]\npublic = true\nlisting = true\n");
+    let m = tmp.path().join("media");
+    let files: &[(&str, &str)] = &[
+        ("pic.png", "image/png"),
+        ("pic.jpg", "image/jpeg"),
+        ("pic.webp", "image/webp"),
+        ("clip.webm", "video/webm"),
+        ("song.mp3", "audio/mpeg"),
+        ("doc.pdf", "application/pdf"),
+        ("data.json", "application/json; charset=utf-8"),
+    ];
+    for (name, _) in files {
+        std::fs::write(m.join(name), pattern(2000)).unwrap();
+    }
+    let s = start(&tmp, &[]);
+    let c = s.client();
+    let mut all: Vec<(&str, &str)> = files.to_vec();
+    all.push(("video.mp4", "video/mp4"));
+    all.push(("hello.txt", "text/plain; charset=utf-8"));
+    for (name, ctype) in all {
+        let r = get(&c, &s.url(&format!("/media/{name}")), &[]).await;
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.h("content-type"), Some(ctype), "{name}");
+        assert_eq!(r.h("content-disposition"), None, "{name}");
+        assert_eq!(r.h("x-content-type-options"), Some("nosniff"), "{name}");
+        let csp = r.h("content-security-policy").unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && !csp.contains("script-src"),
+            "{name}: {csp}"
+        );
+        if name == "doc.pdf" {
+            // Browsers' PDF viewers keep a PDF's own script away from the page (see MEDIA_PDF_CSP).
+            assert!(csp.contains("object-src 'self'"), "{csp}");
+        } else {
+            media_csp_stops_script(Some(csp), name);
+            assert!(
+                csp.contains("img-src 'self'") && csp.contains("media-src 'self'"),
+                "{csp}"
+            );
+        }
+        // A video player's range request is answered as before.
+        let r = get(
+            &c,
+            &s.url(&format!("/media/{name}")),
+            &[("range", "bytes=0-9")],
+        )
+        .await;
+        assert_eq!(r.status, 206, "{name}");
+        assert_eq!(r.h("content-type"), Some(ctype), "{name}");
+        assert_eq!(r.h("content-disposition"), None, "{name}");
+    }
+    // Our own listing page is shown, sandboxed.
+    let r = get(&c, &s.url("/media/"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("content-disposition"), None);
+    media_csp_stops_script(r.h("content-security-policy"), "listing");
 }

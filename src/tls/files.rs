@@ -64,23 +64,40 @@ pub fn spawn_reloader(
         let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            // SIGHUP (`CertResolver::request_reload`) loads the files whatever their times say.
+            let asked = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = resolver.reload_requested() => true,
+            };
             let now = (stamp(&cert), stamp(&key));
-            if now == last {
+            if now == last && !asked {
                 continue;
             }
-            // Give a writer that replaces both files a moment to finish the second one.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if !asked {
+                // Give a writer that replaces both files a moment to finish the second one (an
+                // operator sends SIGHUP after writing both).
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             let now = (stamp(&cert), stamp(&key));
             let (c, k) = (cert.clone(), key.clone());
             match tokio::task::spawn_blocking(move || load_pair(&c, &k)).await {
                 Ok(Ok(certified)) => {
                     resolver.replace(certified);
-                    tracing::info!(cert = %cert.display(), "certificate files changed: new certificate loaded");
+                    let why = if asked {
+                        "reloaded on SIGHUP"
+                    } else {
+                        "changed"
+                    };
+                    tracing::info!(cert = %cert.display(), "certificate files {why}: new certificate loaded");
                     last = now;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!("certificate files changed but could not be loaded, still serving the previous certificate: {e}");
+                    let why = if asked {
+                        "reloaded on SIGHUP"
+                    } else {
+                        "changed"
+                    };
+                    tracing::warn!("certificate files {why} but could not be loaded, still serving the previous certificate: {e}");
                     last = now;
                 }
                 Err(e) => tracing::warn!("certificate reload task failed: {e}"),

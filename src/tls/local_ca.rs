@@ -107,6 +107,15 @@ fn normalise(names: &[String]) -> BTreeSet<Name> {
 impl LocalCa {
     /// Loads the root CA from `dir` (creating it on first run) and a leaf for `names`.
     pub fn load_or_create(dir: &Path, names: &[String]) -> Result<LocalCa, TlsError> {
+        // `create_dir_all` on a file only says "File exists", which names neither the path nor
+        // what is wrong with it.
+        if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(bad(
+                dir,
+                "the certificates directory (--certs-dir / certs_dir) is not a directory: \
+                 point it at a folder (it is created when missing), not at a file",
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
             path: dir.to_path_buf(),
             source,
@@ -114,6 +123,13 @@ impl LocalCa {
         let wanted = normalise(names);
         let ca_cert_path = dir.join(CA_CERT);
         let ca_key_path = dir.join(CA_KEY);
+        // A root whose other half is missing is never replaced silently: every device that
+        // trusted it would stop trusting this server.
+        match (ca_cert_path.exists(), ca_key_path.exists()) {
+            (true, false) => return Err(half_ca(&ca_key_path, &ca_cert_path)),
+            (false, true) => return Err(half_ca(&ca_cert_path, &ca_key_path)),
+            _ => {}
+        }
         let (ca_pem, ca_key_pem, ca_created) = if ca_cert_path.exists() && ca_key_path.exists() {
             let cert = String::from_utf8(read_file("local CA certificate", &ca_cert_path)?)
                 .map_err(|_| bad(&ca_cert_path, "not a PEM text file"))?;
@@ -132,6 +148,9 @@ impl LocalCa {
             .map_err(|e| bad(&ca_cert_path, &format!("not a usable CA certificate ({e})")))?;
         let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
             .map_err(|e| bad(&ca_cert_path, &format!("not a PEM certificate ({e})")))?;
+        // A valid key of another root would start "fine", print the old root's fingerprint and
+        // issue leaves no device that trusted that root can verify.
+        key_matches_cert(&ca_key, &ca_der, &ca_key_path, &ca_cert_path)?;
         // The issuer object rcgen signs with: same name and key as the persisted root.
         let issuer = ca_params
             .self_signed(&ca_key)
@@ -169,6 +188,40 @@ impl LocalCa {
             ca_path: ca_cert_path,
         })
     }
+}
+
+fn half_ca(missing: &Path, present: &Path) -> TlsError {
+    bad(
+        missing,
+        &format!(
+            "missing, but {} is there: the local CA needs both files. Restore it from a backup; \
+             or remove both to create a new CA (every device must then trust the new root)",
+            present.display()
+        ),
+    )
+}
+
+/// Whether `key` is the private half of the public key in the certificate `cert_der`.
+fn key_matches_cert(
+    key: &KeyPair,
+    cert_der: &CertificateDer<'_>,
+    key_path: &Path,
+    cert_path: &Path,
+) -> Result<(), TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| bad(cert_path, &format!("not a usable CA certificate ({e})")))?;
+    if cert.public_key().raw != key.public_key_der().as_slice() {
+        return Err(bad(
+            key_path,
+            &format!(
+                "this key does not belong to the CA certificate {}: put back the key that \
+                 was created with it (or remove both files to create a new CA, which every \
+                 device must then trust again)",
+                cert_path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn bad(path: &Path, message: &str) -> TlsError {

@@ -44,6 +44,9 @@ pub enum TlsError {
 pub struct CertResolver {
     current: RwLock<Arc<CertifiedKey>>,
     overlay: RwLock<Option<Arc<dyn ResolvesServerCert>>>,
+    /// Asks the reloader of the certificate files (if any) to load them now (SIGHUP), without
+    /// waiting for its next look at their modification times.
+    reload_now: tokio::sync::Notify,
 }
 
 impl CertResolver {
@@ -51,6 +54,7 @@ impl CertResolver {
         Arc::new(CertResolver {
             current: RwLock::new(initial),
             overlay: RwLock::new(None),
+            reload_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -63,6 +67,16 @@ impl CertResolver {
 
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().map(|g| g.clone())
+    }
+
+    /// Has the certificate files loaded again at once (see `files::spawn_reloader`). Kept until
+    /// the reloader takes it, so a request made while it is busy is not lost.
+    pub fn request_reload(&self) {
+        self.reload_now.notify_one();
+    }
+
+    pub(crate) async fn reload_requested(&self) {
+        self.reload_now.notified().await;
     }
 
     /// Installs a resolver (ACME) asked first; when it has no certificate the current one is used.
@@ -101,6 +115,10 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
+    // The server's order (the provider's: AES-256-GCM, AES-128-GCM, then ChaCha20) wins over the
+    // client's, so a client that lists a weaker suite first cannot pick it when a stronger one
+    // both support is there (testssl.sh `cipher_order`).
+    config.ignore_client_order = true;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     for p in extra_alpn {
         config.alpn_protocols.push(p.to_vec());

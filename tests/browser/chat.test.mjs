@@ -469,6 +469,71 @@ test('the viewer plays a /media/ mp4 (its currentTime advances)', { timeout: 300
   await viewer.close();
 });
 
+test('a /media/ HTML, SVG or script file runs nothing in the site\'s origin; the viewer still shows the SVG', { timeout: 30000 }, async () => {
+  // Anything that can write into the media folder (the agent can) tries to act as the signed-in
+  // user; each attempt would fetch a marker URL.
+  const media = path.join(tmp, 'media');
+  fs.writeFileSync(path.join(media, 'evil.html'),
+    '<!doctype html><script>fetch("/api/me?evil-html-ran")</script><script src="/media/evil.js"></script>');
+  fs.writeFileSync(path.join(media, 'evil.js'), 'fetch("/api/me?evil-js-ran"); self.__evil = 1;');
+  fs.writeFileSync(path.join(media, 'evil.svg'),
+    '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="30"><rect width="40" height="30" fill="red"/>' +
+    '<script>fetch("/api/me?evil-svg-ran")</script></svg>');
+  const ran = [];
+  const onRequest = (r) => { if (r.url().includes('-ran')) ran.push(r.url()); };
+  context.on('request', onRequest);
+  try {
+    // Opened directly: saved, never shown as a page of the site.
+    for (const name of ['evil.html', 'evil.svg']) {
+      const p = await newPage(context);
+      const [download] = await Promise.all([
+        p.waitForEvent('download', { timeout: 10000 }),
+        p.goto(base + '/media/' + name).catch(() => null),
+      ]);
+      assert.equal(download.suggestedFilename(), name);
+      await download.cancel().catch(() => {});
+      await p.close();
+    }
+    // Used as a script by a page of the site (as if HTML had been injected into it): refused.
+    const app = await newPage(context);
+    await app.goto(base + '/');
+    const loaded = await app.evaluate(async () => {
+      const tag = await new Promise((resolve) => {
+        const s = document.createElement('script');
+        s.src = '/media/evil.js';
+        s.onload = () => resolve('loaded');
+        s.onerror = () => resolve('refused');
+        document.head.appendChild(s);
+      });
+      const mod = await import('/media/evil.js').then(() => 'loaded', () => 'refused');
+      const worker = await new Promise((resolve) => {
+        try {
+          const w = new Worker('/media/evil.js');
+          w.onerror = () => resolve('refused');
+          setTimeout(() => resolve('no error within 2 s'), 2000);
+        } catch (_) { resolve('refused'); }
+      });
+      return { tag, mod, worker, evil: self.__evil === 1 };
+    });
+    assert.deepEqual(loaded, { tag: 'refused', mod: 'refused', worker: 'refused', evil: false });
+    await app.close();
+    // The viewer still shows the SVG as an image (an <img> runs none of its script).
+    const viewer = await newPage(context);
+    await viewer.goto(base + '/view?src=' + encodeURIComponent('/media/evil.svg'));
+    await viewer.waitForSelector('img.viewer-media, .viewer-message');
+    const width = await viewer.waitForFunction(() => {
+      const img = document.querySelector('img.viewer-media');
+      return img && img.complete && img.naturalWidth;
+    }, null, { timeout: 10000 });
+    assert.equal(await width.jsonValue(), 40);
+    await viewer.close();
+    await sleep(300);
+    assert.deepEqual(ran, []);
+  } finally {
+    context.off('request', onRequest);
+  }
+});
+
 test('desktop screenshots, light and dark', { timeout: 60000 }, async () => {
   await newChat(page);
   await sendMessage(page, 'Search the web with a tool, then say hello');
