@@ -96,6 +96,43 @@ const MIGRATIONS: &[&str] = &[
         session_id TEXT NOT NULL,
         PRIMARY KEY (conversation_id, session_id)
     ) WITHOUT ROWID;",
+    // 5: account ids are never handed out again, and each account has its own Hermes memory scope.
+    //
+    // Before this, `users.id` was a plain rowid: removing the account with the highest id freed
+    // that id for the next account, which then got the removed account's `web:<id>` memory and
+    // `api-<id>-...` sessions in Hermes. Now:
+    // - `AUTOINCREMENT` never reuses an id once this sequence is past it. The sequence starts
+    //   above every user id any table still mentions (sign-in audit rows outlive their account).
+    // - That is not enough on its own: an id freed before this migration may have left no trace
+    //   here at all, while Hermes still holds its memory. So what goes to Hermes is `scope`:
+    //   existing accounts keep their id (`web:<id>`, `api-<id>-...`: their memory stays theirs);
+    //   accounts created from now on get `u<id>-<96 random bits>` (see `users::create_user`),
+    //   which no earlier version ever sent (those scopes are all digits), which no later account
+    //   of this database repeats (UNIQUE, and the id part never comes back), and which does not
+    //   repeat across installations either (a new database against the same Hermes).
+    // Rebuilding the table is SQLite's way to change a column's kind; `Store::prepare` runs
+    // migrations with foreign keys off so dropping the old table does not cascade.
+    "CREATE TABLE users_v5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin','user')),
+        created_at INTEGER NOT NULL,
+        scope TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO users_v5 (id, username, password_hash, role, created_at, scope)
+        SELECT id, username, password_hash, role, created_at, CAST(id AS TEXT) FROM users;
+    DROP TABLE users;
+    ALTER TABLE users_v5 RENAME TO users;
+    DELETE FROM sqlite_sequence WHERE name IN ('users', 'users_v5');
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'users', COALESCE(MAX(m), 0) FROM (
+        SELECT MAX(id) AS m FROM users
+        UNION ALL SELECT MAX(user_id) FROM sessions
+        UNION ALL SELECT MAX(user_id) FROM login_audit
+        UNION ALL SELECT MAX(user_id) FROM conversations
+        UNION ALL SELECT MAX(user_id) FROM api_tokens
+    );
+    CREATE INDEX login_audit_at ON login_audit(at);",
 ];
 
 #[derive(Clone)]
@@ -125,15 +162,26 @@ impl Store {
     fn prepare(mut conn: Connection) -> Result<Store, rusqlite::Error> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Off while migrating: a migration that rebuilds a table drops the old one, which with
+        // foreign keys on would delete every row that refers to it. (The pragma cannot change
+        // inside a transaction, so it is set around them.)
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = conn.transaction()?;
+            // IMMEDIATE: a command-line tool opening the same file at the same moment waits
+            // (busy timeout) instead of running the same migration alongside.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now > i as i64 {
+                // Another process migrated while this one waited.
+                continue;
+            }
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })

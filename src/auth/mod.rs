@@ -85,13 +85,13 @@ pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<
             let now = now();
             let found = c
                 .query_row(
-                    "SELECT u.id, u.username, u.role, s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
+                    "SELECT u.id, u.username, u.role, u.scope, s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
                      WHERE s.token_hash = ?1 AND s.expires_at > ?2",
                     params![hash, now],
                     |r| {
                         Ok((
                             User::from_row(r, 0)?,
-                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
                         ))
                     },
                 )
@@ -652,6 +652,7 @@ mod tests {
             id,
             username: format!("u{id}"),
             role: Role::User,
+            scope: id.to_string().into(),
         };
         assert!(chat_send_limited(&app, &user(1)).is_none());
         assert!(chat_send_limited(&app, &user(1)).is_none());

@@ -240,14 +240,14 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
         .call(move |c| {
             let found = c
                 .query_row(
-                    "SELECT u.id, u.username, u.role, t.id, t.last_used_at FROM api_tokens t
+                    "SELECT u.id, u.username, u.role, u.scope, t.id, t.last_used_at FROM api_tokens t
                      JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?1",
                     params![hash],
                     |r| {
                         Ok((
                             User::from_row(r, 0)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, Option<i64>>(4)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
                         ))
                     },
                 )
