@@ -126,13 +126,13 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Set a new password (signs the account out everywhere).
+    /// Set a new password (signs the account out everywhere and revokes its API tokens).
     Passwd {
         name: String,
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Delete an account with its sessions.
+    /// Delete an account with its sessions, API tokens and conversations.
     Remove { name: String },
     /// List the accounts.
     List,
@@ -177,8 +177,14 @@ fn user_command(config: &config::Config, cmd: UserCommand) -> Result<(), String>
             password_stdin,
         } => {
             let password = read_password(password_stdin)?;
-            users::set_password(&store, &name, &password).map_err(|e| e.to_string())?;
-            println!("password of `{name}` changed; its sessions were signed out");
+            let tokens =
+                users::set_password(&store, &name, &password).map_err(|e| e.to_string())?;
+            // A running server notices within seconds (it watches the database for changes).
+            println!(
+                "password of `{name}` changed; it was signed out everywhere and its {tokens} API \
+                 token(s) revoked (a password is changed when the old one may be known: so may \
+                 its tokens). New tokens: in the page, or `hermes-edge token create --user {name}`"
+            );
         }
         UserCommand::Remove { name } => {
             users::remove_user(&store, &name).map_err(|e| e.to_string())?;

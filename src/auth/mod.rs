@@ -116,6 +116,50 @@ pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<
     }
 }
 
+/// How often the serving process asks whether another process changed the database. The `user`
+/// and `token` commands write the same file from their own process; this process trusts the API
+/// tokens it checked recently (`tokens::TokenCache`), and must stop trusting them within a few
+/// seconds of a revocation there. One `PRAGMA data_version` a second costs next to nothing.
+pub const DB_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the serving process's database upkeep, when there is a runtime to run it (not in the
+/// command-line tools): empties the token cache whenever another connection has committed to
+/// the database (SQLite's `data_version` changes only for other connections' commits, so this
+/// process's own writes cost nothing). It holds the store and the cache, not the `App`, so it
+/// never keeps the `App` shared at start-up.
+pub fn spawn_upkeep(
+    store: crate::store::Store,
+    tokens: std::sync::Arc<crate::upstream::tokens::TokenCache>,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(DB_WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen: Option<i64> = None;
+        loop {
+            tick.tick().await;
+            let result = store
+                .call(|c| c.pragma_query_value(None, "data_version", |r| r.get::<_, i64>(0)))
+                .await;
+            match result {
+                Ok(version) => {
+                    if seen.is_some_and(|s| s != version) {
+                        tokens.clear();
+                    }
+                    seen = Some(version);
+                }
+                Err(e) => {
+                    // Unsure what changed: trust nothing cached.
+                    tokens.clear();
+                    tracing::warn!("database upkeep failed: {e}");
+                }
+            }
+        }
+    });
+}
+
 /// Creates a session row and returns its token.
 pub async fn create_session(
     app: &App,

@@ -177,7 +177,13 @@ pub fn create_user(
     }
 }
 
-pub fn set_password(store: &Store, username: &str, password: &str) -> Result<(), UserError> {
+/// Sets a new password; signs the account out everywhere and revokes its personal API tokens.
+///
+/// A password is changed here by an administrator (the command line), most often because the
+/// old one may be known to someone else, who may then have made a token with it: a token keeps
+/// working after a password change only until someone notices. So the tokens go too, as the
+/// sessions do, and the owner makes new ones once signed in again. Returns how many tokens went.
+pub fn set_password(store: &Store, username: &str, password: &str) -> Result<usize, UserError> {
     if password.chars().count() < 8 {
         return Err(UserError::WeakPassword);
     }
@@ -194,13 +200,17 @@ pub fn set_password(store: &Store, username: &str, password: &str) -> Result<(),
             "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
             params![name],
         )?;
+        let tokens = tx.execute(
+            "DELETE FROM api_tokens WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
+            params![name],
+        )?;
         tx.commit()?;
-        Ok(n)
+        Ok((n, tokens))
     })?;
-    if changed == 0 {
+    if changed.0 == 0 {
         return Err(UserError::Unknown(username.to_string()));
     }
-    Ok(())
+    Ok(changed.1)
 }
 
 pub fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
