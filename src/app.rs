@@ -97,7 +97,7 @@ impl App {
             .build(connector);
         let headers = SecurityHeaders::new(config.hsts_max_age);
         let tokens = Arc::<crate::upstream::tokens::TokenCache>::default();
-        crate::auth::spawn_upkeep(store.clone(), tokens.clone());
+        crate::auth::spawn_upkeep(store.clone(), tokens.clone(), a.login_audit_keep);
         Arc::new(App {
             v1_headers: crate::upstream::openai::answer_headers(&headers),
             headers,

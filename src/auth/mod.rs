@@ -122,14 +122,19 @@ pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<
 /// seconds of a revocation there. One `PRAGMA data_version` a second costs next to nothing.
 pub const DB_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often old sign-in audit rows are deleted (besides at start).
+const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 /// Starts the serving process's database upkeep, when there is a runtime to run it (not in the
 /// command-line tools): empties the token cache whenever another connection has committed to
 /// the database (SQLite's `data_version` changes only for other connections' commits, so this
-/// process's own writes cost nothing). It holds the store and the cache, not the `App`, so it
-/// never keeps the `App` shared at start-up.
+/// process's own writes cost nothing), and deletes sign-in audit rows older than `audit_keep`,
+/// once at start and then daily. It holds the store and the cache, not the `App`, so it never
+/// keeps the `App` shared at start-up.
 pub fn spawn_upkeep(
     store: crate::store::Store,
     tokens: std::sync::Arc<crate::upstream::tokens::TokenCache>,
+    audit_keep: Duration,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
@@ -138,17 +143,38 @@ pub fn spawn_upkeep(
         let mut tick = tokio::time::interval(DB_WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen: Option<i64> = None;
+        let mut next_prune = std::time::Instant::now();
         loop {
             tick.tick().await;
+            let prune_before = (std::time::Instant::now() >= next_prune)
+                .then(|| now() - i64::try_from(audit_keep.as_secs()).unwrap_or(i64::MAX));
             let result = store
-                .call(|c| c.pragma_query_value(None, "data_version", |r| r.get::<_, i64>(0)))
+                .call(move |c| {
+                    let pruned = match prune_before {
+                        Some(before) => Some(
+                            c.execute("DELETE FROM login_audit WHERE at < ?1", params![before])?,
+                        ),
+                        None => None,
+                    };
+                    let version: i64 = c.pragma_query_value(None, "data_version", |r| r.get(0))?;
+                    Ok((version, pruned))
+                })
                 .await;
             match result {
-                Ok(version) => {
+                Ok((version, pruned)) => {
                     if seen.is_some_and(|s| s != version) {
                         tokens.clear();
                     }
                     seen = Some(version);
+                    if let Some(n) = pruned {
+                        next_prune = std::time::Instant::now() + AUDIT_PRUNE_INTERVAL;
+                        if n > 0 {
+                            tracing::info!(
+                                rows = n,
+                                "deleted sign-in audit rows past auth.login_audit_days"
+                            );
+                        }
+                    }
                 }
                 Err(e) => {
                     // Unsure what changed: trust nothing cached.
