@@ -78,9 +78,9 @@ enum TokenCommand {
     },
 }
 
-fn token_command(config: &config::Config, cmd: TokenCommand) -> Result<(), String> {
+fn token_command(config: &config::Config, init: bool, cmd: TokenCommand) -> Result<(), String> {
     use upstream::tokens;
-    let store = store::Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let store = store::Store::open_with(&config.data_dir, init).map_err(|e| e.to_string())?;
     match cmd {
         TokenCommand::Create { user, name } => {
             let secret = tokens::cli_create(&store, &user, &name).map_err(|e| e.to_string())?;
@@ -157,9 +157,9 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
     Ok(first)
 }
 
-fn user_command(config: &config::Config, cmd: UserCommand) -> Result<(), String> {
+fn user_command(config: &config::Config, init: bool, cmd: UserCommand) -> Result<(), String> {
     use auth::users;
-    let store = store::Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let store = store::Store::open_with(&config.data_dir, init).map_err(|e| e.to_string())?;
     match cmd {
         UserCommand::Add {
             name,
@@ -261,6 +261,10 @@ struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Accept an existing but empty database file (no tables) as a new installation. Without
+    /// this such a file stops the start: it is more often a failed copy than a wish to start over.
+    #[arg(long, global = true)]
+    init_database: bool,
 }
 
 impl ServeArgs {
@@ -369,10 +373,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let init = cli.serve.init_database;
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(server::run(config)),
+        Command::Serve => {
+            if init {
+                // Gives an empty file its schema; the start below then opens it as any other.
+                if let Err(e) = store::Store::open_with(&config.data_dir, true) {
+                    eprintln!("hermes-edge: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            runtime.block_on(server::run(config))
+        }
         Command::Token(cmd) => {
-            return match token_command(&config, cmd) {
+            return match token_command(&config, init, cmd) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hermes-edge: {e}");
@@ -392,7 +406,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::User(cmd) => {
-            return match user_command(&config, cmd) {
+            return match user_command(&config, init, cmd) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hermes-edge: {e}");

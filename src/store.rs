@@ -21,6 +21,14 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the database {} exists but holds nothing (no tables): a failed copy or restore, or a \
+         disk that filled up? Starting would make a new installation with a new `admin` password. \
+         Restore it from a backup; or, to really start afresh, remove it (with any -wal and -shm \
+         file beside it) or start once with --init-database",
+        path.display()
+    )]
+    Empty { path: PathBuf },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database task failed: {0}")]
@@ -142,21 +150,49 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) `<data_dir>/hermes-edge.db` and brings its schema up to date.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    ///
+    /// A file that exists but holds no tables is refused ([`StoreError::Empty`]) unless `init` is
+    /// set: treated as new, it would silently start a new installation (a new `admin` with a new
+    /// password) over what was surely meant to be the old one's data. No file at all is a new
+    /// installation, as always.
+    pub fn open_with(data_dir: &Path, init: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir {
             path: data_dir.to_path_buf(),
             source,
         })?;
         let path = data_dir.join("hermes-edge.db");
+        let existed = path.exists();
         let conn = Connection::open(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
         })?;
+        if existed && !init {
+            // Before any pragma below writes a header into an empty file.
+            let empty = conn
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM sqlite_master) = 0 AND user_version = 0
+                     FROM pragma_user_version",
+                    [],
+                    |r| r.get::<_, bool>(0),
+                )
+                .map_err(|source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+            if empty {
+                return Err(StoreError::Empty { path });
+            }
+        }
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
         Self::prepare(conn).map_err(|source| StoreError::Open { path, source })
+    }
+
+    /// [`Store::open_with`] without `--init-database`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(data_dir, false)
     }
 
     fn prepare(mut conn: Connection) -> Result<Store, rusqlite::Error> {
