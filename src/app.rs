@@ -36,7 +36,7 @@ pub struct App {
     /// `USER.md` / `MEMORY.md` for the chat system message, re-read only when they change.
     pub memory: crate::memory::MemoryCache,
     /// Personal API tokens checked recently.
-    pub tokens: crate::upstream::tokens::TokenCache,
+    pub tokens: Arc<crate::upstream::tokens::TokenCache>,
     pub decoy_hash: String,
     pub upstream: UpstreamClient,
     /// The fixed parts of every request to Hermes.
@@ -96,6 +96,8 @@ impl App {
             .pool_max_idle_per_host(64)
             .build(connector);
         let headers = SecurityHeaders::new(config.hsts_max_age);
+        let tokens = Arc::<crate::upstream::tokens::TokenCache>::default();
+        crate::auth::spawn_upkeep(store.clone(), tokens.clone(), a.login_audit_keep);
         Arc::new(App {
             v1_headers: crate::upstream::openai::answer_headers(&headers),
             headers,
@@ -120,7 +122,7 @@ impl App {
                 a.chat_sends_per_minute_per_user,
             ),
             memory: crate::memory::MemoryCache::default(),
-            tokens: Default::default(),
+            tokens,
             decoy_hash: crate::auth::users::decoy_hash(),
             www,
             ca_pem,

@@ -112,6 +112,7 @@ pub struct FileAuth {
     pub login_attempts_per_minute_per_ip: Option<u32>,
     pub login_attempts_per_minute_per_account: Option<u32>,
     pub chat_sends_per_minute_per_user: Option<u32>,
+    pub login_audit_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +226,9 @@ pub struct AuthConfig {
     pub login_attempts_per_minute_per_ip: u32,
     pub login_attempts_per_minute_per_account: u32,
     pub chat_sends_per_minute_per_user: u32,
+    /// Sign-in audit rows older than this are deleted (at start and daily); never less than the
+    /// "keep me signed in" lifetime, whose known-network check reads them.
+    pub login_audit_keep: Duration,
 }
 
 #[derive(Clone)]
@@ -497,6 +501,21 @@ impl Config {
                 .login_attempts_per_minute_per_account
                 .unwrap_or(10),
             chat_sends_per_minute_per_user: a.chat_sends_per_minute_per_user.unwrap_or(30),
+            login_audit_keep: Duration::ZERO,
+        };
+        /// Sign-in attempts kept for `GET /api/admin/audit`: a quarter covers looking back at an
+        /// incident noticed late, while the table stops growing with every attempt ever made.
+        const DEFAULT_LOGIN_AUDIT_DAYS: u64 = 90;
+        let audit_days = a.login_audit_days.unwrap_or(DEFAULT_LOGIN_AUDIT_DAYS);
+        if !(1..=36_500).contains(&audit_days) {
+            return Err(invalid(
+                "auth.login_audit_days",
+                "must be a whole number of days from 1 to 36500",
+            ));
+        }
+        let auth = AuthConfig {
+            login_audit_keep: Duration::from_secs(audit_days * 86_400).max(auth.remember_lifetime),
+            ..auth
         };
         if auth.login_attempts_per_minute_per_ip == 0
             || auth.login_attempts_per_minute_per_account == 0

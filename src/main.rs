@@ -79,9 +79,9 @@ enum TokenCommand {
     },
 }
 
-fn token_command(config: &config::Config, cmd: TokenCommand) -> Result<(), String> {
+fn token_command(config: &config::Config, init: bool, cmd: TokenCommand) -> Result<(), String> {
     use upstream::tokens;
-    let store = store::Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let store = store::Store::open_with(&config.data_dir, init).map_err(|e| e.to_string())?;
     match cmd {
         TokenCommand::Create { user, name } => {
             let secret = tokens::cli_create(&store, &user, &name).map_err(|e| e.to_string())?;
@@ -127,13 +127,13 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Set a new password (signs the account out everywhere).
+    /// Set a new password (signs the account out everywhere and revokes its API tokens).
     Passwd {
         name: String,
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Delete an account with its sessions.
+    /// Delete an account with its sessions, API tokens and conversations.
     Remove { name: String },
     /// List the accounts.
     List,
@@ -158,9 +158,9 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
     Ok(first)
 }
 
-fn user_command(config: &config::Config, cmd: UserCommand) -> Result<(), String> {
+fn user_command(config: &config::Config, init: bool, cmd: UserCommand) -> Result<(), String> {
     use auth::users;
-    let store = store::Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let store = store::Store::open_with(&config.data_dir, init).map_err(|e| e.to_string())?;
     match cmd {
         UserCommand::Add {
             name,
@@ -178,8 +178,14 @@ fn user_command(config: &config::Config, cmd: UserCommand) -> Result<(), String>
             password_stdin,
         } => {
             let password = read_password(password_stdin)?;
-            users::set_password(&store, &name, &password).map_err(|e| e.to_string())?;
-            println!("password of `{name}` changed; its sessions were signed out");
+            let tokens =
+                users::set_password(&store, &name, &password).map_err(|e| e.to_string())?;
+            // A running server notices within seconds (it watches the database for changes).
+            println!(
+                "password of `{name}` changed; it was signed out everywhere and its {tokens} API \
+                 token(s) revoked (a password is changed when the old one may be known: so may \
+                 its tokens). New tokens: in the page, or `hermes-edge token create --user {name}`"
+            );
         }
         UserCommand::Remove { name } => {
             users::remove_user(&store, &name).map_err(|e| e.to_string())?;
@@ -256,6 +262,10 @@ struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Accept an existing but empty database file (no tables) as a new installation. Without
+    /// this such a file stops the start: it is more often a failed copy than a wish to start over.
+    #[arg(long, global = true)]
+    init_database: bool,
 }
 
 impl ServeArgs {
@@ -365,10 +375,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let init = cli.serve.init_database;
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(server::run(config)),
+        Command::Serve => {
+            if init {
+                // Gives an empty file its schema; the start below then opens it as any other.
+                if let Err(e) = store::Store::open_with(&config.data_dir, true) {
+                    eprintln!("hermes-edge: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            runtime.block_on(server::run(config))
+        }
         Command::Token(cmd) => {
-            return match token_command(&config, cmd) {
+            return match token_command(&config, init, cmd) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hermes-edge: {e}");
@@ -388,7 +408,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::User(cmd) => {
-            return match user_command(&config, cmd) {
+            return match user_command(&config, init, cmd) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hermes-edge: {e}");

@@ -148,14 +148,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
     let store = Store::open(&config.data_dir)?;
-    if let Some((password, from_env)) = crate::auth::users::ensure_first_admin(&store)? {
-        if from_env {
-            println!("created account `admin` with the password from HERMES_EDGE_ADMIN_PASSWORD");
-        } else {
-            println!("created account `admin` with password: {password}");
-            println!("  (shown once; change it with `hermes-edge user passwd admin`)");
-        }
-    }
 
     if let Some(path) = &config.source {
         println!("config: {}", path.display());
@@ -170,6 +162,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     let extra_alpn = acme.as_ref().map(|a| a.extra_alpn()).unwrap_or(&[]);
     let tls_config = tls::server_config(resolver.clone(), extra_alpn)?;
+    // Only once everything that can stop the start has passed: a start that fails on a bad
+    // certificate must not leave an `admin` behind whose password went by on a console.
+    if let Some((password, from_env)) = crate::auth::users::ensure_first_admin(&store)? {
+        if from_env {
+            println!("created account `admin` with the password from HERMES_EDGE_ADMIN_PASSWORD");
+        } else {
+            println!("created account `admin` with password: {password}");
+            println!("  (shown once; change it with `hermes-edge user passwd admin`)");
+        }
+    }
     let mut app = App::new(config.clone(), store, ca_pem);
     if let Some(acme) = &acme {
         // Nothing else holds the new App yet.

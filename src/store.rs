@@ -21,6 +21,14 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the database {} exists but holds nothing (no tables): a failed copy or restore, or a \
+         disk that filled up? Starting would make a new installation with a new `admin` password. \
+         Restore it from a backup; or, to really start afresh, remove it (with any -wal and -shm \
+         file beside it) or start once with --init-database",
+        path.display()
+    )]
+    Empty { path: PathBuf },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database task failed: {0}")]
@@ -96,6 +104,43 @@ const MIGRATIONS: &[&str] = &[
         session_id TEXT NOT NULL,
         PRIMARY KEY (conversation_id, session_id)
     ) WITHOUT ROWID;",
+    // 5: account ids are never handed out again, and each account has its own Hermes memory scope.
+    //
+    // Before this, `users.id` was a plain rowid: removing the account with the highest id freed
+    // that id for the next account, which then got the removed account's `web:<id>` memory and
+    // `api-<id>-...` sessions in Hermes. Now:
+    // - `AUTOINCREMENT` never reuses an id once this sequence is past it. The sequence starts
+    //   above every user id any table still mentions (sign-in audit rows outlive their account).
+    // - That is not enough on its own: an id freed before this migration may have left no trace
+    //   here at all, while Hermes still holds its memory. So what goes to Hermes is `scope`:
+    //   existing accounts keep their id (`web:<id>`, `api-<id>-...`: their memory stays theirs);
+    //   accounts created from now on get `u<id>-<96 random bits>` (see `users::create_user`),
+    //   which no earlier version ever sent (those scopes are all digits), which no later account
+    //   of this database repeats (UNIQUE, and the id part never comes back), and which does not
+    //   repeat across installations either (a new database against the same Hermes).
+    // Rebuilding the table is SQLite's way to change a column's kind; `Store::prepare` runs
+    // migrations with foreign keys off so dropping the old table does not cascade.
+    "CREATE TABLE users_v5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin','user')),
+        created_at INTEGER NOT NULL,
+        scope TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO users_v5 (id, username, password_hash, role, created_at, scope)
+        SELECT id, username, password_hash, role, created_at, CAST(id AS TEXT) FROM users;
+    DROP TABLE users;
+    ALTER TABLE users_v5 RENAME TO users;
+    DELETE FROM sqlite_sequence WHERE name IN ('users', 'users_v5');
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'users', COALESCE(MAX(m), 0) FROM (
+        SELECT MAX(id) AS m FROM users
+        UNION ALL SELECT MAX(user_id) FROM sessions
+        UNION ALL SELECT MAX(user_id) FROM login_audit
+        UNION ALL SELECT MAX(user_id) FROM conversations
+        UNION ALL SELECT MAX(user_id) FROM api_tokens
+    );
+    CREATE INDEX login_audit_at ON login_audit(at);",
 ];
 
 #[derive(Clone)]
@@ -105,16 +150,39 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) `<data_dir>/hermes-edge.db` and brings its schema up to date.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    ///
+    /// A file that exists but holds no tables is refused ([`StoreError::Empty`]) unless `init` is
+    /// set: treated as new, it would silently start a new installation (a new `admin` with a new
+    /// password) over what was surely meant to be the old one's data. No file at all is a new
+    /// installation, as always.
+    pub fn open_with(data_dir: &Path, init: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir {
             path: data_dir.to_path_buf(),
             source,
         })?;
         let path = data_dir.join("hermes-edge.db");
+        let existed = path.exists();
         let conn = Connection::open(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
         })?;
+        if existed && !init {
+            // Before any pragma below writes a header into an empty file.
+            let empty = conn
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM sqlite_master) = 0 AND user_version = 0
+                     FROM pragma_user_version",
+                    [],
+                    |r| r.get::<_, bool>(0),
+                )
+                .map_err(|source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+            if empty {
+                return Err(StoreError::Empty { path });
+            }
+        }
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
@@ -122,18 +190,34 @@ impl Store {
         Self::prepare(conn).map_err(|source| StoreError::Open { path, source })
     }
 
+    /// [`Store::open_with`] without `--init-database`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(data_dir, false)
+    }
+
     fn prepare(mut conn: Connection) -> Result<Store, rusqlite::Error> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Off while migrating: a migration that rebuilds a table drops the old one, which with
+        // foreign keys on would delete every row that refers to it. (The pragma cannot change
+        // inside a transaction, so it is set around them.)
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = conn.transaction()?;
+            // IMMEDIATE: a command-line tool opening the same file at the same moment waits
+            // (busy timeout) instead of running the same migration alongside.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now > i as i64 {
+                // Another process migrated while this one waited.
+                continue;
+            }
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -670,7 +670,10 @@ async fn hermes_gets_the_key_the_session_headers_and_the_client_address() {
             req.header("x-hermes-session-id").unwrap(),
             format!("web-{conv}")
         );
-        assert_eq!(req.header("x-hermes-session-key").unwrap(), "web:1");
+        assert_eq!(
+            req.header("x-hermes-session-key").unwrap(),
+            format!("web:{}", memory_scope(&s, "admin"))
+        );
         assert_eq!(req.header("x-forwarded-for").unwrap(), "127.0.0.1");
         assert_eq!(req.header("x-real-ip").unwrap(), "127.0.0.1");
         assert_eq!(req.header("cookie"), None);
@@ -875,7 +878,10 @@ async fn a_user_cannot_read_continue_rename_or_delete_another_users_conversation
     let r = chat(&s, &bob, json!({"message": "hello"})).await;
     text(r).await;
     let last = fake.requests().last().unwrap().clone();
-    assert_eq!(last.header("x-hermes-session-key").unwrap(), "web:2");
+    assert_eq!(
+        last.header("x-hermes-session-key").unwrap(),
+        format!("web:{}", memory_scope(&s, "bob"))
+    );
 }
 
 #[tokio::test]
@@ -904,7 +910,10 @@ async fn regenerate_and_edit_branch_the_conversation_with_its_kept_history() {
     text(r).await;
     let req = fake.requests()[2].clone();
     assert_eq!(req.header("x-hermes-session-id"), None);
-    assert_eq!(req.header("x-hermes-session-key").unwrap(), "web:1");
+    assert_eq!(
+        req.header("x-hermes-session-key").unwrap(),
+        format!("web:{}", memory_scope(&s, "admin"))
+    );
     let sent = req.json();
     let msgs = sent["messages"].as_array().unwrap();
     let system = msgs[0]["content"].as_str().unwrap().to_string();
@@ -1146,8 +1155,15 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
         req.header("authorization").unwrap(),
         format!("Bearer {KEY}")
     );
-    assert_eq!(req.header("x-hermes-session-id").unwrap(), "api-1-my-chat");
-    assert_eq!(req.header("x-hermes-session-key").unwrap(), "web:1");
+    let scope = memory_scope(&s, "admin");
+    assert_eq!(
+        req.header("x-hermes-session-id").unwrap(),
+        format!("api-{scope}-my-chat")
+    );
+    assert_eq!(
+        req.header("x-hermes-session-key").unwrap(),
+        format!("web:{scope}")
+    );
     assert_eq!(req.json(), body);
     // The access log names the token's owner.
     let needle = "path=/v1/chat/completions status=200";
@@ -1188,7 +1204,7 @@ async fn personal_tokens_open_v1_for_api_clients_with_forced_session_scoping() {
     assert_eq!(req.header("x-hermes-session-id"), None);
     assert_eq!(
         req.json()["messages"],
-        json!([{"role": "system", "content": "api user: 1"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}])
+        json!([{"role": "system", "content": format!("api user: {scope}")}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}])
     );
 
     // A path-like session id is refused before Hermes sees it.

@@ -148,8 +148,9 @@ pub async fn create_user(app: &App, req: Request<Incoming>) -> Resp {
     }
 }
 
-/// `DELETE /api/admin/users/{name}`: `204`; the account's sessions go with it. The last admin
-/// cannot be removed this way (`409 last_admin`), so the site always keeps someone who can manage it.
+/// `DELETE /api/admin/users/{name}`: `204`; the account's sessions and API tokens go with it, at
+/// once. The last admin cannot be removed this way (`409 last_admin`), so the site always keeps
+/// someone who can manage it.
 pub async fn remove_user(app: &App, segment: &str) -> Resp {
     let name = decode_segment(segment);
     let lookup = name.clone();
@@ -157,12 +158,13 @@ pub async fn remove_user(app: &App, segment: &str) -> Resp {
         .store
         .call(move |c| {
             let tx = c.transaction()?;
-            let role: Option<String> = rusqlite::OptionalExtension::optional(tx.query_row(
-                "SELECT role FROM users WHERE username = ?1",
-                params![lookup],
-                |r| r.get(0),
-            ))?;
-            let Some(role) = role else {
+            let found: Option<(i64, String)> =
+                rusqlite::OptionalExtension::optional(tx.query_row(
+                    "SELECT id, role FROM users WHERE username = ?1",
+                    params![lookup],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                ))?;
+            let Some((id, role)) = found else {
                 return Ok(Err(false));
             };
             if role == "admin" {
@@ -176,11 +178,14 @@ pub async fn remove_user(app: &App, segment: &str) -> Resp {
             }
             tx.execute("DELETE FROM users WHERE username = ?1", params![lookup])?;
             tx.commit()?;
-            Ok(Ok(()))
+            Ok(Ok(id))
         })
         .await;
     match result {
-        Ok(Ok(())) => {
+        Ok(Ok(id)) => {
+            // Its tokens went with it in the database; the ones checked recently must not go on
+            // working from the cache.
+            app.tokens.forget_user(id);
             tracing::info!(user = %name, "account removed");
             no_content()
         }

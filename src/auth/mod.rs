@@ -85,13 +85,13 @@ pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<
             let now = now();
             let found = c
                 .query_row(
-                    "SELECT u.id, u.username, u.role, s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
+                    "SELECT u.id, u.username, u.role, u.scope, s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
                      WHERE s.token_hash = ?1 AND s.expires_at > ?2",
                     params![hash, now],
                     |r| {
                         Ok((
                             User::from_row(r, 0)?,
-                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
                         ))
                     },
                 )
@@ -114,6 +114,76 @@ pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<
             None
         }
     }
+}
+
+/// How often the serving process asks whether another process changed the database. The `user`
+/// and `token` commands write the same file from their own process; this process trusts the API
+/// tokens it checked recently (`tokens::TokenCache`), and must stop trusting them within a few
+/// seconds of a revocation there. One `PRAGMA data_version` a second costs next to nothing.
+pub const DB_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often old sign-in audit rows are deleted (besides at start).
+const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Starts the serving process's database upkeep, when there is a runtime to run it (not in the
+/// command-line tools): empties the token cache whenever another connection has committed to
+/// the database (SQLite's `data_version` changes only for other connections' commits, so this
+/// process's own writes cost nothing), and deletes sign-in audit rows older than `audit_keep`,
+/// once at start and then daily. It holds the store and the cache, not the `App`, so it never
+/// keeps the `App` shared at start-up.
+pub fn spawn_upkeep(
+    store: crate::store::Store,
+    tokens: std::sync::Arc<crate::upstream::tokens::TokenCache>,
+    audit_keep: Duration,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(DB_WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen: Option<i64> = None;
+        let mut next_prune = std::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let prune_before = (std::time::Instant::now() >= next_prune)
+                .then(|| now() - i64::try_from(audit_keep.as_secs()).unwrap_or(i64::MAX));
+            let result = store
+                .call(move |c| {
+                    let pruned = match prune_before {
+                        Some(before) => Some(
+                            c.execute("DELETE FROM login_audit WHERE at < ?1", params![before])?,
+                        ),
+                        None => None,
+                    };
+                    let version: i64 = c.pragma_query_value(None, "data_version", |r| r.get(0))?;
+                    Ok((version, pruned))
+                })
+                .await;
+            match result {
+                Ok((version, pruned)) => {
+                    if seen.is_some_and(|s| s != version) {
+                        tokens.clear();
+                    }
+                    seen = Some(version);
+                    if let Some(n) = pruned {
+                        next_prune = std::time::Instant::now() + AUDIT_PRUNE_INTERVAL;
+                        if n > 0 {
+                            tracing::info!(
+                                rows = n,
+                                "deleted sign-in audit rows past auth.login_audit_days"
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Unsure what changed: trust nothing cached.
+                    tokens.clear();
+                    tracing::warn!("database upkeep failed: {e}");
+                }
+            }
+        }
+    });
 }
 
 /// Creates a session row and returns its token.
@@ -652,6 +722,7 @@ mod tests {
             id,
             username: format!("u{id}"),
             role: Role::User,
+            scope: id.to_string().into(),
         };
         assert!(chat_send_limited(&app, &user(1)).is_none());
         assert!(chat_send_limited(&app, &user(1)).is_none());

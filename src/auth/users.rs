@@ -37,18 +37,37 @@ pub struct User {
     pub id: i64,
     pub username: String,
     pub role: Role,
+    /// What names this account in Hermes: its memory is `web:<scope>`, its API sessions
+    /// `api-<scope>-...`. Never the same for two accounts, even after one is removed (see
+    /// migration 5 in `store.rs`). Shared, since a `User` is cloned for each API request.
+    #[serde(skip)]
+    pub scope: std::sync::Arc<str>,
 }
 
 impl User {
-    /// A user from three columns of a row, `id, username, role`, starting at column `at`.
+    /// A user from four columns of a row, `id, username, role, scope`, starting at column `at`.
     pub fn from_row(r: &rusqlite::Row<'_>, at: usize) -> Result<User, rusqlite::Error> {
         let role: String = r.get(at + 2)?;
         Ok(User {
             id: r.get(at)?,
             username: r.get(at + 1)?,
             role: Role::parse(&role).unwrap_or(Role::User),
+            scope: r.get::<_, String>(at + 3)?.into(),
         })
     }
+}
+
+/// A memory scope no account has had: `u<id>-<96 random bits in hex>`. The `u` keeps it apart
+/// from the all-digit scopes of accounts made before migration 5 (whose ids may since have been
+/// freed and, with no trace left, handed out again); the id, never reused from now on, keeps it
+/// apart from every later account of this database; the random part from accounts of another
+/// database (a reinstallation) talking to the same Hermes. Only `[0-9a-z-]`: it goes into a header,
+/// a session id and a JSON string unescaped.
+fn new_scope(id: i64) -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("u{id}-{}", hex::encode(bytes))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,24 +144,46 @@ pub fn create_user(
     }
     let hash = hash_password(password)?;
     let name = username.to_string();
-    let id = store.call_blocking(|c| {
-        c.execute(
-            "INSERT OR IGNORE INTO users (username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, hash, role.as_str(), now()],
+    let made = store.call_blocking(|c| {
+        let tx = c.transaction()?;
+        // The scope needs the id, known only once the row is in: a placeholder that is unique
+        // (the random part alone) goes in first, within the same transaction.
+        let placeholder = new_scope(0);
+        tx.execute(
+            "INSERT OR IGNORE INTO users (username, password_hash, role, created_at, scope)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, hash, role.as_str(), now(), placeholder],
         )?;
-        Ok(if c.changes() == 0 { None } else { Some(c.last_insert_rowid()) })
+        if tx.changes() == 0 {
+            return Ok(None);
+        }
+        let id = tx.last_insert_rowid();
+        let scope = new_scope(id);
+        tx.execute(
+            "UPDATE users SET scope = ?1 WHERE id = ?2",
+            params![scope, id],
+        )?;
+        tx.commit()?;
+        Ok(Some((id, scope)))
     })?;
-    match id {
-        Some(id) => Ok(User {
+    match made {
+        Some((id, scope)) => Ok(User {
             id,
             username: username.to_string(),
             role,
+            scope: scope.into(),
         }),
         None => Err(UserError::Exists(username.to_string())),
     }
 }
 
-pub fn set_password(store: &Store, username: &str, password: &str) -> Result<(), UserError> {
+/// Sets a new password; signs the account out everywhere and revokes its personal API tokens.
+///
+/// A password is changed here by an administrator (the command line), most often because the
+/// old one may be known to someone else, who may then have made a token with it: a token keeps
+/// working after a password change only until someone notices. So the tokens go too, as the
+/// sessions do, and the owner makes new ones once signed in again. Returns how many tokens went.
+pub fn set_password(store: &Store, username: &str, password: &str) -> Result<usize, UserError> {
     if password.chars().count() < 8 {
         return Err(UserError::WeakPassword);
     }
@@ -159,13 +200,17 @@ pub fn set_password(store: &Store, username: &str, password: &str) -> Result<(),
             "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
             params![name],
         )?;
+        let tokens = tx.execute(
+            "DELETE FROM api_tokens WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
+            params![name],
+        )?;
         tx.commit()?;
-        Ok(n)
+        Ok((n, tokens))
     })?;
-    if changed == 0 {
+    if changed.0 == 0 {
         return Err(UserError::Unknown(username.to_string()));
     }
-    Ok(())
+    Ok(changed.1)
 }
 
 pub fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
@@ -181,8 +226,8 @@ pub fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
 pub fn list_users(store: &Store) -> Result<Vec<(User, i64)>, UserError> {
     Ok(store.call_blocking(|c| {
         let mut st =
-            c.prepare("SELECT id, username, role, created_at FROM users ORDER BY username")?;
-        let rows = st.query_map([], |r| Ok((User::from_row(r, 0)?, r.get::<_, i64>(3)?)))?;
+            c.prepare("SELECT id, username, role, scope, created_at FROM users ORDER BY username")?;
+        let rows = st.query_map([], |r| Ok((User::from_row(r, 0)?, r.get::<_, i64>(4)?)))?;
         rows.collect()
     })?)
 }
@@ -193,9 +238,9 @@ pub fn find_for_login(
     username: &str,
 ) -> Result<Option<(User, String)>, rusqlite::Error> {
     c.query_row(
-        "SELECT id, username, role, password_hash FROM users WHERE username = ?1",
+        "SELECT id, username, role, scope, password_hash FROM users WHERE username = ?1",
         params![username],
-        |r| Ok((User::from_row(r, 0)?, r.get(3)?)),
+        |r| Ok((User::from_row(r, 0)?, r.get(4)?)),
     )
     .optional()
 }

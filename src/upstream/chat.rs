@@ -2,7 +2,8 @@
 //!
 //! Hermes keeps each conversation's history itself, keyed by `X-Hermes-Session-Id`
 //! (`web-<uuid>`, one per conversation, never shared between users), and scopes long-term memory by
-//! `X-Hermes-Session-Key` (`web:<user id>`). So a normal message sends only the new user message.
+//! `X-Hermes-Session-Key` (`web:<scope>`, the account's own, `User::scope`). So a normal message
+//! sends only the new user message.
 //!
 //! Regenerate and edit-and-resend rewrite the past, which Hermes' stored session cannot do, and
 //! Hermes 0.19 ignores a request's history whenever `X-Hermes-Session-Id` is sent, even for a new id
@@ -171,7 +172,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     let out = Outgoing {
         body: Some(Bytes::from(hermes_body.to_string())),
         session_id: plan.session_header.clone(),
-        session_key: Some(super::session_key(user.id)),
+        session_key: Some(super::session_key(&user.scope)),
         stream: true,
         ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };

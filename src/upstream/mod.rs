@@ -303,12 +303,20 @@ fn target(app: &App) -> Result<(&Target, &HeaderValue), String> {
     }
 }
 
-/// `X-Hermes-Session-Key: web:<user id>`, a user's own long-term memory in Hermes.
-pub fn session_key(user_id: i64) -> HeaderValue {
-    let mut buf = [0u8; 24];
+/// `X-Hermes-Session-Key: web:<scope>`, a user's own long-term memory in Hermes. The scope is the
+/// account's own ([`crate::auth::User::scope`]: the id for accounts made before ids were kept
+/// from coming back, a never-repeated value since), not the id, which an account removed before
+/// that may have passed on.
+pub fn session_key(scope: &str) -> HeaderValue {
+    let mut buf = [0u8; 64];
+    let Some(rest) = buf.get_mut(4..4 + scope.len()) else {
+        return HeaderValue::from_str(&format!("web:{scope}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("web:"));
+    };
+    rest.copy_from_slice(scope.as_bytes());
     buf[..4].copy_from_slice(b"web:");
-    let len = 4 + decimal(user_id, &mut buf[4..]);
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("web:"))
+    HeaderValue::from_bytes(&buf[..4 + scope.len()])
+        .unwrap_or_else(|_| HeaderValue::from_static("web:"))
 }
 
 /// Writes `n` in decimal at the start of `out` (at least 20 bytes) and returns its length:
@@ -618,7 +626,9 @@ mod tests {
             let len = decimal(n, &mut out);
             assert_eq!(std::str::from_utf8(&out[..len]).unwrap(), n.to_string());
         }
-        assert_eq!(session_key(42), "web:42");
+        assert_eq!(session_key("42"), "web:42");
+        let long = "u1-".to_string() + &"f".repeat(80);
+        assert_eq!(session_key(&long), format!("web:{long}").as_str());
     }
 
     #[test]

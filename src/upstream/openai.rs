@@ -3,12 +3,15 @@
 //!
 //! The edge checks the token, applies the user's chat rate limit, forces session scoping and
 //! forwards with the real Hermes API key, streaming the answer back untouched:
-//! - `X-Hermes-Session-Key` is always `web:<user id>` (the user's own long-term memory);
-//! - a client's `X-Hermes-Session-Id: X` becomes `api-<user id>-X`, so one user can never name
+//! - `X-Hermes-Session-Key` is always `web:<scope>` (the user's own long-term memory);
+//! - a client's `X-Hermes-Session-Id: X` becomes `api-<scope>-X`, so one user can never name
 //!   another user's session (Hermes then loads that session's history itself);
 //! - without one, Hermes uses the request's own history (as OpenAI clients send it) and derives a
-//!   session id from the system prompt and first message; a system line `api user: <id>` is added
-//!   so that derived id differs between users (pitfall 16).
+//!   session id from the system prompt and first message; a system line `api user: <scope>` is
+//!   added so that derived id differs between users (pitfall 16).
+//!
+//! `<scope>` is the account's [`User::scope`], never reused by another account (not even after
+//! this one is removed): the user id for accounts made before migration 5, `u<id>-<random>` since.
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -66,7 +69,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         .map(|v| v.to_str().map(str::to_string));
     let session = match client_session {
         None => None,
-        Some(Ok(id)) if valid_client_session(&id) => Some(format!("api-{}-{id}", user.id)),
+        Some(Ok(id)) if valid_client_session(&id) => Some(format!("api-{}-{id}", user.scope)),
         Some(_) => {
             return response::error(
                 StatusCode::BAD_REQUEST,
@@ -88,7 +91,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     };
     let stream = probe.stream.is_some_and(|s| s.get() == "true");
     let body = if session.is_none() {
-        match with_user_line(&body, probe.messages, user.id) {
+        match with_user_line(&body, probe.messages, &user.scope) {
             Some(b) => b,
             None => {
                 return response::error(
@@ -110,7 +113,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     let out = Outgoing {
         body: Some(body),
         session_id: session,
-        session_key: Some(super::session_key(user.id)),
+        session_key: Some(super::session_key(&user.scope)),
         stream,
         ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };
@@ -138,12 +141,12 @@ impl<'a> Probe<'a> {
     }
 }
 
-/// `body` with `{"role":"system","content":"api user: <id>"}` as the first message, spliced into
-/// the bytes of the `messages` array. `None` when there is no such array.
+/// `body` with `{"role":"system","content":"api user: <scope>"}` as the first message, spliced
+/// into the bytes of the `messages` array. `None` when there is no such array.
 fn with_user_line(
     body: &bytes::Bytes,
     messages: Option<&serde_json::value::RawValue>,
-    user_id: i64,
+    scope: &str,
 ) -> Option<bytes::Bytes> {
     let raw = messages?.get();
     let inner = raw.strip_prefix('[')?;
@@ -152,13 +155,18 @@ fn with_user_line(
     if at > body.len() {
         return None;
     }
-    // A number needs no JSON escaping.
-    let mut id = [0u8; 20];
-    let id_len = super::decimal(user_id, &mut id);
-    let mut out = Vec::with_capacity(body.len() + 64);
+    // A scope is letters, digits and `-` (`users::new_scope`): no JSON escaping needed. Anything
+    // else (never written by this program) would be refused rather than spliced in.
+    if !scope
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + 64 + scope.len());
     out.extend_from_slice(&body[..at]);
     out.extend_from_slice(br#"{"role":"system","content":"api user: "#);
-    out.extend_from_slice(&id[..id_len]);
+    out.extend_from_slice(scope.as_bytes());
     out.extend_from_slice(br#""}"#);
     if !inner.trim_start().starts_with(']') {
         out.push(b',');
@@ -238,7 +246,7 @@ mod tests {
     fn spliced(body: &str) -> Option<serde_json::Value> {
         let bytes = bytes::Bytes::from(body.to_string());
         let probe = Probe::of(&bytes)?;
-        let out = with_user_line(&bytes, probe.messages, 7)?;
+        let out = with_user_line(&bytes, probe.messages, "7")?;
         Some(serde_json::from_slice(&out).unwrap())
     }
 

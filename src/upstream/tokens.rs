@@ -20,17 +20,25 @@ use crate::store::{now_ms, rfc3339_ms, Store, StoreError};
 pub const PREFIX: &str = "hek_";
 const MAX_TOKENS_PER_USER: i64 = 50;
 /// How long a checked token is trusted without asking the database again. Deleting a token in the
-/// page forgets it at once; a token revoked with the command line (another process) stops working
-/// within this time.
+/// page or removing its account forgets it at once; a change by the command line (another process
+/// writing the same file) empties the cache within `auth::DB_WATCH_INTERVAL` (see
+/// `auth::spawn_upkeep`). This lifetime is only the backstop should that watch ever fail.
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
 
 /// Recently checked tokens (by hash), so API clients do not cost a database round trip per
 /// request (the database is one connection behind a mutex).
+///
+/// Every forgetting bumps a generation, and a lookup puts its answer in only if no forgetting
+/// happened since it started: otherwise a lookup that read the database just before a revocation
+/// could put the revoked token back right after the revocation emptied the cache.
 #[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<[u8; 32], Cached, DigestKeys>>,
+    entries: Mutex<(Entries, u64)>,
 }
+
+/// The checked tokens by the SHA-256 of the token.
+type Entries = HashMap<[u8; 32], Cached, DigestKeys>;
 
 /// A checked token's user, its id (to forget it when deleted) and when it was checked.
 type Cached = (User, i64, Instant);
@@ -66,23 +74,47 @@ impl std::hash::Hasher for DigestHasher {
 impl TokenCache {
     fn get(&self, hash: &[u8; 32]) -> Option<User> {
         let map = self.entries.lock().ok()?;
-        let (user, _, at) = map.get(hash)?;
+        let (user, _, at) = map.0.get(hash)?;
         (at.elapsed() < CACHE_TTL).then(|| user.clone())
     }
 
-    fn put(&self, hash: [u8; 32], user: User, token_id: i64) {
+    /// The generation to pass to [`TokenCache::put`], read before asking the database.
+    fn generation(&self) -> Option<u64> {
+        self.entries.lock().ok().map(|m| m.1)
+    }
+
+    fn put(&self, hash: [u8; 32], user: User, token_id: i64, generation: Option<u64>) {
         if let Ok(mut map) = self.entries.lock() {
-            if map.len() >= CACHE_MAX {
-                map.clear();
+            if generation != Some(map.1) {
+                return;
             }
-            map.insert(hash, (user, token_id, Instant::now()));
+            if map.0.len() >= CACHE_MAX {
+                map.0.clear();
+            }
+            map.0.insert(hash, (user, token_id, Instant::now()));
+        }
+    }
+
+    fn forget_where(&self, gone: impl Fn(&Cached) -> bool) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.0.retain(|_, c| !gone(c));
+            map.1 = map.1.wrapping_add(1);
         }
     }
 
     fn forget(&self, token_id: i64) {
-        if let Ok(mut map) = self.entries.lock() {
-            map.retain(|_, (_, id, _)| *id != token_id);
-        }
+        self.forget_where(|(_, id, _)| *id == token_id);
+    }
+
+    /// Forgets every token of one account (removed: its tokens must stop at once).
+    pub fn forget_user(&self, user_id: i64) {
+        self.forget_where(|(user, _, _)| user.id == user_id);
+    }
+
+    /// Forgets every token: the database was changed by another process, which may have removed
+    /// or revoked any of them; the next request of each asks the database again.
+    pub fn clear(&self) {
+        self.forget_where(|_| true);
     }
 }
 
@@ -235,19 +267,20 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
         return Some(user);
     }
     let hash = key.to_vec();
+    let generation = app.tokens.generation();
     let result = app
         .store
         .call(move |c| {
             let found = c
                 .query_row(
-                    "SELECT u.id, u.username, u.role, t.id, t.last_used_at FROM api_tokens t
+                    "SELECT u.id, u.username, u.role, u.scope, t.id, t.last_used_at FROM api_tokens t
                      JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?1",
                     params![hash],
                     |r| {
                         Ok((
                             User::from_row(r, 0)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, Option<i64>>(4)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
                         ))
                     },
                 )
@@ -266,7 +299,7 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
         .await;
     match result {
         Ok(Some((user, id))) => {
-            app.tokens.put(key, user.clone(), id);
+            app.tokens.put(key, user.clone(), id, generation);
             Some(user)
         }
         Ok(None) => None,

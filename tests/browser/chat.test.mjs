@@ -744,9 +744,11 @@ test('API tokens: made in the dialog, shown once, usable on /v1, and dead once r
   assert.ok(chat.body.endsWith('data: [DONE]\n\n'), chat.body);
   const sent = upstream.chatRequests()[n];
   assert.equal(sent.headers.authorization, 'Bearer ' + API_KEY);
-  assert.match(sent.headers['x-hermes-session-key'], /^web:\d+$/);
+  // The account's memory scope: `u<id>-<24 hex>` for accounts made since schema version 5.
+  const scope = sent.headers['x-hermes-session-key'].replace(/^web:/, '');
+  assert.match(scope, /^u\d+-[0-9a-f]{24}$/);
   assert.equal(sent.body.messages[0].role, 'system');
-  assert.match(sent.body.messages[0].content, /^api user: \d+$/);
+  assert.equal(sent.body.messages[0].content, 'api user: ' + scope);
   const models = await request('GET', base + '/v1/models', { Authorization: 'Bearer ' + token });
   assert.equal(models.status, 200, models.body);
   assert.equal(JSON.parse(models.body).data[0].id, 'hermes-agent');

@@ -561,3 +561,13 @@ pub fn retry_after_secs(r: &reqwest::Response) -> u64 {
         .parse()
         .expect("Retry-After is whole seconds")
 }
+
+/// The Hermes memory scope the server at `s` keeps for `user` (`web:<scope>` is its
+/// `X-Hermes-Session-Key`), read from its database.
+pub fn memory_scope(s: &Server, user: &str) -> String {
+    let db = rusqlite::Connection::open(s.dir.join("data/hermes-edge.db")).expect("open database");
+    db.query_row("SELECT scope FROM users WHERE username = ?1", [user], |r| {
+        r.get(0)
+    })
+    .expect("the user's scope")
+}
