@@ -174,7 +174,7 @@ async fn signed_in(
             return admin::revoke_own_session(app, user, tail(p, "/api/sessions/")).await
         }
         (&Method::GET, "/api/admin/users") => return admin::list_users(app).await,
-        (&Method::POST, "/api/admin/users") => return admin::create_user(app, req).await,
+        (&Method::POST, "/api/admin/users") => return admin::create_user(app, ctx, req).await,
         (&Method::DELETE, p) if p.starts_with("/api/admin/users/") => {
             return admin::remove_user(app, tail(p, "/api/admin/users/")).await
         }
