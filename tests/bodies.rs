@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A server started with `toml` as its config file. The server is dropped (killed) before its
@@ -484,4 +485,51 @@ async fn http11_requests_without_exactly_one_host_get_400() {
         let answer = raw_exchange(&s, request.as_bytes(), 5).await;
         assert_eq!(status_of(&answer), 200, "{request}");
     }
+}
+
+#[tokio::test]
+async fn a_dashboard_request_whose_body_stops_gets_408() {
+    // A dashboard that takes the request and reads whatever comes, answering nothing.
+    let dashboard = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dashboard_addr = dashboard.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = dashboard.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.toml");
+    std::fs::write(&path, "[limits]\nbody_read_timeout_secs = 2\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(dir.path())
+            .arg("--config")
+            .arg(path.display().to_string())
+            .arg("--dashboard-upstream")
+            .arg(format!("http://{dashboard_addr}")),
+    );
+    let c = s.admin_client().await;
+    // The first piece, then nothing more (and no end).
+    let body =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"a\":"))])
+            .chain(futures_util::stream::pending());
+    let started = Instant::now();
+    let r = c
+        .post(s.url("/dashboard/api/config"))
+        .header("origin", s.origin())
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(body))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("no answer to a dashboard request whose body stopped");
+    assert_eq!(r.status(), 408);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
