@@ -67,9 +67,9 @@ pub struct Conn {
     pub peer_ip: (std::net::IpAddr, http::HeaderValue),
     /// The peer's bucket of `limits.requests_per_second_per_ip`, looked up once.
     pub ip_limit: IpHold,
-    /// Bytes of this connection's request bodies held now, under
-    /// `limits.body_memory_per_connection` (see `body`).
-    pub body_memory: crate::body::Budget,
+    /// Bytes of this connection's request bodies held now: large ones under
+    /// `limits.body_memory_per_connection`, small ones under their own cap (see `body`).
+    pub body_memory: crate::body::Budgets,
 }
 
 impl Conn {

@@ -14,9 +14,12 @@
 //! the whole body (a form or a small JSON object arrives at once), and reserve memory only as its
 //! bytes arrive: a head that only declares a length reserves nothing. Large bodies (the chat send
 //! with images, `/v1`) reserve their declared length before the first byte is read, so a body
-//! that cannot fit is refused before the client sends it. Small bodies have a process budget of
-//! their own (an eighth of `body_memory_total`, [`SMALL_SHARE`]), so signed-in users sending large
-//! bodies never leave the login form without room.
+//! that cannot fit is refused before the client sends it. Small bodies are counted apart from
+//! large ones, so signed-in users sending large bodies never leave the login form without room:
+//! per connection at most [`SMALL_BODIES_PER_CONNECTION`] of them at once, and in the process a
+//! quarter of `body_memory_total` ([`SMALL_SHARE`]). Filling that quarter with login forms takes
+//! thousands of connections that each keep sending bytes (a form that stops is dropped after the
+//! read timeout), where without it they would simply cost the memory.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,9 +54,15 @@ pub const DEFAULT_BODY_MEMORY_TOTAL: usize = 256 * 1024 * 1024;
 
 /// The process budget of small bodies, as a divisor of `body_memory_total` (the budget of large
 /// ones): room for thousands of login forms at once, whatever the large bodies hold.
-const SMALL_SHARE: usize = 8;
+const SMALL_SHARE: usize = 4;
 
-/// The process-wide budgets: large bodies under `body_memory_total`, small ones under their share.
+/// Small bodies one connection may send at once (HTTP/2 allows 128 streams): a page sends one or
+/// two at a time.
+const SMALL_BODIES_PER_CONNECTION: usize = 16;
+
+/// Bytes held by large and by small bodies: in the process (large ones under
+/// `body_memory_total`, small ones under their share) and per connection (large ones under
+/// `body_memory_per_connection`, small ones under [`SMALL_BODIES_PER_CONNECTION`]).
 #[derive(Default)]
 pub struct Budgets {
     large: Budget,
@@ -110,13 +119,23 @@ impl<'a> Hold<'a> {
             } else {
                 &app.body_memory.small
             },
-            conn: ctx.conn.as_deref().map(|c| &c.body_memory),
+            conn: ctx.conn.as_deref().map(|c| {
+                if large {
+                    &c.body_memory.large
+                } else {
+                    &c.body_memory.small
+                }
+            }),
             total_cap: if large {
                 l.body_memory_total
             } else {
                 (l.body_memory_total / SMALL_SHARE).max(SMALL_BODY_BYTES)
             },
-            conn_cap: l.body_memory_per_connection,
+            conn_cap: if large {
+                l.body_memory_per_connection
+            } else {
+                SMALL_BODIES_PER_CONNECTION * SMALL_BODY_BYTES
+            },
             bytes: 0,
         }
     }

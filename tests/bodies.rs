@@ -533,3 +533,48 @@ async fn a_dashboard_request_whose_body_stops_gets_408() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn small_bodies_beyond_the_per_connection_share_get_413_and_others_still_sign_in() {
+    // Login forms of almost 16 KiB on one HTTP/2 connection, each but its last byte sent: at most
+    // 16 of them are held at once.
+    const STREAMS: usize = 24;
+    const FORM: usize = 16_000;
+    let s = start_with_config(&format!(
+        "[limits]\nbody_read_timeout_secs = 10\n{OPEN_RATES}{OPEN_LOGINS}"
+    ));
+    let (mut send, _task) = h2_connect(&s).await;
+    let most = Bytes::from(vec![b'a'; FORM - 1]);
+    let length = FORM.to_string();
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        send = send.ready().await.unwrap();
+        let (resp, mut body) = send
+            .send_request(h2_post(&s, "/login", &[("content-length", &length)]), false)
+            .unwrap();
+        let _ = body.send_data(most.clone(), false);
+        streams.push((resp, body));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let (mut refused, mut held) = (0, 0);
+    for (resp, _) in streams.iter_mut() {
+        match tokio::time::timeout_at(deadline, resp).await {
+            Ok(Ok(r)) => {
+                assert_eq!(r.status(), 413);
+                refused += 1;
+            }
+            Ok(Err(e)) => panic!("stream failed: {e}"),
+            Err(_) => held += 1,
+        }
+    }
+    assert!(
+        held <= 16,
+        "{held} login bodies held at once on one connection"
+    );
+    assert_eq!(refused + held, STREAMS);
+    assert!(held > 0, "every login body was refused");
+    // Another client signs in meanwhile.
+    let c = s.client();
+    assert_eq!(s.login(&c, "admin", ADMIN_PASSWORD).await.status(), 200);
+    drop((send, streams));
+}
