@@ -453,6 +453,40 @@ mod tests {
         assert_eq!((total.used(), conn.used()), (0, 0));
     }
 
+    fn limits(toml: &str) -> Result<crate::config::Limits, String> {
+        use crate::config::{CliOverrides, Config};
+        let file = Config::parse_str(toml, std::path::Path::new("t.toml")).unwrap();
+        Config::resolve(file, None, &CliOverrides::default())
+            .map(|c| c.limits)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn budgets_left_unset_grow_with_max_body_bytes_and_set_ones_must_hold_it() {
+        let l = limits("").unwrap();
+        assert_eq!(l.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        assert_eq!(
+            (l.body_memory_per_connection, l.body_memory_total),
+            (
+                DEFAULT_BODY_MEMORY_PER_CONNECTION,
+                DEFAULT_BODY_MEMORY_TOTAL
+            )
+        );
+        let big = 300 * 1024 * 1024;
+        let l = limits(&format!("[limits]\nmax_body_bytes = {big}")).unwrap();
+        assert_eq!(
+            (l.body_memory_per_connection, l.body_memory_total),
+            (big, big)
+        );
+        let e = limits("[limits]\nmax_body_bytes = 2000\nbody_memory_per_connection = 1000")
+            .unwrap_err();
+        assert!(e.contains("body_memory_per_connection"), "{e}");
+        let e = limits("[limits]\nbody_memory_total = 1000").unwrap_err();
+        assert!(e.contains("body_memory_total"), "{e}");
+        let e = limits("[limits]\nbody_read_timeout_secs = 0").unwrap_err();
+        assert!(e.contains("body_read_timeout_secs"), "{e}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_arriving_times_out_but_time_left_unpolled_does_not_count() {
         use http_body_util::BodyExt;
