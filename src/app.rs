@@ -42,7 +42,8 @@ pub struct App {
     /// The fixed parts of every request to Hermes.
     pub target: Option<crate::upstream::Target>,
     pub http01: Option<Http01Responder>,
-    /// Bytes of request bodies held now, under `limits.body_memory_total` (see `body`).
+    /// Bytes of request bodies held now: large ones under `limits.body_memory_total`, small ones
+    /// under their share of it (see `body`).
     pub body_memory: crate::body::Budgets,
 }
 

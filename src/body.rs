@@ -45,7 +45,8 @@ pub const SMALL_BODY_BYTES: usize = 16 * 1024;
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `limits.body_memory_per_connection`: two chat messages of the largest default size
-/// (`max_body_bytes`, 25 MiB) at once, plus small requests; never less than `max_body_bytes`.
+/// (`max_body_bytes`, 25 MiB) at once, as from two tabs sharing one HTTP/2 connection, with room
+/// to spare; never less than `max_body_bytes`.
 pub const DEFAULT_BODY_MEMORY_PER_CONNECTION: usize = 64 * 1024 * 1024;
 
 /// `limits.body_memory_total`: about ten of the largest chat messages at once, affordable on a
