@@ -42,6 +42,9 @@ pub struct App {
     /// The fixed parts of every request to Hermes.
     pub target: Option<crate::upstream::Target>,
     pub http01: Option<Http01Responder>,
+    /// Bytes of request bodies held now: large ones under `limits.body_memory_total`, small ones
+    /// under their share of it (see `body`).
+    pub body_memory: crate::body::Budgets,
 }
 
 /// Facts about one request that handlers need besides the request itself.
@@ -65,6 +68,9 @@ pub struct Conn {
     pub peer_ip: (std::net::IpAddr, http::HeaderValue),
     /// The peer's bucket of `limits.requests_per_second_per_ip`, looked up once.
     pub ip_limit: IpHold,
+    /// Bytes of this connection's request bodies held now: large ones under
+    /// `limits.body_memory_per_connection`, small ones under their own cap (see `body`).
+    pub body_memory: crate::body::Budgets,
 }
 
 impl Conn {
@@ -79,6 +85,7 @@ impl Conn {
             _slot: slot,
             peer_ip: (peer_ip, crate::upstream::ip_header(peer_ip)),
             ip_limit,
+            body_memory: Default::default(),
         }
     }
 }
@@ -129,6 +136,7 @@ impl App {
             upstream,
             target: crate::upstream::Target::new(&config.upstream, config.chat.api_key.as_deref()),
             http01: None,
+            body_memory: Default::default(),
             store,
             config,
         })

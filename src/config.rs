@@ -87,6 +87,9 @@ pub struct FileLimits {
     pub max_connections: Option<usize>,
     pub h2_max_concurrent_streams: Option<u32>,
     pub max_body_bytes: Option<usize>,
+    pub body_read_timeout_secs: Option<u64>,
+    pub body_memory_per_connection: Option<usize>,
+    pub body_memory_total: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
     pub requests_per_second_per_ip: Option<u32>,
     pub request_burst_per_ip: Option<u32>,
@@ -206,6 +209,11 @@ pub struct Limits {
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
     pub max_body_bytes: usize,
+    /// How long a request body may wait for its client (see `body`).
+    pub body_read_timeout: Duration,
+    /// Bytes of request bodies held at once per connection, and in the whole process.
+    pub body_memory_per_connection: usize,
+    pub body_memory_total: usize,
     pub shutdown_grace: Duration,
     pub requests_per_second_per_ip: u32,
     pub request_burst_per_ip: u32,
@@ -444,13 +452,22 @@ impl Config {
             })?;
             trusted_proxies.push(ip);
         }
-        let limits = Limits {
+        let mut limits = Limits {
             header_read_timeout: secs(l.header_read_timeout_secs, 20),
             tls_handshake_timeout: secs(l.tls_handshake_timeout_secs, 10),
             max_header_bytes: l.max_header_bytes.unwrap_or(32 * 1024),
             max_connections: l.max_connections.unwrap_or(4096),
             h2_max_concurrent_streams: l.h2_max_concurrent_streams.unwrap_or(128),
             max_body_bytes: l.max_body_bytes.unwrap_or(25 * 1024 * 1024),
+            body_read_timeout: l
+                .body_read_timeout_secs
+                .map_or(crate::body::DEFAULT_BODY_READ_TIMEOUT, Duration::from_secs),
+            body_memory_per_connection: l
+                .body_memory_per_connection
+                .unwrap_or(crate::body::DEFAULT_BODY_MEMORY_PER_CONNECTION),
+            body_memory_total: l
+                .body_memory_total
+                .unwrap_or(crate::body::DEFAULT_BODY_MEMORY_TOTAL),
             shutdown_grace: secs(l.shutdown_grace_secs, 30),
             requests_per_second_per_ip: l.requests_per_second_per_ip.unwrap_or(50),
             request_burst_per_ip: l.request_burst_per_ip.unwrap_or(200),
@@ -462,6 +479,34 @@ impl Config {
         if limits.h2_max_concurrent_streams == 0 {
             return Err(invalid(
                 "limits.h2_max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
+        // Budgets left unset grow with `max_body_bytes`; set ones must let the largest body in.
+        if l.body_memory_per_connection.is_none() {
+            limits.body_memory_per_connection =
+                limits.body_memory_per_connection.max(limits.max_body_bytes);
+        }
+        if l.body_memory_total.is_none() {
+            limits.body_memory_total = limits
+                .body_memory_total
+                .max(limits.body_memory_per_connection);
+        }
+        if limits.body_memory_per_connection < limits.max_body_bytes {
+            return Err(invalid(
+                "limits.body_memory_per_connection",
+                "must be at least max_body_bytes",
+            ));
+        }
+        if limits.body_memory_total < limits.body_memory_per_connection {
+            return Err(invalid(
+                "limits.body_memory_total",
+                "must be at least body_memory_per_connection",
+            ));
+        }
+        if limits.body_read_timeout.is_zero() {
+            return Err(invalid(
+                "limits.body_read_timeout_secs",
                 "must be at least 1",
             ));
         }

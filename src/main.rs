@@ -4,6 +4,7 @@
 
 mod app;
 mod auth;
+mod body;
 mod config;
 mod disk_watch;
 mod doctor;

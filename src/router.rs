@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderValue, Method, Request, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
@@ -39,15 +39,74 @@ pub async fn handle(
         _ => app.ip_limit.check(client_ip),
     };
     let ctx = Ctx { client_ip, conn };
-    let mut resp = match limited {
-        Ok(()) => route(&app, &ctx, req).await,
-        Err(secs) => response::too_many(secs, "Too many requests from your address; slow down."),
+    let mut resp = if let Some(refused) = bad_http1_head(&req, app.config.limits.max_header_bytes) {
+        refused
+    } else {
+        match limited {
+            Ok(()) => route(&app, &ctx, req).await,
+            Err(secs) => {
+                response::too_many(secs, "Too many requests from your address; slow down.")
+            }
+        }
     };
     app.headers.apply(resp.headers_mut());
     if let Some((started, method, uri)) = logged {
         access_log(&resp, started, &method, uri.path(), client_ip);
     }
     Ok(resp)
+}
+
+/// The refusal of an HTTP/1.x request head that hyper lets through: one larger than
+/// `max_header_bytes` (`431`; hyper's `max_buf_size` bounds its read buffer, and a head that
+/// arrives in the right pieces passes it by up to half again), or an HTTP/1.1 request without
+/// exactly one `Host` (`400`, RFC 9112 §3.2). The connection is closed after either. HTTP/2 bounds
+/// its header list itself (`max_header_list_size`) and names the host in `:authority`.
+fn bad_http1_head<B>(req: &Request<B>, max_header_bytes: usize) -> Option<Resp> {
+    let version = req.version();
+    if version >= Version::HTTP_2 {
+        return None;
+    }
+    // As sent: `METHOD target HTTP/1.1\r\n`, each `name: value\r\n`, and the blank line.
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri
+            .authority()
+            .map_or(0, |a| a.as_str().len() + "https://".len());
+    let mut size = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len() + 2;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + 2 + value.len() + 2;
+    }
+    let mut refused = if size > max_header_bytes {
+        response::error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            &format!("The request head is larger than {max_header_bytes} bytes."),
+        )
+    } else {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let one_host = match (hosts.next(), hosts.next()) {
+            (Some(host), None) => valid_host(host.as_bytes()),
+            (None, None) => version < Version::HTTP_11,
+            _ => false,
+        };
+        if one_host {
+            return None;
+        }
+        response::error(
+            StatusCode::BAD_REQUEST,
+            "bad_host",
+            "An HTTP/1.1 request needs exactly one Host header with a host name.",
+        )
+    };
+    refused
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(refused)
+}
+
+/// A `Host` value is `host[:port]`: an authority without user information.
+fn valid_host(value: &[u8]) -> bool {
+    !value.is_empty() && !value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok()
 }
 
 /// One line per request: method, path, status, bytes, duration, user, client address.
@@ -174,7 +233,7 @@ async fn signed_in(
             return admin::revoke_own_session(app, user, tail(p, "/api/sessions/")).await
         }
         (&Method::GET, "/api/admin/users") => return admin::list_users(app).await,
-        (&Method::POST, "/api/admin/users") => return admin::create_user(app, req).await,
+        (&Method::POST, "/api/admin/users") => return admin::create_user(app, ctx, req).await,
         (&Method::DELETE, p) if p.starts_with("/api/admin/users/") => {
             return admin::remove_user(app, tail(p, "/api/admin/users/")).await
         }

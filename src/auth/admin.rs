@@ -9,8 +9,9 @@ use hyper::body::Incoming;
 use rusqlite::params;
 
 use super::users::{self, Role, User, UserError};
-use super::{read_body, session_cookie, session_id, token_hash};
-use crate::app::App;
+use super::{session_cookie, session_id, token_hash};
+use crate::app::{App, Ctx};
+use crate::body::read_body;
 use crate::response::{self, Resp};
 use crate::store::{now, rfc3339, StoreError};
 
@@ -103,8 +104,8 @@ struct NewUser {
 
 /// `POST /api/admin/users` with `{"username","password","role":"user"|"admin"}`: `201` and the
 /// account; `400` for a bad name, role or password, `409` when the name is taken.
-pub async fn create_user(app: &App, req: Request<Incoming>) -> Resp {
-    let body = match read_body(req, 16 * 1024).await {
+pub async fn create_user(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+    let body = match read_body(app, ctx, req, crate::body::SMALL_BODY_BYTES).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -101,7 +101,7 @@ fn bad(code: &str, message: &str) -> Resp {
 }
 
 pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
-    let body = match crate::auth::read_body(req, app.config.limits.max_body_bytes).await {
+    let body = match crate::body::read_body(app, ctx, req, app.config.limits.max_body_bytes).await {
         Ok(b) => b,
         Err(r) => return r,
     };

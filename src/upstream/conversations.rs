@@ -245,8 +245,8 @@ struct Rename {
 }
 
 /// `PATCH /api/conversations/{id}` with `{"title": "..."}`: renames it.
-pub async fn patch(app: &App, req: Request<Incoming>, user: &User, id: &str) -> Resp {
-    let body = match crate::auth::read_body(req, 16 * 1024).await {
+pub async fn patch(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User, id: &str) -> Resp {
+    let body = match crate::body::read_body(app, ctx, req, crate::body::SMALL_BODY_BYTES).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -108,8 +108,9 @@ async fn proxy(app: &App, ctx: &Ctx, req: Request<Incoming>, base: &str) -> Resp
     let client_headers = req.headers().clone();
     let (parts, body) = req.into_parts();
     let out = match upstream_request(&parts, base, ctx, origin) {
+        // Streamed up as it arrives (never held whole), within the body read timeout.
         Ok(b) => b.body(
-            http_body_util::Limited::new(body, limit)
+            http_body_util::Limited::new(crate::body::timed(app, body), limit)
                 .map_err(BoxError::from)
                 .boxed_unsync(),
         ),
@@ -283,6 +284,12 @@ async fn send(
 ) -> Result<Response<Incoming>, Resp> {
     match tokio::time::timeout(HEAD_TIMEOUT, app.upstream.request(out)).await {
         Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) if crate::body::is_timed_out(&e) => {
+            let mut r = crate::body::timed_out_response(app.config.limits.body_read_timeout);
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(r)
+        }
         Ok(Err(e)) if e.is_connect() => {
             tracing::warn!(dashboard = %base, "Hermes' dashboard unreachable: {e}");
             let port = base.rsplit(':').next().unwrap_or("9119");

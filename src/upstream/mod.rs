@@ -565,14 +565,14 @@ pub async fn route(
         (&Method::GET, "/api/conversations") => return conversations::list(app, user).await,
         (_, "/api/conversations") => return response::method_not_allowed(),
         (&Method::GET, "/api/tokens") => return tokens::list(app, user).await,
-        (&Method::POST, "/api/tokens") => return tokens::post(app, req, user).await,
+        (&Method::POST, "/api/tokens") => return tokens::post(app, ctx, req, user).await,
         (_, "/api/tokens") => return response::method_not_allowed(),
         _ => {}
     }
     if let Some(id) = path.strip_prefix("/api/conversations/") {
         return match *method {
             Method::GET => conversations::get(app, user, id).await,
-            Method::PATCH => conversations::patch(app, req, user, id).await,
+            Method::PATCH => conversations::patch(app, ctx, req, user, id).await,
             Method::DELETE => conversations::delete(app, ctx, user, id).await,
             _ => response::method_not_allowed(),
         };

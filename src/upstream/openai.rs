@@ -78,11 +78,12 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
             )
         }
     };
-    let body = match crate::auth::read_body(req, app.config.limits.max_body_bytes).await {
+    // Counted under the memory budgets until the answer has begun (`body` shares its bytes).
+    let held = match crate::body::read_body(app, ctx, req, app.config.limits.max_body_bytes).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(probe) = Probe::of(&body) else {
+    let Some(probe) = Probe::of(&held) else {
         return response::error(
             StatusCode::BAD_REQUEST,
             "bad_body",
@@ -91,7 +92,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     };
     let stream = probe.stream.is_some_and(|s| s.get() == "true");
     let body = if session.is_none() {
-        match with_user_line(&body, probe.messages, &user.scope) {
+        match with_user_line(&held, probe.messages, &user.scope) {
             Some(b) => b,
             None => {
                 return response::error(
@@ -102,7 +103,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
             }
         }
     } else {
-        body
+        held.bytes.clone()
     };
     if app.config.chat.api_key.is_none() {
         return UpstreamError::NoKey.response();

@@ -12,7 +12,7 @@ use http::{header, HeaderMap, Request, StatusCode};
 use hyper::body::Incoming;
 use rusqlite::{params, OptionalExtension};
 
-use crate::app::App;
+use crate::app::{App, Ctx};
 use crate::auth::{self, User};
 use crate::response::{self, Resp};
 use crate::store::{now_ms, rfc3339_ms, Store, StoreError};
@@ -329,8 +329,8 @@ struct NewToken {
 }
 
 /// `POST /api/tokens` with `{"name": "..."}`: `201` with the listing plus `"token"` (shown once).
-pub async fn post(app: &App, req: Request<Incoming>, user: &User) -> Resp {
-    let body = match auth::read_body(req, 16 * 1024).await {
+pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
+    let body = match crate::body::read_body(app, ctx, req, crate::body::SMALL_BODY_BYTES).await {
         Ok(b) => b,
         Err(r) => return r,
     };
