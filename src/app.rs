@@ -10,7 +10,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::Config;
 use crate::response::Body;
-use crate::security::{IpHold, IpLimit, KeyedLimit, SecurityHeaders};
+use crate::security::{IpHold, IpLimit, KeyedLimit, NetLimit, SecurityHeaders};
 use crate::store::Store;
 use crate::www::Www;
 
@@ -29,7 +29,8 @@ pub struct App {
     /// The local root CA in PEM, served at `/ca.crt` so devices can trust it once.
     pub ca_pem: Option<Bytes>,
     pub ip_limit: IpLimit,
-    pub login_ip_limit: KeyedLimit<IpAddr>,
+    /// Sign-in attempts per client network (an IPv4 address, an IPv6 /64).
+    pub login_ip_limit: NetLimit,
     pub login_account_limit: KeyedLimit<String>,
     /// Chat messages per user id (`auth.chat_sends_per_minute_per_user`); see `auth::chat_send_limited`.
     pub chat_limit: KeyedLimit<i64>,
@@ -104,7 +105,7 @@ impl App {
                 Duration::from_secs(1),
                 l.request_burst_per_ip,
             ),
-            login_ip_limit: KeyedLimit::new(
+            login_ip_limit: NetLimit::new(
                 a.login_attempts_per_minute_per_ip,
                 Duration::from_secs(60),
                 a.login_attempts_per_minute_per_ip,
