@@ -58,9 +58,10 @@ pub struct Ctx {
 pub struct Conn {
     /// Its own connection to Hermes (see `upstream::own`).
     pub own: crate::upstream::own::OwnUpstream,
-    /// Its place under `limits.max_connections`, held while anything still uses the connection:
-    /// an upgraded WebSocket outlives the HTTP connection it came on and keeps a clone.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its place under `limits.max_connections` and its network's cap, held while anything still
+    /// uses the connection: an upgraded WebSocket outlives the HTTP connection it came on and
+    /// keeps a clone.
+    _slot: crate::conn_limits::Slot,
     /// The peer's address and its text as a header value, formatted once per connection for the
     /// `X-Forwarded-For` / `X-Real-IP` of every request sent on to Hermes.
     pub peer_ip: (std::net::IpAddr, http::HeaderValue),
@@ -71,7 +72,7 @@ pub struct Conn {
 impl Conn {
     pub fn new(
         own: crate::upstream::own::OwnUpstream,
-        slot: tokio::sync::OwnedSemaphorePermit,
+        slot: crate::conn_limits::Slot,
         peer_ip: std::net::IpAddr,
         ip_limit: IpHold,
     ) -> Conn {

@@ -5,6 +5,7 @@
 mod app;
 mod auth;
 mod config;
+mod conn_limits;
 mod disk_watch;
 mod doctor;
 mod files;
@@ -13,6 +14,7 @@ mod memory;
 mod response;
 mod router;
 mod security;
+mod send_timeout;
 mod server;
 mod stopping;
 mod store;
@@ -364,7 +366,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(server::run(config)),
+        Command::Serve => {
+            let mut config = config;
+            conn_limits::fit_limits(&mut config.limits);
+            runtime.block_on(server::run(config))
+        }
         Command::Token(cmd) => {
             return match token_command(&config, cmd) {
                 Ok(()) => ExitCode::SUCCESS,
