@@ -14,6 +14,10 @@
 //! Without this a client that stopped reading held its connection, and the file or upstream
 //! stream behind the response, for as long as it liked.
 //!
+//! A stalled HTTP/2 stream is reset alone (its task is dropped, so h2 sends `RST_STREAM`): the
+//! other streams of the connection (a chat answer beside a paused video) go on. Anything else
+//! that stalls closes the connection.
+//!
 //! The hot path only stores timestamps in atomics the connection's own thread uses; the timer is
 //! armed only while something is still waiting when the connection's poll ends, so a response
 //! that leaves in one go arms nothing.
@@ -25,6 +29,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::{AbortHandle, AbortRegistration};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -39,8 +44,27 @@ pub struct SendWatch {
     write_blocked: AtomicU64,
     /// How many bodies are waiting for hyper to ask for more.
     waiting: AtomicUsize,
-    /// One timestamp per response body in progress (slots are reused once their body is gone).
-    bodies: Mutex<Vec<Arc<AtomicU64>>>,
+    /// One slot per response in progress (reused once its request is gone).
+    bodies: Mutex<Vec<Arc<BodySlot>>>,
+    /// The abort registration of the HTTP/2 stream whose request was just taken in, for the
+    /// executor that runs that stream next (`take_stream_abort`).
+    next_stream: Mutex<Option<AbortRegistration>>,
+}
+
+/// What the connection knows of one response body.
+pub struct BodySlot {
+    /// Since when the body has waited for hyper to ask for more; 0: not waiting.
+    since: AtomicU64,
+    /// Ends the HTTP/2 stream the body belongs to; `None` over HTTP/1.1.
+    abort: Mutex<Option<AbortHandle>>,
+}
+
+/// What a look at the connection's responses found.
+enum Look {
+    /// Something that can only be ended with the connection has waited for the timeout.
+    Close,
+    /// The earliest stamp of what still waits, if anything does.
+    Waiting(Option<u64>),
 }
 
 fn stamp() -> u64 {
@@ -54,6 +78,7 @@ impl SendWatch {
             write_blocked: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             bodies: Mutex::new(Vec::new()),
+            next_stream: Mutex::new(None),
         })
     }
 
@@ -62,26 +87,73 @@ impl SendWatch {
         self.waiting.load(Ordering::Relaxed) > 0 || self.write_blocked.load(Ordering::Relaxed) != 0
     }
 
-    /// The earliest stamp of whatever is waiting on the client.
-    fn waiting_since(&self) -> Option<u64> {
+    /// Resets the HTTP/2 streams that have waited for the whole timeout; says whether anything
+    /// else has (then the connection must close), or since when the rest waits.
+    fn look(&self) -> Look {
+        let now = stamp();
+        let timeout = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let expired = |since: u64| since != 0 && now.saturating_sub(since) >= timeout;
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        if expired(blocked) {
+            return Look::Close;
+        }
+        let mut earliest = (blocked != 0).then_some(blocked);
         let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
-        bodies
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .chain(std::iter::once(self.write_blocked.load(Ordering::Relaxed)))
-            .filter(|s| *s != 0)
-            .min()
+        for body in bodies.iter() {
+            let since = body.since.load(Ordering::Relaxed);
+            if since == 0 {
+                continue;
+            }
+            if expired(since) {
+                let abort = body.abort.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(stream) = abort.as_ref() else {
+                    return Look::Close;
+                };
+                // Its task ends at its next poll, and the body with it.
+                tracing::debug!(
+                    "an HTTP/2 response made no progress for the send timeout; stream reset"
+                );
+                stream.abort();
+                body.since.store(0, Ordering::Relaxed);
+                continue;
+            }
+            earliest = Some(earliest.map_or(since, |e: u64| e.min(since)));
+        }
+        Look::Waiting(earliest)
     }
 
-    fn body_slot(&self) -> Arc<AtomicU64> {
+    /// A slot for the response to a request being taken in. For an HTTP/2 stream it comes with
+    /// an abort registration for [`take_stream_abort`](Self::take_stream_abort): hyper hands the
+    /// stream to the executor right after calling the service for its request.
+    pub fn body_slot(&self, h2: bool) -> Arc<BodySlot> {
+        let abort = h2.then(|| {
+            let (handle, registration) = AbortHandle::new_pair();
+            *self.next_stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(registration);
+            handle
+        });
         let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
-        // A slot whose body is gone (only this list holds it) is free.
-        if let Some(free) = bodies.iter().find(|b| Arc::strong_count(b) == 1) {
-            return free.clone();
-        }
-        let slot = Arc::new(AtomicU64::new(0));
-        bodies.push(slot.clone());
+        // A slot whose request is gone (only this list holds it) is free.
+        let slot = match bodies.iter().find(|b| Arc::strong_count(b) == 1) {
+            Some(free) => free.clone(),
+            None => {
+                let slot = Arc::new(BodySlot {
+                    since: AtomicU64::new(0),
+                    abort: Mutex::new(None),
+                });
+                bodies.push(slot.clone());
+                slot
+            }
+        };
+        *slot.abort.lock().unwrap_or_else(|e| e.into_inner()) = abort;
         slot
+    }
+
+    /// The abort registration for the HTTP/2 stream being started (see `body_slot`).
+    pub fn take_stream_abort(&self) -> Option<AbortRegistration> {
+        self.next_stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -90,15 +162,15 @@ impl SendWatch {
 pub struct WatchedBody<B, G> {
     inner: B,
     watch: Arc<SendWatch>,
-    slot: Arc<AtomicU64>,
+    slot: Arc<BodySlot>,
     waiting: bool,
     _hold: G,
 }
 
 impl<B: Body, G> WatchedBody<B, G> {
-    pub fn new(inner: B, watch: Arc<SendWatch>, hold: G) -> Self {
+    pub fn new(inner: B, watch: Arc<SendWatch>, slot: Arc<BodySlot>, hold: G) -> Self {
         let mut body = WatchedBody {
-            slot: watch.body_slot(),
+            slot,
             watch,
             waiting: false,
             inner,
@@ -114,14 +186,14 @@ impl<B: Body, G> WatchedBody<B, G> {
 
     fn set_waiting(&mut self, waiting: bool) {
         if waiting {
-            self.slot.store(stamp(), Ordering::Relaxed);
+            self.slot.since.store(stamp(), Ordering::Relaxed);
             if !self.waiting {
                 self.waiting = true;
                 self.watch.waiting.fetch_add(1, Ordering::Relaxed);
             }
         } else if self.waiting {
             self.waiting = false;
-            self.slot.store(0, Ordering::Relaxed);
+            self.slot.since.store(0, Ordering::Relaxed);
             self.watch.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -159,7 +231,7 @@ where
 impl<B, G> Drop for WatchedBody<B, G> {
     fn drop(&mut self) {
         if self.waiting {
-            self.slot.store(0, Ordering::Relaxed);
+            self.slot.since.store(0, Ordering::Relaxed);
             self.watch.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -267,8 +339,9 @@ impl SendCheck {
         }
     }
 
-    /// `true` once something has waited on the client for the whole timeout. Called at the end
-    /// of each poll of the connection; the task is woken when the deadline comes.
+    /// `true` once something has waited on the client for the whole timeout and the connection
+    /// must close (an HTTP/2 stream that has is reset here instead). Called at the end of each
+    /// poll of the connection; the task is woken when the deadline comes.
     pub fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         if self.deadline.is_none() {
             if !self.watch.anything_waiting() {
@@ -282,15 +355,17 @@ impl SendCheck {
             if self.sleep.poll_until(deadline, cx).is_pending() {
                 return false;
             }
-            let Some(since) = self.watch.waiting_since() else {
-                self.deadline = None;
-                return false;
+            let since = match self.watch.look() {
+                Look::Close => return true,
+                Look::Waiting(None) => {
+                    self.deadline = None;
+                    return false;
+                }
+                Look::Waiting(Some(since)) => since,
             };
             let waited = Duration::from_millis(stamp().saturating_sub(since));
-            if waited >= self.watch.timeout {
-                return true;
-            }
-            self.deadline = Some(tokio::time::Instant::now() + (self.watch.timeout - waited));
+            let left = self.watch.timeout.saturating_sub(waited);
+            self.deadline = Some(tokio::time::Instant::now() + left.max(Duration::from_millis(1)));
         }
         false
     }
@@ -317,13 +392,23 @@ mod tests {
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        let mut slow = WatchedBody::new(StreamBody::new(Box::pin(stream)), watch.clone(), ());
+        let mut slow = WatchedBody::new(
+            StreamBody::new(Box::pin(stream)),
+            watch.clone(),
+            watch.body_slot(false),
+            (),
+        );
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(Pin::new(&mut slow).poll_frame(&mut cx).is_pending());
         assert!(!watch.anything_waiting());
 
         // A body handed over and never asked for: stalled after the timeout.
-        let held = WatchedBody::new(Full::new(Bytes::from_static(b"data")), watch.clone(), ());
+        let held = WatchedBody::new(
+            Full::new(Bytes::from_static(b"data")),
+            watch.clone(),
+            watch.body_slot(false),
+            (),
+        );
         assert!(!check_now(&mut check));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!check_now(&mut check));
@@ -334,7 +419,12 @@ mod tests {
         // Once it is gone nothing waits, and the slot is reused.
         let mut check = SendCheck::new(&watch);
         assert!(!check_now(&mut check));
-        let mut quick = WatchedBody::new(Full::new(Bytes::from_static(b"x")), watch.clone(), ());
+        let mut quick = WatchedBody::new(
+            Full::new(Bytes::from_static(b"x")),
+            watch.clone(),
+            watch.body_slot(false),
+            (),
+        );
         assert!(quick.frame().await.is_some());
         assert!(watch.anything_waiting());
         assert!(quick.frame().await.is_none());
@@ -342,5 +432,34 @@ mod tests {
         drop(quick);
         assert_eq!(watch.bodies.lock().unwrap().len(), 2);
         drop((tx, slow));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_http2_stream_is_reset_alone_and_the_connection_kept() {
+        use futures_util::future::Abortable;
+        let watch = SendWatch::new(Duration::from_millis(100));
+        let mut check = SendCheck::new(&watch);
+        let slot = watch.body_slot(true);
+        let stream = Abortable::new(
+            std::future::pending::<()>(),
+            watch
+                .take_stream_abort()
+                .expect("a registration for the stream"),
+        );
+        assert!(watch.take_stream_abort().is_none());
+        let held = WatchedBody::new(
+            Full::new(Bytes::from_static(b"data")),
+            watch.clone(),
+            slot,
+            (),
+        );
+        assert!(!check_now(&mut check));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!check_now(&mut check), "the connection was closed");
+        let ended = tokio::time::timeout(Duration::from_secs(1), stream).await;
+        assert!(matches!(ended, Ok(Err(_))), "the stream was not reset");
+        drop(held);
+        assert!(!watch.anything_waiting());
+        assert!(!check_now(&mut check));
     }
 }

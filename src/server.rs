@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
@@ -550,7 +551,7 @@ async fn accept_https(
                 // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP on this connection.
                 return;
             }
-            let streams = ConnStreams::default();
+            let streams = ConnStreams::watching(&send);
             // The protocol is the one ALPN settled (RFC 9113 §3.2: HTTP/2 over TLS is only ever
             // chosen that way), so nothing waits for the first bytes to tell them apart.
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -568,13 +569,14 @@ async fn accept_https(
                 // In progress (the connection is not idle) until its response has been sent.
                 let busy = requests.begin();
                 let watch = watch.clone();
+                let slot = watch.body_slot(h2);
                 let answer = crate::router::handle(app.clone(), req, peer, Some(shared.clone()));
                 async move {
                     let resp = match answer.await {
                         Ok(resp) => resp,
                         Err(never) => match never {},
                     };
-                    Ok::<_, Infallible>(resp.map(|body| WatchedBody::new(body, watch, busy)))
+                    Ok::<_, Infallible>(resp.map(|body| WatchedBody::new(body, watch, slot, busy)))
                 }
             });
             let io = TokioIo::new(tls);
@@ -623,6 +625,9 @@ type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Clone, Default)]
 struct ConnStreams {
     new: Arc<NewStreams>,
+    /// Where each new stream finds the handle that resets it when its response stalls
+    /// (`send_timeout`).
+    send: Option<Arc<SendWatch>>,
 }
 
 #[derive(Default)]
@@ -638,7 +643,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        let task: StreamTask = Box::pin(fut);
+        let task: StreamTask = match self.send.as_ref().and_then(|s| s.take_stream_abort()) {
+            Some(abort) => Box::pin(futures_util::future::Abortable::new(fut, abort).map(|_| ())),
+            None => Box::pin(fut),
+        };
         match self.new.tasks.lock() {
             Ok(mut new) => {
                 new.push(task);
@@ -653,6 +661,13 @@ where
 }
 
 impl ConnStreams {
+    fn watching(send: &Arc<SendWatch>) -> ConnStreams {
+        ConnStreams {
+            new: Default::default(),
+            send: Some(send.clone()),
+        }
+    }
+
     /// Runs `conn` and the streams it hands to this executor until `conn` ends; `member` tells it
     /// when to shut down gracefully.
     fn drive<C: Future + Graceful + ?Sized>(

@@ -323,10 +323,23 @@ async fn an_http1_client_that_stops_reading_is_disconnected_after_the_send_timeo
     assert_eq!(r.status(), 200);
 }
 
+/// HPACK for `GET https://localhost{path}` (every length below 127).
+fn h2_get(stream: u8, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x41, 9];
+    block.extend_from_slice(b"localhost");
+    block.extend_from_slice(&[0x04, path.len() as u8]);
+    block.extend_from_slice(path.as_bytes());
+    // HEADERS, END_STREAM | END_HEADERS.
+    let mut frame = vec![0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, stream];
+    frame.extend_from_slice(&block);
+    frame
+}
+
 /// An HTTP/2 stream held by a zero flow-control window, on a connection whose client keeps it
-/// busy with pings, is closed after `send_timeout` (pings kept it open forever).
+/// busy with pings, is reset after `send_timeout` (pings kept it open forever); the connection
+/// itself goes on, and answers the next request once the client gives it a window.
 #[tokio::test]
-async fn an_http2_stream_held_by_a_zero_window_is_closed_after_the_send_timeout() {
+async fn an_http2_stream_held_by_a_zero_window_is_reset_after_the_send_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_for_send_timeout(dir.path());
     big_file(&s, "big.bin");
@@ -334,19 +347,12 @@ async fn an_http2_stream_held_by_a_zero_window_is_closed_after_the_send_timeout(
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     // SETTINGS: SETTINGS_INITIAL_WINDOW_SIZE (4) = 0.
     out.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
-    // HEADERS on stream 1 (END_STREAM | END_HEADERS): GET https localhost /media/big.bin.
-    let path = b"/media/big.bin";
-    let mut block = vec![0x82, 0x87, 0x41, 9];
-    block.extend_from_slice(b"localhost");
-    block.extend_from_slice(&[0x04, path.len() as u8]);
-    block.extend_from_slice(path);
-    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
-    out.extend_from_slice(&block);
+    out.extend_from_slice(&h2_get(1, "/media/big.bin"));
     tls.write_all(&out).await.unwrap();
     let asked = Instant::now();
     let (mut rd, mut wr) = tokio::io::split(tls);
     // The client stays alive: a PING every half second, and answers to the server's.
-    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (send_tx, mut send_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -355,7 +361,7 @@ async fn an_http2_stream_held_by_a_zero_window_is_closed_after_the_send_timeout(
                     let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
                     if wr.write_all(&ping).await.is_err() { break; }
                 }
-                ack = acks_rx.recv() => match ack {
+                frame = send_rx.recv() => match frame {
                     Some(frame) => if wr.write_all(&frame).await.is_err() { break; },
                     None => break,
                 }
@@ -363,13 +369,15 @@ async fn an_http2_stream_held_by_a_zero_window_is_closed_after_the_send_timeout(
         }
     });
     let mut got = Vec::new();
-    let mut frames = Vec::new();
+    // (type, flags, stream) of each frame received.
+    let mut frames: Vec<(u8, u8, u32)> = Vec::new();
+    let mut reset_after = None;
     let mut buf = [0u8; 16384];
-    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+    let answered = tokio::time::timeout(Duration::from_secs(15), async {
         let mut at = 0;
         loop {
             match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => return false,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
             while got.len() >= at + 9 {
@@ -378,14 +386,28 @@ async fn an_http2_stream_held_by_a_zero_window_is_closed_after_the_send_timeout(
                     break;
                 }
                 let (kind, flags) = (got[at + 3], got[at + 4]);
-                frames.push((kind, flags));
+                let stream =
+                    u32::from_be_bytes([got[at + 5], got[at + 6], got[at + 7], got[at + 8]])
+                        & 0x7fff_ffff;
+                frames.push((kind, flags, stream));
                 if kind == 4 && flags & 1 == 0 {
-                    let _ = acks_tx.send(vec![0, 0, 0, 4, 1, 0, 0, 0, 0]);
+                    let _ = send_tx.send(vec![0, 0, 0, 4, 1, 0, 0, 0, 0]);
                 }
                 if kind == 6 && flags & 1 == 0 {
                     let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
                     ack.extend_from_slice(&got[at + 9..at + 17]);
-                    let _ = acks_tx.send(ack);
+                    let _ = send_tx.send(ack);
+                }
+                if kind == 3 && stream == 1 && reset_after.is_none() {
+                    reset_after = Some(asked.elapsed());
+                    // A window for new streams, and a small request on the same connection.
+                    let mut next = vec![0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0xff, 0xff];
+                    next.extend_from_slice(&h2_get(3, "/healthz"));
+                    let _ = send_tx.send(next);
+                }
+                // The answer to stream 3 complete (END_STREAM on DATA or HEADERS).
+                if stream == 3 && (kind == 0 || kind == 1) && flags & 1 == 1 {
+                    return true;
                 }
                 at += 9 + len;
             }
@@ -393,24 +415,30 @@ async fn an_http2_stream_held_by_a_zero_window_is_closed_after_the_send_timeout(
     })
     .await;
     writer.abort();
-    let held = asked.elapsed();
+    let Some(reset) = reset_after else {
+        panic!(
+            "a stream with no window was held for {:?} (frames {:?})",
+            asked.elapsed(),
+            &frames[..frames.len().min(20)]
+        );
+    };
     assert!(
-        closed.is_ok(),
-        "a stream with no window was held for {held:?} (frames {:?})",
-        &frames[..frames.len().min(20)]
+        reset >= Duration::from_millis(1500),
+        "reset after {reset:?}"
     );
     assert!(
-        frames.iter().any(|f| f.0 == 1),
+        frames.iter().any(|f| f.0 == 1 && f.2 == 1),
         "the response headers never came"
     );
     assert!(
         frames.iter().any(|f| f.0 == 6 && f.1 & 1 == 1),
         "the server answered no ping"
     );
-    assert!(held >= Duration::from_millis(1500), "closed after {held:?}");
-    assert!(s.wait_for_log(SEND_TIMEOUT_LINE, 2));
-    let r = s.client().get(s.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert!(
+        matches!(answered, Ok(true)),
+        "the connection did not answer a request after the reset: {:?}",
+        &frames[..frames.len().min(30)]
+    );
 }
 
 /// Addresses put on the loopback interface for one test, taken off again when dropped.
