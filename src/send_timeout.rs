@@ -46,16 +46,18 @@ pub struct SendWatch {
     waiting: AtomicUsize,
     /// One slot per response in progress (reused once its request is gone).
     bodies: Mutex<Vec<Arc<BodySlot>>>,
-    /// The abort registration of the HTTP/2 stream whose request was just taken in, for the
-    /// executor that runs that stream next (`take_stream_abort`).
-    next_stream: Mutex<Option<AbortRegistration>>,
+    /// The slot of the HTTP/2 stream whose request was just taken in, with the abort pair the
+    /// executor that runs that stream next takes up (`take_stream_abort`).
+    next_stream: Mutex<Option<(Arc<BodySlot>, AbortHandle, AbortRegistration)>>,
 }
 
 /// What the connection knows of one response body.
 pub struct BodySlot {
     /// Since when the body has waited for hyper to ask for more; 0: not waiting.
     since: AtomicU64,
-    /// Ends the HTTP/2 stream the body belongs to; `None` over HTTP/1.1.
+    /// Ends the HTTP/2 stream the body belongs to, once its task is known to be wrapped to obey
+    /// it; `None` over HTTP/1.1 (or if the stream was run some other way): then a stall closes
+    /// the connection.
     abort: Mutex<Option<AbortHandle>>,
 }
 
@@ -126,14 +128,20 @@ impl SendWatch {
     /// an abort registration for [`take_stream_abort`](Self::take_stream_abort): hyper hands the
     /// stream to the executor right after calling the service for its request.
     pub fn body_slot(&self, h2: bool) -> Arc<BodySlot> {
-        let abort = h2.then(|| {
+        let slot = self.free_slot();
+        *slot.abort.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if h2 {
             let (handle, registration) = AbortHandle::new_pair();
-            *self.next_stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(registration);
-            handle
-        });
+            *self.next_stream.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((slot.clone(), handle, registration));
+        }
+        slot
+    }
+
+    fn free_slot(&self) -> Arc<BodySlot> {
         let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
         // A slot whose request is gone (only this list holds it) is free.
-        let slot = match bodies.iter().find(|b| Arc::strong_count(b) == 1) {
+        match bodies.iter().find(|b| Arc::strong_count(b) == 1) {
             Some(free) => free.clone(),
             None => {
                 let slot = Arc::new(BodySlot {
@@ -143,17 +151,19 @@ impl SendWatch {
                 bodies.push(slot.clone());
                 slot
             }
-        };
-        *slot.abort.lock().unwrap_or_else(|e| e.into_inner()) = abort;
-        slot
+        }
     }
 
-    /// The abort registration for the HTTP/2 stream being started (see `body_slot`).
+    /// The abort registration for the HTTP/2 stream being started (see `body_slot`); its
+    /// response's slot can reset it from now on.
     pub fn take_stream_abort(&self) -> Option<AbortRegistration> {
-        self.next_stream
+        let (slot, handle, registration) = self
+            .next_stream
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .take()?;
+        *slot.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Some(registration)
     }
 }
 
@@ -461,5 +471,18 @@ mod tests {
         drop(held);
         assert!(!watch.anything_waiting());
         assert!(!check_now(&mut check));
+
+        // A stream whose task was never wrapped cannot be reset: its connection closes instead.
+        let slot = watch.body_slot(true);
+        let _held = WatchedBody::new(
+            Full::new(Bytes::from_static(b"data")),
+            watch.clone(),
+            slot,
+            (),
+        );
+        let mut check = SendCheck::new(&watch);
+        assert!(!check_now(&mut check));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(check_now(&mut check), "a stall nothing could end was kept");
     }
 }
