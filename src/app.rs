@@ -10,7 +10,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::Config;
 use crate::response::Body;
-use crate::security::{IpHold, IpLimit, KeyedLimit, SecurityHeaders};
+use crate::security::{IpHold, IpLimit, KeyedLimit, NetLimit, SecurityHeaders};
 use crate::store::Store;
 use crate::www::Www;
 
@@ -29,7 +29,8 @@ pub struct App {
     /// The local root CA in PEM, served at `/ca.crt` so devices can trust it once.
     pub ca_pem: Option<Bytes>,
     pub ip_limit: IpLimit,
-    pub login_ip_limit: KeyedLimit<IpAddr>,
+    /// Sign-in attempts per client network (an IPv4 address, an IPv6 /64).
+    pub login_ip_limit: NetLimit,
     pub login_account_limit: KeyedLimit<String>,
     /// Chat messages per user id (`auth.chat_sends_per_minute_per_user`); see `auth::chat_send_limited`.
     pub chat_limit: KeyedLimit<i64>,
@@ -60,9 +61,10 @@ pub struct Ctx {
 pub struct Conn {
     /// Its own connection to Hermes (see `upstream::own`).
     pub own: crate::upstream::own::OwnUpstream,
-    /// Its place under `limits.max_connections`, held while anything still uses the connection:
-    /// an upgraded WebSocket outlives the HTTP connection it came on and keeps a clone.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its place under `limits.max_connections` and its network's cap, held while anything still
+    /// uses the connection: an upgraded WebSocket outlives the HTTP connection it came on and
+    /// keeps a clone.
+    _slot: crate::conn_limits::Slot,
     /// The peer's address and its text as a header value, formatted once per connection for the
     /// `X-Forwarded-For` / `X-Real-IP` of every request sent on to Hermes.
     pub peer_ip: (std::net::IpAddr, http::HeaderValue),
@@ -76,7 +78,7 @@ pub struct Conn {
 impl Conn {
     pub fn new(
         own: crate::upstream::own::OwnUpstream,
-        slot: tokio::sync::OwnedSemaphorePermit,
+        slot: crate::conn_limits::Slot,
         peer_ip: std::net::IpAddr,
         ip_limit: IpHold,
     ) -> Conn {
@@ -113,7 +115,7 @@ impl App {
                 Duration::from_secs(1),
                 l.request_burst_per_ip,
             ),
-            login_ip_limit: KeyedLimit::new(
+            login_ip_limit: NetLimit::new(
                 a.login_attempts_per_minute_per_ip,
                 Duration::from_secs(60),
                 a.login_attempts_per_minute_per_ip,

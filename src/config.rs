@@ -94,6 +94,8 @@ pub struct FileLimits {
     pub requests_per_second_per_ip: Option<u32>,
     pub request_burst_per_ip: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub max_connections_per_ip: Option<usize>,
+    pub send_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +203,15 @@ pub struct AcmeSettings {
     pub retry_initial: Duration,
 }
 
+/// Open connections one client network may hold. A browser opens at most six HTTP/1.1
+/// connections per site (one with HTTP/2), so this leaves room for a whole office or a carrier's
+/// NAT behind one IPv4 address, while one address alone can no longer take all of
+/// `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// nginx's `send_timeout`: a minute without a byte taken by the client is a client that is gone
+/// or holding the response (and its file or upstream stream) on purpose.
+pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 60;
+
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub header_read_timeout: Duration,
@@ -218,6 +229,12 @@ pub struct Limits {
     pub requests_per_second_per_ip: u32,
     pub request_burst_per_ip: u32,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Open connections from one client network (IPv4 address, IPv6 /64); trusted proxies are
+    /// exempt (see `conn_limits`).
+    pub max_connections_per_ip: usize,
+    /// How long a response may make no progress towards the client before its connection is
+    /// closed (see `send_timeout`).
+    pub send_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -472,7 +489,20 @@ impl Config {
             requests_per_second_per_ip: l.requests_per_second_per_ip.unwrap_or(50),
             request_burst_per_ip: l.request_burst_per_ip.unwrap_or(200),
             trusted_proxies,
+            max_connections_per_ip: l
+                .max_connections_per_ip
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
+            send_timeout: secs(l.send_timeout_secs, DEFAULT_SEND_TIMEOUT_SECS),
         };
+        if limits.max_connections_per_ip == 0 {
+            return Err(invalid(
+                "limits.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if limits.send_timeout.is_zero() {
+            return Err(invalid("limits.send_timeout_secs", "must be at least 1"));
+        }
         if limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
         }

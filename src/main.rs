@@ -6,6 +6,7 @@ mod app;
 mod auth;
 mod body;
 mod config;
+mod conn_limits;
 mod disk_watch;
 mod doctor;
 mod files;
@@ -15,6 +16,7 @@ mod reload;
 mod response;
 mod router;
 mod security;
+mod send_timeout;
 mod server;
 mod stopping;
 mod store;
@@ -386,6 +388,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
+            let mut config = config;
+            conn_limits::fit_limits(&mut config.limits);
             runtime.block_on(server::run(config))
         }
         Command::Token(cmd) => {

@@ -174,11 +174,11 @@ impl IpLimit {
         }
     }
 
-    /// The bucket of `ip`, made if it has none.
+    /// The bucket of `ip` (of its IPv6 /64, see [`ip_key`]), made if it has none.
     pub fn bucket(&self, ip: IpAddr) -> IpHold {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = buckets
-            .entry(ip)
+            .entry(ip_key(ip))
             .or_insert_with(|| {
                 Arc::new(IpBucket {
                     limiter: RateLimiter::direct(self.quota),
@@ -226,6 +226,43 @@ impl Drop for IpHold {
     fn drop(&mut self) {
         let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.bucket.released.fetch_max(nanos, Ordering::AcqRel);
+    }
+}
+
+/// The key a client address is counted under by the per-address limits (requests, sign-ins,
+/// open connections): an IPv4 address itself (also when written IPv4-mapped, `::ffff:a.b.c.d`),
+/// and for IPv6 its /64. One IPv6 host is normally given a whole /64 and may use any address in
+/// it (privacy addresses change daily; a host can take thousands at once), so keyed on the whole
+/// address each limit was multiplied by as many addresses as the client cared to use. The
+/// "known network" rule of sign-in (`auth::same_network`) draws the same line.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(net))
+        }
+    }
+}
+
+/// A keyed limit counted per client network ([`ip_key`]) rather than per exact address: the
+/// per-IP sign-in limit (`auth.login_attempts_per_minute_per_ip`).
+pub struct NetLimit(KeyedLimit<IpAddr>);
+
+impl NetLimit {
+    /// `per_period` events each `period`, with up to `burst` at once.
+    pub fn new(per_period: u32, period: Duration, burst: u32) -> Self {
+        NetLimit(KeyedLimit::new(per_period, period, burst))
+    }
+
+    /// `Ok` when an event from `ip` is allowed; `Err(seconds to wait)` when its network is over
+    /// the limit.
+    pub fn check(&self, ip: &IpAddr) -> Result<(), u64> {
+        self.0.check(&ip_key(*ip))
+    }
+
+    pub fn forget_idle(&self) {
+        self.0.forget_idle();
     }
 }
 
@@ -353,6 +390,37 @@ mod tests {
         l.forget_idle();
         assert_eq!(l.len(), 0);
         assert!(l.check(ip).is_ok());
+    }
+
+    #[test]
+    fn ipv6_is_keyed_on_its_64_and_ipv4_on_the_address_also_when_mapped() {
+        let key = |t: &str| ip_key(t.parse().unwrap());
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(key("192.0.2.7"), ip("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("::ffff:192.0.2.7"), ip("192.0.2.7"));
+        assert_eq!(
+            key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::1"), ip("::"));
+        // A flood from one /64 shares one sign-in bucket.
+        let l = NetLimit::new(1, Duration::from_secs(60), 2);
+        assert!(l.check(&ip("2001:db8::1")).is_ok());
+        assert!(l.check(&ip("2001:db8::2")).is_ok());
+        assert!(l.check(&ip("2001:db8::3")).is_err());
+        assert!(l.check(&ip("2001:db8:0:1::1")).is_ok());
+        // And one request bucket.
+        let l = IpLimit::new(1, Duration::from_secs(60), 1);
+        assert!(l.check(ip("2001:db8::1")).is_ok());
+        assert!(l.check(ip("2001:db8::99")).is_err());
+        assert!(l.check(ip("192.0.2.1")).is_ok());
+        assert!(l.check(ip("::ffff:192.0.2.1")).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
@@ -22,12 +23,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::{App, Conn};
 use crate::config::{Config, TlsMode};
+use crate::conn_limits::{ConnLimits, Place, Refused, Registered, Throttle};
 use crate::response::{self, Resp};
+use crate::send_timeout::{SendCheck, SendWatch, WatchedBody, WatchedIo};
 use crate::stopping::{Graceful, Member, Stopping};
 use crate::store::Store;
 use crate::tls::{self, local_ca::LocalCa, CertResolver};
@@ -217,7 +220,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let stopping = Arc::new(Stopping::default());
-    let conn_limit = Arc::new(Semaphore::new(config.limits.max_connections));
+    let conn_limit = ConnLimits::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+        &config.limits.trusted_proxies,
+    );
 
     let https_workers = spawn_https_workers(
         https,
@@ -367,33 +374,66 @@ fn h2_builder<E>(config: &Config, executor: E) -> hyper::server::conn::http2::Bu
     b
 }
 
-/// The next accepted connection with its slot under `max_connections`; `None` once shutdown
-/// begins. A connection over the limit is closed at once; a failing accept (out of file
-/// descriptors and the like) is retried after a short pause instead of spinning.
+/// The next accepted connection with its place under `max_connections` and its network's cap;
+/// `None` once shutdown begins. A connection refused a place is closed at once; a failing accept
+/// (out of file descriptors and the like) is retried after a short pause instead of spinning.
+/// Both are logged at most every few seconds: under a flood a line per connection was itself
+/// a flood.
 async fn next_connection(
     listener: &TcpListener,
-    limit: &Arc<Semaphore>,
+    limits: &Arc<ConnLimits>,
     stop: &mut watch::Receiver<bool>,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, SocketAddr, Place)> {
+    static ACCEPT_FAILED: Throttle = Throttle::new(5);
+    static PER_IP_FULL: Throttle = Throttle::new(5);
+    static ALL_BUSY: Throttle = Throttle::new(5);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.changed() => return None,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
+                    if let Some(left_out) = ACCEPT_FAILED.allow() {
+                        tracing::warn!("accept failed: {e}{}", left_out_note(left_out));
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => return Some((tcp, peer, permit)),
-            Err(_) => {
-                tracing::warn!(%peer, "connection limit reached; closing a new connection");
-                drop(tcp);
+        match limits.admit(peer.ip()) {
+            Ok(place) => return Some((tcp, peer, place)),
+            Err(Refused::PerIp) => {
+                if let Some(left_out) = PER_IP_FULL.allow() {
+                    tracing::warn!(
+                        ip = %crate::security::ip_key(peer.ip()),
+                        "too many connections from one address (limits.max_connections_per_ip); \
+                         closing a new one{}",
+                        left_out_note(left_out)
+                    );
+                }
+            }
+            Err(Refused::Full) => {
+                if let Some(left_out) = ALL_BUSY.allow() {
+                    tracing::warn!(
+                        %peer,
+                        "connection limit reached and no connection is idle; closing a new \
+                         one{}",
+                        left_out_note(left_out)
+                    );
+                }
             }
         }
+        drop(tcp);
+    }
+}
+
+/// The tail of a throttled log line: how many like it were left out.
+fn left_out_note(left_out: u64) -> String {
+    if left_out == 0 {
+        String::new()
+    } else {
+        format!(" ({left_out} more since the last such line)")
     }
 }
 
@@ -420,7 +460,7 @@ fn spawn_https_workers(
     listeners: Vec<TcpListener>,
     acceptor: TlsAcceptor,
     app: &Arc<App>,
-    limit: &Arc<Semaphore>,
+    limits: &Arc<ConnLimits>,
     stopping: &Arc<Stopping>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, StartError> {
@@ -439,10 +479,10 @@ fn spawn_https_workers(
             .build()
             .map_err(failed)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (acceptor, app, limit, stopping, stop) = (
+        let (acceptor, app, limits, stopping, stop) = (
             acceptor.clone(),
             app.clone(),
-            limit.clone(),
+            limits.clone(),
             stopping.clone(),
             stop.clone(),
         );
@@ -451,7 +491,7 @@ fn spawn_https_workers(
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(socket) {
-                        Ok(l) => accept_https(l, acceptor, app, limit, stopping, stop).await,
+                        Ok(l) => accept_https(l, acceptor, app, limits, stopping, stop).await,
                         Err(e) => tracing::error!("HTTPS thread {n} cannot poll the listener: {e}"),
                     }
                     let _ = tx.send(());
@@ -470,26 +510,45 @@ async fn accept_https(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Arc<App>,
-    limit: Arc<Semaphore>,
+    limits: Arc<ConnLimits>,
     stopping: Arc<Stopping>,
     mut stop: watch::Receiver<bool>,
 ) {
-    while let Some((tcp, peer, permit)) = next_connection(&listener, &limit, &mut stop).await {
+    while let Some((tcp, peer, place)) = next_connection(&listener, &limits, &mut stop).await {
         let acceptor = acceptor.clone();
         let app = app.clone();
         let stopping = stopping.clone();
+        let limits = limits.clone();
         let handshake_timeout = app.config.limits.tls_handshake_timeout;
         tokio::spawn(async move {
-            // `permit` (the connection's place under the limit) ends up in the `Conn` below.
+            // The connection's place under the limits; it ends up in the `Conn` below.
+            let Some(permit) = place.slot().await else {
+                tracing::debug!(%peer, "no place freed in time; connection closed");
+                return;
+            };
+            // Idle (and so closed first when a new client needs the place) until a request
+            // comes, the handshake included.
+            let mut registered = limits.register();
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
+            let send = SendWatch::new(app.config.limits.send_timeout);
+            let handshake = tokio::time::timeout(
+                handshake_timeout,
+                acceptor.accept(WatchedIo::new(tcp, &send)),
+            );
+            let tls = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = registered.until_evicted() => {
+                    tracing::debug!(%peer, "closed in its TLS handshake for a new client");
                     return;
                 }
             };
@@ -497,7 +556,7 @@ async fn accept_https(
                 // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP on this connection.
                 return;
             }
-            let streams = ConnStreams::default();
+            let streams = ConnStreams::watching(&send);
             // The protocol is the one ALPN settled (RFC 9113 §3.2: HTTP/2 over TLS is only ever
             // chosen that way), so nothing waits for the first bytes to tell them apart.
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -509,8 +568,21 @@ async fn accept_https(
             };
             let hold = app.ip_limit.bucket(peer.ip());
             let shared = Arc::new(Conn::new(OwnUpstream::new(), permit, peer.ip(), hold));
+            let requests = registered.requests();
+            let watch = send.clone();
             let svc = service_fn(move |req: Request<Incoming>| {
-                crate::router::handle(app.clone(), req, peer, Some(shared.clone()))
+                // In progress (the connection is not idle) until its response has been sent.
+                let busy = requests.begin();
+                let watch = watch.clone();
+                let slot = watch.body_slot(h2);
+                let answer = crate::router::handle(app.clone(), req, peer, Some(shared.clone()));
+                async move {
+                    let resp = match answer.await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    };
+                    Ok::<_, Infallible>(resp.map(|body| WatchedBody::new(body, watch, slot, busy)))
+                }
             });
             let io = TokioIo::new(tls);
             let conn: Pin<Box<dyn ServedConn>> = match proto {
@@ -522,11 +594,21 @@ async fn accept_https(
             // it liked before): HTTP/1.1's header timer starts as soon as hyper waits for the
             // first request head, and HTTP/2's idle limit counts from the handshake. Neither
             // costs a timer poll per request, as a separate watch on the connection did.
-            match streams.drive(conn, stopping.join(), h2_idle).await {
-                Some(Err(e)) => tracing::debug!(%peer, "connection ended: {e}"),
-                Some(Ok(())) => {}
-                None => {
+            let watched = Watched {
+                registered,
+                send: SendCheck::new(&send),
+            };
+            match streams.drive(conn, stopping.join(), h2_idle, watched).await {
+                Ended::Served(Err(e)) => tracing::debug!(%peer, "connection ended: {e}"),
+                Ended::Served(Ok(())) => {}
+                Ended::Silent => {
                     tracing::debug!(%peer, "no request within the header timeout; connection closed")
+                }
+                Ended::Evicted => {
+                    tracing::debug!(%peer, "idle connection closed for a new client")
+                }
+                Ended::SendTimeout => {
+                    tracing::debug!(%peer, "response made no progress for the send timeout; connection closed")
                 }
             }
         });
@@ -548,6 +630,9 @@ type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Clone, Default)]
 struct ConnStreams {
     new: Arc<NewStreams>,
+    /// Where each new stream finds the handle that resets it when its response stalls
+    /// (`send_timeout`).
+    send: Option<Arc<SendWatch>>,
 }
 
 #[derive(Default)]
@@ -563,7 +648,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
-        let task: StreamTask = Box::pin(fut);
+        let task: StreamTask = match self.send.as_ref().and_then(|s| s.take_stream_abort()) {
+            Some(abort) => Box::pin(futures_util::future::Abortable::new(fut, abort).map(|_| ())),
+            None => Box::pin(fut),
+        };
         match self.new.tasks.lock() {
             Ok(mut new) => {
                 new.push(task);
@@ -578,6 +666,13 @@ where
 }
 
 impl ConnStreams {
+    fn watching(send: &Arc<SendWatch>) -> ConnStreams {
+        ConnStreams {
+            new: Default::default(),
+            send: Some(send.clone()),
+        }
+    }
+
     /// Runs `conn` and the streams it hands to this executor until `conn` ends; `member` tells it
     /// when to shut down gracefully.
     fn drive<C: Future + Graceful + ?Sized>(
@@ -585,9 +680,11 @@ impl ConnStreams {
         conn: Pin<Box<C>>,
         member: Member,
         idle_limit: Option<Duration>,
+        watched: Watched,
     ) -> WithStreams<C> {
         WithStreams {
             conn,
+            watched,
             new: self.new,
             wake: PassWakers::new(),
             running: FuturesUnordered::new(),
@@ -630,6 +727,25 @@ impl IdleClose {
     }
 }
 
+/// What closes a connection from outside hyper: a new client needing its place while it is
+/// idle (`conn_limits`), and a response that stopped moving (`send_timeout`).
+struct Watched {
+    registered: Registered,
+    send: SendCheck,
+}
+
+/// How a connection driven by [`WithStreams`] ended.
+enum Ended<T> {
+    /// hyper's connection finished (its result).
+    Served(T),
+    /// Closed without a word, the client having asked nothing within the idle limit.
+    Silent,
+    /// Closed while idle, for a new client.
+    Evicted,
+    /// Closed because a response made no progress for `limits.send_timeout`.
+    SendTimeout,
+}
+
 enum Proto {
     H1(hyper::server::conn::http1::Builder),
     H2(hyper::server::conn::http2::Builder<ConnStreams>),
@@ -650,14 +766,17 @@ struct WithStreams<C: ?Sized> {
     /// instead when the idle limit ends.
     streamed: bool,
     idle: Option<IdleClose>,
+    watched: Watched,
 }
 
 impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
-    /// `None`: closed without a word, the client having asked nothing within the idle limit.
-    type Output = Option<C::Output>;
+    type Output = Ended<C::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<C::Output>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended<C::Output>> {
         let this = &mut *self;
+        if this.watched.registered.evicted(cx.waker()) {
+            return Poll::Ready(Ended::Evicted);
+        }
         if this.member.should_stop(cx.waker()) {
             // Finish the requests in flight (HTTP/2: GOAWAY), then close.
             this.conn.as_mut().graceful_shutdown();
@@ -673,7 +792,7 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
                 let mut cx = Context::from_waker(&this.wake.conn_waker);
                 if let Poll::Ready(out) = this.conn.as_mut().poll(&mut cx) {
                     pass.polling.store(false, Ordering::SeqCst);
-                    return Poll::Ready(Some(out));
+                    return Poll::Ready(Ended::Served(out));
                 }
             }
             let mut added = false;
@@ -706,13 +825,16 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
             let idle = this.running.is_empty();
             if this.idle.as_mut().is_some_and(|i| i.expired(idle, cx)) {
                 if !this.streamed {
-                    return Poll::Ready(None);
+                    return Poll::Ready(Ended::Silent);
                 }
                 tracing::debug!("HTTP/2 connection idle for the keep-alive limit; closing");
                 this.conn.as_mut().graceful_shutdown();
                 this.wake.conn.woken.store(true, Ordering::SeqCst);
                 pass.polling.store(true, Ordering::SeqCst);
                 continue;
+            }
+            if this.watched.send.stalled(cx) {
+                return Poll::Ready(Ended::SendTimeout);
             }
             return Poll::Pending;
         }
@@ -797,15 +919,21 @@ async fn accept_redirect(
     listener: TcpListener,
     https_port: u16,
     app: Arc<App>,
-    limit: Arc<Semaphore>,
+    limits: Arc<ConnLimits>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    while let Some((tcp, peer, permit)) = next_connection(&listener, &limit, &mut stop).await {
+    while let Some((tcp, peer, place)) = next_connection(&listener, &limits, &mut stop).await {
         let app = app.clone();
         let watcher = graceful.watcher();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let Some(_slot) = place.slot().await else {
+                return;
+            };
+            // A redirect is answered at once, so a port-80 connection counts as idle throughout
+            // and makes way for a new client like any idle HTTPS one.
+            let mut registered = limits.register();
             let svc = service_fn(move |req: Request<Incoming>| {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(redirect(&app, &req, https_port)) }
@@ -814,8 +942,13 @@ async fn accept_redirect(
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tcp), svc);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, "http connection ended: {e}");
+            tokio::select! {
+                r = watcher.watch(conn) => if let Err(e) = r {
+                    tracing::debug!(%peer, "http connection ended: {e}");
+                },
+                _ = registered.until_evicted() => {
+                    tracing::debug!(%peer, "idle http connection closed for a new client");
+                }
             }
         });
     }

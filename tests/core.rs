@@ -743,31 +743,8 @@ async fn an_idle_keep_alive_connection_gets_the_whole_header_timeout_after_each_
     assert!(idle < Duration::from_secs(9), "idle connection kept open");
 }
 
-#[tokio::test]
-async fn connections_beyond_the_limit_are_closed_and_others_keep_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(&config, "[limits]\nmax_connections = 2\n").unwrap();
-    let s = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(config.display().to_string()),
-    );
-    let _a = tls_connect(&s, &[b"http/1.1"]).await;
-    let _b = tls_connect(&s, &[b"http/1.1"]).await;
-    let third = tokio::time::timeout(
-        Duration::from_secs(5),
-        tls_connect_with_root(s.https, "localhost", &s.ca_pem(), &[b"http/1.1"]),
-    )
-    .await
-    .expect("answer within 5 s");
-    assert!(third.is_err(), "third connection should be closed");
-    drop(_a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = s.client().get(s.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-}
+// Connections beyond `max_connections`: tests/connections.rs (an idle one makes way for a new
+// client; a new one is refused only when none is idle).
 
 #[tokio::test]
 async fn a_privileged_port_without_the_capability_names_setcap() {

@@ -31,6 +31,8 @@ pub struct Start {
     pub listen: String,
     /// A fixed `--http-listen` address (overrides `http_listen`); ACME HTTP-01 tests need the port first.
     pub http_addr: Option<String>,
+    /// The open-files limit (soft and hard) the server starts with.
+    pub nofile: Option<u64>,
 }
 
 impl Default for Start {
@@ -44,6 +46,7 @@ impl Default for Start {
             upstream: "http://127.0.0.1:9".into(),
             listen: "127.0.0.1:0".into(),
             http_addr: None,
+            nofile: None,
         }
     }
 }
@@ -77,6 +80,10 @@ impl Start {
         self.http_addr = Some(addr.into());
         self
     }
+    pub fn nofile(mut self, limit: u64) -> Self {
+        self.nofile = Some(limit);
+        self
+    }
 }
 
 pub fn bin() -> &'static str {
@@ -85,7 +92,33 @@ pub fn bin() -> &'static str {
 
 /// Spawns the binary with the harness defaults plus `extra`, without waiting for `ready`.
 pub fn spawn_raw(dir: &Path, extra: &[String], env: &[(String, String)]) -> Child {
+    spawn_limited(dir, extra, env, None)
+}
+
+/// [`spawn_raw`] with the open-files limit (soft and hard) set to `nofile` in the child.
+pub fn spawn_limited(
+    dir: &Path,
+    extra: &[String],
+    env: &[(String, String)],
+    nofile: Option<u64>,
+) -> Child {
     let mut cmd = Command::new(bin());
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n as libc::rlim_t,
+                    rlim_max: n as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.current_dir(dir)
         .args(extra)
         .env("HERMES_EDGE_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -142,7 +175,7 @@ impl Server {
             opts.upstream.clone(),
         ];
         args.extend(opts.args.iter().cloned());
-        let mut child = spawn_raw(&dir, &args, &opts.env);
+        let mut child = spawn_limited(&dir, &args, &opts.env, opts.nofile);
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         pump(child.stdout.take().expect("stdout"), stdout.clone());
