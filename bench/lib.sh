@@ -14,12 +14,13 @@ bench_install_tools() {
 # A loopback port that was free a moment ago.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# The [limits] of a benchmark config: the per-IP limit protects the public site; one load
-# generator on one IP would only measure it.
+# The [limits] of a benchmark config: the per-IP limits protect the public site; one load
+# generator on one IP (400 connections at once) would only measure them.
 BENCH_LIMITS='[limits]
 requests_per_second_per_ip = 100000000
 request_burst_per_ip = 100000000
-max_connections = 100000'
+max_connections = 100000
+max_connections_per_ip = 100000'
 
 # The Content-Security-Policy hermes-edge sends, for nginx to send the same.
 BENCH_CSP="default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
