@@ -146,25 +146,25 @@ async fn the_server_chooses_the_cipher_suite_by_its_own_order_not_the_clients() 
     let cases = [
         (
             v13,
-            vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384],
-            C::TLS13_AES_256_GCM_SHA384,
+            vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256],
+            C::TLS13_AES_128_GCM_SHA256,
         ),
         (
             v13,
             vec![
                 cs::TLS13_CHACHA20_POLY1305_SHA256,
-                cs::TLS13_AES_128_GCM_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
             ],
-            C::TLS13_AES_128_GCM_SHA256,
+            C::TLS13_AES_256_GCM_SHA384,
         ),
         (
             v12,
             vec![
-                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
                 cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
                 cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             ],
-            C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
         ),
     ];
     for (version, suites, want) in cases {

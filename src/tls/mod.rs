@@ -111,13 +111,15 @@ pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
     extra_alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+    let mut provider = (*crypto_provider()).clone();
+    provider.cipher_suites.sort_by_key(server_suite_rank);
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    // The server's order (the provider's: AES-256-GCM, AES-128-GCM, then ChaCha20) wins over the
-    // client's, so a client that lists a weaker suite first cannot pick it when a stronger one
-    // both support is there (testssl.sh `cipher_order`).
+    // The server's order (`server_suite_rank`) wins over the client's, so a client that lists a
+    // weaker suite first cannot pick it when one the server prefers is there (testssl.sh
+    // `cipher_order`).
     config.ignore_client_order = true;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     for p in extra_alpn {
@@ -130,6 +132,24 @@ pub fn server_config(
     config.send_tls13_tickets = 2;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(Arc::new(config))
+}
+
+/// The server's preference among the provider's suites (all AEAD with ECDHE): AES-128-GCM, then
+/// AES-256-GCM, then ChaCha20-Poly1305, as in Mozilla's recommended server configurations and the
+/// order browsers on AES-capable machines send. AES-128-GCM has no practical weakness and costs
+/// less per byte than AES-256, and every response is encrypted with it: putting AES-256 first
+/// slowed single-connection downloads (bench/README.md).
+fn server_suite_rank(suite: &rustls::SupportedCipherSuite) -> u8 {
+    use rustls::CipherSuite as C;
+    match suite.suite() {
+        C::TLS13_AES_128_GCM_SHA256
+        | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        C::TLS13_AES_256_GCM_SHA384
+        | C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    }
 }
 
 /// Builds a rustls `CertifiedKey` from DER parts.
