@@ -52,7 +52,7 @@ use crate::tls::CertResolver;
 use cache::AcmeCache;
 
 // What the rest of the server uses; the other items stay in their files.
-pub use cert::{needs_renewal, parse_acme_pem, CertInfo};
+pub use cert::{needs_renewal, parse_acme_pem, renewal_time};
 pub use job::{challenge_name, AcmeJob, AcmeSetupError};
 pub use resolver::AcmeResolver;
 
