@@ -3,8 +3,19 @@
 //! Every mode (local CA, certificate files, ACME) ends in one [`CertResolver`]: a certificate that
 //! can be swapped while the server runs, so a reload or a renewal never needs a restart, plus an
 //! optional overlay resolver (ACME) that takes precedence once it has a certificate.
+//!
+//! Where things are:
+//! - this file: the swappable [`CertResolver`], the rustls settings of the HTTPS listener
+//!   ([`server_config`]), and small helpers the modes share (building a `CertifiedKey`,
+//!   fingerprints, writing key and certificate files);
+//! - `local_ca.rs`: the local CA (mode `local-ca`, and what ACME serves until it has a certificate);
+//! - `files.rs`: certificate files given by the user (mode `files`), reloaded when they change;
+//! - `acme/`: certificates from an ACME CA; its `mod.rs` says how an order flows;
+//! - `cert_info.rs`: what a certificate says about itself (names, issuer, dates), whatever issued it;
+//! - `status.rs`: `hermes-edge cert status`, which only reads the certs directory.
 
 pub mod acme;
+pub mod cert_info;
 pub mod files;
 pub mod local_ca;
 pub mod status;
@@ -171,7 +182,8 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-/// Writes a file readable only by its owner (keys, caches).
+/// Writes a file readable only by its owner (the local CA's keys). The ACME cache has its own
+/// asynchronous writer, which also makes the directory private (`acme::cache::write_private_file`).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

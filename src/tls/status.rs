@@ -8,7 +8,8 @@ use std::path::Path;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::acme::{self, AcmeJob, CertInfo};
+use super::acme::{self, AcmeJob};
+use super::cert_info::CertInfo;
 use super::local_ca;
 use crate::config::{Config, TlsMode};
 

@@ -1,0 +1,62 @@
+//! What a certificate says about itself (names, issuer, dates), read from its DER: for the ACME
+//! resolver and logs, and for `hermes-edge cert status` whatever issued the certificate.
+
+/// What a certificate says about itself, for logs and `hermes-edge cert status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    /// DNS names and IP addresses, in certificate order.
+    pub sans: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub not_before: i64,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Hex, colon-separated.
+    pub serial: String,
+}
+
+impl CertInfo {
+    /// Reads the first certificate of a DER chain.
+    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let mut sans = Vec::new();
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => {
+                        sans.push((*dns).to_string())
+                    }
+                    x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                        if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                            sans.push(std::net::Ipv4Addr::from(v4).to_string());
+                        } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                            sans.push(std::net::Ipv6Addr::from(v6).to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(Self {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            sans,
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            serial: cert.raw_serial_as_string(),
+        })
+    }
+
+    /// When rustls-acme starts renewing this certificate (see [`super::acme::renewal_time`]).
+    pub fn renewal_due(&self) -> i64 {
+        super::acme::renewal_time(self.not_before, self.not_after)
+    }
+
+    /// Whether `name` (a TLS server name) is one of this certificate's DNS names.
+    pub fn covers(&self, name: &str) -> bool {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        self.sans.iter().any(|san| san.eq_ignore_ascii_case(name))
+    }
+}
