@@ -3,7 +3,7 @@
 //! of zero timeout or, on a request's own single-threaded runtime, by the readiness its reactor
 //! recorded (`pending_here`).
 //!
-//! Why: the small site files are answered from memory (`files::SmallFiles`); checking them with a
+//! Why: the small site files are answered from memory (`static_files::SmallFiles`); checking them with a
 //! `stat` of the file and of its folder on every request cost about 15 % of the server's CPU for a
 //! 1 KiB page (two path walks). The kernel queues an inotify event before the system call that
 //! changed the file returns, so a request that arrives after a change finds the event pending and

@@ -1232,7 +1232,7 @@ async fn custom_routes_serve_their_file_after_the_login_with_full_semantics() {
     assert_ne!(r.body, b"<!doctype html><title>video</title>\n");
 }
 
-/// Small `--www` files are answered from memory (`files::SmallFiles`): the answer must be the one
+/// Small `--www` files are answered from memory (`static_files::SmallFiles`): the answer must be the one
 /// a fresh read gives, and every change on disk must show on the very next request.
 #[tokio::test]
 async fn www_files_answered_from_memory_follow_every_change_on_disk() {
