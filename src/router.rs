@@ -11,9 +11,9 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::{self, admin, Role, User};
-use crate::static_files;
 use crate::response::{self, Resp};
 use crate::security;
+use crate::static_files;
 use crate::upstream::dashboard;
 
 /// The user name a response was served to, for the access log.

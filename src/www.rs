@@ -30,7 +30,7 @@ impl Www {
     }
 
     /// An embedded file with its validator, by its path relative to `www/`. The caller has checked
-    /// the path (see `static_files::parse_rel`).
+    /// the path (see `parse_rel` in `static_files/path.rs`).
     pub fn embedded(&self, rel: &str) -> Option<SiteFile> {
         let file = EMBEDDED.get_file(rel)?;
         let etag = embedded_etags().get(rel)?;
