@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use http::StatusCode;
+use rustix::fs::{self, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use crate::response::{self, Resp};
 
@@ -253,7 +255,6 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 /// Opens `path` for reading, refusing every symbolic link on the way, in one system call
 /// (`openat2` with `RESOLVE_NO_SYMLINKS`).
 pub(super) fn open_no_symlinks(path: &Path) -> NoFollow {
-    use std::os::fd::FromRawFd;
     use std::os::unix::ffi::OsStrExt;
     if NO_OPENAT2.load(Ordering::Relaxed) {
         return open_walk(path);
@@ -261,31 +262,21 @@ pub(super) fn open_no_symlinks(path: &Path) -> NoFollow {
     let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return NoFollow::Missing;
     };
-    // SAFETY: `open_how` is plain data; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_NO_SYMLINKS;
-    // SAFETY: a NUL-terminated path and a live `open_how` of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            cpath.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
-        return NoFollow::Opened(unsafe { File::from_raw_fd(fd as i32) });
-    }
-    match io::Error::last_os_error().raw_os_error() {
-        Some(libc::ELOOP) => NoFollow::Symlink,
-        Some(libc::ENOSYS | libc::EPERM | libc::E2BIG | libc::EINVAL) => {
+    let opened = fs::openat2(
+        fs::CWD,
+        cpath.as_c_str(),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    );
+    match opened {
+        Ok(fd) => NoFollow::Opened(File::from(fd)),
+        Err(Errno::LOOP) => NoFollow::Symlink,
+        Err(Errno::NOSYS | Errno::PERM | Errno::TOOBIG | Errno::INVAL) => {
             NO_OPENAT2.store(true, Ordering::Relaxed);
             open_walk(path)
         }
-        _ => NoFollow::Missing,
+        Err(_) => NoFollow::Missing,
     }
 }
 
@@ -294,23 +285,14 @@ pub(super) fn open_no_symlinks(path: &Path) -> NoFollow {
 /// would be there. Before, such a system resolved every path in full and kept no site file in
 /// memory.
 fn open_walk(path: &Path) -> NoFollow {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    use std::path::Component;
     let start: &[u8] = if path.is_absolute() { b"/" } else { b"." };
-    let open = |dir: libc::c_int, name: &[u8], flags: libc::c_int| -> Result<OwnedFd, i32> {
-        let name = std::ffi::CString::new(name).map_err(|_| libc::ENOENT)?;
-        // SAFETY: a live directory descriptor (or AT_FDCWD) and a NUL-terminated name.
-        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO));
-        }
-        // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let open = |dir: BorrowedFd<'_>, name: &[u8], flags: OFlags| -> Result<OwnedFd, Errno> {
+        let name = std::ffi::CString::new(name).map_err(|_| Errno::NOENT)?;
+        fs::openat(dir, name.as_c_str(), flags | OFlags::CLOEXEC, Mode::empty())
     };
-    let Ok(mut dir) = open(libc::AT_FDCWD, start, libc::O_PATH | libc::O_DIRECTORY) else {
+    let Ok(mut dir) = open(fs::CWD, start, OFlags::PATH | OFlags::DIRECTORY) else {
         return NoFollow::Missing;
     };
     let names: Vec<&[u8]> = path
@@ -325,18 +307,18 @@ fn open_walk(path: &Path) -> NoFollow {
         let last = i + 1 == names.len();
         // Folders on the way need only be searchable (O_PATH); the file is opened to be read.
         let flags = if last {
-            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW
         } else {
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW
         };
-        match open(dir.as_raw_fd(), name, flags) {
+        match open(dir.as_fd(), name, flags) {
             Ok(fd) if last => return NoFollow::Opened(File::from(fd)),
             Ok(fd) => dir = fd,
-            Err(libc::ENOENT) => return NoFollow::Missing,
+            Err(Errno::NOENT) => return NoFollow::Missing,
             // A link gives ELOOP as the file, and ENOTDIR as a folder on the way (O_PATH opens
             // the link itself, which is no folder): ask what it is.
             Err(_) => {
-                return if is_link_at(dir.as_raw_fd(), name) {
+                return if is_link_at(dir.as_fd(), name) {
                     NoFollow::Symlink
                 } else {
                     NoFollow::Missing
@@ -348,15 +330,12 @@ fn open_walk(path: &Path) -> NoFollow {
 }
 
 /// Whether `name` in the folder `dir` is a symbolic link (not followed).
-fn is_link_at(dir: libc::c_int, name: &[u8]) -> bool {
+fn is_link_at(dir: std::os::fd::BorrowedFd<'_>, name: &[u8]) -> bool {
     let Ok(name) = std::ffi::CString::new(name) else {
         return false;
     };
-    // SAFETY: `stat` is plain data, filled in by the kernel on success.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a live directory descriptor, a NUL-terminated name and a live `stat`.
-    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFLNK
+    fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
 }
 
 /// Opens a canonical path (no symlinks in it by construction); a symlink swapped in after the
