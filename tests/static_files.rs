@@ -64,9 +64,10 @@ fn fixture(extra_config: &str) -> tempfile::TempDir {
     symlink("/etc", m.join("etc-link")).unwrap();
     symlink("hello.txt", m.join("link-in.txt")).unwrap();
     symlink(".hidden.txt", m.join("link-to-hidden.txt")).unwrap();
-    let fifo = std::ffi::CString::new(m.join("pipe").to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let fifo = m.join("pipe");
+    let mode = rustix::fs::Mode::from_raw_mode(0o644);
+    let made = rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, mode, 0);
+    assert_eq!(made, Ok(()));
     tmp
 }
 
