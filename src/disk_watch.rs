@@ -3,7 +3,7 @@
 //! of zero timeout or, on a request's own single-threaded runtime, by the readiness its reactor
 //! recorded (`pending_here`).
 //!
-//! Why: the small site files are answered from memory (`files::SmallFiles`); checking them with a
+//! Why: the small site files are answered from memory (`static_files::SmallFiles`); checking them with a
 //! `stat` of the file and of its folder on every request cost about 15 % of the server's CPU for a
 //! 1 KiB page (two path walks). The kernel queues an inotify event before the system call that
 //! changed the file returns, so a request that arrives after a change finds the event pending and
@@ -17,31 +17,34 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
-use tokio::io::Interest;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// What a folder watched for one name (`watch_name`) is asked for: names made, removed, moved and
 /// attribute changes, but not the writes to the files beside that name. A log file written next
 /// to the site folder queued an event on every write, so each request read events, and a fast
 /// enough writer kept the reads going until the drain gave up and dropped every kept file.
-const NAME_CHANGES: u32 = libc::IN_ATTRIB
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF;
+const NAME_CHANGES: WatchFlags = WatchFlags::ATTRIB
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::CREATE)
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF);
 
 /// Every event that means a name, a content or an attribute changed.
-const CHANGES: u32 = NAME_CHANGES | libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
+const CHANGES: WatchFlags = NAME_CHANGES
+    .union(WatchFlags::MODIFY)
+    .union(WatchFlags::CLOSE_WRITE);
 
 /// The fixed part of `struct inotify_event`: wd, mask, cookie, len.
 const EVENT_HEAD: usize = 16;
@@ -75,14 +78,9 @@ thread_local! {
 impl DiskWatch {
     /// A new, empty watch. Fails where inotify is missing or its instance limit is reached.
     pub fn new() -> io::Result<DiskWatch> {
-        // SAFETY: plain system call with flags; the result is checked below.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?;
         Ok(DiskWatch {
-            // SAFETY: the kernel just gave us this descriptor and nothing else owns it.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd,
             watches: Mutex::new(HashMap::new()),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
@@ -107,17 +105,11 @@ impl DiskWatch {
             CHANGES
         };
         // IN_MASK_ADD: a folder reached both ways keeps the wider mask.
-        // SAFETY: a live inotify descriptor and a NUL-terminated path.
-        let wd = unsafe {
-            libc::inotify_add_watch(
-                self.fd.as_raw_fd(),
-                cpath.as_ptr(),
-                wanted | libc::IN_DONT_FOLLOW | libc::IN_MASK_ADD,
-            )
-        };
-        if wd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let wd = inotify::add_watch(
+            &self.fd,
+            cpath.as_c_str(),
+            wanted | WatchFlags::DONT_FOLLOW | WatchFlags::MASK_ADD,
+        )?;
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         match watches.get_mut(&wd) {
             // The same inode reached again: the widest interest wins.
@@ -132,16 +124,14 @@ impl DiskWatch {
 
     /// Whether events wait to be read (one `poll` with zero timeout; nothing is consumed).
     pub fn pending(&self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let mut pfd = [PollFd::new(&self.fd, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
         };
-        // SAFETY: one live pollfd, zero timeout.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
         // An error here cannot be told apart from a change: say "changed" and let the caller
         // start afresh, which is always correct.
-        n != 0
+        !matches!(rustix::event::poll(&mut pfd, Some(&now)), Ok(0))
     }
 
     /// [`pending`](Self::pending) for a request being answered on a single-threaded runtime,
@@ -176,10 +166,11 @@ impl DiskWatch {
             else {
                 // A copy of the descriptor shares its queue; the reactor sees it from its next turn.
                 // (Every runtime of the server is built with its I/O driver, which this needs.)
-                // SAFETY: an `OwnedFd` names the same open descriptor for as long as it lives.
-                let fd = self.fd.try_clone().ok().and_then(|fd| unsafe {
-                    AsyncFd::register_with_interest(fd, Interest::READABLE).ok()
-                });
+                let fd = self
+                    .fd
+                    .try_clone()
+                    .ok()
+                    .and_then(crate::sys::register_readable);
                 regs.push(Registration {
                     watch: self.id,
                     runtime,
@@ -241,26 +232,20 @@ impl DiskWatch {
         let mut buf = [0u8; 4096];
         let mut changed = false;
         for _ in 0..1024 {
-            // SAFETY: reading into a live buffer of the given length.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast::<libc::c_void>(),
-                    buf.len(),
-                )
+            let n = match rustix::io::read(&self.fd, &mut buf) {
+                Ok(n) => n,
+                Err(err) => {
+                    return match io::Error::from(err).kind() {
+                        io::ErrorKind::WouldBlock => (changed, true),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => (true, false),
+                    };
+                }
             };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                return match err.kind() {
-                    io::ErrorKind::WouldBlock => (changed, true),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => (true, false),
-                };
-            }
             if n == 0 {
                 return (changed, true);
             }
-            let got = usize::try_from(n).unwrap_or(0).min(buf.len());
+            let got = n.min(buf.len());
             changed |= self.judge(&buf[..got]);
         }
         (true, false)
@@ -332,15 +317,10 @@ pub fn sees_every_change(path: &Path) -> bool {
         0x7461636F, // OCFS2
         0x786F4256, // VirtualBox shared folders
     ];
-    let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
+    // A path with a NUL in it is refused as well.
+    let Ok(st) = rustix::fs::statfs(path) else {
         return false;
     };
-    // SAFETY: `statfs` is plain data; all-zero is a valid value to be overwritten.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a live `statfs` to fill.
-    if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } != 0 {
-        return false;
-    }
     #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between targets.
     let kind = st.f_type as i64;
     !REMOTE.contains(&kind)

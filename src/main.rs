@@ -9,7 +9,6 @@ mod config;
 mod conn_limits;
 mod disk_watch;
 mod doctor;
-mod files;
 mod header_timer;
 mod memory;
 mod reload;
@@ -18,8 +17,10 @@ mod router;
 mod security;
 mod send_timeout;
 mod server;
+mod static_files;
 mod stopping;
 mod store;
+mod sys;
 mod tls;
 mod upstream;
 mod www;
@@ -347,12 +348,7 @@ fn main() -> ExitCode {
     // next burst faulted it in again (madvise and page faults were ~15 % of the server's CPU with
     // HTTP/2 at -m10). Keeping up to 4 MiB at the top measured 148-163 -> 95 us per 100 KiB
     // answer for 2 MiB more resident memory.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes an allocator tunable; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
-    }
+    sys::tune_malloc();
     let cli = Cli::parse();
     let overrides = cli.serve.overrides();
     reload::remember_command_line(overrides.clone());

@@ -11,9 +11,9 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::{self, admin, Role, User};
-use crate::files;
 use crate::response::{self, Resp};
 use crate::security;
+use crate::static_files;
 use crate::upstream::dashboard;
 
 /// The user name a response was served to, for the access log.
@@ -171,8 +171,8 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         _ => {}
     }
     // `/media/` comes before everything else that could match it; open to anyone when public.
-    if app.config.media.public && files::is_media(path) {
-        return files::media(app, &req).await;
+    if app.config.media.public && static_files::is_media(path) {
+        return static_files::media(app, &req).await;
     }
     // Scripts, styles and images of the site are public (the login page needs them); pages are not.
     if let Some(resp) = public_asset(app, &req, path).await {
@@ -222,8 +222,8 @@ async fn signed_in(
         return admin::admin_only();
     }
     // `/media/` behind the login, before the chat routes.
-    if files::is_media(path) {
-        return files::media(app, &req).await;
+    if static_files::is_media(path) {
+        return static_files::media(app, &req).await;
     }
     match (method, path) {
         (&Method::POST, "/logout") => return auth::logout(app, req).await,
@@ -258,7 +258,7 @@ async fn signed_in(
     }
     // Custom pages (`[[routes]]`), before the chat page fallback.
     if let Some(route) = app.config.routes.iter().find(|r| r.path == path) {
-        return match files::route_file(&req, &route.file).await {
+        return match static_files::route_file(&req, &route.file).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::error!(file = %route.file.display(), "custom route file cannot be read: {e}");
@@ -302,7 +302,7 @@ pub fn with_user(mut resp: Resp, user: &User) -> Resp {
 
 /// An HTML page of the site (`no-cache`: revalidated with its `ETag` on every visit).
 async fn page(app: &App, req: &Request<Incoming>, name: &str) -> Resp {
-    match files::site(app, req, name).await {
+    match static_files::site(app, req, name).await {
         Ok(resp) => resp,
         Err(_) => response::error(
             StatusCode::NOT_FOUND,
@@ -321,13 +321,13 @@ async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<
     let rel = path.strip_prefix('/')?;
     if rel.is_empty()
         || rel.ends_with(".html")
-        || files::is_media(path)
+        || static_files::is_media(path)
         || dashboard::is_dashboard_path(path)
     {
         return None;
     }
     // A refused or missing name is not an asset: the routes below (and the login gate) decide.
-    files::site(app, req, rel).await.ok()
+    static_files::site(app, req, rel).await.ok()
 }
 
 fn ca_cert(app: &App) -> Resp {

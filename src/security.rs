@@ -57,7 +57,7 @@ impl SecurityHeaders {
     /// Whether `apply` has already been run on these headers (or on the map they were cloned
     /// from): their HSTS value is this very text, by address. Nothing outside this type can
     /// make that value (a header read from Hermes is a copy elsewhere), so a response built from
-    /// a prepared map (see `files::SmallFiles`) skips the six inserts (and the map's growth).
+    /// a prepared map (see `static_files::SmallFiles`) skips the six inserts (and the map's growth).
     fn applied(&self, headers: &HeaderMap) -> bool {
         headers
             .get(header::STRICT_TRANSPORT_SECURITY)

@@ -68,23 +68,9 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// per connection, and a client that connects and sends nothing costs the server nothing. Clients
 /// always speak first in both protocols. Not being able to set it only loses that.
 fn defer_accept(socket: &tokio::net::TcpSocket) {
-    use std::os::fd::AsRawFd;
-    let secs: libc::c_int = 10;
-    // SAFETY: a live socket descriptor and an int option of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(
-            "TCP_DEFER_ACCEPT not set: {}",
-            std::io::Error::last_os_error()
-        );
+    use std::os::fd::AsFd;
+    if let Err(e) = crate::sys::set_tcp_defer_accept(socket.as_fd(), 10) {
+        tracing::debug!("TCP_DEFER_ACCEPT not set: {e}");
     }
 }
 

@@ -12,14 +12,14 @@ static EMBEDDED: Dir<'static> = include_dir!("$OUT_DIR/www");
 
 pub struct Www {
     dir: Option<PathBuf>,
-    /// Small files of `dir` kept in memory (see `files::SmallFiles`).
-    pub small_files: crate::files::SmallFiles,
+    /// Small files of `dir` kept in memory (see `static_files::SmallFiles`).
+    pub small_files: crate::static_files::SmallFiles,
 }
 
 impl Www {
     pub fn new(dir: Option<PathBuf>) -> Www {
         Www {
-            small_files: crate::files::SmallFiles::new(dir.as_deref()),
+            small_files: crate::static_files::SmallFiles::new(dir.as_deref()),
             dir,
         }
     }
@@ -30,7 +30,7 @@ impl Www {
     }
 
     /// An embedded file with its validator, by its path relative to `www/`. The caller has checked
-    /// the path (see `files::parse_rel`).
+    /// the path (see `parse_rel` in `static_files/path.rs`).
     pub fn embedded(&self, rel: &str) -> Option<SiteFile> {
         let file = EMBEDDED.get_file(rel)?;
         let etag = embedded_etags().get(rel)?;

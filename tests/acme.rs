@@ -68,11 +68,12 @@ impl Pebble {
         let pids = std::fs::read_to_string(self.work.path().join("pebble.pids")).unwrap();
         // pebble.sh records pebble-challtestsrv first, then pebble.
         let pid: i32 = pids.lines().nth(1).unwrap().trim().parse().unwrap();
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        let pid = rustix::process::Pid::from_raw(pid).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while unsafe { libc::kill(pid, 0) } == 0 && std::time::Instant::now() < deadline {
+        while rustix::process::test_kill_process(pid).is_ok()
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
     }

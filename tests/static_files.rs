@@ -64,9 +64,10 @@ fn fixture(extra_config: &str) -> tempfile::TempDir {
     symlink("/etc", m.join("etc-link")).unwrap();
     symlink("hello.txt", m.join("link-in.txt")).unwrap();
     symlink(".hidden.txt", m.join("link-to-hidden.txt")).unwrap();
-    let fifo = std::ffi::CString::new(m.join("pipe").to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let fifo = m.join("pipe");
+    let mode = rustix::fs::Mode::from_raw_mode(0o644);
+    let made = rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, mode, 0);
+    assert_eq!(made, Ok(()));
     tmp
 }
 
@@ -1232,7 +1233,7 @@ async fn custom_routes_serve_their_file_after_the_login_with_full_semantics() {
     assert_ne!(r.body, b"<!doctype html><title>video</title>\n");
 }
 
-/// Small `--www` files are answered from memory (`files::SmallFiles`): the answer must be the one
+/// Small `--www` files are answered from memory (`static_files::SmallFiles`): the answer must be the one
 /// a fresh read gives, and every change on disk must show on the very next request.
 #[tokio::test]
 async fn www_files_answered_from_memory_follow_every_change_on_disk() {

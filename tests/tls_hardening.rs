@@ -37,8 +37,10 @@ fn run_to_exit(dir: &Path, args: &[String]) -> (ExitStatus, String) {
 fn sighup(s: &Server) {
     let pid = s.pid() as i32;
     assert!(pid > 0);
-    // SAFETY: a signal to the child this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    // A signal to the child this test started.
+    let sent = rustix::process::kill_process(pid, rustix::process::Signal::HUP);
+    assert_eq!(sent, Ok(()));
 }
 
 #[tokio::test]

@@ -106,6 +106,7 @@ pub fn spawn_limited(
     if let Some(n) = nofile {
         use std::os::unix::process::CommandExt;
         // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+        #[allow(unsafe_code)] // `pre_exec` has no safe form; the test harness's only unsafe.
         unsafe {
             cmd.pre_exec(move || {
                 let lim = libc::rlimit {
@@ -310,10 +311,8 @@ impl Server {
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let pid = self.pid() as i32;
-        if pid > 0 {
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
     }
 
