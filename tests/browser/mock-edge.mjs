@@ -23,7 +23,7 @@ import { startFakeUpstream } from './fake-upstream.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
-const { SSEParser } = require(path.join(here, '../../www/sse.js'));
+const { SSEParser } = require(path.join(here, '../../www/js/sse.js'));
 
 function flag(name, def) {
   const i = process.argv.indexOf('--' + name);
