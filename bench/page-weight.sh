@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Page weight of the chat page (issue 7): signs in to a real hermes-edge, then fetches the chat page
-# and every script, style and image it references, as a browser would (Accept-Encoding: gzip, br),
-# and adds up the bytes on the wire. Usage: bash bench/page-weight.sh [path/to/hermes-edge]
+# and every script, style and image it references (with the modules its scripts import), as a browser
+# would (Accept-Encoding: gzip, br), and adds up the bytes on the wire.
+# Usage: bash bench/page-weight.sh [path/to/hermes-edge]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-}
@@ -32,7 +33,20 @@ fetch() {
 }
 fetch /
 "${c[@]}" "$base/" > "$work/index.html"
-for asset in $(grep -oE '(src|href)="/[^"]+"' "$work/index.html" | sed -E 's/^(src|href)="//; s/"$//' | grep -v '^/$' | sort -u); do
+assets=$(grep -oE '(src|href)="/[^"]+"' "$work/index.html" | sed -E 's/^(src|href)="//; s/"$//' | grep -v '^/$' | sort -u)
+# The page's script is ES modules: the browser also loads every module they import (`from './x.js'`).
+todo=$(grep -oE '<script type="module" src="/[^"]+"' "$work/index.html" | sed -E 's/.*src="//; s/"$//' || true)
+while [[ -n $todo ]]; do
+  next=
+  for mod in $todo; do
+    for dep in $("${c[@]}" "$base$mod" | sed -nE "s#^import .* from '\./([^']+)';\$#\1#p"); do
+      dep="${mod%/*}/$dep"
+      grep -qxF "$dep" <<<"$assets" || { assets+=$'\n'"$dep"; next+=" $dep"; }
+    done
+  done
+  todo=$next
+done
+for asset in $(sort -u <<<"$assets"); do
   fetch "$asset"
 done
 printf '| **total** | **%s (%s KiB)** | |\n' "$total" "$((total / 1024))"

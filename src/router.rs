@@ -312,7 +312,7 @@ async fn page(app: &App, req: &Request<Incoming>, name: &str) -> Resp {
     }
 }
 
-/// A public site asset (not an HTML page) by its path from the site root (`/app.js`,
+/// A public site asset (not an HTML page) by its path from the site root (`/js/main.js`,
 /// `/vendor/marked.min.js`), served by the static file engine (ETag, ranges, cache lifetimes).
 async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<Resp> {
     if *req.method() != Method::GET && *req.method() != Method::HEAD {

@@ -17,13 +17,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { startFakeUpstream } from './fake-upstream.mjs';
+import { SSEParser } from '../../www/js/sse.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(import.meta.url);
-const { SSEParser } = require(path.join(here, '../../www/sse.js'));
 
 function flag(name, def) {
   const i = process.argv.indexOf('--' + name);
@@ -274,7 +272,7 @@ async function route(req, res) {
   }
   if (p === '/login' && m === 'GET') return serveFile(req, res, path.join(wwwDir, 'login.html'));
   if (p === '/login' && m === 'POST') return handleLogin(req, res);
-  // Like the real router: any non-HTML file of www/ is public at the site root (/app.js, /vendor/...).
+  // Like the real router: any non-HTML file of www/ is public at the site root (/js/main.js, /vendor/...).
   if ((m === 'GET' || m === 'HEAD') && p !== '/' && !p.endsWith('.html') && !p.startsWith('/media/')) {
     const f = underDir(wwwDir, p.slice(1));
     if (f && fs.existsSync(f) && fs.statSync(f).isFile()) return serveFile(req, res, f);

@@ -22,6 +22,10 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y --no-install-recommends "${need[@]}" || { apt-get update && apt-get install -y --no-install-recommends "${need[@]}"; }
 fi
 command -v node >/dev/null 2>&1 || { echo "run.sh: node is required (apt-get install -y nodejs npm)" >&2; exit 2; }
+# sse.test.mjs imports www/js/sse.js, an ES module with no package.json saying so: node recognises it
+# by its syntax from 20.19 and 22.7 on; older ones read it as CommonJS and fail on `export`.
+node --input-type=module -e "await import('$here/../../www/js/sse.js')" 2>/dev/null \
+  || { echo "run.sh: node $(node --version) cannot import www/js/sse.js (node 20.19, 22.7 or later can)" >&2; exit 2; }
 
 cd "$here"
 if [ ! -d node_modules/playwright-core ]; then

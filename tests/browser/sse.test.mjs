@@ -1,10 +1,7 @@
-// Unit tests of www/sse.js, the SSE parser the chat page uses on fetch() bodies.
+// Unit tests of www/js/sse.js, the SSE parser the chat page uses on fetch() bodies.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
-const { SSEParser, readSSE } = require('../../www/sse.js');
+import { SSEParser, readSSE } from '../../www/js/sse.js';
 
 function parse(chunks) {
   const events = [];

@@ -1,0 +1,221 @@
+/*
+ * The conversation list in the sidebar (grouped by date, rename, delete) and switching conversations:
+ * new chat, open, load from the server (the URL's ?c= names the one shown).
+ */
+
+import { app, convList, titleEl, input, el, iconButton } from './dom.js';
+import { state } from './state.js';
+import { api } from './api.js';
+import { showBanner } from './banners.js';
+import { renderAll, isNearBottom, scrollToBottom } from './messages.js';
+import { stop } from './chat.js';
+import { closeNav } from './nav.js';
+
+// ---------------------------------------------------------------- conversations
+function groupLabel(date) {
+  const now = new Date();
+  const startOfDay = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
+  const t = date.getTime();
+  if (!Number.isFinite(t)) return 'Older';
+  if (t >= startOfDay) return 'Today';
+  if (t >= startOfDay - 86400000) return 'Yesterday';
+  if (t >= startOfDay - 7 * 86400000) return 'Previous 7 days';
+  if (t >= startOfDay - 30 * 86400000) return 'Previous 30 days';
+  return 'Older';
+}
+
+function renderConversations() {
+  convList.replaceChildren();
+  if (state.conversations.length === 0) {
+    convList.appendChild(el('p', 'conv-empty', 'No conversations yet.'));
+    return;
+  }
+  let group = null;
+  for (const c of state.conversations) {
+    const g = groupLabel(new Date(c.updated_at || c.created_at));
+    if (g !== group) {
+      group = g;
+      convList.appendChild(el('h3', 'conv-group', g));
+    }
+    convList.appendChild(renderConvItem(c));
+  }
+}
+
+function renderConvItem(c) {
+  const item = el('div', 'conv-item');
+  item.dataset.id = c.id;
+  if (c.id === state.currentId) {
+    item.classList.add('active');
+  }
+  const link = el('a', 'conv-link', c.title || 'Untitled');
+  link.href = '/?c=' + encodeURIComponent(c.id);
+  link.title = c.title || 'Untitled';
+  if (c.id === state.currentId) link.setAttribute('aria-current', 'page');
+  link.addEventListener('click', (e) => {
+    if (e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
+    e.preventDefault();
+    openConversation(c.id);
+  });
+  item.appendChild(link);
+  const tools = el('div', 'conv-tools');
+  tools.appendChild(iconButton('pencil', 'Rename', () => startRename(item, c), 'rename-btn'));
+  const del = iconButton('trash', 'Delete', () => {
+    if (!item.classList.contains('confirm-delete')) {
+      item.classList.add('confirm-delete');
+      del.setAttribute('aria-label', 'Confirm delete');
+      del.title = 'Click again to delete';
+      setTimeout(() => {
+        item.classList.remove('confirm-delete');
+        del.setAttribute('aria-label', 'Delete');
+        del.title = 'Delete';
+      }, 3000);
+      return;
+    }
+    deleteConversation(c.id);
+  }, 'delete-btn');
+  tools.appendChild(del);
+  item.appendChild(tools);
+  return item;
+}
+
+function startRename(item, c) {
+  const form = el('form', 'rename-form');
+  const field = el('input', 'rename-input');
+  field.value = c.title || '';
+  field.maxLength = 200;
+  field.setAttribute('aria-label', 'Conversation title');
+  form.appendChild(field);
+  item.replaceChildren(form);
+  item.classList.add('renaming');
+  field.focus();
+  field.select();
+  let done = false;
+  const commit = async (save) => {
+    if (done) return;
+    done = true;
+    const title = field.value.trim();
+    if (save && title && title !== c.title) {
+      try {
+        await api('PATCH', '/api/conversations/' + encodeURIComponent(c.id), { title });
+        c.title = title;
+        if (c.id === state.currentId) {
+          state.title = title;
+          titleEl.textContent = title;
+          document.title = title + ' · Hermes';
+        }
+      } catch (e) {
+        showBanner('conv', 'error', 'Could not rename the conversation: ' + e.message);
+      }
+    }
+    renderConversations();
+  };
+  form.addEventListener('submit', (e) => { e.preventDefault(); commit(true); });
+  field.addEventListener('keydown', (e) => { if (e.key === 'Escape') { e.preventDefault(); commit(false); } });
+  field.addEventListener('blur', () => commit(true));
+}
+
+async function deleteConversation(id) {
+  let result;
+  try {
+    result = await api('DELETE', '/api/conversations/' + encodeURIComponent(id));
+  } catch (e) {
+    showBanner('conv', 'error', 'Could not delete the conversation: ' + e.message);
+    return;
+  }
+  // Deleted here either way; say so when Hermes could not delete its own copy.
+  if (result && result.hermes_session === 'not_deleted') {
+    showBanner('conv', 'warn', result.message || 'The conversation was deleted here, but Hermes still keeps its copy.');
+  }
+  state.conversations = state.conversations.filter((c) => c.id !== id);
+  if (id === state.currentId) newChat();
+  renderConversations();
+}
+
+export async function refreshConversations() {
+  try {
+    const body = await api('GET', '/api/conversations');
+    state.conversations = (body && Array.isArray(body.conversations)) ? body.conversations : [];
+    const cur = state.conversations.find((c) => c.id === state.currentId);
+    if (cur && cur.title && !state.controller) {
+      state.title = cur.title;
+      titleEl.textContent = cur.title;
+    }
+    renderConversations();
+  } catch (_) { /* banner already shown */ }
+}
+
+export function newChat() {
+  if (state.controller) stop();
+  state.currentId = null;
+  state.title = '';
+  state.messages = [];
+  history.replaceState(null, '', '/');
+  renderAll();
+  renderConversations();
+  closeNav();
+  input.focus();
+}
+
+function openConversation(id) {
+  if (state.controller) stop();
+  history.pushState(null, '', '/?c=' + encodeURIComponent(id));
+  closeNav();
+  loadConversation(id, false);
+}
+
+export async function loadConversation(id, quiet) {
+  if (!id) return;
+  const seq = ++state.loadSeq;
+  if (!quiet) {
+    state.currentId = id;
+    const c = state.conversations.find((x) => x.id === id);
+    state.title = c ? c.title : '';
+    state.messages = [];
+    renderAll();
+    renderConversations();
+    app.classList.add('is-loading');
+  }
+  let conv;
+  try {
+    conv = await api('GET', '/api/conversations/' + encodeURIComponent(id));
+  } catch (e) {
+    app.classList.remove('is-loading');
+    if (e.info && e.info.status === 404) {
+      showBanner('conv', 'warn', 'That conversation was not found. It may have been deleted.');
+      newChat();
+    }
+    return;
+  }
+  app.classList.remove('is-loading');
+  // A newer load or a stream started meanwhile: this answer is stale.
+  if (seq !== state.loadSeq || state.controller) return;
+  const atBottom = isNearBottom();
+  const prevLast = state.messages[state.messages.length - 1];
+  const wasStopped = quiet && prevLast && prevLast.role === 'assistant' && prevLast.stopped;
+  state.currentId = conv.id || id;
+  state.title = conv.title || '';
+  state.messages = (conv.messages || []).map((m) => ({
+    index: m.index,
+    role: m.role === 'user' ? 'user' : 'assistant',
+    content: typeof m.content === 'string' ? m.content : '',
+    images: Array.isArray(m.images) ? m.images : [],
+    tool_steps: Array.isArray(m.tool_steps) ? m.tool_steps.map((s) => Object.assign({}, s)) : [],
+    error: storedError(m.error),
+    stopped: !!(m.error && m.error.code === 'stopped'),
+    pending: m.role === 'assistant' && !m.content && !m.error,
+  }));
+  // The server keeps a stopped answer as it was; keep showing that it was stopped.
+  const last = state.messages[state.messages.length - 1];
+  if (wasStopped && last && last.role === 'assistant' && !last.error) last.stopped = true;
+  renderAll();
+  renderConversations();
+  if (!quiet || atBottom) scrollToBottom(true);
+}
+
+/** A stored message's `error` ({code, message} or null) as text; "stopped" is not an error. */
+function storedError(err) {
+  if (!err) return null;
+  if (typeof err === 'string') return err;
+  if (err.code === 'stopped') return null;
+  return err.message || 'The answer could not be completed.';
+}
