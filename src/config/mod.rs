@@ -451,4 +451,103 @@ mod tests {
             assert!(e.contains("http://127.0.0.1:9119"), "{bad}: {e}");
         }
     }
+
+    /// The example file with every commented `key = value` line and `[[routes]]` table
+    /// uncommented: what a user gets by uncommenting any of them.
+    fn example_uncommented() -> String {
+        let example = include_str!("../../config/hermes-edge.example.toml");
+        let mut out = String::new();
+        for line in example.lines() {
+            let body = line.strip_prefix('#').map(str::trim_start);
+            let is_setting = body.is_some_and(|b| {
+                b.starts_with("[[")
+                    || b.split_once(" = ").is_some_and(|(key, _)| {
+                        !key.is_empty()
+                            && key
+                                .chars()
+                                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    })
+            });
+            match body {
+                Some(b) if is_setting => out.push_str(b),
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn example_file_parses_with_every_key_uncommented() {
+        let text = example_uncommented();
+        let mut file = Config::parse_str(&text, Path::new("hermes-edge.example.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n--- the example, uncommented:\n{text}"));
+        // Every key of the file structs is shown in the example (the API key itself only as
+        // `api_key_file`: the example steers secrets away from the config file).
+        let shown = format!("{file:?}");
+        let missing: Vec<&str> = shown
+            .split([',', '{'])
+            .filter_map(|field| field.trim().strip_suffix(": None"))
+            .filter(|key| *key != "api_key")
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys missing from the example file: {missing:?}"
+        );
+        assert_eq!(file.routes.len(), 1);
+        // The example shows alternatives that exclude each other; keep one of each.
+        file.tls.cert = None; // files, ACME (tls.domains) or the local CA
+        file.tls.key = None;
+        file.auth.session_secs = None; // hours/days or seconds
+        file.auth.remember_secs = None;
+        file.chat.api_key_file = None; // an example path, read at start
+        let c = Config::resolve(file, None, &CliOverrides::default()).unwrap();
+        assert!(matches!(c.tls, TlsMode::Acme(_)));
+        assert_eq!(c.routes[0].path, "/video");
+        // The example shows the defaults (where they do not depend on the machine).
+        let d = resolve("", CliOverrides::default()).unwrap();
+        assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
+        assert_eq!(format!("{:?}", c.media), format!("{:?}", d.media));
+        assert_eq!(format!("{:?}", c.auth), format!("{:?}", d.auth));
+        let chat = |c: &Config| {
+            let c = &c.chat;
+            let sizes = (c.memory_max_bytes, c.max_image_bytes, c.max_images);
+            (c.idle_timeout, c.memory_inject, sizes, c.retry_budget)
+        };
+        assert_eq!(chat(&c), chat(&d));
+        assert_eq!(
+            (c.cert_reload_interval, c.hsts_max_age, c.upstream, c.listen),
+            (d.cert_reload_interval, 31_536_000, d.upstream, d.listen)
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_a_section_is_refused_by_name() {
+        for text in [
+            "[limits]\nmax_conections = 10\n",
+            "[chat]\nmax_conections = 10\n",
+            "max_conections = 10\n",
+            "[[routes]]\npath = \"/v\"\nfile = \"v.html\"\nmax_conections = 10\n",
+        ] {
+            let err = resolve(text, CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("invalid config file t.toml: "), "{err}");
+            assert!(err.contains("unknown field `max_conections`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_named_constants() {
+        let c = resolve("", CliOverrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), defaults::LISTEN);
+        assert_eq!(c.upstream, defaults::UPSTREAM);
+        assert_eq!(c.limits.max_connections, defaults::MAX_CONNECTIONS);
+        assert_eq!(c.hsts_max_age, defaults::HSTS_MAX_AGE_LOCAL_CA_SECS);
+        assert_eq!(
+            c.auth.login_audit_keep,
+            Duration::from_secs(defaults::LOGIN_AUDIT_DAYS * 86_400)
+        );
+        assert_eq!(c.chat.max_images, defaults::MAX_IMAGES);
+    }
 }
