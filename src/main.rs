@@ -25,7 +25,6 @@ mod tls;
 mod upstream;
 mod www;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -204,99 +203,16 @@ fn user_command(config: &config::Config, init: bool, cmd: UserCommand) -> Result
     Ok(())
 }
 
+/// `serve`'s arguments: the settings that override the config file (their flags are derived from
+/// `config::CliOverrides`), and the one that only matters when the server starts.
 #[derive(Args, Clone, Default)]
 struct ServeArgs {
-    /// Config file (TOML); default config/hermes-edge.toml if it exists.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    /// HTTPS listen address (default 0.0.0.0:8443, or 0.0.0.0:443 with --domain).
-    #[arg(long, global = true)]
-    listen: Option<String>,
-    /// Plain-HTTP redirect listener, ADDR:PORT or `off` (default :80 with --domain, else off).
-    #[arg(long, global = true)]
-    http_listen: Option<String>,
-    /// Directory for the local CA, leaf and ACME cache (default ./certs).
-    #[arg(long, global = true)]
-    certs_dir: Option<PathBuf>,
-    /// Directory for the database (default ./data).
-    #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
-    /// The Hermes API Server (default http://127.0.0.1:8642).
-    #[arg(long, global = true)]
-    upstream: Option<String>,
-    /// Hermes' web dashboard to serve at /dashboard/ (admins only), e.g. http://127.0.0.1:9119.
-    #[arg(long, global = true)]
-    dashboard_upstream: Option<String>,
-    /// Serve the site's files from this directory instead of the embedded copy.
-    #[arg(long, global = true)]
-    www: Option<PathBuf>,
-    /// Directory served at /media/ (default ./media).
-    #[arg(long, global = true)]
-    media: Option<PathBuf>,
-    /// Use the local CA even when a domain is configured.
-    #[arg(long, global = true)]
-    self_signed: bool,
-    /// PEM certificate chain file (with --key).
-    #[arg(long, global = true)]
-    cert: Option<PathBuf>,
-    /// PEM private key file (with --cert).
-    #[arg(long, global = true)]
-    key: Option<PathBuf>,
-    /// Extra name or IP address for the local-CA certificate (repeatable).
-    #[arg(long, global = true)]
-    san: Vec<String>,
-    /// Domain for an ACME (Let's Encrypt) certificate (repeatable).
-    #[arg(long, global = true)]
-    domain: Vec<String>,
-    /// Contact email for the ACME account.
-    #[arg(long, global = true)]
-    email: Option<String>,
-    /// ACME challenge: tls-alpn-01 (default) or http-01.
-    #[arg(long, global = true)]
-    acme_challenge: Option<String>,
-    /// Use Let's Encrypt's staging directory.
-    #[arg(long, global = true)]
-    acme_staging: bool,
-    /// ACME directory URL of another CA.
-    #[arg(long, global = true)]
-    acme_directory: Option<String>,
-    /// PEM root the ACME client trusts for that directory.
-    #[arg(long, global = true)]
-    acme_ca_root: Option<PathBuf>,
-    /// Log as JSON lines.
-    #[arg(long, global = true)]
-    log_json: bool,
+    #[command(flatten)]
+    overrides: config::CliOverrides,
     /// Accept an existing but empty database file (no tables) as a new installation. Without
     /// this such a file stops the start: it is more often a failed copy than a wish to start over.
     #[arg(long, global = true)]
     init_database: bool,
-}
-
-impl ServeArgs {
-    fn overrides(&self) -> config::CliOverrides {
-        config::CliOverrides {
-            config: self.config.clone(),
-            listen: self.listen.clone(),
-            http_listen: self.http_listen.clone(),
-            certs_dir: self.certs_dir.clone(),
-            data_dir: self.data_dir.clone(),
-            upstream: self.upstream.clone(),
-            dashboard_upstream: self.dashboard_upstream.clone(),
-            www: self.www.clone(),
-            media: self.media.clone(),
-            self_signed: self.self_signed,
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            san: self.san.clone(),
-            domains: self.domain.clone(),
-            email: self.email.clone(),
-            acme_challenge: self.acme_challenge.clone(),
-            acme_staging: self.acme_staging,
-            acme_directory: self.acme_directory.clone(),
-            acme_ca_root: self.acme_ca_root.clone(),
-            log_json: self.log_json,
-        }
-    }
 }
 
 /// The log filter: `RUST_LOG` (default `info`), with rustls' own lines held to errors unless
@@ -350,7 +266,7 @@ fn main() -> ExitCode {
     // answer for 2 MiB more resident memory.
     sys::tune_malloc();
     let cli = Cli::parse();
-    let overrides = cli.serve.overrides();
+    let overrides = cli.serve.overrides.clone();
     reload::remember_command_line(overrides.clone());
     let config = match config::Config::load(&overrides) {
         Ok(c) => c,

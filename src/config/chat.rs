@@ -1,0 +1,71 @@
+//! `[chat]`: the Hermes API key (file, then environment), stream and retry timing, memory
+//! injection and image limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::file::FileChat;
+use super::{defaults, invalid, secs, ConfigError};
+
+#[derive(Clone)]
+pub struct ChatConfig {
+    /// The Hermes API Server key; never logged, never sent to a browser.
+    pub api_key: Option<String>,
+    pub idle_timeout: Duration,
+    pub memory_inject: bool,
+    pub hermes_home: PathBuf,
+    pub memory_max_bytes: usize,
+    pub max_image_bytes: usize,
+    pub max_images: usize,
+    pub retry_budget: Duration,
+}
+
+impl std::fmt::Debug for ChatConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("idle_timeout", &self.idle_timeout)
+            .field("memory_inject", &self.memory_inject)
+            .field("hermes_home", &self.hermes_home)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn resolve(c: &FileChat) -> Result<ChatConfig, ConfigError> {
+    let api_key = match (&c.api_key, &c.api_key_file) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "chat.api_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Some(text.trim().to_string())
+        }
+        (None, None) => std::env::var("HERMES_EDGE_API_KEY")
+            .ok()
+            .or_else(|| std::env::var("API_SERVER_KEY").ok())
+            .filter(|k| !k.is_empty()),
+    };
+    let hermes_home = c.hermes_home.clone().unwrap_or_else(|| {
+        std::env::var_os("HERMES_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".hermes")))
+            .unwrap_or_else(|| PathBuf::from(".hermes"))
+    });
+    let chat = ChatConfig {
+        api_key,
+        idle_timeout: secs(c.idle_timeout_secs, defaults::IDLE_TIMEOUT_SECS),
+        memory_inject: c.memory_inject.unwrap_or(defaults::MEMORY_INJECT),
+        hermes_home,
+        memory_max_bytes: c.memory_max_bytes.unwrap_or(defaults::MEMORY_MAX_BYTES),
+        max_image_bytes: c.max_image_bytes.unwrap_or(defaults::MAX_IMAGE_BYTES),
+        max_images: c.max_images.unwrap_or(defaults::MAX_IMAGES),
+        retry_budget: secs(c.retry_budget_secs, defaults::RETRY_BUDGET_SECS),
+    };
+    if chat.idle_timeout.is_zero() {
+        return Err(invalid("chat.idle_timeout_secs", "must be at least 1"));
+    }
+    Ok(chat)
+}
