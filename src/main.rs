@@ -10,6 +10,7 @@ mod conn_limits;
 mod disk_watch;
 mod doctor;
 mod header_timer;
+mod html;
 mod memory;
 mod reload;
 mod response;
