@@ -9,6 +9,7 @@ mod config;
 mod conn_limits;
 mod disk_watch;
 mod doctor;
+mod forwarded;
 mod header_timer;
 mod html;
 mod memory;

@@ -361,13 +361,10 @@ fn upstream_request(
         if let Some(o) = origin {
             h.insert(header::ORIGIN, o);
         }
-        let ip = HeaderValue::from_str(&ctx.client_ip.to_string()).ok();
-        if let Some(ip) = ip {
-            h.insert("x-forwarded-for", ip.clone());
-            h.insert("x-real-ip", ip);
-        }
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        h.insert("x-forwarded-prefix", HeaderValue::from_static(PREFIX));
+        let ip = crate::forwarded::ip_header(ctx.client_ip);
+        crate::forwarded::headers(ip, Some(PREFIX), |n, v| {
+            h.insert(n, v);
+        });
     }
     Ok(b)
 }
