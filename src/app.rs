@@ -85,7 +85,7 @@ impl Conn {
         Conn {
             own,
             _slot: slot,
-            peer_ip: (peer_ip, crate::upstream::ip_header(peer_ip)),
+            peer_ip: (peer_ip, crate::forwarded::ip_header(peer_ip)),
             ip_limit,
             body_memory: Default::default(),
         }

@@ -9,7 +9,9 @@ mod config;
 mod conn_limits;
 mod disk_watch;
 mod doctor;
+mod forwarded;
 mod header_timer;
+mod html;
 mod memory;
 mod reload;
 mod response;
@@ -305,13 +307,7 @@ fn main() -> ExitCode {
             runtime.block_on(server::run(config))
         }
         Command::Token(cmd) => {
-            return match token_command(&config, init, cmd) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("hermes-edge: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            return exit_code(token_command(&config, init, cmd));
         }
         Command::Doctor => {
             return if runtime.block_on(doctor::run(&config)) {
@@ -325,15 +321,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::User(cmd) => {
-            return match user_command(&config, init, cmd) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("hermes-edge: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            return exit_code(user_command(&config, init, cmd));
         }
     };
+    exit_code(result)
+}
+
+/// The exit code for a command's outcome, its error said on stderr.
+fn exit_code(result: Result<(), impl std::fmt::Display>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fake_upstream::Fake;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const KEY: &str = "test-api-key-accounts-0123456789";
 const PASSWORD: &str = "password-of-someone";
@@ -65,21 +65,6 @@ async fn signed_in(s: &Server, name: &str) -> reqwest::Client {
     let c = s.client();
     assert_eq!(s.login(&c, name, PASSWORD).await.status(), 200);
     c
-}
-
-async fn new_token(s: &Server, c: &reqwest::Client) -> String {
-    let r = c
-        .post(s.url("/api/tokens"))
-        .header("origin", s.origin())
-        .json(&json!({"name": "t"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// `GET /v1/models` with a bearer token: its status.

@@ -11,33 +11,6 @@ use serde_json::{json, Value};
 
 const COOKIE_RE_PREFIX: &str = "__Host-hermes_session=";
 
-/// A server started with `toml` as its config file. The server is dropped (killed) before its
-/// directory because fields drop in order.
-struct Configured {
-    server: Server,
-    _dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Configured {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
-}
-
-fn start_with_config(toml: &str) -> Configured {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("test.toml");
-    std::fs::write(&path, toml).unwrap();
-    let server = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(path.display().to_string()),
-    );
-    Configured { server, _dir: dir }
-}
-
 /// A client whose requests seem to come from `ip` (through the trusted proxy 127.0.0.1).
 fn client_from(s: &Server, ip: &str) -> Client {
     let mut h = header::HeaderMap::new();
@@ -124,18 +97,6 @@ async fn assert_error(r: Response, status: u16, code: &str) -> Value {
         .as_str()
         .is_some_and(|m| !m.is_empty()));
     body
-}
-
-/// Creates an account through the admin API.
-async fn add_user(s: &Server, admin: &Client, name: &str, password: &str, role: &str) {
-    let r = admin
-        .post(s.url("/api/admin/users"))
-        .header("origin", s.origin())
-        .json(&json!({"username": name, "password": password, "role": role}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
 async fn signed_in_as(s: &Server, name: &str, password: &str) -> Client {

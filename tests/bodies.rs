@@ -12,33 +12,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A server started with `toml` as its config file. The server is dropped (killed) before its
-/// directory because fields drop in order.
-struct Configured {
-    server: Server,
-    _dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Configured {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
-}
-
-fn start_with_config(toml: &str) -> Configured {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("test.toml");
-    std::fs::write(&path, toml).unwrap();
-    let server = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(path.display().to_string()),
-    );
-    Configured { server, _dir: dir }
-}
-
 /// Limits for the attacks below: every client here is 127.0.0.1, so the per-address request and
 /// sign-in limits are raised out of the way (they are not what is tested).
 const OPEN_RATES: &str = "requests_per_second_per_ip = 2000\nrequest_burst_per_ip = 2000\n";
@@ -89,17 +62,6 @@ async fn legitimate_client_gets_in(s: &Server, within: Duration) -> bool {
         }
     }
     health && login
-}
-
-/// The VmRSS of process `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -501,13 +463,10 @@ async fn a_dashboard_request_whose_body_stops_gets_408() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("test.toml");
-    std::fs::write(&path, "[limits]\nbody_read_timeout_secs = 2\n").unwrap();
-    let s = Server::start_with(
+    let s = start_in_with_config(
+        dir.path(),
+        "[limits]\nbody_read_timeout_secs = 2\n",
         Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(path.display().to_string())
             .arg("--dashboard-upstream")
             .arg(format!("http://{dashboard_addr}")),
     );

@@ -37,22 +37,6 @@ async fn chat(s: &Server, c: &reqwest::Client, body: Value) -> reqwest::Response
         .unwrap()
 }
 
-/// A new personal API token of the user of `c`.
-async fn api_token(s: &Server, c: &reqwest::Client) -> String {
-    let r = c
-        .post(s.url("/api/tokens"))
-        .header("origin", s.origin())
-        .json(&json!({"name": "test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 async fn text(r: reqwest::Response) -> String {
     tokio::time::timeout(Duration::from_secs(20), r.text())
         .await
@@ -84,22 +68,8 @@ async fn stored_message(s: &Server, c: &reqwest::Client, conv: &str, index: usiz
     }
 }
 
-fn add_user(s: &Server, name: &str, password: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(bin())
-        .current_dir(&s.dir)
-        .args(["--data-dir", &s.dir.join("data").display().to_string()])
-        .args(["user", "add", name, "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
 async fn user_client(s: &Server, name: &str) -> reqwest::Client {
-    add_user(s, name, "password-of-someone");
+    add_user_cli(s, name, "password-of-someone");
     let c = s.client();
     assert_eq!(s.login(&c, name, "password-of-someone").await.status(), 200);
     c
@@ -393,7 +363,7 @@ async fn an_answer_that_never_starts_is_a_504_upstream_stalled_and_the_next_requ
     let fake = Fake::start().await;
     let (s, _cfg) = start(&fake, "[chat]\nidle_timeout_secs = 1\n");
     let c = s.admin_client().await;
-    let token = api_token(&s, &c).await;
+    let token = new_token(&s, &c).await;
     let api = s.client_builder().cookie_store(false).build().unwrap();
     let completion = || {
         api.post(s.url("/v1/chat/completions"))
@@ -445,7 +415,7 @@ async fn request_bodies_are_joined_whole_and_refused_past_the_limit() {
     let fake = Fake::start().await;
     let (s, _cfg) = start(&fake, "[limits]\nmax_body_bytes = 1000\n");
     let c = s.admin_client().await;
-    let token = api_token(&s, &c).await;
+    let token = new_token(&s, &c).await;
     let api = s.client_builder().cookie_store(false).build().unwrap();
     let body_of = |filler: usize| {
         format!(
@@ -1066,7 +1036,7 @@ async fn an_idle_http2_connection_that_reached_hermes_is_closed_after_the_keep_a
     let fake = Fake::start().await;
     let (s, _cfg) = start(&fake, "[limits]\nheader_read_timeout_secs = 1\n");
     let c = s.admin_client().await;
-    let bearer = format!("Bearer {}", api_token(&s, &c).await);
+    let bearer = format!("Bearer {}", new_token(&s, &c).await);
     let idle = h2_request_then_idle(
         &s,
         "/v1/models",

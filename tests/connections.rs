@@ -10,18 +10,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 
-/// The server with `toml` as its config file, its files in `dir`, and `start`'s other options.
-fn start_with_config(dir: &std::path::Path, toml: &str, start: Start) -> Server {
-    let config = dir.join("edge.toml");
-    std::fs::write(&config, toml).unwrap();
-    Server::start_with(
-        start
-            .in_dir(dir)
-            .arg("--config")
-            .arg(config.display().to_string()),
-    )
-}
-
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
@@ -102,7 +90,7 @@ fn client_from(s: &Server, from: &str) -> reqwest::Client {
 #[tokio::test]
 async fn one_address_is_held_to_its_connection_cap_and_another_still_signs_in() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with_config(
+    let s = start_in_with_config(
         dir.path(),
         "[limits]\nmax_connections = 20\nmax_connections_per_ip = 10\n",
         Start::default(),
@@ -141,7 +129,7 @@ async fn one_address_is_held_to_its_connection_cap_and_another_still_signs_in() 
 #[tokio::test]
 async fn at_the_cap_the_longest_idle_connection_makes_way_for_a_new_client() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with_config(
+    let s = start_in_with_config(
         dir.path(),
         "[limits]\nmax_connections = 4\n",
         Start::default(),
@@ -181,7 +169,7 @@ async fn at_the_cap_the_longest_idle_connection_makes_way_for_a_new_client() {
 #[tokio::test]
 async fn at_the_cap_with_no_idle_connection_a_new_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with_config(
+    let s = start_in_with_config(
         dir.path(),
         "[limits]\nmax_connections = 2\nsend_timeout_secs = 60\n[media]\npublic = true\n",
         Start::default(),
@@ -223,7 +211,7 @@ fn log_lines(s: &Server, needle: &str) -> usize {
 #[tokio::test]
 async fn max_connections_fits_the_open_files_limit_and_a_flood_writes_few_log_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with_config(
+    let s = start_in_with_config(
         dir.path(),
         "[limits]\nmax_connections_per_ip = 16\n",
         Start::default().nofile(256),
@@ -274,7 +262,7 @@ fn big_file(s: &Server, name: &str) -> u64 {
 const SEND_TIMEOUT_CONFIG: &str = "[limits]\nsend_timeout_secs = 2\n[media]\npublic = true\n";
 
 fn start_for_send_timeout(dir: &std::path::Path) -> Server {
-    start_with_config(
+    start_in_with_config(
         dir,
         SEND_TIMEOUT_CONFIG,
         Start::default().env("RUST_LOG", "info,hermes_edge::server=debug"),
@@ -380,15 +368,7 @@ async fn an_http2_stream_held_by_a_zero_window_is_reset_after_the_send_timeout()
                 Ok(0) | Err(_) => return false,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
-            while got.len() >= at + 9 {
-                let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
-                if got.len() < at + 9 + len {
-                    break;
-                }
-                let (kind, flags) = (got[at + 3], got[at + 4]);
-                let stream =
-                    u32::from_be_bytes([got[at + 5], got[at + 6], got[at + 7], got[at + 8]])
-                        & 0x7fff_ffff;
+            while let Some((kind, flags, stream, len)) = h2_frame_at(&got, at) {
                 frames.push((kind, flags, stream));
                 if kind == 4 && flags & 1 == 0 {
                     let _ = send_tx.send(vec![0, 0, 0, 4, 1, 0, 0, 0, 0]);
@@ -494,7 +474,7 @@ async fn wrong_login(s: &Server, c: &reqwest::Client, n: usize) -> u16 {
 async fn sign_in_attempts_from_ipv6_are_limited_per_64() {
     let net = LoopbackAddrs::add(&["fd00:21:9::1", "fd00:21:9::2", "fd00:21:a::1"]);
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with_config(
+    let s = start_in_with_config(
         dir.path(),
         "[auth]\nlogin_attempts_per_minute_per_ip = 5\n",
         Start::default().listen("[::1]:0"),

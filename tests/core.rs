@@ -31,18 +31,6 @@ fn assert_security_headers(r: &reqwest::Response) {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
 }
 
-/// The server with `toml` as its config file, its files in `dir`.
-fn start_with_config(dir: &std::path::Path, toml: &str) -> Server {
-    let config = dir.join("edge.toml");
-    std::fs::write(&config, toml).unwrap();
-    Server::start_with(
-        Start::default()
-            .in_dir(dir)
-            .arg("--config")
-            .arg(config.display().to_string()),
-    )
-}
-
 fn printed_root_fingerprint(s: &Server) -> String {
     s.stdout()
         .lines()
@@ -323,9 +311,10 @@ async fn plain_http_gets_308_to_the_same_host_and_path_on_https() {
 #[tokio::test]
 async fn security_headers_are_on_200_404_and_5xx_responses() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with_config(
+    let s = start_in_with_config(
         dir.path(),
         "[[routes]]\npath = \"/broken\"\nfile = \"/nonexistent/hermes-edge-test.html\"\n",
+        Start::default(),
     );
     let c = s.admin_client().await;
     let ok = c.get(s.url("/healthz")).send().await.unwrap();
@@ -475,22 +464,6 @@ async fn an_in_flight_slow_response_completes_during_graceful_shutdown() {
     );
 }
 
-fn write_cert_pair(dir: &std::path::Path, name: &str) -> Vec<u8> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let mut params = params;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    // Write to temporary names and rename, as a deploy tool would.
-    std::fs::write(dir.join("chain.pem.new"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem.new"), key.serialize_pem()).unwrap();
-    std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
-    std::fs::rename(dir.join("chain.pem.new"), dir.join("chain.pem")).unwrap();
-    cert.der().to_vec()
-}
-
 async fn served_leaf(s: &Server, root: &[u8]) -> Vec<u8> {
     let tls = tls_connect_with_root(s.https, "localhost", root, &[b"http/1.1"])
         .await
@@ -567,9 +540,10 @@ async fn a_malformed_request_gets_400_and_the_server_keeps_serving() {
 
 /// The server with `header_read_timeout_secs = secs`, its files in `dir`.
 fn start_with_header_timeout(dir: &std::path::Path, secs: u64) -> Server {
-    start_with_config(
+    start_in_with_config(
         dir,
         &format!("[limits]\nheader_read_timeout_secs = {secs}\n"),
+        Start::default(),
     )
 }
 
@@ -602,9 +576,10 @@ async fn a_client_that_sends_no_headers_is_disconnected_after_the_header_timeout
 #[tokio::test]
 async fn requests_past_the_per_address_burst_get_429_on_every_connection_from_it() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with_config(
+    let s = start_in_with_config(
         dir.path(),
         "[limits]\nrequests_per_second_per_ip = 1\nrequest_burst_per_ip = 4\n",
+        Start::default(),
     );
     let h1 = s.client_builder().http1_only().build().unwrap();
     let h2 = s.client();
@@ -649,10 +624,11 @@ async fn requests_past_the_per_address_burst_get_429_on_every_connection_from_it
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_per_address_limit_counts_the_forwarded_address() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start_with_config(
+    let s = start_in_with_config(
         dir.path(),
         "[limits]\nrequests_per_second_per_ip = 1\nrequest_burst_per_ip = 3\n\
          trusted_proxies = [\"127.0.0.1\"]\n",
+        Start::default(),
     );
     // One connection, the proxy's, carries both clients' requests.
     let proxy = s.client_builder().http1_only().build().unwrap();
@@ -789,13 +765,10 @@ async fn a_privileged_port_without_the_capability_names_setcap() {
 #[tokio::test]
 async fn silent_connections_take_no_place_under_the_connection_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.toml");
-    std::fs::write(&config, "[limits]\nmax_connections = 1\n").unwrap();
-    let s = Server::start_with(
-        Start::default()
-            .in_dir(dir.path())
-            .arg("--config")
-            .arg(config.display().to_string()),
+    let s = start_in_with_config(
+        dir.path(),
+        "[limits]\nmax_connections = 1\n",
+        Start::default(),
     );
     let mut silent = Vec::new();
     for _ in 0..3 {

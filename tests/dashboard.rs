@@ -31,23 +31,9 @@ impl Dashboard {
     fn start() -> Dashboard {
         let (ok, out, err) = run_script("setup.sh", &[], Duration::from_secs(900));
         assert!(ok, "tests/hermes/setup.sh failed:\n{out}\n{err}");
-        let mut last_err = String::new();
-        for _ in 0..2 {
-            let work = tempfile::tempdir().unwrap();
-            let port = free_port().to_string();
-            let dir = work.path().display().to_string();
-            let guard = StopGuard(work.path().to_path_buf());
-            let (ok, out, err) =
-                run_script("dashboard.sh", &[&port, &dir], Duration::from_secs(150));
-            if ok {
-                std::mem::forget(guard);
-                let url = out.lines().last().unwrap_or("").trim().to_string();
-                assert_eq!(url, format!("http://127.0.0.1:{port}"));
-                return Dashboard { work, url };
-            }
-            last_err = format!("{out}\n{err}");
-        }
-        panic!("hermes dashboard did not start:\n{last_err}");
+        let (work, port, url) = start_by_script("dashboard.sh", "hermes dashboard");
+        assert_eq!(url, format!("http://127.0.0.1:{port}"));
+        Dashboard { work, url }
     }
 }
 
@@ -65,25 +51,6 @@ fn edge_for(dashboard_url: &str) -> Server {
             .arg("--san")
             .arg(SITE),
     )
-}
-
-/// Signs in and returns the session cookie (`name=value`) for hand-made requests.
-async fn session_cookie(s: &Server, user: &str, password: &str) -> String {
-    let r = s.login(&s.client(), user, password).await;
-    assert_eq!(r.status(), 200);
-    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    set.split(';').next().unwrap().to_string()
-}
-
-async fn add_user(s: &Server, admin: &reqwest::Client, name: &str, password: &str, role: &str) {
-    let r = admin
-        .post(s.url("/api/admin/users"))
-        .header("origin", s.origin())
-        .json(&json!({"username": name, "password": password, "role": role}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
 /// The dashboard's session token, which its page hands to its WebSockets (`?token=`), fetched

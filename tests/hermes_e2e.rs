@@ -20,25 +20,12 @@ struct Hermes {
 
 impl Hermes {
     fn start() -> Hermes {
-        let mut last_err = String::new();
-        for _ in 0..2 {
-            let work = tempfile::tempdir().unwrap();
-            let port = free_port().to_string();
-            let dir = work.path().display().to_string();
-            let guard = StopGuard(work.path().to_path_buf());
-            let (ok, out, err) = run_script("start.sh", &[&port, &dir], Duration::from_secs(150));
-            if ok {
-                std::mem::forget(guard);
-                let url = out.lines().last().unwrap_or("").trim().to_string();
-                let key = std::fs::read_to_string(work.path().join("api_key"))
-                    .unwrap()
-                    .trim()
-                    .to_string();
-                return Hermes { work, url, key };
-            }
-            last_err = format!("{out}\n{err}");
-        }
-        panic!("the Hermes API Server did not start:\n{last_err}");
+        let (work, _port, url) = start_by_script("start.sh", "the Hermes API Server");
+        let key = std::fs::read_to_string(work.path().join("api_key"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Hermes { work, url, key }
     }
 
     fn provider_requests(&self) -> Vec<Value> {

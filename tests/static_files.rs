@@ -875,12 +875,6 @@ fn traversal_corpus() -> Vec<Vec<u8>> {
     out
 }
 
-/// `name=value` of the session cookie a login answer sets.
-fn session_cookie(login: &reqwest::Response) -> String {
-    let set = login.headers()["set-cookie"].to_str().unwrap();
-    set.split(';').next().unwrap().to_string()
-}
-
 fn status_of(response: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(response);
     text.split_whitespace()
@@ -933,7 +927,7 @@ async fn the_traversal_corpus_answers_400_or_404_and_never_leaks_a_byte() {
     let c = s.client();
     let login = s.login(&c, "admin", ADMIN_PASSWORD).await;
     assert_eq!(login.status(), 200);
-    let cookie = session_cookie(&login);
+    let cookie = cookie_of(&login);
     run_corpus(&s, Some(&cookie)).await;
     // The same files are still served to that session, so the refusals above are not blanket.
     let mut req =
@@ -942,15 +936,6 @@ async fn the_traversal_corpus_answers_400_or_404_and_never_leaks_a_byte() {
     let resp = raw_exchange(&s, &req, 10).await;
     assert_eq!(status_of(&resp), 200);
     assert!(resp.ends_with(HELLO));
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[tokio::test]
@@ -1172,7 +1157,7 @@ async fn a_www_folder_overrides_the_embedded_files_with_disk_semantics_and_cache
     // Traversal from the site root: not an asset, so the login gate answers (303), and signed in
     // it is no page either (404); never a byte of the file outside.
     let login = s.login(&s.client(), "admin", ADMIN_PASSWORD).await;
-    let cookie = session_cookie(&login);
+    let cookie = cookie_of(&login);
     for path in [
         "/../secret.txt",
         "/%2e%2e/secret.txt",

@@ -176,20 +176,6 @@ async fn the_server_chooses_the_cipher_suite_by_its_own_order_not_the_clients() 
     }
 }
 
-fn write_cert_pair(dir: &Path, name: &str) -> Vec<u8> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.join("chain.pem.new"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem.new"), key.serialize_pem()).unwrap();
-    std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
-    std::fs::rename(dir.join("chain.pem.new"), dir.join("chain.pem")).unwrap();
-    cert.der().to_vec()
-}
-
 #[tokio::test]
 async fn sighup_never_ends_the_process_and_a_download_in_flight_completes() {
     const LEN: u64 = 48 << 20;

@@ -414,6 +414,15 @@ fn remember_set(v: &Option<serde_json::Value>) -> bool {
     }
 }
 
+/// The answer to a sign-in when the store cannot be read or written.
+fn signin_unavailable() -> Resp {
+    response::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "Sign-in is unavailable right now; try again shortly.",
+    )
+}
+
 fn login_redirect(next: &str, error: &str, retry_after: Option<u64>) -> Resp {
     let mut loc = format!("/login?error={error}");
     if let Some(s) = retry_after {
@@ -502,11 +511,7 @@ pub async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         Ok(f) => f,
         Err(e) => {
             tracing::error!("login lookup failed: {e}");
-            return response::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "Sign-in is unavailable right now; try again shortly.",
-            );
+            return signin_unavailable();
         }
     };
     let decoy = app.decoy_hash.clone();
@@ -555,11 +560,7 @@ pub async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("cannot create session: {e}");
-            return response::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "Sign-in is unavailable right now; try again shortly.",
-            );
+            return signin_unavailable();
         }
     };
     tracing::info!(user = %user.username, ip = %ip, "signed in");

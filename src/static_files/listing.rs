@@ -39,7 +39,8 @@ pub(super) fn list_dir(root: &Path, dir: &Path) -> Vec<(String, bool)> {
 }
 
 pub(super) fn listing_page(url_path: &str, entries: &[(String, bool)], policy: Policy) -> Resp {
-    let title = html_escape(&percent_encoding::percent_decode_str(url_path).decode_utf8_lossy());
+    let title =
+        crate::html::escape(&percent_encoding::percent_decode_str(url_path).decode_utf8_lossy());
     let mut html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<ul>\n"
     );
@@ -51,7 +52,7 @@ pub(super) fn listing_page(url_path: &str, entries: &[(String, bool)], policy: P
         let slash = if *is_dir { "/" } else { "" };
         html.push_str(&format!(
             "<li><a href=\"{href}{slash}\">{}{slash}</a></li>\n",
-            html_escape(name)
+            crate::html::escape(name)
         ));
     }
     html.push_str("</ul></body></html>\n");
@@ -61,19 +62,4 @@ pub(super) fn listing_page(url_path: &str, entries: &[(String, bool)], policy: P
         HeaderValue::from_static(policy.cache_control),
     );
     r
-}
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

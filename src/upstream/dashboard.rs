@@ -361,13 +361,10 @@ fn upstream_request(
         if let Some(o) = origin {
             h.insert(header::ORIGIN, o);
         }
-        let ip = HeaderValue::from_str(&ctx.client_ip.to_string()).ok();
-        if let Some(ip) = ip {
-            h.insert("x-forwarded-for", ip.clone());
-            h.insert("x-real-ip", ip);
-        }
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        h.insert("x-forwarded-prefix", HeaderValue::from_static(PREFIX));
+        let ip = crate::forwarded::ip_header(ctx.client_ip);
+        crate::forwarded::headers(ip, Some(PREFIX), |n, v| {
+            h.insert(n, v);
+        });
     }
     Ok(b)
 }
@@ -679,26 +676,12 @@ fn problem(headers: &HeaderMap, status: StatusCode, code: &str, message: &str) -
          <link rel=\"stylesheet\" href=\"/style.css\"></head>\n<body class=\"auth-page\">\
          <main class=\"auth\"><div class=\"auth-card\"><h1>{title}</h1>\n<p id=\"{code}\">{}</p>\n\
          <p><a href=\"/\">Back to the chat</a></p></div></main></body></html>\n",
-        escape_html(message)
+        crate::html::escape_text(message)
     );
     let mut r = response::with_body(status, "text/html; charset=utf-8", page);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -107,9 +107,6 @@ impl UpstreamError {
     }
 }
 
-const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
-const X_REAL_IP: header::HeaderName = header::HeaderName::from_static("x-real-ip");
-const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
 pub(crate) const X_HERMES_SESSION_ID: header::HeaderName =
     header::HeaderName::from_static("x-hermes-session-id");
 const X_HERMES_SESSION_KEY: header::HeaderName =
@@ -196,11 +193,9 @@ impl Outgoing {
         add(header::AUTHORIZATION, bearer.clone());
         let ip = match &self.conn {
             Some(c) if c.peer_ip.0 == self.client_ip => c.peer_ip.1.clone(),
-            _ => ip_header(self.client_ip),
+            _ => crate::forwarded::ip_header(self.client_ip),
         };
-        add(X_FORWARDED_FOR, ip.clone());
-        add(X_REAL_IP, ip);
-        add(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        crate::forwarded::headers(ip, None, &mut add);
         if self.stream {
             add(
                 header::ACCEPT,
@@ -341,18 +336,6 @@ pub(crate) fn decimal(n: i64, out: &mut [u8]) -> usize {
     let text = &digits[at..];
     out[len..len + text.len()].copy_from_slice(text);
     len + text.len()
-}
-
-/// `ip` as a header value, formatted without a heap string (an address is at most 45 bytes).
-pub(crate) fn ip_header(ip: IpAddr) -> HeaderValue {
-    use std::io::Write;
-    let mut buf = [0u8; 64];
-    let mut w = &mut buf[..];
-    let len = match write!(w, "{ip}") {
-        Ok(()) => 64 - w.len(),
-        Err(_) => return HeaderValue::from_static("unknown"),
-    };
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Sends `out` to Hermes and returns its successful response head (the body still streaming).

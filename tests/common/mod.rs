@@ -469,6 +469,27 @@ pub fn run_script(script: &str, args: &[&str], limit: Duration) -> (bool, String
     (status.is_some_and(|s| s.success()), stdout, stderr)
 }
 
+/// A service that a script of `tests/hermes/` starts (`script PORT DIR`, tried twice) in a fresh
+/// directory: the directory, the port, and the last line the script printed (its URL). It keeps
+/// running until a `StopGuard` on that directory is dropped.
+pub fn start_by_script(script: &str, what: &str) -> (tempfile::TempDir, String, String) {
+    let mut last_err = String::new();
+    for _ in 0..2 {
+        let work = tempfile::tempdir().unwrap();
+        let port = free_port().to_string();
+        let dir = work.path().display().to_string();
+        let guard = StopGuard(work.path().to_path_buf());
+        let (ok, out, err) = run_script(script, &[&port, &dir], Duration::from_secs(150));
+        if ok {
+            std::mem::forget(guard);
+            let url = out.lines().last().unwrap_or("").trim().to_string();
+            return (work, port, url);
+        }
+        last_err = format!("{out}\n{err}");
+    }
+    panic!("{what} did not start:\n{last_err}");
+}
+
 /// `DELETE /api/conversations/{conv}` from the site's own page: the status and the JSON answer
 /// (`null` when there is none).
 pub async fn delete_conversation(
@@ -561,12 +582,7 @@ pub async fn h2_request_then_idle(
                 Ok(0) | Err(_) => break,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
-            while got.len() >= at + 9 {
-                let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
-                if got.len() < at + 9 + len {
-                    break;
-                }
-                let (kind, flags) = (got[at + 3], got[at + 4]);
+            while let Some((kind, flags, _, len)) = h2_frame_at(&got, at) {
                 frames.push((kind, flags));
                 if kind == 6 && flags & 1 == 0 {
                     let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
@@ -583,6 +599,18 @@ pub async fn h2_request_then_idle(
         frames,
         closed_after: closed.ok().map(|()| sent.elapsed()),
     }
+}
+
+/// The head of the HTTP/2 frame at `at` in `got` (type, flags, stream, payload length) once the
+/// whole frame has arrived.
+pub fn h2_frame_at(got: &[u8], at: usize) -> Option<(u8, u8, u32, usize)> {
+    let head = got.get(at..at + 9)?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    if got.len() < at + 9 + len {
+        return None;
+    }
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some((head[3], head[4], stream, len))
 }
 
 /// The whole seconds of a response's `Retry-After`, which the edge always sends as a number.
@@ -602,4 +630,122 @@ pub fn memory_scope(s: &Server, user: &str) -> String {
         r.get(0)
     })
     .expect("the user's scope")
+}
+
+// Helpers that several test files use.
+
+/// A server started with `toml` as its config file. The server is dropped (killed) before its
+/// directory because fields drop in order.
+pub struct Configured {
+    pub server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Configured {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+pub fn start_with_config(toml: &str) -> Configured {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_in_with_config(dir.path(), toml, Start::default());
+    Configured { server, _dir: dir }
+}
+
+/// The server with `toml` as its config file, its files in `dir`, and `start`'s other options.
+pub fn start_in_with_config(dir: &Path, toml: &str, start: Start) -> Server {
+    let config = dir.join("edge.toml");
+    std::fs::write(&config, toml).unwrap();
+    Server::start_with(
+        start
+            .in_dir(dir)
+            .arg("--config")
+            .arg(config.display().to_string()),
+    )
+}
+
+/// Adds an account through the admin API, as `admin`.
+pub async fn add_user(s: &Server, admin: &reqwest::Client, name: &str, password: &str, role: &str) {
+    let r = admin
+        .post(s.url("/api/admin/users"))
+        .header("origin", s.origin())
+        .json(&serde_json::json!({"username": name, "password": password, "role": role}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+/// Adds an account with the command line (`hermes-edge user add`) in the server's data directory.
+pub fn add_user_cli(s: &Server, name: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .current_dir(&s.dir)
+        .args(["--data-dir", &s.dir.join("data").display().to_string()])
+        .args(["user", "add", name, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Signs in and returns the session cookie (`name=value`) for hand-made requests.
+pub async fn session_cookie(s: &Server, user: &str, password: &str) -> String {
+    let r = s.login(&s.client(), user, password).await;
+    assert_eq!(r.status(), 200);
+    cookie_of(&r)
+}
+
+/// `name=value` of the session cookie a login answer sets.
+pub fn cookie_of(login: &reqwest::Response) -> String {
+    let set = login.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// A new personal API token of the user of `c`.
+pub async fn new_token(s: &Server, c: &reqwest::Client) -> String {
+    let r = c
+        .post(s.url("/api/tokens"))
+        .header("origin", s.origin())
+        .json(&serde_json::json!({"name": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Writes a new self-signed certificate for `localhost` (common name `name`) as `chain.pem` and
+/// `key.pem` in `dir`, and returns its DER.
+pub fn write_cert_pair(dir: &Path, name: &str) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    // Write to temporary names and rename, as a deploy tool would.
+    std::fs::write(dir.join("chain.pem.new"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem.new"), key.serialize_pem()).unwrap();
+    std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
+    std::fs::rename(dir.join("chain.pem.new"), dir.join("chain.pem")).unwrap();
+    cert.der().to_vec()
+}
+
+/// The VmRSS of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
