@@ -23,7 +23,7 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub headers: SecurityHeaders,
-    /// The headers of a `/v1` answer before the upstream's are put in (`openai::answer_headers`).
+    /// The headers of a `/v1` answer before the upstream's are put in (`hermes::answer_headers`).
     pub v1_headers: [http::HeaderMap; 8],
     pub www: Www,
     /// The local root CA in PEM, served at `/ca.crt` so devices can trust it once.
@@ -37,11 +37,11 @@ pub struct App {
     /// `USER.md` / `MEMORY.md` for the chat system message, re-read only when they change.
     pub memory: crate::memory::MemoryCache,
     /// Personal API tokens checked recently.
-    pub tokens: Arc<crate::upstream::tokens::TokenCache>,
+    pub tokens: Arc<crate::auth::tokens::TokenCache>,
     pub decoy_hash: String,
     pub upstream: UpstreamClient,
     /// The fixed parts of every request to Hermes.
-    pub target: Option<crate::upstream::Target>,
+    pub target: Option<crate::hermes::Target>,
     pub http01: Option<Http01Responder>,
     /// Bytes of request bodies held now: large ones under `limits.body_memory_total`, small ones
     /// under their share of it (see `body`).
@@ -59,8 +59,8 @@ pub struct Ctx {
 
 /// What the requests of one client connection share.
 pub struct Conn {
-    /// Its own connection to Hermes (see `upstream::own`).
-    pub own: crate::upstream::own::OwnUpstream,
+    /// Its own connection to Hermes (see `hermes::own`).
+    pub own: crate::hermes::own::OwnUpstream,
     /// Its place under `limits.max_connections` and its network's cap, held while anything still
     /// uses the connection: an upgraded WebSocket outlives the HTTP connection it came on and
     /// keeps a clone.
@@ -77,7 +77,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(
-        own: crate::upstream::own::OwnUpstream,
+        own: crate::hermes::own::OwnUpstream,
         slot: crate::conn_limits::Slot,
         peer_ip: std::net::IpAddr,
         ip_limit: IpHold,
@@ -85,7 +85,7 @@ impl Conn {
         Conn {
             own,
             _slot: slot,
-            peer_ip: (peer_ip, crate::upstream::ip_header(peer_ip)),
+            peer_ip: (peer_ip, crate::hermes::ip_header(peer_ip)),
             ip_limit,
             body_memory: Default::default(),
         }
@@ -105,10 +105,10 @@ impl App {
             .pool_max_idle_per_host(64)
             .build(connector);
         let headers = SecurityHeaders::new(config.hsts_max_age);
-        let tokens = Arc::<crate::upstream::tokens::TokenCache>::default();
+        let tokens = Arc::<crate::auth::tokens::TokenCache>::default();
         crate::auth::spawn_upkeep(store.clone(), tokens.clone(), a.login_audit_keep);
         Arc::new(App {
-            v1_headers: crate::upstream::openai::answer_headers(&headers),
+            v1_headers: crate::hermes::answer_headers(&headers),
             headers,
             ip_limit: IpLimit::new(
                 l.requests_per_second_per_ip,
@@ -136,7 +136,7 @@ impl App {
             www,
             ca_pem,
             upstream,
-            target: crate::upstream::Target::new(&config.upstream, config.chat.api_key.as_deref()),
+            target: crate::hermes::Target::new(&config.upstream, config.chat.api_key.as_deref()),
             http01: None,
             body_memory: Default::default(),
             store,

@@ -11,10 +11,10 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::{self, admin, Role, User};
+use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
 use crate::static_files;
-use crate::upstream::dashboard;
 
 /// The user name a response was served to, for the access log.
 #[derive(Clone)]
@@ -149,7 +149,7 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     // here; no other route below starts with `/v1/`, and a site folder of that name is not
     // served.
     if req.uri().path().starts_with("/v1/") {
-        return Box::pin(crate::upstream::openai::route(app, ctx, req)).await;
+        return Box::pin(crate::chat::openai::route(app, ctx, req)).await;
     }
     // A clone of the URI shares its bytes; the request itself moves into the handler below.
     let uri = req.uri().clone();
@@ -249,8 +249,8 @@ async fn signed_in(
         (&Method::GET, "/api/admin/audit") => return admin::audit(app, &req).await,
         _ => {}
     }
-    if crate::upstream::is_chat_path(path) {
-        return crate::upstream::route(app, ctx, req, user, method, path).await;
+    if crate::chat::is_chat_path(path) {
+        return crate::chat::route(app, ctx, req, user, method, path).await;
     }
     // Hermes' own dashboard (admins only), proxied with its WebSockets.
     if dashboard::is_dashboard_path(path) {

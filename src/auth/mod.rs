@@ -14,6 +14,7 @@
 //! account has never used.
 
 pub mod admin;
+pub mod tokens;
 pub mod users;
 
 use std::net::IpAddr;
@@ -132,7 +133,7 @@ const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// keeps the `App` shared at start-up.
 pub fn spawn_upkeep(
     store: crate::store::Store,
-    tokens: std::sync::Arc<crate::upstream::tokens::TokenCache>,
+    tokens: std::sync::Arc<tokens::TokenCache>,
     audit_keep: Duration,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -337,7 +337,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     let new: NewToken = if body.is_empty() {
         NewToken { name: None }
     } else {
-        match super::parse_json(&body) {
+        match response::parse_json(&body) {
             Ok(n) => n,
             Err(r) => return r,
         }

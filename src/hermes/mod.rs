@@ -3,18 +3,13 @@
 //! `429` within a bounded budget, and turns every kind of trouble into an `UpstreamError` whose
 //! message says what to do about it.
 //!
-//! The routes that use it live next to it: `chat` (the web chat, `POST /api/chat`), `conversations`
-//! (the stored history), `tokens` (personal API tokens) and `openai` (`/v1/*` for API clients).
-//! `dashboard` is the proxy to Hermes' own web dashboard at `/dashboard/` (admins only).
+//! `own` is a client connection's own upstream connection, tried before the shared pool.
 //! `relay` is the streaming body that carries Hermes' SSE events to the client as they arrive.
+//! The routes that use it live elsewhere: `chat` (the web chat, its stored conversations and
+//! `/v1/*` for API clients) and `dashboard` (the proxy to Hermes' own web dashboard).
 
-pub mod chat;
-pub mod conversations;
-pub mod dashboard;
-pub mod openai;
 pub mod own;
 pub mod relay;
-pub mod tokens;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -28,7 +23,6 @@ use hyper::body::Incoming;
 use hyper::Request as HyperRequest;
 
 use crate::app::{App, Ctx};
-use crate::auth::User;
 use crate::response::{self, Resp};
 
 /// What went wrong between the edge and Hermes, each with a message a person can act on.
@@ -114,6 +108,35 @@ pub(crate) const X_HERMES_SESSION_ID: header::HeaderName =
     header::HeaderName::from_static("x-hermes-session-id");
 const X_HERMES_SESSION_KEY: header::HeaderName =
     header::HeaderName::from_static("x-hermes-session-key");
+
+/// The headers of the upstream answer that a `/v1` client gets, besides the security headers.
+pub const PASSED: [header::HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
+    X_HERMES_SESSION_ID,
+];
+
+/// The security headers with a slot for each subset of `PASSED` (index bit `i` set: a slot, an
+/// empty value, for `PASSED[i]`), from which `chat::openai::forward` takes the one whose slots the upstream
+/// answer fills, so no slot ever leaves the edge empty.
+///
+/// Why: a cloned map has no room to spare, so the first header added to a copy of the six grew
+/// it (a `realloc` and its copy on every proxied request; measured, see bench/README.md).
+/// Setting a name the map holds replaces the value in place. Nine entries at most also stay
+/// within glibc's per-thread cache of small blocks.
+///
+/// Made once into `App::v1_headers`, so it lives here rather than with the `/v1` routes.
+pub fn answer_headers(security: &crate::security::SecurityHeaders) -> [http::HeaderMap; 8] {
+    std::array::from_fn(|set| {
+        let mut map = security.map();
+        for (i, name) in PASSED.iter().enumerate() {
+            if set & (1 << i) != 0 {
+                map.insert(name.clone(), HeaderValue::from_static(""));
+            }
+        }
+        map
+    })
+}
 
 /// One request to Hermes, kept as bytes so it can be sent again after a `429`.
 pub struct Outgoing {
@@ -493,7 +516,7 @@ fn unreachable(app: &App, e: &dyn std::fmt::Display) -> UpstreamError {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -531,7 +554,7 @@ async fn json_body(resp: Response<UpBody>) -> Option<serde_json::Value> {
 }
 
 /// A short description of an error answer: the OpenAI envelope's message if there is one.
-async fn error_detail(resp: Response<UpBody>) -> String {
+pub(crate) async fn error_detail(resp: Response<UpBody>) -> String {
     let status = resp.status();
     let message = json_body(resp).await.and_then(|v| error_message(&v));
     let text = message.unwrap_or_else(|| {
@@ -548,71 +571,6 @@ fn error_message(v: &serde_json::Value) -> Option<String> {
         .or_else(|| v.get("error"))
         .or_else(|| v.get("message"))
         .and_then(|m| m.as_str().map(str::to_string))
-}
-
-/// Routes of the chat API for a signed-in user: `/api/chat`, `/api/conversations*`, `/api/tokens*`.
-pub async fn route(
-    app: &App,
-    ctx: &Ctx,
-    req: Request<Incoming>,
-    user: &User,
-    method: &Method,
-    path: &str,
-) -> Resp {
-    match (method, path) {
-        (&Method::POST, "/api/chat") => return chat::post(app, ctx, req, user).await,
-        (_, "/api/chat") => return response::method_not_allowed(),
-        (&Method::GET, "/api/conversations") => return conversations::list(app, user).await,
-        (_, "/api/conversations") => return response::method_not_allowed(),
-        (&Method::GET, "/api/tokens") => return tokens::list(app, user).await,
-        (&Method::POST, "/api/tokens") => return tokens::post(app, ctx, req, user).await,
-        (_, "/api/tokens") => return response::method_not_allowed(),
-        _ => {}
-    }
-    if let Some(id) = path.strip_prefix("/api/conversations/") {
-        return match *method {
-            Method::GET => conversations::get(app, user, id).await,
-            Method::PATCH => conversations::patch(app, ctx, req, user, id).await,
-            Method::DELETE => conversations::delete(app, ctx, user, id).await,
-            _ => response::method_not_allowed(),
-        };
-    }
-    if let Some(id) = path.strip_prefix("/api/tokens/") {
-        return match *method {
-            Method::DELETE => tokens::delete(app, user, id).await,
-            _ => response::method_not_allowed(),
-        };
-    }
-    response::not_found()
-}
-
-/// True for the paths `route` answers.
-pub fn is_chat_path(path: &str) -> bool {
-    path == "/api/chat"
-        || path == "/api/conversations"
-        || path.starts_with("/api/conversations/")
-        || path == "/api/tokens"
-        || path.starts_with("/api/tokens/")
-}
-
-/// Parses a JSON request body, or answers `400` saying what is wrong with it.
-// The error is the finished answer, built once on a cold path.
-#[allow(clippy::result_large_err)]
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
-    serde_json::from_slice(body).map_err(|e| {
-        response::error(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            &format!("The request body is not the expected JSON: {e}"),
-        )
-    })
-}
-
-/// Adds a header whose value is known to be valid text (ids we generated).
-pub fn set_header(resp: &mut Resp, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().insert(name, v);
-    }
 }
 
 #[cfg(test)]
