@@ -9,15 +9,13 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::Config;
-use crate::response::Body;
+use crate::hermes::UpstreamClient;
 use crate::security::{IpHold, IpLimit, KeyedLimit, NetLimit, SecurityHeaders};
 use crate::store::Store;
 use crate::www::Www;
 
 /// Answers ACME HTTP-01 challenges: the key authorization for a token, if one is pending.
 pub type Http01Responder = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
-
-pub type UpstreamClient = Client<HttpConnector, Body>;
 
 pub struct App {
     pub config: Config,
@@ -37,7 +35,7 @@ pub struct App {
     /// `USER.md` / `MEMORY.md` for the chat system message, re-read only when they change.
     pub memory: crate::memory::MemoryCache,
     /// Personal API tokens checked recently.
-    pub tokens: Arc<crate::auth::tokens::TokenCache>,
+    pub tokens: Arc<crate::auth::token_cache::TokenCache>,
     pub decoy_hash: String,
     pub upstream: UpstreamClient,
     /// The fixed parts of every request to Hermes.
@@ -92,7 +90,39 @@ impl Conn {
     }
 }
 
+impl crate::hermes::Client for Ctx {
+    fn client_ip(&self) -> IpAddr {
+        self.client_ip
+    }
+
+    fn conn(&self) -> Option<Arc<dyn crate::hermes::ClientConn>> {
+        self.conn
+            .clone()
+            .map(|c| c as Arc<dyn crate::hermes::ClientConn>)
+    }
+}
+
+impl crate::hermes::ClientConn for Conn {
+    fn own(&self) -> &crate::hermes::own::OwnUpstream {
+        &self.own
+    }
+
+    fn peer_ip(&self) -> &(IpAddr, http::HeaderValue) {
+        &self.peer_ip
+    }
+}
+
 impl App {
+    /// What the client of Hermes needs of this state (see `hermes::Hermes`).
+    pub fn hermes(&self) -> crate::hermes::Hermes<'_> {
+        crate::hermes::Hermes {
+            target: self.target.as_ref(),
+            pool: &self.upstream,
+            chat: &self.config.chat,
+            upstream: &self.config.upstream,
+        }
+    }
+
     pub fn new(config: Config, store: Store, ca_pem: Option<Bytes>) -> Arc<App> {
         let www = Www::new(config.www.clone());
         let l = &config.limits;
@@ -105,7 +135,7 @@ impl App {
             .pool_max_idle_per_host(64)
             .build(connector);
         let headers = SecurityHeaders::new(config.hsts_max_age);
-        let tokens = Arc::<crate::auth::tokens::TokenCache>::default();
+        let tokens = Arc::<crate::auth::token_cache::TokenCache>::default();
         crate::auth::spawn_upkeep(store.clone(), tokens.clone(), a.login_audit_keep);
         Arc::new(App {
             v1_headers: crate::hermes::answer_headers(&headers),

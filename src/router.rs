@@ -10,15 +10,12 @@ use http::{header, HeaderValue, Method, Request, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
+use crate::auth::users::{with_user, LogUser};
 use crate::auth::{self, admin, Role, User};
 use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
 use crate::static_files;
-
-/// The user name a response was served to, for the access log.
-#[derive(Clone)]
-pub struct LogUser(pub String);
 
 /// Entry point for every HTTPS request: rate limit, route, security headers, access log.
 pub async fn handle(
@@ -289,15 +286,6 @@ async fn signed_in(
 /// The part of `path` after `prefix` (a path parameter such as an id).
 fn tail<'a>(path: &'a str, prefix: &str) -> &'a str {
     path.strip_prefix(prefix).unwrap_or("")
-}
-
-/// `resp` marked with the user's name for the access log, when the access log is written (the
-/// name's copy and the response's extension map are two allocations per request otherwise).
-pub fn with_user(mut resp: Resp, user: &User) -> Resp {
-    if tracing::enabled!(target: "access", tracing::Level::INFO) {
-        resp.extensions_mut().insert(LogUser(user.username.clone()));
-    }
-    resp
 }
 
 /// An HTML page of the site (`no-cache`: revalidated with its `ETag` on every visit).

@@ -410,7 +410,7 @@ async fn delete_in_hermes(
             continue;
         }
         let out = Outgoing::new(Method::DELETE, format!("/api/sessions/{session}"), ctx);
-        let problem = match crate::hermes::exchange(app, &out).await {
+        let problem = match crate::hermes::exchange(&app.hermes(), &out).await {
             // Hermes' own 404 (the session was never created, or is gone already) is fine; a
             // 404 without its code means this Hermes has no such route.
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {

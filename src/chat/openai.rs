@@ -49,7 +49,7 @@ pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         (_, "/v1/chat/completions" | "/v1/models") => response::method_not_allowed(),
         _ => response::not_found(),
     };
-    crate::router::with_user(resp, &user)
+    crate::auth::users::with_user(resp, &user)
 }
 
 /// A client session id is kept only if it is short, printable and not path-like.
@@ -183,7 +183,7 @@ async fn models(app: &App, ctx: &Ctx) -> Resp {
 
 /// Sends and relays the answer as it arrives, with the headers a client needs.
 async fn forward(app: &App, out: &Outgoing) -> Resp {
-    let upstream = match crate::hermes::send(app, out).await {
+    let upstream = match crate::hermes::send(&app.hermes(), out).await {
         Ok(r) => r,
         Err(e) => return e.response(),
     };

@@ -176,20 +176,22 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
         stream: true,
         ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };
-    let upstream = crate::hermes::send(app, &out).await.and_then(|resp| {
-        let is_sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if is_sse {
-            Ok(resp)
-        } else {
-            Err(UpstreamError::Failed(
-                "it answered without an event stream".into(),
-            ))
-        }
-    });
+    let upstream = crate::hermes::send(&app.hermes(), &out)
+        .await
+        .and_then(|resp| {
+            let is_sse = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            if is_sse {
+                Ok(resp)
+            } else {
+                Err(UpstreamError::Failed(
+                    "it answered without an event stream".into(),
+                ))
+            }
+        });
     let resp = match upstream {
         Ok(r) => r,
         Err(e) => {

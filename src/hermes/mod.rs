@@ -21,8 +21,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::Request as HyperRequest;
+use hyper_util::client::legacy::{connect::HttpConnector, Client as Pool};
 
-use crate::app::{App, Ctx};
+use crate::config::ChatConfig;
 use crate::response::{self, Resp};
 
 /// What went wrong between the edge and Hermes, each with a message a person can act on.
@@ -138,6 +139,35 @@ pub fn answer_headers(security: &crate::security::SecurityHeaders) -> [http::Hea
     })
 }
 
+/// The shared pool of connections to Hermes (hyper's client).
+pub type UpstreamClient = Pool<HttpConnector, crate::response::Body>;
+
+/// What talking to Hermes needs of the edge's state, lent by `App::hermes` for each exchange,
+/// so that this client does not depend on the `App` of the route handlers.
+pub struct Hermes<'a> {
+    /// The fixed parts of every request to Hermes.
+    pub target: Option<&'a Target>,
+    pub pool: &'a UpstreamClient,
+    /// The API key, the retry budget, the idle timeout.
+    pub chat: &'a ChatConfig,
+    /// The upstream URL, as configured, for the messages that name it.
+    pub upstream: &'a str,
+}
+
+/// Who a request to Hermes is sent for (`app::Ctx`): the client's address and its connection.
+pub trait Client {
+    fn client_ip(&self) -> IpAddr;
+    fn conn(&self) -> Option<Arc<dyn ClientConn>>;
+}
+
+/// What a client connection lends to the requests sent to Hermes on its behalf (`app::Conn`).
+pub trait ClientConn: Send + Sync {
+    /// Its own connection to Hermes (see `own`).
+    fn own(&self) -> &own::OwnUpstream;
+    /// The peer's address and its text as a header value.
+    fn peer_ip(&self) -> &(IpAddr, HeaderValue);
+}
+
 /// One request to Hermes, kept as bytes so it can be sent again after a `429`.
 pub struct Outgoing {
     pub method: Method,
@@ -150,7 +180,7 @@ pub struct Outgoing {
     pub client_ip: IpAddr,
     pub stream: bool,
     /// The client connection, whose own upstream connection is tried before the shared pool.
-    pub conn: Option<Arc<crate::app::Conn>>,
+    pub conn: Option<Arc<dyn ClientConn>>,
 }
 
 /// What every request to Hermes carries that never changes, prepared once (formatting the URL and
@@ -196,16 +226,16 @@ fn static_bytes(text: String) -> bytes::Bytes {
 impl Outgoing {
     /// A request without body or session headers from the client of `ctx`; the routes that need
     /// more set those fields on top.
-    pub fn new(method: Method, path: impl Into<Cow<'static, str>>, ctx: &Ctx) -> Outgoing {
+    pub fn new(method: Method, path: impl Into<Cow<'static, str>>, ctx: &impl Client) -> Outgoing {
         Outgoing {
             method,
             path: path.into(),
             body: None,
             session_id: None,
             session_key: None,
-            client_ip: ctx.client_ip,
+            client_ip: ctx.client_ip(),
             stream: false,
-            conn: ctx.conn.clone(),
+            conn: ctx.conn(),
         }
     }
 
@@ -218,7 +248,7 @@ impl Outgoing {
     ) -> Result<(), String> {
         add(header::AUTHORIZATION, bearer.clone());
         let ip = match &self.conn {
-            Some(c) if c.peer_ip.0 == self.client_ip => c.peer_ip.1.clone(),
+            Some(c) if c.peer_ip().0 == self.client_ip => c.peer_ip().1.clone(),
             _ => ip_header(self.client_ip),
         };
         add(X_FORWARDED_FOR, ip.clone());
@@ -249,8 +279,8 @@ impl Outgoing {
     }
 
     /// The request for the shared pool (hyper's client, absolute URI).
-    fn build(&self, app: &App) -> Result<HyperRequest<crate::response::Body>, String> {
-        let (target, bearer) = target(app)?;
+    fn build(&self, hermes: &Hermes<'_>) -> Result<HyperRequest<crate::response::Body>, String> {
+        let (target, bearer) = target(hermes)?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = Some(target.authority.clone());
@@ -314,8 +344,8 @@ impl Outgoing {
 }
 
 /// The fixed parts of a request to Hermes and its `Bearer` value; an error when either is missing.
-fn target(app: &App) -> Result<(&Target, &HeaderValue), String> {
-    match app.target.as_ref() {
+fn target<'a>(hermes: &Hermes<'a>) -> Result<(&'a Target, &'a HeaderValue), String> {
+    match hermes.target {
         Some(
             t @ Target {
                 bearer: Some(bearer),
@@ -380,8 +410,8 @@ pub(crate) fn ip_header(ip: IpAddr) -> HeaderValue {
 
 /// Sends `out` to Hermes and returns its successful response head (the body still streaming).
 /// A `429` is retried, honouring `Retry-After`, while the retry budget lasts.
-pub async fn send(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
-    let resp = exchange(app, out).await?;
+pub async fn send(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
+    let resp = exchange(hermes, out).await?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -401,14 +431,17 @@ pub async fn send(app: &App, out: &Outgoing) -> Result<Response<UpBody>, Upstrea
 /// Sends `out` to Hermes and returns whatever it answered except a `401` (an `Auth` error) and a
 /// `429` (retried, honouring `Retry-After`, while the retry budget lasts); the caller judges the
 /// status.
-pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
-    if app.config.chat.api_key.is_none() {
+pub async fn exchange(
+    hermes: &Hermes<'_>,
+    out: &Outgoing,
+) -> Result<Response<UpBody>, UpstreamError> {
+    if hermes.chat.api_key.is_none() {
         return Err(UpstreamError::NoKey);
     }
-    let budget = app.config.chat.retry_budget;
+    let budget = hermes.chat.retry_budget;
     let mut started = None;
     for attempt in 0u32..16 {
-        let resp = request(app, out).await?;
+        let resp = request(hermes, out).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             tracing::error!("the Hermes API Server refused the API key (401); HERMES_EDGE_API_KEY does not match API_SERVER_KEY");
@@ -442,31 +475,35 @@ pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<UpBody>, Ups
 
 /// One exchange with Hermes: over the client connection's own upstream connection when it has a
 /// free one, else over the shared pool. Its answer must start within the idle timeout.
-async fn request(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
+async fn request(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
     let failed = |e: &dyn std::fmt::Display| {
         tracing::warn!("request to Hermes failed: {e}");
         UpstreamError::Failed(format!("the connection failed ({e})"))
     };
-    let idle = app.config.chat.idle_timeout;
+    let idle = hermes.chat.idle_timeout;
     let stalled = || UpstreamError::Stalled {
         secs: idle.as_secs(),
     };
     if let Some(conn) = &out.conn {
-        let (target, bearer) = target(app).map_err(UpstreamError::Failed)?;
+        let (target, bearer) = target(hermes).map_err(UpstreamError::Failed)?;
         let bytes = out.encode(target, bearer).map_err(UpstreamError::Failed)?;
-        match conn.own.send(target.authority.as_str(), &bytes, idle).await {
+        match conn
+            .own()
+            .send(target.authority.as_str(), &bytes, idle)
+            .await
+        {
             own::Tried::Answered(resp) => return Ok(resp.map(UpBody::Own)),
             own::Tried::Failed(e) => return Err(failed(&e)),
             own::Tried::NotSent => {}
-            own::Tried::Unreachable(e) => return Err(unreachable(app, &e)),
+            own::Tried::Unreachable(e) => return Err(unreachable(hermes, &e)),
             own::Tried::Stalled => return Err(stalled()),
         }
     }
-    let req = out.build(app).map_err(UpstreamError::Failed)?;
-    match tokio::time::timeout(idle, app.upstream.request(req)).await {
+    let req = out.build(hermes).map_err(UpstreamError::Failed)?;
+    match tokio::time::timeout(idle, hermes.pool.request(req)).await {
         Err(_) => Err(stalled()),
         Ok(Ok(resp)) => Ok(resp.map(UpBody::Pool)),
-        Ok(Err(e)) if e.is_connect() => Err(unreachable(app, &e)),
+        Ok(Err(e)) if e.is_connect() => Err(unreachable(hermes, &e)),
         Ok(Err(e)) => Err(failed(&error_chain(&e))),
     }
 }
@@ -509,10 +546,10 @@ impl http_body::Body for UpBody {
     }
 }
 
-fn unreachable(app: &App, e: &dyn std::fmt::Display) -> UpstreamError {
-    tracing::warn!(upstream = %app.config.upstream, "Hermes API Server unreachable: {e}");
+fn unreachable(hermes: &Hermes<'_>, e: &dyn std::fmt::Display) -> UpstreamError {
+    tracing::warn!(upstream = %hermes.upstream, "Hermes API Server unreachable: {e}");
     UpstreamError::Unreachable {
-        url: app.config.upstream.clone(),
+        url: hermes.upstream.to_string(),
     }
 }
 
