@@ -9,7 +9,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::Config;
-use crate::response::Body;
+use crate::hermes::UpstreamClient;
 use crate::security::{IpHold, IpLimit, KeyedLimit, NetLimit, SecurityHeaders};
 use crate::store::Store;
 use crate::www::Www;
@@ -17,13 +17,11 @@ use crate::www::Www;
 /// Answers ACME HTTP-01 challenges: the key authorization for a token, if one is pending.
 pub type Http01Responder = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
 pub struct App {
     pub config: Config,
     pub store: Store,
     pub headers: SecurityHeaders,
-    /// The headers of a `/v1` answer before the upstream's are put in (`openai::answer_headers`).
+    /// The headers of a `/v1` answer before the upstream's are put in (`hermes::answer_headers`).
     pub v1_headers: [http::HeaderMap; 8],
     pub www: Www,
     /// The local root CA in PEM, served at `/ca.crt` so devices can trust it once.
@@ -37,11 +35,11 @@ pub struct App {
     /// `USER.md` / `MEMORY.md` for the chat system message, re-read only when they change.
     pub memory: crate::memory::MemoryCache,
     /// Personal API tokens checked recently.
-    pub tokens: Arc<crate::upstream::tokens::TokenCache>,
+    pub tokens: Arc<crate::auth::token_cache::TokenCache>,
     pub decoy_hash: String,
     pub upstream: UpstreamClient,
     /// The fixed parts of every request to Hermes.
-    pub target: Option<crate::upstream::Target>,
+    pub target: Option<crate::hermes::Target>,
     pub http01: Option<Http01Responder>,
     /// Bytes of request bodies held now: large ones under `limits.body_memory_total`, small ones
     /// under their share of it (see `body`).
@@ -59,8 +57,8 @@ pub struct Ctx {
 
 /// What the requests of one client connection share.
 pub struct Conn {
-    /// Its own connection to Hermes (see `upstream::own`).
-    pub own: crate::upstream::own::OwnUpstream,
+    /// Its own connection to Hermes (see `hermes::own`).
+    pub own: crate::hermes::own::OwnUpstream,
     /// Its place under `limits.max_connections` and its network's cap, held while anything still
     /// uses the connection: an upgraded WebSocket outlives the HTTP connection it came on and
     /// keeps a clone.
@@ -77,7 +75,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(
-        own: crate::upstream::own::OwnUpstream,
+        own: crate::hermes::own::OwnUpstream,
         slot: crate::conn_limits::Slot,
         peer_ip: std::net::IpAddr,
         ip_limit: IpHold,
@@ -92,7 +90,39 @@ impl Conn {
     }
 }
 
+impl crate::hermes::Client for Ctx {
+    fn client_ip(&self) -> IpAddr {
+        self.client_ip
+    }
+
+    fn conn(&self) -> Option<Arc<dyn crate::hermes::ClientConn>> {
+        self.conn
+            .clone()
+            .map(|c| c as Arc<dyn crate::hermes::ClientConn>)
+    }
+}
+
+impl crate::hermes::ClientConn for Conn {
+    fn own(&self) -> &crate::hermes::own::OwnUpstream {
+        &self.own
+    }
+
+    fn peer_ip(&self) -> &(IpAddr, http::HeaderValue) {
+        &self.peer_ip
+    }
+}
+
 impl App {
+    /// What the client of Hermes needs of this state (see `hermes::Hermes`).
+    pub fn hermes(&self) -> crate::hermes::Hermes<'_> {
+        crate::hermes::Hermes {
+            target: self.target.as_ref(),
+            pool: &self.upstream,
+            chat: &self.config.chat,
+            upstream: &self.config.upstream,
+        }
+    }
+
     pub fn new(config: Config, store: Store, ca_pem: Option<Bytes>) -> Arc<App> {
         let www = Www::new(config.www.clone());
         let l = &config.limits;
@@ -105,10 +135,10 @@ impl App {
             .pool_max_idle_per_host(64)
             .build(connector);
         let headers = SecurityHeaders::new(config.hsts_max_age);
-        let tokens = Arc::<crate::upstream::tokens::TokenCache>::default();
+        let tokens = Arc::<crate::auth::token_cache::TokenCache>::default();
         crate::auth::spawn_upkeep(store.clone(), tokens.clone(), a.login_audit_keep);
         Arc::new(App {
-            v1_headers: crate::upstream::openai::answer_headers(&headers),
+            v1_headers: crate::hermes::answer_headers(&headers),
             headers,
             ip_limit: IpLimit::new(
                 l.requests_per_second_per_ip,
@@ -136,7 +166,7 @@ impl App {
             www,
             ca_pem,
             upstream,
-            target: crate::upstream::Target::new(&config.upstream, config.chat.api_key.as_deref()),
+            target: crate::hermes::Target::new(&config.upstream, config.chat.api_key.as_deref()),
             http01: None,
             body_memory: Default::default(),
             store,

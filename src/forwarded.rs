@@ -1,5 +1,5 @@
 //! The headers that tell Hermes who asked and how, built in one place for both upstreams: the
-//! API server (chat and `/v1`, `upstream`) and the dashboard (`upstream::dashboard`). Whatever
+//! API server (`hermes`, for chat and `/v1`) and the dashboard (`dashboard`). Whatever
 //! the client sent under these names is dropped before; the edge is the only one that sets them.
 
 use std::net::IpAddr;

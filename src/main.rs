@@ -5,12 +5,15 @@
 mod app;
 mod auth;
 mod body;
+mod chat;
 mod config;
 mod conn_limits;
+mod dashboard;
 mod disk_watch;
 mod doctor;
 mod forwarded;
 mod header_timer;
+mod hermes;
 mod html;
 mod memory;
 mod reload;
@@ -24,7 +27,6 @@ mod stopping;
 mod store;
 mod sys;
 mod tls;
-mod upstream;
 mod www;
 
 use std::process::ExitCode;
@@ -85,7 +87,7 @@ enum TokenCommand {
 }
 
 fn token_command(config: &config::Config, init: bool, cmd: TokenCommand) -> Result<(), String> {
-    use upstream::tokens;
+    use auth::tokens;
     let store = store::Store::open_with(&config.data_dir, init).map_err(|e| e.to_string())?;
     match cmd {
         TokenCommand::Create { user, name } => {

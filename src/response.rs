@@ -81,3 +81,16 @@ pub fn method_not_allowed() -> Resp {
         "This address does not accept that method.",
     )
 }
+
+/// Parses a JSON request body, or answers `400` saying what is wrong with it.
+// The error is the finished answer, built once on a cold path.
+#[allow(clippy::result_large_err)]
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            &format!("The request body is not the expected JSON: {e}"),
+        )
+    })
+}

@@ -10,15 +10,12 @@ use http::{header, HeaderValue, Method, Request, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
+use crate::auth::users::{with_user, LogUser};
 use crate::auth::{self, admin, Role, User};
+use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
 use crate::static_files;
-use crate::upstream::dashboard;
-
-/// The user name a response was served to, for the access log.
-#[derive(Clone)]
-pub struct LogUser(pub String);
 
 /// Entry point for every HTTPS request: rate limit, route, security headers, access log.
 pub async fn handle(
@@ -149,7 +146,7 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     // here; no other route below starts with `/v1/`, and a site folder of that name is not
     // served.
     if req.uri().path().starts_with("/v1/") {
-        return Box::pin(crate::upstream::openai::route(app, ctx, req)).await;
+        return Box::pin(crate::chat::openai::route(app, ctx, req)).await;
     }
     // A clone of the URI shares its bytes; the request itself moves into the handler below.
     let uri = req.uri().clone();
@@ -249,8 +246,8 @@ async fn signed_in(
         (&Method::GET, "/api/admin/audit") => return admin::audit(app, &req).await,
         _ => {}
     }
-    if crate::upstream::is_chat_path(path) {
-        return crate::upstream::route(app, ctx, req, user, method, path).await;
+    if crate::chat::is_chat_path(path) {
+        return crate::chat::route(app, ctx, req, user, method, path).await;
     }
     // Hermes' own dashboard (admins only), proxied with its WebSockets.
     if dashboard::is_dashboard_path(path) {
@@ -289,15 +286,6 @@ async fn signed_in(
 /// The part of `path` after `prefix` (a path parameter such as an id).
 fn tail<'a>(path: &'a str, prefix: &str) -> &'a str {
     path.strip_prefix(prefix).unwrap_or("")
-}
-
-/// `resp` marked with the user's name for the access log, when the access log is written (the
-/// name's copy and the response's extension map are two allocations per request otherwise).
-pub fn with_user(mut resp: Resp, user: &User) -> Resp {
-    if tracing::enabled!(target: "access", tracing::Level::INFO) {
-        resp.extensions_mut().insert(LogUser(user.username.clone()));
-    }
-    resp
 }
 
 /// An HTML page of the site (`no-cache`: revalidated with its `ETag` on every visit).

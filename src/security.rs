@@ -49,7 +49,7 @@ impl SecurityHeaders {
     /// it costs two allocations and copies; inserting the six into an empty map hashed each and
     /// grew the map (524 instructions more per proxied request, by callgrind). A clone has no
     /// room to spare, so the first name added grows it: `/v1` answers start from copies with
-    /// their slots made (`upstream::openai::answer_headers`).
+    /// their slots made (`hermes::answer_headers`).
     pub fn map(&self) -> HeaderMap {
         self.prepared.clone()
     }

@@ -29,12 +29,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::{App, Conn};
 use crate::config::{Config, TlsMode};
 use crate::conn_limits::{ConnLimits, Place, Refused, Registered, Throttle};
+use crate::hermes::own::OwnUpstream;
 use crate::response::{self, Resp};
 use crate::send_timeout::{SendCheck, SendWatch, WatchedBody, WatchedIo};
 use crate::stopping::{Graceful, Member, Stopping};
 use crate::store::Store;
 use crate::tls::{self, local_ca::LocalCa, CertResolver};
-use crate::upstream::own::OwnUpstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -840,7 +840,7 @@ impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
 /// through the scheduler and a walk down every nested future of both sides: five polls of the
 /// connection and five of its streams per request where two events (the request, the answer)
 /// happened. (The upstream connection then ran as a future of its own beside the streams; it is
-/// now read by the request and its response body, see `upstream::own`.)
+/// now read by the request and its response body, see `hermes::own`.)
 struct PassWakers {
     conn: Arc<Side>,
     conn_waker: std::task::Waker,

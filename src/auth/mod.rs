@@ -14,6 +14,8 @@
 //! account has never used.
 
 pub mod admin;
+pub mod token_cache;
+pub mod tokens;
 pub mod users;
 
 use std::net::IpAddr;
@@ -117,7 +119,7 @@ pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<
 
 /// How often the serving process asks whether another process changed the database. The `user`
 /// and `token` commands write the same file from their own process; this process trusts the API
-/// tokens it checked recently (`tokens::TokenCache`), and must stop trusting them within a few
+/// tokens it checked recently (`token_cache::TokenCache`), and must stop trusting them within a few
 /// seconds of a revocation there. One `PRAGMA data_version` a second costs next to nothing.
 pub const DB_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -132,7 +134,7 @@ const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// keeps the `App` shared at start-up.
 pub fn spawn_upkeep(
     store: crate::store::Store,
-    tokens: std::sync::Arc<crate::upstream::tokens::TokenCache>,
+    tokens: std::sync::Arc<token_cache::TokenCache>,
     audit_keep: Duration,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {

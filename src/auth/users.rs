@@ -6,6 +6,7 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use rusqlite::{params, OptionalExtension};
 
+use crate::response::Resp;
 use crate::store::{now, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -259,4 +260,17 @@ pub fn ensure_first_admin(store: &Store) -> Result<Option<(String, bool)>, UserE
     };
     create_user(store, "admin", &password, Role::Admin)?;
     Ok(Some((password, from_env)))
+}
+
+/// The user name a response was served to, for the access log.
+#[derive(Clone)]
+pub struct LogUser(pub String);
+
+/// `resp` marked with the user's name for the access log, when the access log is written (the
+/// name's copy and the response's extension map are two allocations per request otherwise).
+pub fn with_user(mut resp: Resp, user: &User) -> Resp {
+    if tracing::enabled!(target: "access", tracing::Level::INFO) {
+        resp.extensions_mut().insert(LogUser(user.username.clone()));
+    }
+    resp
 }

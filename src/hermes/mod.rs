@@ -3,18 +3,13 @@
 //! `429` within a bounded budget, and turns every kind of trouble into an `UpstreamError` whose
 //! message says what to do about it.
 //!
-//! The routes that use it live next to it: `chat` (the web chat, `POST /api/chat`), `conversations`
-//! (the stored history), `tokens` (personal API tokens) and `openai` (`/v1/*` for API clients).
-//! `dashboard` is the proxy to Hermes' own web dashboard at `/dashboard/` (admins only).
+//! `own` is a client connection's own upstream connection, tried before the shared pool.
 //! `relay` is the streaming body that carries Hermes' SSE events to the client as they arrive.
+//! The routes that use it live elsewhere: `chat` (the web chat, its stored conversations and
+//! `/v1/*` for API clients) and `dashboard` (the proxy to Hermes' own web dashboard).
 
-pub mod chat;
-pub mod conversations;
-pub mod dashboard;
-pub mod openai;
 pub mod own;
 pub mod relay;
-pub mod tokens;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -26,9 +21,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::Request as HyperRequest;
+use hyper_util::client::legacy::{connect::HttpConnector, Client as Pool};
 
-use crate::app::{App, Ctx};
-use crate::auth::User;
+use crate::config::ChatConfig;
 use crate::response::{self, Resp};
 
 /// What went wrong between the edge and Hermes, each with a message a person can act on.
@@ -112,6 +107,64 @@ pub(crate) const X_HERMES_SESSION_ID: header::HeaderName =
 const X_HERMES_SESSION_KEY: header::HeaderName =
     header::HeaderName::from_static("x-hermes-session-key");
 
+/// The headers of the upstream answer that a `/v1` client gets, besides the security headers.
+pub const PASSED: [header::HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
+    X_HERMES_SESSION_ID,
+];
+
+/// The security headers with a slot for each subset of `PASSED` (index bit `i` set: a slot, an
+/// empty value, for `PASSED[i]`), from which `chat::openai::forward` takes the one whose slots the upstream
+/// answer fills, so no slot ever leaves the edge empty.
+///
+/// Why: a cloned map has no room to spare, so the first header added to a copy of the six grew
+/// it (a `realloc` and its copy on every proxied request; measured, see bench/README.md).
+/// Setting a name the map holds replaces the value in place. Nine entries at most also stay
+/// within glibc's per-thread cache of small blocks.
+///
+/// Made once into `App::v1_headers`, so it lives here rather than with the `/v1` routes.
+pub fn answer_headers(security: &crate::security::SecurityHeaders) -> [http::HeaderMap; 8] {
+    std::array::from_fn(|set| {
+        let mut map = security.map();
+        for (i, name) in PASSED.iter().enumerate() {
+            if set & (1 << i) != 0 {
+                map.insert(name.clone(), HeaderValue::from_static(""));
+            }
+        }
+        map
+    })
+}
+
+/// The shared pool of connections to Hermes (hyper's client).
+pub type UpstreamClient = Pool<HttpConnector, crate::response::Body>;
+
+/// What talking to Hermes needs of the edge's state, lent by `App::hermes` for each exchange,
+/// so that this client does not depend on the `App` of the route handlers.
+pub struct Hermes<'a> {
+    /// The fixed parts of every request to Hermes.
+    pub target: Option<&'a Target>,
+    pub pool: &'a UpstreamClient,
+    /// The API key, the retry budget, the idle timeout.
+    pub chat: &'a ChatConfig,
+    /// The upstream URL, as configured, for the messages that name it.
+    pub upstream: &'a str,
+}
+
+/// Who a request to Hermes is sent for (`app::Ctx`): the client's address and its connection.
+pub trait Client {
+    fn client_ip(&self) -> IpAddr;
+    fn conn(&self) -> Option<Arc<dyn ClientConn>>;
+}
+
+/// What a client connection lends to the requests sent to Hermes on its behalf (`app::Conn`).
+pub trait ClientConn: Send + Sync {
+    /// Its own connection to Hermes (see `own`).
+    fn own(&self) -> &own::OwnUpstream;
+    /// The peer's address and its text as a header value.
+    fn peer_ip(&self) -> &(IpAddr, HeaderValue);
+}
+
 /// One request to Hermes, kept as bytes so it can be sent again after a `429`.
 pub struct Outgoing {
     pub method: Method,
@@ -124,7 +177,7 @@ pub struct Outgoing {
     pub client_ip: IpAddr,
     pub stream: bool,
     /// The client connection, whose own upstream connection is tried before the shared pool.
-    pub conn: Option<Arc<crate::app::Conn>>,
+    pub conn: Option<Arc<dyn ClientConn>>,
 }
 
 /// What every request to Hermes carries that never changes, prepared once (formatting the URL and
@@ -170,16 +223,16 @@ fn static_bytes(text: String) -> bytes::Bytes {
 impl Outgoing {
     /// A request without body or session headers from the client of `ctx`; the routes that need
     /// more set those fields on top.
-    pub fn new(method: Method, path: impl Into<Cow<'static, str>>, ctx: &Ctx) -> Outgoing {
+    pub fn new(method: Method, path: impl Into<Cow<'static, str>>, ctx: &impl Client) -> Outgoing {
         Outgoing {
             method,
             path: path.into(),
             body: None,
             session_id: None,
             session_key: None,
-            client_ip: ctx.client_ip,
+            client_ip: ctx.client_ip(),
             stream: false,
-            conn: ctx.conn.clone(),
+            conn: ctx.conn(),
         }
     }
 
@@ -192,7 +245,7 @@ impl Outgoing {
     ) -> Result<(), String> {
         add(header::AUTHORIZATION, bearer.clone());
         let ip = match &self.conn {
-            Some(c) if c.peer_ip.0 == self.client_ip => c.peer_ip.1.clone(),
+            Some(c) if c.peer_ip().0 == self.client_ip => c.peer_ip().1.clone(),
             _ => crate::forwarded::ip_header(self.client_ip),
         };
         crate::forwarded::headers(ip, None, &mut add);
@@ -221,8 +274,8 @@ impl Outgoing {
     }
 
     /// The request for the shared pool (hyper's client, absolute URI).
-    fn build(&self, app: &App) -> Result<HyperRequest<crate::response::Body>, String> {
-        let (target, bearer) = target(app)?;
+    fn build(&self, hermes: &Hermes<'_>) -> Result<HyperRequest<crate::response::Body>, String> {
+        let (target, bearer) = target(hermes)?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = Some(target.authority.clone());
@@ -286,8 +339,8 @@ impl Outgoing {
 }
 
 /// The fixed parts of a request to Hermes and its `Bearer` value; an error when either is missing.
-fn target(app: &App) -> Result<(&Target, &HeaderValue), String> {
-    match app.target.as_ref() {
+fn target<'a>(hermes: &Hermes<'a>) -> Result<(&'a Target, &'a HeaderValue), String> {
+    match hermes.target {
         Some(
             t @ Target {
                 bearer: Some(bearer),
@@ -340,8 +393,8 @@ pub(crate) fn decimal(n: i64, out: &mut [u8]) -> usize {
 
 /// Sends `out` to Hermes and returns its successful response head (the body still streaming).
 /// A `429` is retried, honouring `Retry-After`, while the retry budget lasts.
-pub async fn send(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
-    let resp = exchange(app, out).await?;
+pub async fn send(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
+    let resp = exchange(hermes, out).await?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -361,14 +414,17 @@ pub async fn send(app: &App, out: &Outgoing) -> Result<Response<UpBody>, Upstrea
 /// Sends `out` to Hermes and returns whatever it answered except a `401` (an `Auth` error) and a
 /// `429` (retried, honouring `Retry-After`, while the retry budget lasts); the caller judges the
 /// status.
-pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
-    if app.config.chat.api_key.is_none() {
+pub async fn exchange(
+    hermes: &Hermes<'_>,
+    out: &Outgoing,
+) -> Result<Response<UpBody>, UpstreamError> {
+    if hermes.chat.api_key.is_none() {
         return Err(UpstreamError::NoKey);
     }
-    let budget = app.config.chat.retry_budget;
+    let budget = hermes.chat.retry_budget;
     let mut started = None;
     for attempt in 0u32..16 {
-        let resp = request(app, out).await?;
+        let resp = request(hermes, out).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             tracing::error!("the Hermes API Server refused the API key (401); HERMES_EDGE_API_KEY does not match API_SERVER_KEY");
@@ -402,31 +458,35 @@ pub async fn exchange(app: &App, out: &Outgoing) -> Result<Response<UpBody>, Ups
 
 /// One exchange with Hermes: over the client connection's own upstream connection when it has a
 /// free one, else over the shared pool. Its answer must start within the idle timeout.
-async fn request(app: &App, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
+async fn request(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
     let failed = |e: &dyn std::fmt::Display| {
         tracing::warn!("request to Hermes failed: {e}");
         UpstreamError::Failed(format!("the connection failed ({e})"))
     };
-    let idle = app.config.chat.idle_timeout;
+    let idle = hermes.chat.idle_timeout;
     let stalled = || UpstreamError::Stalled {
         secs: idle.as_secs(),
     };
     if let Some(conn) = &out.conn {
-        let (target, bearer) = target(app).map_err(UpstreamError::Failed)?;
+        let (target, bearer) = target(hermes).map_err(UpstreamError::Failed)?;
         let bytes = out.encode(target, bearer).map_err(UpstreamError::Failed)?;
-        match conn.own.send(target.authority.as_str(), &bytes, idle).await {
+        match conn
+            .own()
+            .send(target.authority.as_str(), &bytes, idle)
+            .await
+        {
             own::Tried::Answered(resp) => return Ok(resp.map(UpBody::Own)),
             own::Tried::Failed(e) => return Err(failed(&e)),
             own::Tried::NotSent => {}
-            own::Tried::Unreachable(e) => return Err(unreachable(app, &e)),
+            own::Tried::Unreachable(e) => return Err(unreachable(hermes, &e)),
             own::Tried::Stalled => return Err(stalled()),
         }
     }
-    let req = out.build(app).map_err(UpstreamError::Failed)?;
-    match tokio::time::timeout(idle, app.upstream.request(req)).await {
+    let req = out.build(hermes).map_err(UpstreamError::Failed)?;
+    match tokio::time::timeout(idle, hermes.pool.request(req)).await {
         Err(_) => Err(stalled()),
         Ok(Ok(resp)) => Ok(resp.map(UpBody::Pool)),
-        Ok(Err(e)) if e.is_connect() => Err(unreachable(app, &e)),
+        Ok(Err(e)) if e.is_connect() => Err(unreachable(hermes, &e)),
         Ok(Err(e)) => Err(failed(&error_chain(&e))),
     }
 }
@@ -469,14 +529,14 @@ impl http_body::Body for UpBody {
     }
 }
 
-fn unreachable(app: &App, e: &dyn std::fmt::Display) -> UpstreamError {
-    tracing::warn!(upstream = %app.config.upstream, "Hermes API Server unreachable: {e}");
+fn unreachable(hermes: &Hermes<'_>, e: &dyn std::fmt::Display) -> UpstreamError {
+    tracing::warn!(upstream = %hermes.upstream, "Hermes API Server unreachable: {e}");
     UpstreamError::Unreachable {
-        url: app.config.upstream.clone(),
+        url: hermes.upstream.to_string(),
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -514,7 +574,7 @@ async fn json_body(resp: Response<UpBody>) -> Option<serde_json::Value> {
 }
 
 /// A short description of an error answer: the OpenAI envelope's message if there is one.
-async fn error_detail(resp: Response<UpBody>) -> String {
+pub(crate) async fn error_detail(resp: Response<UpBody>) -> String {
     let status = resp.status();
     let message = json_body(resp).await.and_then(|v| error_message(&v));
     let text = message.unwrap_or_else(|| {
@@ -531,71 +591,6 @@ fn error_message(v: &serde_json::Value) -> Option<String> {
         .or_else(|| v.get("error"))
         .or_else(|| v.get("message"))
         .and_then(|m| m.as_str().map(str::to_string))
-}
-
-/// Routes of the chat API for a signed-in user: `/api/chat`, `/api/conversations*`, `/api/tokens*`.
-pub async fn route(
-    app: &App,
-    ctx: &Ctx,
-    req: Request<Incoming>,
-    user: &User,
-    method: &Method,
-    path: &str,
-) -> Resp {
-    match (method, path) {
-        (&Method::POST, "/api/chat") => return chat::post(app, ctx, req, user).await,
-        (_, "/api/chat") => return response::method_not_allowed(),
-        (&Method::GET, "/api/conversations") => return conversations::list(app, user).await,
-        (_, "/api/conversations") => return response::method_not_allowed(),
-        (&Method::GET, "/api/tokens") => return tokens::list(app, user).await,
-        (&Method::POST, "/api/tokens") => return tokens::post(app, ctx, req, user).await,
-        (_, "/api/tokens") => return response::method_not_allowed(),
-        _ => {}
-    }
-    if let Some(id) = path.strip_prefix("/api/conversations/") {
-        return match *method {
-            Method::GET => conversations::get(app, user, id).await,
-            Method::PATCH => conversations::patch(app, ctx, req, user, id).await,
-            Method::DELETE => conversations::delete(app, ctx, user, id).await,
-            _ => response::method_not_allowed(),
-        };
-    }
-    if let Some(id) = path.strip_prefix("/api/tokens/") {
-        return match *method {
-            Method::DELETE => tokens::delete(app, user, id).await,
-            _ => response::method_not_allowed(),
-        };
-    }
-    response::not_found()
-}
-
-/// True for the paths `route` answers.
-pub fn is_chat_path(path: &str) -> bool {
-    path == "/api/chat"
-        || path == "/api/conversations"
-        || path.starts_with("/api/conversations/")
-        || path == "/api/tokens"
-        || path.starts_with("/api/tokens/")
-}
-
-/// Parses a JSON request body, or answers `400` saying what is wrong with it.
-// The error is the finished answer, built once on a cold path.
-#[allow(clippy::result_large_err)]
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
-    serde_json::from_slice(body).map_err(|e| {
-        response::error(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            &format!("The request body is not the expected JSON: {e}"),
-        )
-    })
-}
-
-/// Adds a header whose value is known to be valid text (ids we generated).
-pub fn set_header(resp: &mut Resp, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().insert(name, v);
-    }
 }
 
 #[cfg(test)]

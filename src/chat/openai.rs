@@ -16,10 +16,10 @@
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::relay::Relay;
-use super::{Outgoing, UpstreamError};
 use crate::app::{App, Ctx};
 use crate::auth::User;
+use crate::hermes::relay::Relay;
+use crate::hermes::{Outgoing, UpstreamError, PASSED};
 use crate::response::{self, Resp};
 
 /// Every `/v1/...` request.
@@ -32,7 +32,7 @@ pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
             "Sign in first: your session is missing or has expired.",
         );
     }
-    let Some(user) = super::tokens::authenticate(app, req.headers()).await else {
+    let Some(user) = crate::auth::tokens::authenticate(app, req.headers()).await else {
         let mut r = response::error(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -49,7 +49,7 @@ pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         (_, "/v1/chat/completions" | "/v1/models") => response::method_not_allowed(),
         _ => response::not_found(),
     };
-    crate::router::with_user(resp, &user)
+    crate::auth::users::with_user(resp, &user)
 }
 
 /// A client session id is kept only if it is short, printable and not path-like.
@@ -114,7 +114,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     let out = Outgoing {
         body: Some(body),
         session_id: session,
-        session_key: Some(super::session_key(&user.scope)),
+        session_key: Some(crate::hermes::session_key(&user.scope)),
         stream,
         ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };
@@ -181,36 +181,9 @@ async fn models(app: &App, ctx: &Ctx) -> Resp {
     forward(app, &out).await
 }
 
-/// The headers of the upstream answer that a `/v1` client gets, besides the security headers.
-const PASSED: [header::HeaderName; 3] = [
-    header::CONTENT_TYPE,
-    header::CACHE_CONTROL,
-    super::X_HERMES_SESSION_ID,
-];
-
-/// The security headers with a slot for each subset of `PASSED` (index bit `i` set: a slot, an
-/// empty value, for `PASSED[i]`), from which `forward` takes the one whose slots the upstream
-/// answer fills, so no slot ever leaves the edge empty.
-///
-/// Why: a cloned map has no room to spare, so the first header added to a copy of the six grew
-/// it (a `realloc` and its copy, about 1,000 instructions per proxied request by callgrind).
-/// Setting a name the map holds replaces the value in place. Nine entries at most (936 bytes:
-/// http 1.5 keeps an entry in 104) also stay within glibc's per-thread cache of small blocks.
-pub fn answer_headers(security: &crate::security::SecurityHeaders) -> [http::HeaderMap; 8] {
-    std::array::from_fn(|set| {
-        let mut map = security.map();
-        for (i, name) in PASSED.iter().enumerate() {
-            if set & (1 << i) != 0 {
-                map.insert(name.clone(), HeaderValue::from_static(""));
-            }
-        }
-        map
-    })
-}
-
 /// Sends and relays the answer as it arrives, with the headers a client needs.
 async fn forward(app: &App, out: &Outgoing) -> Resp {
-    let upstream = match super::send(app, out).await {
+    let upstream = match crate::hermes::send(&app.hermes(), out).await {
         Ok(r) => r,
         Err(e) => return e.response(),
     };

@@ -10,10 +10,10 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::relay::ToolStep;
-use super::{Outgoing, UpstreamError};
 use crate::app::{App, Ctx};
 use crate::auth::User;
+use crate::hermes::relay::ToolStep;
+use crate::hermes::{Outgoing, UpstreamError};
 use crate::response::{self, Resp};
 use crate::store::{now_ms, rfc3339_ms};
 
@@ -250,7 +250,7 @@ pub async fn patch(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User, id
         Ok(b) => b,
         Err(r) => return r,
     };
-    let rename: Rename = match super::parse_json(&body) {
+    let rename: Rename = match response::parse_json(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -387,7 +387,7 @@ pub async fn delete(app: &App, ctx: &Ctx, user: &User, id: &str) -> Resp {
 
 /// The JSON body of a small answer. No timer of its own: the caller's time limit for the whole
 /// delete governs (a second, equal timer here raced it and could turn "no answer" into "deleted").
-async fn whole_json(resp: http::Response<super::UpBody>) -> Option<serde_json::Value> {
+async fn whole_json(resp: http::Response<crate::hermes::UpBody>) -> Option<serde_json::Value> {
     use http_body_util::BodyExt;
     let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
         .collect()
@@ -410,7 +410,7 @@ async fn delete_in_hermes(
             continue;
         }
         let out = Outgoing::new(Method::DELETE, format!("/api/sessions/{session}"), ctx);
-        let problem = match super::exchange(app, &out).await {
+        let problem = match crate::hermes::exchange(&app.hermes(), &out).await {
             // Hermes' own 404 (the session was never created, or is gone already) is fine; a
             // 404 without its code means this Hermes has no such route.
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
@@ -441,7 +441,7 @@ async fn delete_in_hermes(
             Ok(resp) => Some(UpstreamError::Failed(format!(
                 "{} {}",
                 resp.status().as_u16(),
-                super::error_detail(resp).await
+                crate::hermes::error_detail(resp).await
             ))),
             Err(e) => Some(e),
         };

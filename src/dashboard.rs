@@ -311,7 +311,7 @@ async fn send(
                 "dashboard_error",
                 &format!(
                     "The connection to Hermes' dashboard at {base} failed ({}).",
-                    super::error_chain(&e)
+                    crate::hermes::error_chain(&e)
                 ),
             ))
         }

@@ -31,10 +31,10 @@ use hyper::body::Incoming;
 use rusqlite::params;
 
 use super::conversations::{self, StoredMessage};
-use super::relay::{Ending, Relay, SseTap};
-use super::{Outgoing, UpstreamError};
 use crate::app::{App, Ctx};
 use crate::auth::User;
+use crate::hermes::relay::{Ending, Relay, SseTap};
+use crate::hermes::{Outgoing, UpstreamError};
 use crate::response::{self, Resp};
 use crate::store::now_ms;
 
@@ -105,7 +105,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
         Ok(b) => b,
         Err(r) => return r,
     };
-    let chat: ChatRequest = match super::parse_json(&body) {
+    let chat: ChatRequest = match response::parse_json(&body) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -172,24 +172,26 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     let out = Outgoing {
         body: Some(Bytes::from(hermes_body.to_string())),
         session_id: plan.session_header.clone(),
-        session_key: Some(super::session_key(&user.scope)),
+        session_key: Some(crate::hermes::session_key(&user.scope)),
         stream: true,
         ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };
-    let upstream = super::send(app, &out).await.and_then(|resp| {
-        let is_sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if is_sse {
-            Ok(resp)
-        } else {
-            Err(UpstreamError::Failed(
-                "it answered without an event stream".into(),
-            ))
-        }
-    });
+    let upstream = crate::hermes::send(&app.hermes(), &out)
+        .await
+        .and_then(|resp| {
+            let is_sse = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            if is_sse {
+                Ok(resp)
+            } else {
+                Err(UpstreamError::Failed(
+                    "it answered without an event stream".into(),
+                ))
+            }
+        });
     let resp = match upstream {
         Ok(r) => r,
         Err(e) => {
@@ -203,7 +205,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     if plan.session_header.is_none() {
         plan.derived_session = resp
             .headers()
-            .get(super::X_HERMES_SESSION_ID)
+            .get(crate::hermes::X_HERMES_SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|id| super::conversations::is_plain_session_id(id))
             .map(str::to_string);
@@ -235,7 +237,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
 }
 
 /// Stores what the stream produced once it has ended, however it ended.
-fn finisher(app: &App, row: i64, conversation: String, user: &User) -> super::relay::OnEnd {
+fn finisher(app: &App, row: i64, conversation: String, user: &User) -> crate::hermes::relay::OnEnd {
     let store = app.store.clone();
     let username = user.username.clone();
     Box::new(move |ending: Ending, tap: SseTap| {
