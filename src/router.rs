@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::users::{with_user, LogUser};
-use crate::auth::{self, admin, Role, User};
+use crate::auth::{self, admin, login, Role, User};
 use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
@@ -158,12 +158,12 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         (&Method::GET | &Method::HEAD, "/healthz") => return healthz(app).await,
         (&Method::GET | &Method::HEAD, "/ca.crt") => return ca_cert(app),
         (&Method::GET | &Method::HEAD, "/login") => {
-            return match auth::login_page_redirect(app, &req).await {
+            return match login::login_page_redirect(app, &req).await {
                 Some(already_signed_in) => already_signed_in,
                 None => page(app, &req, "login.html").await,
             }
         }
-        (&Method::POST, "/login") => return Box::pin(auth::login(app, ctx, req)).await,
+        (&Method::POST, "/login") => return Box::pin(login::login(app, ctx, req)).await,
         (_, "/healthz" | "/ca.crt" | "/login") => return response::method_not_allowed(),
         _ => {}
     }
@@ -177,7 +177,7 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     }
 
     // The login gate.
-    let Some(user) = auth::authenticate(app, req.headers()).await else {
+    let Some(user) = login::authenticate(app, req.headers()).await else {
         if is_api(path) || method != Method::GET {
             return response::error(
                 StatusCode::UNAUTHORIZED,
@@ -223,7 +223,7 @@ async fn signed_in(
         return static_files::media(app, &req).await;
     }
     match (method, path) {
-        (&Method::POST, "/logout") => return auth::logout(app, req).await,
+        (&Method::POST, "/logout") => return login::logout(app, req).await,
         (&Method::GET, "/api/me") => {
             return response::json(
                 StatusCode::OK,

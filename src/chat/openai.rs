@@ -108,7 +108,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     if app.config.chat.api_key.is_none() {
         return UpstreamError::NoKey.response();
     }
-    if let Some(refused) = crate::auth::chat_send_limited(app, user) {
+    if let Some(refused) = crate::auth::chat_send_limited(&app.chat_limit, user) {
         return refused;
     }
     let out = Outgoing {
