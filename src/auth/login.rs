@@ -31,7 +31,6 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
     session_user(&app.store, token_hash(&token)).await
 }
 
-
 /// Creates a session row and returns its token.
 pub async fn create_session(
     app: &App,
@@ -191,7 +190,9 @@ pub async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         .collect::<String>();
     let headers = req.headers().clone();
     // A small body within one read timeout: this route is open to anyone.
-    let body = match crate::body::read_body(app, ctx, req, crate::body::SMALL_BODY_BYTES).await {
+    let body = match crate::body::read_body(app.body_room(ctx), req, crate::body::SMALL_BODY_BYTES)
+        .await
+    {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -344,7 +345,6 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Resp {
         .insert(header::SET_COOKIE, clear_cookie_header());
     resp
 }
-
 
 #[cfg(test)]
 mod tests {

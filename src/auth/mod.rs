@@ -173,7 +173,6 @@ pub fn spawn_upkeep(
     });
 }
 
-
 pub fn session_cookie_header(token: &str, max_age: Duration) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{COOKIE_NAME}={token}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
