@@ -169,7 +169,7 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     }
     // `/media/` comes before everything else that could match it; open to anyone when public.
     if app.config.media.public && static_files::is_media(path) {
-        return static_files::media(app, &req).await;
+        return static_files::routes::media(app, &req).await;
     }
     // Scripts, styles and images of the site are public (the login page needs them); pages are not.
     if let Some(resp) = public_asset(app, &req, path).await {
@@ -220,7 +220,7 @@ async fn signed_in(
     }
     // `/media/` behind the login, before the chat routes.
     if static_files::is_media(path) {
-        return static_files::media(app, &req).await;
+        return static_files::routes::media(app, &req).await;
     }
     match (method, path) {
         (&Method::POST, "/logout") => return login::logout(app, req).await,
@@ -290,7 +290,7 @@ fn tail<'a>(path: &'a str, prefix: &str) -> &'a str {
 
 /// An HTML page of the site (`no-cache`: revalidated with its `ETag` on every visit).
 async fn page(app: &App, req: &Request<Incoming>, name: &str) -> Resp {
-    match static_files::site(app, req, name).await {
+    match static_files::routes::site(app, req, name).await {
         Ok(resp) => resp,
         Err(_) => response::error(
             StatusCode::NOT_FOUND,
@@ -315,7 +315,7 @@ async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<
         return None;
     }
     // A refused or missing name is not an asset: the routes below (and the login gate) decide.
-    static_files::site(app, req, rel).await.ok()
+    static_files::routes::site(app, req, rel).await.ok()
 }
 
 fn ca_cert(app: &App) -> Resp {
