@@ -123,6 +123,15 @@ impl App {
         }
     }
 
+    /// Where the body of a request on `ctx` is counted (see `body::read_body`).
+    pub fn body_room<'a>(&'a self, ctx: &'a Ctx) -> crate::body::Room<'a> {
+        crate::body::Room {
+            process: &self.body_memory,
+            conn: ctx.conn.as_deref().map(|c| &c.body_memory),
+            limits: &self.config.limits,
+        }
+    }
+
     pub fn new(config: Config, store: Store, ca_pem: Option<Bytes>) -> Arc<App> {
         let www = Www::new(config.www.clone());
         let l = &config.limits;

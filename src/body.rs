@@ -32,26 +32,12 @@ use http::{header, HeaderValue, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::app::{App, Ctx};
+use crate::config::Limits;
 use crate::response::{self, Resp};
 
 /// The largest body of a route that takes no large body (login, conversations, tokens, admin):
 /// a login form, a title or an account is well under a kilobyte.
 pub const SMALL_BODY_BYTES: usize = 16 * 1024;
-
-/// `limits.body_read_timeout_secs`: nginx's `client_body_timeout` is 60 s between two reads; half
-/// of it here, because every waiting body also holds its place under the memory budgets. A real
-/// upload pauses that long only when its network is gone.
-pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `limits.body_memory_per_connection`: two chat messages of the largest default size
-/// (`max_body_bytes`, 25 MiB) at once, as from two tabs sharing one HTTP/2 connection, with room
-/// to spare; never less than `max_body_bytes`.
-pub const DEFAULT_BODY_MEMORY_PER_CONNECTION: usize = 64 * 1024 * 1024;
-
-/// `limits.body_memory_total`: about ten of the largest chat messages at once, affordable on a
-/// small server that also runs the agent; never less than the per-connection budget.
-pub const DEFAULT_BODY_MEMORY_TOTAL: usize = 256 * 1024 * 1024;
 
 /// The process budget of small bodies, as a divisor of `body_memory_total` (the budget of large
 /// ones): room for thousands of login forms at once, whatever the large bodies hold.
@@ -68,6 +54,16 @@ const SMALL_BODIES_PER_CONNECTION: usize = 16;
 pub struct Budgets {
     large: Budget,
     small: Budget,
+}
+
+/// Where one request's body is counted: the process's budgets, its connection's (none for a
+/// request that is not on an HTTPS client connection, as in tests of handlers) and the limits
+/// that cap them. `App::body_room` builds it, so this module needs nothing of the `App`.
+#[derive(Clone, Copy)]
+pub struct Room<'a> {
+    pub process: &'a Budgets,
+    pub conn: Option<&'a Budgets>,
+    pub limits: &'a Limits,
 }
 
 /// Bytes of request bodies held now.
@@ -112,21 +108,15 @@ struct Hold<'a> {
 }
 
 impl<'a> Hold<'a> {
-    fn new(app: &'a App, ctx: &'a Ctx, large: bool) -> Hold<'a> {
-        let l = &app.config.limits;
+    fn new(room: Room<'a>, large: bool) -> Hold<'a> {
+        let l = room.limits;
         Hold {
             total: if large {
-                &app.body_memory.large
+                &room.process.large
             } else {
-                &app.body_memory.small
+                &room.process.small
             },
-            conn: ctx.conn.as_deref().map(|c| {
-                if large {
-                    &c.body_memory.large
-                } else {
-                    &c.body_memory.small
-                }
-            }),
+            conn: room.conn.map(|c| if large { &c.large } else { &c.small }),
             total_cap: if large {
                 l.body_memory_total
             } else {
@@ -284,8 +274,8 @@ where
 
 /// `body` with the configured read timeout between two pieces (for bodies forwarded as they
 /// arrive, such as the dashboard's).
-pub fn timed(app: &App, body: Incoming) -> Timed<Incoming> {
-    Timed::new(body, app.config.limits.body_read_timeout, false)
+pub fn timed(limits: &Limits, body: Incoming) -> Timed<Incoming> {
+    Timed::new(body, limits.body_read_timeout, false)
 }
 
 /// `resp` with `Connection: close` for an HTTP/1.x request whose body is left unread (HTTP/2
@@ -346,8 +336,7 @@ pub fn timed_out_response(timeout: Duration) -> Resp {
 /// http-body-util's `Limited` + `collect` queued and walked every piece (with `/v1/` routed
 /// before the URI copy, the two saved 1,453 instructions per proxied request, by callgrind).
 pub async fn read_body<'a>(
-    app: &'a App,
-    ctx: &'a Ctx,
+    room: Room<'a>,
     req: Request<Incoming>,
     limit: usize,
 ) -> Result<ReqBody<'a>, Resp> {
@@ -361,12 +350,12 @@ pub async fn read_body<'a>(
         return Err(closing(too_large(limit), version));
     }
     let declared = declared as usize;
-    let mut hold = Hold::new(app, ctx, large);
+    let mut hold = Hold::new(room, large);
     if large {
         hold.grow(declared)
             .map_err(|which| closing(full(which), version))?;
     }
-    let timeout = app.config.limits.body_read_timeout;
+    let timeout = room.limits.body_read_timeout;
     let mut body = Timed::new(&mut body, timeout, !large);
     let mut first = Bytes::new();
     let mut joined: Option<BytesMut> = None;
@@ -426,6 +415,7 @@ pub async fn read_body<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::defaults;
 
     #[test]
     fn budgets_refuse_beyond_their_cap_and_take_back_what_a_refusal_held() {
@@ -454,7 +444,7 @@ mod tests {
         assert_eq!((total.used(), conn.used()), (0, 0));
     }
 
-    fn limits(toml: &str) -> Result<crate::config::Limits, String> {
+    fn limits(toml: &str) -> Result<Limits, String> {
         use crate::config::{CliOverrides, Config};
         let file = Config::parse_str(toml, std::path::Path::new("t.toml")).unwrap();
         Config::resolve(file, None, &CliOverrides::default())
@@ -465,12 +455,12 @@ mod tests {
     #[test]
     fn budgets_left_unset_grow_with_max_body_bytes_and_set_ones_must_hold_it() {
         let l = limits("").unwrap();
-        assert_eq!(l.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        assert_eq!(l.body_read_timeout, defaults::BODY_READ_TIMEOUT);
         assert_eq!(
             (l.body_memory_per_connection, l.body_memory_total),
             (
-                DEFAULT_BODY_MEMORY_PER_CONNECTION,
-                DEFAULT_BODY_MEMORY_TOTAL
+                defaults::BODY_MEMORY_PER_CONNECTION,
+                defaults::BODY_MEMORY_TOTAL
             )
         );
         let big = 300 * 1024 * 1024;

@@ -110,7 +110,7 @@ async fn proxy(app: &App, ctx: &Ctx, req: Request<Incoming>, base: &str) -> Resp
     let out = match upstream_request(&parts, base, ctx, origin) {
         // Streamed up as it arrives (never held whole), within the body read timeout.
         Ok(b) => b.body(
-            http_body_util::Limited::new(crate::body::timed(app, body), limit)
+            http_body_util::Limited::new(crate::body::timed(&app.config.limits, body), limit)
                 .map_err(BoxError::from)
                 .boxed_unsync(),
         ),

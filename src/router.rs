@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::users::{with_user, LogUser};
-use crate::auth::{self, admin, Role, User};
+use crate::auth::{self, admin, login, Role, User};
 use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
@@ -158,18 +158,18 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         (&Method::GET | &Method::HEAD, "/healthz") => return healthz(app).await,
         (&Method::GET | &Method::HEAD, "/ca.crt") => return ca_cert(app),
         (&Method::GET | &Method::HEAD, "/login") => {
-            return match auth::login_page_redirect(app, &req).await {
+            return match login::login_page_redirect(app, &req).await {
                 Some(already_signed_in) => already_signed_in,
                 None => page(app, &req, "login.html").await,
             }
         }
-        (&Method::POST, "/login") => return Box::pin(auth::login(app, ctx, req)).await,
+        (&Method::POST, "/login") => return Box::pin(login::login(app, ctx, req)).await,
         (_, "/healthz" | "/ca.crt" | "/login") => return response::method_not_allowed(),
         _ => {}
     }
     // `/media/` comes before everything else that could match it; open to anyone when public.
     if app.config.media.public && static_files::is_media(path) {
-        return static_files::media(app, &req).await;
+        return static_files::routes::media(app, &req).await;
     }
     // Scripts, styles and images of the site are public (the login page needs them); pages are not.
     if let Some(resp) = public_asset(app, &req, path).await {
@@ -177,7 +177,7 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     }
 
     // The login gate.
-    let Some(user) = auth::authenticate(app, req.headers()).await else {
+    let Some(user) = login::authenticate(app, req.headers()).await else {
         if is_api(path) || method != Method::GET {
             return response::error(
                 StatusCode::UNAUTHORIZED,
@@ -220,10 +220,10 @@ async fn signed_in(
     }
     // `/media/` behind the login, before the chat routes.
     if static_files::is_media(path) {
-        return static_files::media(app, &req).await;
+        return static_files::routes::media(app, &req).await;
     }
     match (method, path) {
-        (&Method::POST, "/logout") => return auth::logout(app, req).await,
+        (&Method::POST, "/logout") => return login::logout(app, req).await,
         (&Method::GET, "/api/me") => {
             return response::json(
                 StatusCode::OK,
@@ -290,7 +290,7 @@ fn tail<'a>(path: &'a str, prefix: &str) -> &'a str {
 
 /// An HTML page of the site (`no-cache`: revalidated with its `ETag` on every visit).
 async fn page(app: &App, req: &Request<Incoming>, name: &str) -> Resp {
-    match static_files::site(app, req, name).await {
+    match static_files::routes::site(app, req, name).await {
         Ok(resp) => resp,
         Err(_) => response::error(
             StatusCode::NOT_FOUND,
@@ -315,7 +315,7 @@ async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<
         return None;
     }
     // A refused or missing name is not an asset: the routes below (and the login gate) decide.
-    static_files::site(app, req, rel).await.ok()
+    static_files::routes::site(app, req, rel).await.ok()
 }
 
 fn ca_cert(app: &App) -> Resp {

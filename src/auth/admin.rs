@@ -105,7 +105,7 @@ struct NewUser {
 /// `POST /api/admin/users` with `{"username","password","role":"user"|"admin"}`: `201` and the
 /// account; `400` for a bad name, role or password, `409` when the name is taken.
 pub async fn create_user(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
-    let body = match read_body(app, ctx, req, crate::body::SMALL_BODY_BYTES).await {
+    let body = match read_body(app.body_room(ctx), req, crate::body::SMALL_BODY_BYTES).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -228,7 +228,9 @@ struct NewToken {
 
 /// `POST /api/tokens` with `{"name": "..."}`: `201` with the listing plus `"token"` (shown once).
 pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
-    let body = match crate::body::read_body(app, ctx, req, crate::body::SMALL_BODY_BYTES).await {
+    let body = match crate::body::read_body(app.body_room(ctx), req, crate::body::SMALL_BODY_BYTES)
+        .await
+    {
         Ok(b) => b,
         Err(r) => return r,
     };

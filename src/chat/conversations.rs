@@ -246,7 +246,9 @@ struct Rename {
 
 /// `PATCH /api/conversations/{id}` with `{"title": "..."}`: renames it.
 pub async fn patch(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User, id: &str) -> Resp {
-    let body = match crate::body::read_body(app, ctx, req, crate::body::SMALL_BODY_BYTES).await {
+    let body = match crate::body::read_body(app.body_room(ctx), req, crate::body::SMALL_BODY_BYTES)
+        .await
+    {
         Ok(b) => b,
         Err(r) => return r,
     };

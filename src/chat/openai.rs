@@ -79,10 +79,13 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
         }
     };
     // Counted under the memory budgets until the answer has begun (`body` shares its bytes).
-    let held = match crate::body::read_body(app, ctx, req, app.config.limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let held =
+        match crate::body::read_body(app.body_room(ctx), req, app.config.limits.max_body_bytes)
+            .await
+        {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
     let Some(probe) = Probe::of(&held) else {
         return response::error(
             StatusCode::BAD_REQUEST,
@@ -108,7 +111,7 @@ async fn completions(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) 
     if app.config.chat.api_key.is_none() {
         return UpstreamError::NoKey.response();
     }
-    if let Some(refused) = crate::auth::chat_send_limited(app, user) {
+    if let Some(refused) = crate::auth::chat_send_limited(&app.chat_limit, user) {
         return refused;
     }
     let out = Outgoing {

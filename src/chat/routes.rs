@@ -101,10 +101,13 @@ fn bad(code: &str, message: &str) -> Resp {
 }
 
 pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
-    let body = match crate::body::read_body(app, ctx, req, app.config.limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let body =
+        match crate::body::read_body(app.body_room(ctx), req, app.config.limits.max_body_bytes)
+            .await
+        {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
     let chat: ChatRequest = match response::parse_json(&body) {
         Ok(c) => c,
         Err(r) => return r,
@@ -139,7 +142,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
     if app.config.chat.api_key.is_none() {
         return UpstreamError::NoKey.response();
     }
-    if let Some(refused) = crate::auth::chat_send_limited(app, user) {
+    if let Some(refused) = crate::auth::chat_send_limited(&app.chat_limit, user) {
         return refused;
     }
 

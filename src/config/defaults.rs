@@ -50,12 +50,17 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// A chat message with its images (`chat.max_images` of `chat.max_image_bytes`, base64) fits.
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
-/// Kept beside the code that enforces it (see its comment in `body`).
-pub const BODY_READ_TIMEOUT: Duration = crate::body::DEFAULT_BODY_READ_TIMEOUT;
-/// Kept beside the code that enforces it (see its comment in `body`); grows with `max_body_bytes`.
-pub const BODY_MEMORY_PER_CONNECTION: usize = crate::body::DEFAULT_BODY_MEMORY_PER_CONNECTION;
-/// Kept beside the code that enforces it (see its comment in `body`); grows with the above.
-pub const BODY_MEMORY_TOTAL: usize = crate::body::DEFAULT_BODY_MEMORY_TOTAL;
+/// `limits.body_read_timeout_secs`: nginx's `client_body_timeout` is 60 s between two reads; half
+/// of it here, because every waiting body also holds its place under the memory budgets. A real
+/// upload pauses that long only when its network is gone.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// `limits.body_memory_per_connection`: two chat messages of the largest default size
+/// (`max_body_bytes`, 25 MiB) at once, as from two tabs sharing one HTTP/2 connection, with room
+/// to spare; never less than `max_body_bytes`.
+pub const BODY_MEMORY_PER_CONNECTION: usize = 64 * 1024 * 1024;
+/// `limits.body_memory_total`: about ten of the largest chat messages at once, affordable on a
+/// small server that also runs the agent; never less than the per-connection budget.
+pub const BODY_MEMORY_TOTAL: usize = 256 * 1024 * 1024;
 /// Time for a streaming chat answer in progress to finish after SIGTERM before it is cut.
 pub const SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Far above what one person's browser sends, low enough to slow a single flooding address.

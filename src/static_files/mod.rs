@@ -9,7 +9,8 @@
 //! precompressed `.br`/`.gz` siblings chosen by `Accept-Encoding`, each with its own `ETag`.
 //!
 //! The request path, step by step, and the file that does each (the entry points the router
-//! calls, [`media`], [`site`] and [`route_file`], are in this file):
+//! calls are [`route_file`] in this file and, as they read the `App`, `routes::media` and
+//! `routes::site`):
 //!
 //! 1. **Resolve the path** (`path.rs`): only `GET` and `HEAD`; the raw URL path is decoded once and
 //!    checked name by name ([`parse_rel`]), refusing anything that could leave the root.
@@ -58,16 +59,15 @@ mod path;
 mod range;
 mod reply;
 mod representation;
+pub mod routes;
 mod small_cache;
 
 use std::fs::{File, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
 
-use crate::app::App;
 use crate::response::{self, Body, Resp};
 
 use conditional::{decide, Ask};
@@ -107,22 +107,6 @@ pub fn is_media(path: &str) -> bool {
     path == "/media" || path.starts_with("/media/")
 }
 
-/// `/media/...` from the configured folder. `Access-Control-Allow-Origin: *` when public.
-pub async fn media<B>(app: &App, req: &Request<B>) -> Resp {
-    let m = &app.config.media;
-    let policy = Policy {
-        cache_control: if m.public {
-            CACHE_PUBLIC
-        } else {
-            CACHE_PRIVATE
-        },
-        media: true,
-    };
-    let mut resp = media_inner(&m.dir, m.listing, policy, req).await;
-    media::answer_headers(&mut resp, m.public);
-    resp
-}
-
 async fn media_inner<B>(root: &Path, listing: bool, policy: Policy, req: &Request<B>) -> Resp {
     if let Some(resp) = only_get_head(req.method()) {
         return resp;
@@ -155,56 +139,6 @@ async fn media_inner<B>(root: &Path, listing: bool, policy: Policy, req: &Reques
         }
         Outcome::Listing(entries) => listing_page(path, &entries, policy),
     }
-}
-
-/// A site file (`www/`) by its raw URL path relative to the site root, from the `--www` folder if
-/// one is set, else from the copy embedded in the binary. HTML gets `no-cache`, hashed names a year.
-pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp, Refusal> {
-    if let Some(resp) = only_get_head(req.method()) {
-        return Ok(resp);
-    }
-    let rel = parse_rel(raw_rel)?;
-    if rel.dir || rel.as_str().is_empty() {
-        return Err(Refusal::NotFound);
-    }
-    let name = rel.as_str();
-    let ask = Ask::new(req.method(), req.headers());
-    if let Some(dir) = app.www.disk_dir() {
-        if let Some(resp) = app.www.small_files.serve(dir, &rel, &ask, &app.headers) {
-            return Ok(resp);
-        }
-        let policy = site_policy(name);
-        // Resolved on this thread; see "Threads" at the top of the file.
-        return match serve_under(dir, &rel, &ask, policy, false) {
-            Outcome::Reply(reply, body) => Ok(reply.into_response(body)),
-            Outcome::Refused(r) => Err(r),
-            Outcome::AddSlash | Outcome::Listing(_) => Err(Refusal::NotFound),
-        };
-    }
-    let file = app.www.embedded(name).ok_or(Refusal::NotFound)?;
-    let br = app.www.embedded(&format!("{name}.br"));
-    let gz = app.www.embedded(&format!("{name}.gz"));
-    let vary = br.is_some() || gz.is_some();
-    let (coding, chosen) = match pick_coding(ask.accept_encoding.as_deref(), |c| match c {
-        Coding::Br => br.is_some(),
-        Coding::Gzip => gz.is_some(),
-    }) {
-        Some(Coding::Br) => (Some(Coding::Br), br.unwrap_or(file)),
-        Some(Coding::Gzip) => (Some(Coding::Gzip), gz.unwrap_or(file)),
-        None => (None, file),
-    };
-    let rep = Rep {
-        len: chosen.contents.len() as u64,
-        etag: chosen.etag.to_string(),
-        modified: None,
-        content_type: content_type(name),
-        coding,
-        vary,
-    };
-    let plan = decide(&rep, &ask);
-    let reply = Reply::new(&rep, plan, ask.head, site_policy(name));
-    let body = memory_body(Bytes::from_static(chosen.contents), &reply.pieces);
-    Ok(reply.into_response(body))
 }
 
 /// A custom page of `[[routes]]`: one file named by the administrator, with the full semantics and
