@@ -333,8 +333,8 @@ pub fn timed_out_response(timeout: Duration) -> Resp {
 ///
 /// A body that arrives in one piece (a small JSON request usually does) is returned as that
 /// piece, without a copy, and the end is taken from its declared length without another poll;
-/// http-body-util's `Limited` + `collect` queued and walked every piece (with `/v1/` routed
-/// before the URI copy, the two saved 1,453 instructions per proxied request, by callgrind).
+/// http-body-util's `Limited` + `collect` queued and walked every piece (measured on proxied
+/// requests; see bench/README.md).
 pub async fn read_body<'a>(
     room: Room<'a>,
     req: Request<Incoming>,
