@@ -131,7 +131,13 @@ impl Reload {
     fn config_file(&self) -> Option<Config> {
         let cli = COMMAND_LINE.get().cloned().unwrap_or_default();
         match Config::load(&cli) {
-            Ok(c) => {
+            Ok(mut c) => {
+                // As at start (`conn_limits::fit_limits`, which said so then): otherwise a
+                // `max_connections` lowered to fit the open-files limit reads as changed.
+                c.limits.max_connections = crate::conn_limits::fit_to_open_files(
+                    c.limits.max_connections,
+                    crate::conn_limits::raise_open_files_limit(),
+                );
                 if let Some(path) = &c.source {
                     tracing::info!(path = %path.display(), "SIGHUP: config file read again");
                 }

@@ -342,3 +342,35 @@ async fn sighup_rereads_the_config_applies_new_names_and_says_which_keys_need_a_
         .await
         .is_ok());
 }
+
+/// A `max_connections` that the start lowered to fit the open-files limit is not a changed key:
+/// a SIGHUP with the file as it was names nothing to restart for.
+#[tokio::test]
+async fn sighup_with_an_unchanged_config_names_no_key_when_max_connections_was_fitted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("edge.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = 4096\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .in_dir(tmp.path())
+            .nofile(256)
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    assert!(
+        s.wait_for_log("max_connections lowered from 4096", 5),
+        "{}",
+        s.stderr()
+    );
+    sighup(&s);
+    assert!(
+        s.wait_for_log("config file read again, nothing changed", 5),
+        "{}",
+        s.stderr()
+    );
+    assert!(
+        !s.stderr().contains("changed: restart to apply"),
+        "{}",
+        s.stderr()
+    );
+}
