@@ -60,6 +60,17 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// A row of `SELECT id, title, hermes_session, created_at, updated_at`.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+        Ok(Summary {
+            id: r.get(0)?,
+            title: r.get(1)?,
+            hermes_session: r.get(2)?,
+            created_at: r.get(3)?,
+            updated_at: r.get(4)?,
+        })
+    }
+
     fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
@@ -80,15 +91,7 @@ pub fn find(
         "SELECT id, title, hermes_session, created_at, updated_at FROM conversations
          WHERE id = ?1 AND user_id = ?2",
         params![id, user_id],
-        |r| {
-            Ok(Summary {
-                id: r.get(0)?,
-                title: r.get(1)?,
-                hermes_session: r.get(2)?,
-                created_at: r.get(3)?,
-                updated_at: r.get(4)?,
-            })
-        },
+        Summary::from_row,
     )
     .optional()
 }
@@ -193,15 +196,7 @@ pub async fn list(app: &App, user: &User) -> Resp {
                 "SELECT id, title, hermes_session, created_at, updated_at FROM conversations
                  WHERE user_id = ?1 ORDER BY updated_at DESC, rowid DESC LIMIT 1000",
             )?;
-            let rows = st.query_map(params![uid], |r| {
-                Ok(Summary {
-                    id: r.get(0)?,
-                    title: r.get(1)?,
-                    hermes_session: r.get(2)?,
-                    created_at: r.get(3)?,
-                    updated_at: r.get(4)?,
-                })
-            })?;
+            let rows = st.query_map(params![uid], Summary::from_row)?;
             rows.collect::<Result<Vec<_>, _>>()
         })
         .await;
