@@ -143,12 +143,7 @@ async fn removed_account_id_memory_and_sessions_never_pass_to_a_new_account() {
     let fake = Fake::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let s = start_in(&fake, tmp.path());
-    let (ok, _, err) = cli(
-        tmp.path(),
-        &["user", "add", "alice", "--password-stdin"],
-        PASSWORD,
-    );
-    assert!(ok, "{err}");
+    add_user_cli(&s, "alice", PASSWORD);
     let alice = signed_in(&s, "alice").await;
     let seen_a = what_hermes_sees(&s, &fake, &alice).await;
     let id_a = user_id(tmp.path(), "alice");
@@ -274,12 +269,7 @@ async fn migrated_database_keeps_its_users_memory_scopes_and_never_reissues_free
     assert_eq!(r.status(), 200);
 
     // A new account gets neither a freed id's memory nor any id ever seen.
-    let (ok, _, err) = cli(
-        tmp.path(),
-        &["user", "add", "dave", "--password-stdin"],
-        PASSWORD,
-    );
-    assert!(ok, "{err}");
+    add_user_cli(&s, "dave", PASSWORD);
     assert!(user_id(tmp.path(), "dave") > 7);
     let dave = signed_in(&s, "dave").await;
     let seen = what_hermes_sees(&s, &fake, &dave).await;
@@ -354,12 +344,7 @@ async fn password_changed_by_the_command_line_ends_tokens_and_sessions_within_se
     let fake = Fake::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let s = start_in(&fake, tmp.path());
-    let (ok, _, err) = cli(
-        tmp.path(),
-        &["user", "add", "frank", "--password-stdin"],
-        PASSWORD,
-    );
-    assert!(ok, "{err}");
+    add_user_cli(&s, "frank", PASSWORD);
     let frank = signed_in(&s, "frank").await;
     let token = new_token(&s, &frank).await;
     let other = new_token(&s, &s.admin_client().await).await;
