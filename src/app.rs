@@ -57,8 +57,6 @@ pub struct Ctx {
 
 /// What the requests of one client connection share.
 pub struct Conn {
-    /// Its own connection to Hermes (see `hermes::own`).
-    pub own: crate::hermes::own::OwnUpstream,
     /// Its place under `limits.max_connections` and its network's cap, held while anything still
     /// uses the connection: an upgraded WebSocket outlives the HTTP connection it came on and
     /// keeps a clone.
@@ -75,13 +73,11 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(
-        own: crate::hermes::own::OwnUpstream,
         slot: crate::conn_limits::Slot,
         peer_ip: std::net::IpAddr,
         ip_limit: IpHold,
     ) -> Conn {
         Conn {
-            own,
             _slot: slot,
             peer_ip: (peer_ip, crate::forwarded::ip_header(peer_ip)),
             ip_limit,
@@ -103,10 +99,6 @@ impl crate::hermes::Client for Ctx {
 }
 
 impl crate::hermes::ClientConn for Conn {
-    fn own(&self) -> &crate::hermes::own::OwnUpstream {
-        &self.own
-    }
-
     fn peer_ip(&self) -> &(IpAddr, http::HeaderValue) {
         &self.peer_ip
     }

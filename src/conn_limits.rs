@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -142,6 +142,8 @@ struct ConnEntry {
     idle_since: AtomicU64,
     /// The connection's task, woken when it is told to close.
     waker: Mutex<Option<Waker>>,
+    /// Whether it ever had a request.
+    ever: AtomicBool,
 }
 
 impl ConnEntry {
@@ -221,6 +223,7 @@ impl ConnLimits {
             state: AtomicU32::new(0),
             idle_since: AtomicU64::new(clock_ms()),
             waker: Mutex::new(None),
+            ever: AtomicBool::new(false),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().conns.insert(id, entry.clone());
@@ -326,10 +329,27 @@ pub struct Requests {
 impl Requests {
     /// Marks a request in progress until the returned guard is dropped (with its response).
     pub fn begin(&self) -> Busy {
+        self.entry.ever.store(true, Ordering::Relaxed);
         self.entry.state.fetch_add(1, Ordering::SeqCst);
         Busy {
             entry: self.entry.clone(),
         }
+    }
+}
+
+impl Requests {
+    /// How long the connection has had no request in progress; `None` while one is.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.entry.state.load(Ordering::Acquire) & !EVICTED != 0 {
+            return None;
+        }
+        let since = self.entry.idle_since.load(Ordering::Acquire);
+        Some(Duration::from_millis(clock_ms().saturating_sub(since)))
+    }
+
+    /// Whether the connection ever had a request.
+    pub fn ever(&self) -> bool {
+        self.entry.ever.load(Ordering::Relaxed)
     }
 }
 

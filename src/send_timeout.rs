@@ -34,7 +34,6 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::conn_limits::clock_ms;
-use crate::header_timer::MovingSleep;
 
 /// What one connection's responses and socket are waiting on. Timestamps are
 /// [`clock_ms`] + 1, with 0 for "not waiting".
@@ -335,7 +334,7 @@ impl<T> Drop for WatchedIo<T> {
 /// The connection's side: one timer, armed while something waits on the client.
 pub struct SendCheck {
     watch: Arc<SendWatch>,
-    sleep: MovingSleep,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When to look again; `None` while nothing waits.
     deadline: Option<tokio::time::Instant>,
 }
@@ -344,15 +343,23 @@ impl SendCheck {
     pub fn new(watch: &Arc<SendWatch>) -> SendCheck {
         SendCheck {
             watch: watch.clone(),
-            sleep: MovingSleep::default(),
+            sleep: None,
             deadline: None,
         }
     }
 
-    /// `true` once something has waited on the client for the whole timeout and the connection
-    /// must close (an HTTP/2 stream that has is reset here instead). Called at the end of each
-    /// poll of the connection; the task is woken when the deadline comes.
-    pub fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Ready once something has waited on the client for the whole timeout and the connection
+    /// must close (an HTTP/2 stream that has is reset here instead). Polled with the connection
+    /// (each time its task wakes); the task is woken when the deadline comes.
+    pub fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stalled(cx) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         if self.deadline.is_none() {
             if !self.watch.anything_waiting() {
                 return false;
@@ -362,7 +369,13 @@ impl SendCheck {
             self.deadline = Some(tokio::time::Instant::now() + self.watch.timeout);
         }
         while let Some(deadline) = self.deadline {
-            if self.sleep.poll_until(deadline, cx).is_pending() {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            if std::future::Future::poll(sleep.as_mut(), cx).is_pending() {
                 return false;
             }
             let since = match self.watch.look() {

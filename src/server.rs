@@ -8,12 +8,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 
 use bytes::Bytes;
@@ -28,11 +25,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::{App, Conn};
 use crate::config::{Config, TlsMode};
-use crate::conn_limits::{ConnLimits, Place, Refused, Registered, Throttle};
-use crate::hermes::own::OwnUpstream;
+use crate::conn_limits::{ConnLimits, Place, Refused, Registered, Requests, Throttle};
 use crate::response::{self, Resp};
 use crate::send_timeout::{SendCheck, SendWatch, WatchedBody, WatchedIo};
-use crate::stopping::{Graceful, Member, Stopping};
 use crate::store::Store;
 use crate::tls::{self, local_ca::LocalCa, CertResolver};
 
@@ -205,7 +200,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
-    let stopping = Arc::new(Stopping::default());
     let conn_limit = ConnLimits::new(
         config.limits.max_connections,
         config.limits.max_connections_per_ip,
@@ -217,7 +211,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         TlsAcceptor::from(tls_config),
         &app,
         &conn_limit,
-        &stopping,
         &stop_rx,
     )?;
     let http_task = http.map(|l| {
@@ -236,8 +229,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "shutting down: no new connections; waiting up to {}s for requests in flight",
         config.limits.shutdown_grace.as_secs()
     );
+    // Every accept loop and HTTPS connection holds a copy of `stop_rx`, and starts its graceful
+    // shutdown when this changes; `stop_tx.closed()` is when the last copy is gone.
+    drop(stop_rx);
     let _ = stop_tx.send(true);
-    stopping.begin();
     if let Some(task) = &acme_task {
         task.abort();
     }
@@ -252,7 +247,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         Err(_) => return Ok(()),
     };
     tokio::select! {
-        _ = async { tokio::join!(graceful.shutdown(), stopping.all_done()) } => {
+        _ = async { tokio::join!(graceful.shutdown(), stop_tx.closed()) } => {
             println!("all connections closed; bye")
         }
         _ = tokio::time::sleep(config.limits.shutdown_grace) => {
@@ -338,9 +333,7 @@ fn public_urls(addr: SocketAddr) -> Vec<String> {
 fn h1_builder(config: &Config) -> hyper::server::conn::http1::Builder {
     let l = &config.limits;
     let mut b = hyper::server::conn::http1::Builder::new();
-    b
-        // One sleep per connection rather than one per request (see header_timer.rs).
-        .timer(crate::header_timer::ConnTimer::default())
+    b.timer(TokioTimer::new())
         // Also the keep-alive idle limit: hyper starts it whenever it waits for a request head.
         .header_read_timeout(l.header_read_timeout)
         .max_buf_size(l.max_header_bytes.max(8192))
@@ -447,7 +440,6 @@ fn spawn_https_workers(
     acceptor: TlsAcceptor,
     app: &Arc<App>,
     limits: &Arc<ConnLimits>,
-    stopping: &Arc<Stopping>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, StartError> {
     let failed =
@@ -465,19 +457,14 @@ fn spawn_https_workers(
             .build()
             .map_err(failed)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (acceptor, app, limits, stopping, stop) = (
-            acceptor.clone(),
-            app.clone(),
-            limits.clone(),
-            stopping.clone(),
-            stop.clone(),
-        );
+        let (acceptor, app, limits, stop) =
+            (acceptor.clone(), app.clone(), limits.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("https-{n}"))
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(socket) {
-                        Ok(l) => accept_https(l, acceptor, app, limits, stopping, stop).await,
+                        Ok(l) => accept_https(l, acceptor, app, limits, stop).await,
                         Err(e) => tracing::error!("HTTPS thread {n} cannot poll the listener: {e}"),
                     }
                     let _ = tx.send(());
@@ -497,14 +484,14 @@ async fn accept_https(
     acceptor: TlsAcceptor,
     app: Arc<App>,
     limits: Arc<ConnLimits>,
-    stopping: Arc<Stopping>,
     mut stop: watch::Receiver<bool>,
 ) {
     while let Some((tcp, peer, place)) = next_connection(&listener, &limits, &mut stop).await {
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let stopping = stopping.clone();
         let limits = limits.clone();
+        // Held by the connection while it lives: shutdown waits until every copy is dropped.
+        let mut stop = stop.clone();
         let handshake_timeout = app.config.limits.tls_handshake_timeout;
         tokio::spawn(async move {
             // The connection's place under the limits; it ends up in the `Conn` below.
@@ -537,25 +524,24 @@ async fn accept_https(
                     tracing::debug!(%peer, "closed in its TLS handshake for a new client");
                     return;
                 }
+                _ = stop.wait_for(|s| *s) => return,
             };
             if tls.get_ref().1.alpn_protocol() == Some(tls::acme::ACME_TLS_ALPN_PROTOCOL) {
                 // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP on this connection.
                 return;
             }
-            let streams = ConnStreams::watching(&send);
             // The protocol is the one ALPN settled (RFC 9113 §3.2: HTTP/2 over TLS is only ever
             // chosen that way), so nothing waits for the first bytes to tell them apart.
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let h2_idle = h2.then_some(app.config.limits.header_read_timeout);
-            let proto = if h2 {
-                Proto::H2(h2_builder(&app.config, streams.clone()))
-            } else {
-                Proto::H1(h1_builder(&app.config))
-            };
             let hold = app.ip_limit.bucket(peer.ip());
-            let shared = Arc::new(Conn::new(OwnUpstream::new(), permit, peer.ip(), hold));
+            let shared = Arc::new(Conn::new(permit, peer.ip(), hold));
             let requests = registered.requests();
+            let idle = h2.then(|| H2Idle {
+                requests: requests.clone(),
+                limit: app.config.limits.header_read_timeout,
+            });
             let watch = send.clone();
+            let config = app.config.clone();
             let svc = service_fn(move |req: Request<Incoming>| {
                 // In progress (the connection is not idle) until its response has been sent.
                 let busy = requests.begin();
@@ -571,20 +557,17 @@ async fn accept_https(
                 }
             });
             let io = TokioIo::new(tls);
-            let conn: Pin<Box<dyn ServedConn>> = match proto {
-                Proto::H2(b) => Box::pin(b.serve_connection(io, svc)),
-                Proto::H1(b) => Box::pin(b.serve_connection(io, svc).with_upgrades()),
+            let conn: Pin<Box<dyn ServedConn>> = if h2 {
+                let streams = StreamExecutor { send: send.clone() };
+                Box::pin(h2_builder(&config, streams).serve_connection(io, svc))
+            } else {
+                Box::pin(
+                    h1_builder(&config)
+                        .serve_connection(io, svc)
+                        .with_upgrades(),
+                )
             };
-            // A client that finishes the handshake and then sends nothing is closed after the
-            // header timeout either way (it held a place under `max_connections` for as long as
-            // it liked before): HTTP/1.1's header timer starts as soon as hyper waits for the
-            // first request head, and HTTP/2's idle limit counts from the handshake. Neither
-            // costs a timer poll per request, as a separate watch on the connection did.
-            let watched = Watched {
-                registered,
-                send: SendCheck::new(&send),
-            };
-            match streams.drive(conn, stopping.join(), h2_idle, watched).await {
+            match drive(conn, stop, idle, registered, SendCheck::new(&send)).await {
                 Ended::Served(Err(e)) => tracing::debug!(%peer, "connection ended: {e}"),
                 Ended::Served(Ok(())) => {}
                 Ended::Silent => {
@@ -601,87 +584,49 @@ async fn accept_https(
     }
 }
 
-/// An HTTP/2 stream, run inside the connection's own task.
-type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The executor of one HTTPS connection's HTTP/2 streams: they run inside the connection's own
-/// task instead of one spawned task each.
+/// Runs hyper's connection until it ends, and ends it early for what hyper does not watch
+/// itself: the server stopping (a graceful shutdown: requests in flight finish, HTTP/2 sends
+/// GOAWAY), an HTTP/2 connection with no stream for the idle limit, a new client needing the
+/// place of this idle one, a response that stopped moving (`send_timeout`).
 ///
-/// Why: with a task per stream, each response woke the connection task, which tokio runs next
-/// (its LIFO slot), so every response was flushed on its own: one TLS record and one `writev`
-/// per request (`strace -c`: 20,321 `writev` for 20,000 requests with `h2load -m10`). Polled
-/// together, the streams that a read made ready all answer before the connection writes, and
-/// their responses leave in one `writev`. The streams of one connection share its thread, as
-/// they share its socket; different connections still run in parallel.
-#[derive(Clone, Default)]
-struct ConnStreams {
-    new: Arc<NewStreams>,
-    /// Where each new stream finds the handle that resets it when its response stalls
-    /// (`send_timeout`).
-    send: Option<Arc<SendWatch>>,
-}
-
-#[derive(Default)]
-struct NewStreams {
-    tasks: std::sync::Mutex<Vec<StreamTask>>,
-    /// Whether `tasks` may hold any: most polls of an HTTP/1.1 connection (which starts none)
-    /// then take no lock.
-    any: AtomicBool,
-}
-
-impl<F> hyper::rt::Executor<F> for ConnStreams
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        let task: StreamTask = match self.send.as_ref().and_then(|s| s.take_stream_abort()) {
-            Some(abort) => Box::pin(futures_util::future::Abortable::new(fut, abort).map(|_| ())),
-            None => Box::pin(fut),
-        };
-        match self.new.tasks.lock() {
-            Ok(mut new) => {
-                new.push(task);
-                self.new.any.store(true, Ordering::Release);
+/// This is hyper's own graceful-shutdown pattern (a `select!` that calls `graceful_shutdown` on
+/// the connection). hyper-util's `GracefulShutdown` wrapper is not used here because the HTTP/2
+/// idle limit must call `graceful_shutdown` too, which its wrapper keeps to itself, and because
+/// its trait does not cover the HTTP/1.1 connection with upgrades (WebSockets) built here. The
+/// port-80 listener, which has neither, uses it.
+async fn drive(
+    mut conn: Pin<Box<dyn ServedConn>>,
+    mut stop: watch::Receiver<bool>,
+    idle: Option<H2Idle>,
+    mut registered: Registered,
+    mut send: SendCheck,
+) -> Ended {
+    let mut told_to_stop = false;
+    let mut idle_closed = idle.is_none();
+    loop {
+        tokio::select! {
+            // In this order: the send check looks at what the connection's poll just left
+            // waiting (a write the socket refused), so it comes after it.
+            biased;
+            r = conn.as_mut() => return Ended::Served(r),
+            _ = stop.wait_for(|s| *s), if !told_to_stop => {
+                told_to_stop = true;
+                conn.as_mut().graceful_shutdown();
             }
-            // Unreachable in practice (nothing panics while holding it); the task still runs.
-            Err(_) => {
-                tokio::spawn(task);
+            ever = async { idle.as_ref()?.expired().await }, if !idle_closed => {
+                idle_closed = true;
+                match ever {
+                    // hyper's HTTP/2 connection ignores a graceful shutdown until the client's
+                    // preface has come: one that never asked anything is dropped instead.
+                    Some(false) => return Ended::Silent,
+                    _ => {
+                        tracing::debug!("HTTP/2 connection idle for the keep-alive limit; closing");
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
             }
-        }
-    }
-}
-
-impl ConnStreams {
-    fn watching(send: &Arc<SendWatch>) -> ConnStreams {
-        ConnStreams {
-            new: Default::default(),
-            send: Some(send.clone()),
-        }
-    }
-
-    /// Runs `conn` and the streams it hands to this executor until `conn` ends; `member` tells it
-    /// when to shut down gracefully.
-    fn drive<C: Future + Graceful + ?Sized>(
-        self,
-        conn: Pin<Box<C>>,
-        member: Member,
-        idle_limit: Option<Duration>,
-        watched: Watched,
-    ) -> WithStreams<C> {
-        WithStreams {
-            conn,
-            watched,
-            new: self.new,
-            wake: PassWakers::new(),
-            running: FuturesUnordered::new(),
-            member,
-            streamed: false,
-            idle: idle_limit.map(|limit| IdleClose {
-                limit,
-                since: None,
-                sleep: Default::default(),
-                done: false,
-            }),
+            _ = registered.until_evicted() => return Ended::Evicted,
+            _ = std::future::poll_fn(|cx| send.poll_stalled(cx)) => return Ended::SendTimeout,
         }
     }
 }
@@ -689,41 +634,31 @@ impl ConnStreams {
 /// HTTP/2's keep-alive idle limit (HTTP/1.1 has hyper's header timeout): a connection with no
 /// stream for `limit` is asked to close (GOAWAY). Without it, a client that answered the
 /// keep-alive pings kept an idle connection, and its place under `max_connections`, forever.
-struct IdleClose {
+struct H2Idle {
+    requests: Requests,
     limit: Duration,
-    /// When the last stream ended (`None` while one runs).
-    since: Option<tokio::time::Instant>,
-    sleep: crate::header_timer::MovingSleep,
-    done: bool,
 }
 
-impl IdleClose {
-    /// `true` once, when the connection has been idle for the whole limit.
-    fn expired(&mut self, idle: bool, cx: &mut Context<'_>) -> bool {
-        if self.done {
-            return false;
+impl H2Idle {
+    /// Once the connection has had no request in progress for the whole limit, with whether it
+    /// ever had one. Looks again at most once per limit, so a busy connection costs one timer
+    /// per `limit`, not one per request.
+    async fn expired(&self) -> Option<bool> {
+        loop {
+            let wait = match self.requests.idle_for() {
+                Some(idle) if idle >= self.limit => return Some(self.requests.ever()),
+                Some(idle) => self.limit - idle,
+                None => self.limit,
+            };
+            tokio::time::sleep(wait).await;
         }
-        if !idle {
-            self.since = None;
-            return false;
-        }
-        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
-        self.done = self.sleep.poll_until(since + self.limit, cx).is_ready();
-        self.done
     }
 }
 
-/// What closes a connection from outside hyper: a new client needing its place while it is
-/// idle (`conn_limits`), and a response that stopped moving (`send_timeout`).
-struct Watched {
-    registered: Registered,
-    send: SendCheck,
-}
-
-/// How a connection driven by [`WithStreams`] ended.
-enum Ended<T> {
+/// How a connection driven by [`drive`] ended.
+enum Ended {
     /// hyper's connection finished (its result).
-    Served(T),
+    Served(Result<(), hyper::Error>),
     /// Closed without a word, the client having asked nothing within the idle limit.
     Silent,
     /// Closed while idle, for a new client.
@@ -732,170 +667,55 @@ enum Ended<T> {
     SendTimeout,
 }
 
-enum Proto {
-    H1(hyper::server::conn::http1::Builder),
-    H2(hyper::server::conn::http2::Builder<ConnStreams>),
-}
-
 /// An HTTPS connection as served: HTTP/1.1 (with upgrades) or HTTP/2.
-trait ServedConn: Future<Output = Result<(), hyper::Error>> + Graceful + Send {}
-impl<T: Future<Output = Result<(), hyper::Error>> + Graceful + Send> ServedConn for T {}
-
-struct WithStreams<C: ?Sized> {
-    conn: Pin<Box<C>>,
-    new: Arc<NewStreams>,
-    wake: PassWakers,
-    running: FuturesUnordered<StreamTask>,
-    member: Member,
-    /// Whether the client ever opened a stream. hyper's HTTP/2 connection ignores a graceful
-    /// shutdown until the client's preface has come, so one that never asked anything is dropped
-    /// instead when the idle limit ends.
-    streamed: bool,
-    idle: Option<IdleClose>,
-    watched: Watched,
+trait ServedConn: Future<Output = Result<(), hyper::Error>> + Send {
+    fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-impl<C: Future + Graceful + ?Sized> Future for WithStreams<C> {
-    type Output = Ended<C::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended<C::Output>> {
-        let this = &mut *self;
-        if this.watched.registered.evicted(cx.waker()) {
-            return Poll::Ready(Ended::Evicted);
-        }
-        if this.member.should_stop(cx.waker()) {
-            // Finish the requests in flight (HTTP/2: GOAWAY), then close.
-            this.conn.as_mut().graceful_shutdown();
-            this.wake.conn.woken.store(true, Ordering::SeqCst);
-        }
-        let pass = &this.wake.conn.pass;
-        pass.task.register(cx.waker());
-        pass.polling.store(true, Ordering::SeqCst);
-        // Whichever side was woken (the connection, or its streams), until neither is; bounded so
-        // one busy connection cannot hold the thread.
-        for _ in 0..16 {
-            if this.wake.conn.woken.swap(false, Ordering::SeqCst) {
-                let mut cx = Context::from_waker(&this.wake.conn_waker);
-                if let Poll::Ready(out) = this.conn.as_mut().poll(&mut cx) {
-                    pass.polling.store(false, Ordering::SeqCst);
-                    return Poll::Ready(Ended::Served(out));
-                }
-            }
-            let mut added = false;
-            if this.new.any.load(Ordering::Acquire) {
-                if let Ok(mut new) = this.new.tasks.lock() {
-                    this.new.any.store(false, Ordering::Relaxed);
-                    for task in new.drain(..) {
-                        added = true;
-                        this.streamed = true;
-                        this.running.push(task);
-                    }
-                }
-            }
-            // An empty set has nothing to poll (and nothing that could wake it).
-            if this.wake.streams.woken.swap(false, Ordering::SeqCst) || added {
-                let mut cx = Context::from_waker(&this.wake.streams_waker);
-                while let Poll::Ready(Some(())) = this.running.poll_next_unpin(&mut cx) {}
-            }
-            // A stream added while the streams were polled has woken nothing yet: it is taken up
-            // by another turn too.
-            if this.wake.any_woken() || this.new.any.load(Ordering::Acquire) {
-                continue;
-            }
-            // Every wake from here on goes to the task; one that came just before is seen below.
-            pass.polling.store(false, Ordering::SeqCst);
-            if this.wake.any_woken() {
-                pass.polling.store(true, Ordering::SeqCst);
-                continue;
-            }
-            let idle = this.running.is_empty();
-            if this.idle.as_mut().is_some_and(|i| i.expired(idle, cx)) {
-                if !this.streamed {
-                    return Poll::Ready(Ended::Silent);
-                }
-                tracing::debug!("HTTP/2 connection idle for the keep-alive limit; closing");
-                this.conn.as_mut().graceful_shutdown();
-                this.wake.conn.woken.store(true, Ordering::SeqCst);
-                pass.polling.store(true, Ordering::SeqCst);
-                continue;
-            }
-            if this.watched.send.stalled(cx) {
-                return Poll::Ready(Ended::SendTimeout);
-            }
-            return Poll::Pending;
-        }
-        pass.polling.store(false, Ordering::SeqCst);
-        cx.waker().wake_by_ref();
-        Poll::Pending
+impl<S> ServedConn for hyper::server::conn::http1::UpgradeableConnection<TokioIo<Tls>, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Watched> + Send,
+    S::Future: Send,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
     }
 }
 
-/// The wakers a connection's futures are polled with: one for hyper's connection, one for its
-/// streams. A wake that comes while the connection's task is polling them is only noted, and
-/// answered by another turn of the same poll for the side that was woken; any other is passed on
-/// to the task, which then polls only the side that was woken.
-///
-/// Why: a proxied request woke its own task three times from inside a poll (the request handed
-/// to the upstream connection, the answer handed back, its body), and each wake was a trip
-/// through the scheduler and a walk down every nested future of both sides: five polls of the
-/// connection and five of its streams per request where two events (the request, the answer)
-/// happened. (The upstream connection then ran as a future of its own beside the streams; it is
-/// now read by the request and its response body, see `hermes::own`.)
-struct PassWakers {
-    conn: Arc<Side>,
-    conn_waker: std::task::Waker,
-    streams: Arc<Side>,
-    streams_waker: std::task::Waker,
-}
-
-impl PassWakers {
-    fn new() -> PassWakers {
-        let pass = Arc::new(Pass::default());
-        let side = |woken| {
-            Arc::new(Side {
-                pass: pass.clone(),
-                woken: AtomicBool::new(woken),
-            })
-        };
-        // The connection is polled first of all; the streams when one is added.
-        let conn = side(true);
-        let streams = side(false);
-        PassWakers {
-            conn_waker: std::task::Waker::from(conn.clone()),
-            streams_waker: std::task::Waker::from(streams.clone()),
-            conn,
-            streams,
-        }
-    }
-
-    fn any_woken(&self) -> bool {
-        self.conn.woken.load(Ordering::SeqCst) || self.streams.woken.load(Ordering::SeqCst)
+impl<S> ServedConn for hyper::server::conn::http2::Connection<TokioIo<Tls>, S, StreamExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Watched> + Send,
+    S::Future: Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self);
     }
 }
 
-#[derive(Default)]
-struct Pass {
-    /// Set while the task is inside `WithStreams::poll`.
-    polling: AtomicBool,
-    task: futures_util::task::AtomicWaker,
+/// The TLS stream of an HTTPS connection.
+type Tls = tokio_rustls::server::TlsStream<WatchedIo<TcpStream>>;
+/// A response body as the connection sends it.
+type Watched = WatchedBody<response::Body, crate::conn_limits::Busy>;
+
+/// Runs an HTTPS connection's HTTP/2 streams as tokio tasks, each wrapped so that `send_timeout`
+/// can reset it alone (dropping a stream's task makes h2 send `RST_STREAM`).
+#[derive(Clone)]
+struct StreamExecutor {
+    send: Arc<SendWatch>,
 }
 
-struct Side {
-    pass: Arc<Pass>,
-    woken: AtomicBool,
-}
-
-impl std::task::Wake for Side {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Paired with the poll's `polling = false` then `any_woken`: either that check sees this
-        // mark, or this load sees the poll is over and the task is woken.
-        self.woken.store(true, Ordering::SeqCst);
-        if !self.pass.polling.load(Ordering::SeqCst) {
-            self.pass.task.wake();
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        match self.send.take_stream_abort() {
+            Some(abort) => {
+                tokio::spawn(futures_util::future::Abortable::new(fut, abort).map(|_| ()));
+            }
+            None => {
+                tokio::spawn(fut);
+            }
         }
     }
 }

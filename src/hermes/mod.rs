@@ -3,12 +3,12 @@
 //! `429` within a bounded budget, and turns every kind of trouble into an `UpstreamError` whose
 //! message says what to do about it.
 //!
-//! `own` is a client connection's own upstream connection, tried before the shared pool.
+//! Requests go over hyper's client pool; an answer's body is hyper's own `Incoming`, so dropping
+//! it before its end (the browser went away) closes that upstream connection, which stops the agent.
 //! `relay` is the streaming body that carries Hermes' SSE events to the client as they arrive.
 //! The routes that use it live elsewhere: `chat` (the web chat, its stored conversations and
 //! `/v1/*` for API clients) and `dashboard` (the proxy to Hermes' own web dashboard).
 
-pub mod own;
 pub mod relay;
 
 use std::borrow::Cow;
@@ -159,8 +159,6 @@ pub trait Client {
 
 /// What a client connection lends to the requests sent to Hermes on its behalf (`app::Conn`).
 pub trait ClientConn: Send + Sync {
-    /// Its own connection to Hermes (see `own`).
-    fn own(&self) -> &own::OwnUpstream;
     /// The peer's address and its text as a header value.
     fn peer_ip(&self) -> &(IpAddr, HeaderValue);
 }
@@ -176,7 +174,7 @@ pub struct Outgoing {
     pub session_key: Option<HeaderValue>,
     pub client_ip: IpAddr,
     pub stream: bool,
-    /// The client connection, whose own upstream connection is tried before the shared pool.
+    /// The client connection, whose address header is formatted once for all its requests.
     pub conn: Option<Arc<dyn ClientConn>>,
 }
 
@@ -184,8 +182,6 @@ pub struct Outgoing {
 /// the key on every request showed in profiles).
 pub struct Target {
     authority: http::uri::Authority,
-    /// `Host` for requests sent in origin form over a client connection's own upstream connection.
-    pub host: HeaderValue,
     /// `Bearer <key>`, marked sensitive; `None` without a key or when the key cannot be a header.
     bearer: Option<HeaderValue>,
 }
@@ -193,25 +189,20 @@ pub struct Target {
 impl Target {
     /// `None` when `upstream` has no host (config validation refuses such a URL).
     ///
-    /// The three values are static text (made once per process, which has one `App`): every
+    /// The two values are static text (made once per process, which has one `App`): every
     /// proxied request copies them, and copying shared bytes would move one reference count's
     /// cache line between the two worker threads on each request.
     pub fn new(upstream: &str, key: Option<&str>) -> Option<Target> {
         let parsed = upstream.parse::<http::Uri>().ok()?.authority()?.clone();
         let text = static_bytes(parsed.as_str().to_string());
-        let authority = http::uri::Authority::from_maybe_shared(text.clone()).ok()?;
-        let host = HeaderValue::from_maybe_shared(text).ok()?;
+        let authority = http::uri::Authority::from_maybe_shared(text).ok()?;
         let bearer = key
             .and_then(|k| HeaderValue::from_maybe_shared(static_bytes(format!("Bearer {k}"))).ok())
             .map(|mut v| {
                 v.set_sensitive(true);
                 v
             });
-        Some(Target {
-            authority,
-            host,
-            bearer,
-        })
+        Some(Target { authority, bearer })
     }
 }
 
@@ -301,41 +292,6 @@ impl Outgoing {
         *req.headers_mut() = headers;
         Ok(req)
     }
-
-    /// The request as HTTP/1.1 bytes, head and body, for a client connection's own upstream
-    /// connection (`own`), written straight into one buffer.
-    fn encode(&self, target: &Target, bearer: &HeaderValue) -> Result<Vec<u8>, String> {
-        let path = self.path.as_bytes();
-        if path.first() != Some(&b'/') || !path.iter().all(|&b| b.is_ascii_graphic()) {
-            return Err("the path of the request to Hermes is not a valid request target".into());
-        }
-        let body = self.body.as_deref().unwrap_or_default();
-        let mut v = Vec::with_capacity(320 + body.len());
-        v.extend_from_slice(self.method.as_str().as_bytes());
-        v.push(b' ');
-        v.extend_from_slice(path);
-        v.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut line = |name: &[u8], value: &[u8]| {
-            v.extend_from_slice(name);
-            v.extend_from_slice(b": ");
-            v.extend_from_slice(value);
-            v.extend_from_slice(b"\r\n");
-        };
-        line(b"host", target.host.as_bytes());
-        self.each_header(bearer, |name, value| {
-            line(name.as_str().as_bytes(), value.as_bytes())
-        })?;
-        let mut len = [0u8; 20];
-        if self.body.is_some() {
-            let n = decimal(i64::try_from(body.len()).unwrap_or(i64::MAX), &mut len);
-            line(b"content-length", &len[..n]);
-        } else if matches!(self.method, Method::POST | Method::PUT | Method::PATCH) {
-            line(b"content-length", b"0");
-        }
-        v.extend_from_slice(b"\r\n");
-        v.extend_from_slice(body);
-        Ok(v)
-    }
 }
 
 /// The fixed parts of a request to Hermes and its `Bearer` value; an error when either is missing.
@@ -365,30 +321,6 @@ pub fn session_key(scope: &str) -> HeaderValue {
     buf[..4].copy_from_slice(b"web:");
     HeaderValue::from_bytes(&buf[..4 + scope.len()])
         .unwrap_or_else(|_| HeaderValue::from_static("web:"))
-}
-
-/// Writes `n` in decimal at the start of `out` (at least 20 bytes) and returns its length:
-/// `format!` went through the formatting machinery on every proxied request.
-pub(crate) fn decimal(n: i64, out: &mut [u8]) -> usize {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let mut len = 0;
-    if n < 0 {
-        out[0] = b'-';
-        len = 1;
-    }
-    let text = &digits[at..];
-    out[len..len + text.len()].copy_from_slice(text);
-    len + text.len()
 }
 
 /// Sends `out` to Hermes and returns its successful response head (the body still streaming).
@@ -456,78 +388,27 @@ pub async fn exchange(
     Err(UpstreamError::RateLimited { retry_after: 1 })
 }
 
-/// One exchange with Hermes: over the client connection's own upstream connection when it has a
-/// free one, else over the shared pool. Its answer must start within the idle timeout.
+/// One exchange with Hermes over the shared pool. Its answer must start within the idle timeout.
 async fn request(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
-    let failed = |e: &dyn std::fmt::Display| {
-        tracing::warn!("request to Hermes failed: {e}");
-        UpstreamError::Failed(format!("the connection failed ({e})"))
-    };
-    let idle = hermes.chat.idle_timeout;
-    let stalled = || UpstreamError::Stalled {
-        secs: idle.as_secs(),
-    };
-    if let Some(conn) = &out.conn {
-        let (target, bearer) = target(hermes).map_err(UpstreamError::Failed)?;
-        let bytes = out.encode(target, bearer).map_err(UpstreamError::Failed)?;
-        match conn
-            .own()
-            .send(target.authority.as_str(), &bytes, idle)
-            .await
-        {
-            own::Tried::Answered(resp) => return Ok(resp.map(UpBody::Own)),
-            own::Tried::Failed(e) => return Err(failed(&e)),
-            own::Tried::NotSent => {}
-            own::Tried::Unreachable(e) => return Err(unreachable(hermes, &e)),
-            own::Tried::Stalled => return Err(stalled()),
-        }
-    }
     let req = out.build(hermes).map_err(UpstreamError::Failed)?;
-    match tokio::time::timeout(idle, hermes.pool.request(req)).await {
-        Err(_) => Err(stalled()),
-        Ok(Ok(resp)) => Ok(resp.map(UpBody::Pool)),
+    match tokio::time::timeout(hermes.chat.idle_timeout, hermes.pool.request(req)).await {
+        Err(_) => Err(UpstreamError::Stalled {
+            secs: hermes.chat.idle_timeout.as_secs(),
+        }),
+        Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) if e.is_connect() => Err(unreachable(hermes, &e)),
-        Ok(Err(e)) => Err(failed(&error_chain(&e))),
-    }
-}
-
-/// The body of an answer from Hermes: read over the client connection's own upstream connection,
-/// or over the shared pool.
-pub enum UpBody {
-    Own(own::OwnBody),
-    Pool(Incoming),
-}
-
-impl http_body::Body for UpBody {
-    type Data = Bytes;
-    type Error = response::BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, response::BoxError>>> {
-        match self.get_mut() {
-            UpBody::Own(b) => std::pin::Pin::new(b).poll_frame(cx),
-            UpBody::Pool(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map_err(response::BoxError::from),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpBody::Own(b) => b.is_end_stream(),
-            UpBody::Pool(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            UpBody::Own(b) => b.size_hint(),
-            UpBody::Pool(b) => b.size_hint(),
+        Ok(Err(e)) => {
+            let e = error_chain(&e);
+            tracing::warn!("request to Hermes failed: {e}");
+            Err(UpstreamError::Failed(format!(
+                "the connection failed ({e})"
+            )))
         }
     }
 }
+
+/// The body of an answer from Hermes, as hyper's client reads it.
+pub type UpBody = Incoming;
 
 fn unreachable(hermes: &Hermes<'_>, e: &dyn std::fmt::Display) -> UpstreamError {
     tracing::warn!(upstream = %hermes.upstream, "Hermes API Server unreachable: {e}");
@@ -598,12 +479,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_keys_and_decimals_read_as_format_would_write_them() {
-        for n in [0, 7, 10, 99, 1234567, -5, i64::MAX, i64::MIN] {
-            let mut out = [0u8; 21];
-            let len = decimal(n, &mut out);
-            assert_eq!(std::str::from_utf8(&out[..len]).unwrap(), n.to_string());
-        }
+    fn session_keys_read_as_format_would_write_them() {
         assert_eq!(session_key("42"), "web:42");
         let long = "u1-".to_string() + &"f".repeat(80);
         assert_eq!(session_key(&long), format!("web:{long}").as_str());
