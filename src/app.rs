@@ -57,6 +57,8 @@ pub struct Ctx {
 
 /// What the requests of one client connection share.
 pub struct Conn {
+    /// Its own connection to Hermes (see `hermes::conn`).
+    pub upstream: crate::hermes::conn::OwnUpstream,
     /// Its place under `limits.max_connections` and its network's cap, held while anything still
     /// uses the connection: an upgraded WebSocket outlives the HTTP connection it came on and
     /// keeps a clone.
@@ -78,6 +80,7 @@ impl Conn {
         ip_limit: IpHold,
     ) -> Conn {
         Conn {
+            upstream: Default::default(),
             _slot: slot,
             peer_ip: (peer_ip, crate::forwarded::ip_header(peer_ip)),
             ip_limit,
@@ -99,6 +102,10 @@ impl crate::hermes::Client for Ctx {
 }
 
 impl crate::hermes::ClientConn for Conn {
+    fn upstream(&self) -> &crate::hermes::conn::OwnUpstream {
+        &self.upstream
+    }
+
     fn peer_ip(&self) -> &(IpAddr, http::HeaderValue) {
         &self.peer_ip
     }

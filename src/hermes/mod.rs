@@ -3,12 +3,15 @@
 //! `429` within a bounded budget, and turns every kind of trouble into an `UpstreamError` whose
 //! message says what to do about it.
 //!
-//! Requests go over hyper's client pool; an answer's body is hyper's own `Incoming`, so dropping
-//! it before its end (the browser went away) closes that upstream connection, which stops the agent.
+//! Requests go over the client connection's own upstream connection (`conn`, hyper's client
+//! connection) or hyper's shared client pool; an answer's body is hyper's own `Incoming`, so
+//! dropping it before its end (the browser went away) closes that upstream connection, which stops
+//! the agent.
 //! `relay` is the streaming body that carries Hermes' SSE events to the client as they arrive.
 //! The routes that use it live elsewhere: `chat` (the web chat, its stored conversations and
 //! `/v1/*` for API clients) and `dashboard` (the proxy to Hermes' own web dashboard).
 
+pub mod conn;
 pub mod relay;
 
 use std::borrow::Cow;
@@ -159,6 +162,8 @@ pub trait Client {
 
 /// What a client connection lends to the requests sent to Hermes on its behalf (`app::Conn`).
 pub trait ClientConn: Send + Sync {
+    /// Its own connection to Hermes (see `conn`).
+    fn upstream(&self) -> &conn::OwnUpstream;
     /// The peer's address and its text as a header value.
     fn peer_ip(&self) -> &(IpAddr, HeaderValue);
 }
@@ -174,7 +179,8 @@ pub struct Outgoing {
     pub session_key: Option<HeaderValue>,
     pub client_ip: IpAddr,
     pub stream: bool,
-    /// The client connection, whose address header is formatted once for all its requests.
+    /// The client connection: its own upstream connection is tried before the shared pool, and
+    /// its address header is formatted once for all its requests.
     pub conn: Option<Arc<dyn ClientConn>>,
 }
 
@@ -182,6 +188,8 @@ pub struct Outgoing {
 /// the key on every request showed in profiles).
 pub struct Target {
     authority: http::uri::Authority,
+    /// `Host` for requests sent in origin form over a client connection's own connection.
+    host: HeaderValue,
     /// `Bearer <key>`, marked sensitive; `None` without a key or when the key cannot be a header.
     bearer: Option<HeaderValue>,
 }
@@ -189,20 +197,25 @@ pub struct Target {
 impl Target {
     /// `None` when `upstream` has no host (config validation refuses such a URL).
     ///
-    /// The two values are static text (made once per process, which has one `App`): every
+    /// The three values are static text (made once per process, which has one `App`): every
     /// proxied request copies them, and copying shared bytes would move one reference count's
     /// cache line between the two worker threads on each request.
     pub fn new(upstream: &str, key: Option<&str>) -> Option<Target> {
         let parsed = upstream.parse::<http::Uri>().ok()?.authority()?.clone();
         let text = static_bytes(parsed.as_str().to_string());
-        let authority = http::uri::Authority::from_maybe_shared(text).ok()?;
+        let authority = http::uri::Authority::from_maybe_shared(text.clone()).ok()?;
+        let host = HeaderValue::from_maybe_shared(text).ok()?;
         let bearer = key
             .and_then(|k| HeaderValue::from_maybe_shared(static_bytes(format!("Bearer {k}"))).ok())
             .map(|mut v| {
                 v.set_sensitive(true);
                 v
             });
-        Some(Target { authority, bearer })
+        Some(Target {
+            authority,
+            host,
+            bearer,
+        })
     }
 }
 
@@ -264,21 +277,20 @@ impl Outgoing {
         Ok(())
     }
 
-    /// The request for the shared pool (hyper's client, absolute URI).
+    /// The request in origin form with `Host`, for a client connection's own connection; the
+    /// shared pool takes it after [`absolute`] (hyper's pool wants the whole URL).
     fn build(&self, hermes: &Hermes<'_>) -> Result<HyperRequest<crate::response::Body>, String> {
         let (target, bearer) = target(hermes)?;
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(target.authority.clone());
-        uri.path_and_query = Some(match &self.path {
+        let path = match &self.path {
             Cow::Borrowed(p) => http::uri::PathAndQuery::from_static(p),
             Cow::Owned(p) => {
                 http::uri::PathAndQuery::try_from(p.as_str()).map_err(|e| e.to_string())?
             }
-        });
+        };
         // Built in place: the request builder moved the whole request through each of its steps
         // and grew the header map several times (both showed in profiles of proxied requests).
         let mut headers = http::HeaderMap::with_capacity(12);
+        headers.insert(header::HOST, target.host.clone());
         self.each_header(bearer, |name, value| {
             headers.insert(name, value);
         })?;
@@ -288,10 +300,23 @@ impl Outgoing {
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = http::Uri::from_parts(uri).map_err(|e| e.to_string())?;
+        *req.uri_mut() = http::Uri::from(path);
         *req.headers_mut() = headers;
         Ok(req)
     }
+}
+
+/// `req` (origin form) with the whole URL of `target`, for the shared pool.
+fn absolute(
+    target: &Target,
+    mut req: HyperRequest<crate::response::Body>,
+) -> Result<HyperRequest<crate::response::Body>, String> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(target.authority.clone());
+    uri.path_and_query = req.uri().path_and_query().cloned();
+    *req.uri_mut() = http::Uri::from_parts(uri).map_err(|e| e.to_string())?;
+    Ok(req)
 }
 
 /// The fixed parts of a request to Hermes and its `Bearer` value; an error when either is missing.
@@ -388,22 +413,36 @@ pub async fn exchange(
     Err(UpstreamError::RateLimited { retry_after: 1 })
 }
 
-/// One exchange with Hermes over the shared pool. Its answer must start within the idle timeout.
+/// One exchange with Hermes: over the client connection's own connection when it has a free one,
+/// else over the shared pool. Its answer must start within the idle timeout.
 async fn request(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
-    let req = out.build(hermes).map_err(UpstreamError::Failed)?;
-    match tokio::time::timeout(hermes.chat.idle_timeout, hermes.pool.request(req)).await {
-        Err(_) => Err(UpstreamError::Stalled {
-            secs: hermes.chat.idle_timeout.as_secs(),
-        }),
+    let idle = hermes.chat.idle_timeout;
+    let stalled = || UpstreamError::Stalled {
+        secs: idle.as_secs(),
+    };
+    let failed = |e: &(dyn std::error::Error + 'static)| {
+        let e = error_chain(e);
+        tracing::warn!("request to Hermes failed: {e}");
+        UpstreamError::Failed(format!("the connection failed ({e})"))
+    };
+    let (target, _) = target(hermes).map_err(UpstreamError::Failed)?;
+    let mut req = out.build(hermes).map_err(UpstreamError::Failed)?;
+    if let Some(conn) = &out.conn {
+        let sent = conn.upstream().send(target.authority.as_str(), req);
+        match tokio::time::timeout(idle, sent).await {
+            Err(_) => return Err(stalled()),
+            Ok(conn::Tried::Answered(resp)) => return Ok(resp),
+            Ok(conn::Tried::NotSent(back)) => req = back,
+            Ok(conn::Tried::Unreachable(e)) => return Err(unreachable(hermes, &e)),
+            Ok(conn::Tried::Failed(e)) => return Err(failed(&e)),
+        }
+    }
+    let req = absolute(target, req).map_err(UpstreamError::Failed)?;
+    match tokio::time::timeout(idle, hermes.pool.request(req)).await {
+        Err(_) => Err(stalled()),
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) if e.is_connect() => Err(unreachable(hermes, &e)),
-        Ok(Err(e)) => {
-            let e = error_chain(&e);
-            tracing::warn!("request to Hermes failed: {e}");
-            Err(UpstreamError::Failed(format!(
-                "the connection failed ({e})"
-            )))
-        }
+        Ok(Err(e)) => Err(failed(&e)),
     }
 }
 
