@@ -16,19 +16,20 @@ Interface
                    exactly as parsed, nothing added), flushed before the answer is sent.
     --events       optional JSON-lines file of what happened besides the bodies: {"ts", "event", ...}
                    with event one of "listening" (port, pid), "request" (method, path; routes that
-                   exist), "stream_start" (id, mode, pause), "stream_done" (chunks_sent, seconds),
+                   exist), "stream_start" (id, mode: normal|slow|cutoff|pause|tool_call, pause),
+                   "stream_done" (chunks_sent, seconds),
                    "stream_cutoff", "client_disconnected" (chunks_sent, seconds since stream_start),
                    "not_found" (method, path: the probes Hermes makes, answered 404).
                    Also echoed to stderr.
     --chunk-delay  seconds between streamed chunks in the normal mode (default 0.02).
 
-POST /v1/chat/completions (stream true or false). The answer text is
+POST /v1/chat/completions (stream true or false). Outside the tool modes and smart reviews (below) the answer is
     echo: <text of the last user message> (history: N messages)
 where N = len(messages) in the request (system messages included) and the text of a content-part array
 is its text parts joined by a space, followed by " [images: K]" when it held K image_url parts.
 Streaming sends the standard `chat.completion.chunk` objects: a role chunk, the text in several content
 chunks (split after spaces), a final chunk with finish_reason "stop" (plus a usage chunk when
-stream_options.include_usage is true), then `data: [DONE]`. It never calls tools.
+stream_options.include_usage is true), then `data: [DONE]`. It calls tools only in the tool modes below.
 
 Special modes, chosen by a word in the last user message:
     "slow"       streams "tick 1 ", "tick 2 ", ... one chunk every 0.5 s for up to 60 s and records
@@ -38,6 +39,33 @@ Special modes, chosen by a word in the last user message:
     "pauseN"     (N = 1..600 seconds, e.g. "pause35") sends the role chunk, stays silent for N seconds,
                  then streams the normal echo answer: makes Hermes send its SSE keepalive comments.
 
+Tool modes (OpenAI tool calling with Hermes' `terminal` tool; its schema is in the request's `tools`):
+    "toolecho"   one call: terminal {"command": "echo hermes-tool-ok"}.
+    "tooldanger" one call: terminal {"command": "rm -rf PATH"}, a command Hermes 0.19 flags as dangerous
+                 ("delete in root path", tools/approval.py DANGEROUS_PATTERNS) and puts through its
+                 approval gate. PATH is the first word of the user message that starts with /tmp/hermes-
+                 and consists only of [A-Za-z0-9._/-] (the caller creates it), else
+                 /tmp/hermes-fake-provider-victim. Nothing else is ever deleted.
+    "tooldanger2" two calls one after the other: rm -rf PATH, then rm -rf PATH/second (to see whether an
+                 approval choice covers the second command of the same pattern).
+    The step is decided from the messages alone, so a request is answered the same way if Hermes
+    retries it: k = the number of role "tool" messages after the last user message. While k < number
+    of calls the answer is an assistant message with one `tool_calls` entry (id "call_fake_<n>", n the
+    provider's request counter; finish_reason "tool_calls"; streamed as a role chunk, a tool_calls chunk
+    with id/name/empty arguments, an arguments chunk, then the finish chunk). Once every call has its
+    result (k >= number of calls) the answer is text:
+        tool results (history: N messages): [1] <content of tool message 1> [2] ...
+    each content cut to 2000 characters. So a call is never repeated forever. If the request offers no
+    `terminal` tool, the answer is the text "no terminal tool offered (history: N messages)".
+    --events gets "tool_call" (id, step, command) and "tool_answer" (results) records.
+
+Smart-approval reviews: with approvals.mode "smart" (Hermes 0.19's default) Hermes first asks the
+(auxiliary) model about a flagged command, a request whose last user message ends "Respond with exactly
+one word: APPROVE, DENY, or ESCALATE" (tools/approval.py _smart_approve). Such a request is answered with
+the single word APPROVE if the text contains "smartapprove" (e.g. in the path: /tmp/hermes-smartapprove-x),
+DENY if it contains "smartdeny", else ESCALATE (Hermes then asks the human). --events gets "smart_review"
+(verdict).
+
 GET /v1/models lists the single model `fake-model`; GET /v1/models/fake-model describes it; anything else
 answers 404 with an OpenAI-style JSON error.
 """
@@ -45,6 +73,7 @@ answers 404 with an OpenAI-style JSON error.
 import argparse
 import json
 import os
+import re
 import select
 import socket
 import sys
@@ -94,6 +123,64 @@ def answer_for(messages):
     if images:
         answer += " [images: %d]" % images
     return text, answer
+
+
+TOOL_RESULT_QUOTE_MAX = 2000
+DANGER_DEFAULT_PATH = "/tmp/hermes-fake-provider-victim"
+_DANGER_PATH_RE = re.compile(r"^/tmp/hermes-[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*$")
+
+
+def tool_plan(user_text, words):
+    """The terminal commands a tool mode asks for, in order; None when no tool mode is chosen."""
+    if "toolecho" in words:
+        return ["echo hermes-tool-ok"]
+    if "tooldanger" in words or "tooldanger2" in words:
+        path = DANGER_DEFAULT_PATH
+        for word in user_text.split():
+            if _DANGER_PATH_RE.match(word) and ".." not in word:
+                path = word
+                break
+        if "tooldanger2" in words:
+            return ["rm -rf %s" % path, "rm -rf %s/second" % path]
+        return ["rm -rf %s" % path]
+    return None
+
+
+def tool_results_this_turn(messages):
+    """Contents (as text) of the role "tool" messages after the last user message."""
+    results = []
+    for msg in reversed(messages):
+        if not isinstance(msg, dict):
+            continue
+        if msg.get("role") == "user":
+            break
+        if msg.get("role") == "tool":
+            text, _ = text_of(msg.get("content"))
+            results.append(text)
+    results.reverse()
+    return results
+
+
+SMART_REVIEW_MARKER = "Respond with exactly one word: APPROVE, DENY, or ESCALATE"
+
+
+def smart_review_verdict(user_text):
+    """The verdict for a Hermes smart-approval review request, or None if this is not one."""
+    if SMART_REVIEW_MARKER not in user_text:
+        return None
+    low = user_text.lower()
+    if "smartapprove" in low:
+        return "APPROVE"
+    if "smartdeny" in low:
+        return "DENY"
+    return "ESCALATE"
+
+
+def offers_tool(body, name):
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict) and (tool.get("function") or {}).get("name") == name:
+            return True
+    return False
 
 
 def split_chunks(text, parts=4):
@@ -262,6 +349,17 @@ class Handler(BaseHTTPRequestHandler):
         cid = self.provider.next_id()
         created = int(time.time())
         model = body.get("model") or MODEL_ID
+
+        verdict = smart_review_verdict(user_text)
+        if verdict is not None:
+            self.provider.event("smart_review", id=cid, verdict=verdict)
+            answer = verdict
+            words = set()
+        plan = tool_plan(user_text, words) if verdict is None else None
+        if plan is not None:
+            self.tool_mode(body, messages, plan, cid, created, model)
+            return
+
         if not body.get("stream"):
             self.send_json(200, {
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
@@ -271,6 +369,73 @@ class Handler(BaseHTTPRequestHandler):
             })
             return
         self.stream(body, cid, created, model, answer, words)
+
+    def tool_mode(self, body, messages, plan, cid, created, model):
+        """Answer a tool-mode request: the next tool call, or the text quoting every tool result."""
+        results = tool_results_this_turn(messages)
+        call = None
+        if not offers_tool(body, "terminal"):
+            answer = "no terminal tool offered (history: %d messages)" % len(messages)
+        elif len(results) < len(plan):
+            step = len(results)
+            call = {"id": "call_fake_%s" % cid.rsplit("-", 1)[-1], "type": "function",
+                    "function": {"name": "terminal",
+                                 "arguments": json.dumps({"command": plan[step]})}}
+            self.provider.event("tool_call", id=call["id"], step=step + 1, command=plan[step])
+        else:
+            quoted = ["[%d] %s" % (i + 1, r[:TOOL_RESULT_QUOTE_MAX]) for i, r in enumerate(results)]
+            answer = "tool results (history: %d messages): %s" % (len(messages), " ".join(quoted))
+            self.provider.event("tool_answer", id=cid, results=len(results))
+
+        if not body.get("stream"):
+            if call is not None:
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
+                finish = "tool_calls"
+            else:
+                message = {"role": "assistant", "content": answer}
+                finish = "stop"
+            self.send_json(200, {
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            })
+            return
+        if call is None:
+            self.stream(body, cid, created, model, answer, set())
+            return
+
+        def chunk(delta, finish=None):
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        started = time.monotonic()
+        self.provider.event("stream_start", id=cid, mode="tool_call", pause=0)
+        try:
+            self.sse(chunk({"role": "assistant", "content": None}))
+            self.sse(chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                            "function": {"name": "terminal", "arguments": ""}}]}))
+            time.sleep(self.provider.chunk_delay)
+            self.sse(chunk({"tool_calls": [{"index": 0,
+                                            "function": {"arguments": call["function"]["arguments"]}}]}))
+            self.sse(chunk({}, "tool_calls"))
+            opts = body.get("stream_options")
+            if isinstance(opts, dict) and opts.get("include_usage"):
+                self.sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                          "choices": [],
+                          "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}})
+            self.sse("[DONE]")
+            self.write_chunk(b"")
+            self.provider.event("stream_done", id=cid, chunks_sent=2,
+                                seconds=round(time.monotonic() - started, 3))
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, OSError) as e:
+            self.close_connection = True
+            self.provider.event("client_disconnected", id=cid, chunks_sent=0,
+                                seconds=round(time.monotonic() - started, 3), error=type(e).__name__)
 
     def stream(self, body, cid, created, model, answer, words):
         def chunk(delta, finish=None):

@@ -20,6 +20,10 @@
 #            HERMES_MAX_CONCURRENT_RUNS    optional: gateway.api_server.max_concurrent_runs in config.yaml
 #                                          (Hermes' default is 10; 0 disables the cap). Small values let a
 #                                          test provoke the real 429 + Retry-After: 1.
+#            HERMES_APPROVAL_MODE          optional: approvals.mode in config.yaml: manual, smart (Hermes'
+#                                          default: the model is asked first, see fake_provider.py) or off
+#            HERMES_APPROVAL_TIMEOUT       optional: approvals.timeout in seconds (Hermes' default 60): how
+#                                          long a dangerous command waits for an answer before it is denied
 #   files written in WORKDIR:
 #            api_key            the API key (mode 600)          api_port        the API server port
 #            api_url            http://127.0.0.1:<port>         env             sourceable: HERMES_API_URL,
@@ -59,6 +63,8 @@ if [ -z "$key" ]; then
     key="$("$venv/bin/python" -c 'import secrets; print(secrets.token_hex(32))')"
 fi
 case "$vision" in true|false) ;; *) die "HERMES_SUPPORTS_VISION must be true or false";; esac
+case "${HERMES_APPROVAL_MODE:-}" in ''|manual|smart|off) ;; *) die "HERMES_APPROVAL_MODE must be manual, smart or off";; esac
+case "${HERMES_APPROVAL_TIMEOUT:-}" in *[!0-9]*) die "HERMES_APPROVAL_TIMEOUT must be a number";; esac
 [ "${#key}" -ge 16 ] || die "API key must be at least 16 characters (Hermes refuses shorter ones)"
 
 mkdir -p "$work"
@@ -106,6 +112,15 @@ EOF
 if [ -n "${HERMES_MAX_CONCURRENT_RUNS:-}" ]; then
     case "$HERMES_MAX_CONCURRENT_RUNS" in *[!0-9]*) die "HERMES_MAX_CONCURRENT_RUNS must be a number";; esac
     printf 'gateway:\n  api_server:\n    max_concurrent_runs: %s\n' "$HERMES_MAX_CONCURRENT_RUNS" >>"$hermes_home/config.yaml"
+fi
+if [ -n "${HERMES_APPROVAL_MODE:-}${HERMES_APPROVAL_TIMEOUT:-}" ]; then
+    printf 'approvals:\n' >>"$hermes_home/config.yaml"
+    if [ -n "${HERMES_APPROVAL_MODE:-}" ]; then
+        printf '  mode: "%s"\n' "$HERMES_APPROVAL_MODE" >>"$hermes_home/config.yaml"
+    fi
+    if [ -n "${HERMES_APPROVAL_TIMEOUT:-}" ]; then
+        printf '  timeout: %s\n' "$HERMES_APPROVAL_TIMEOUT" >>"$hermes_home/config.yaml"
+    fi
 fi
 umask_old="$(umask)"; umask 077
 printf '%s\n' "$key" >"$work/api_key"
