@@ -15,9 +15,9 @@ use crate::store::Store;
 use crate::www::Www;
 
 /// Answers ACME HTTP-01 challenges: the key authorization for a token, if one is pending.
-pub type Http01Responder = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+pub(crate) type Http01Responder = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-pub struct App {
+pub(crate) struct App {
     pub config: Config,
     pub store: Store,
     pub headers: SecurityHeaders,
@@ -48,7 +48,7 @@ pub struct App {
 
 /// Facts about one request that handlers need besides the request itself.
 #[derive(Clone)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub client_ip: IpAddr,
     /// What the requests of this client connection share; `None` for requests that are not on
     /// an HTTPS client connection (tests of handlers).
@@ -56,7 +56,7 @@ pub struct Ctx {
 }
 
 /// What the requests of one client connection share.
-pub struct Conn {
+pub(crate) struct Conn {
     /// Its own connection to Hermes (see `hermes::conn`).
     pub upstream: crate::hermes::conn::OwnUpstream,
     /// Its place under `limits.max_connections` and its network's cap, held while anything still
@@ -74,7 +74,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(
+    pub(crate) fn new(
         slot: crate::conn_limits::Slot,
         peer_ip: std::net::IpAddr,
         ip_limit: IpHold,
@@ -113,7 +113,7 @@ impl crate::hermes::ClientConn for Conn {
 
 impl App {
     /// What the client of Hermes needs of this state (see `hermes::Hermes`).
-    pub fn hermes(&self) -> crate::hermes::Hermes<'_> {
+    pub(crate) fn hermes(&self) -> crate::hermes::Hermes<'_> {
         crate::hermes::Hermes {
             target: self.target.as_ref(),
             pool: &self.upstream,
@@ -123,7 +123,7 @@ impl App {
     }
 
     /// Where the body of a request on `ctx` is counted (see `body::read_body`).
-    pub fn body_room<'a>(&'a self, ctx: &'a Ctx) -> crate::body::Room<'a> {
+    pub(crate) fn body_room<'a>(&'a self, ctx: &'a Ctx) -> crate::body::Room<'a> {
         crate::body::Room {
             process: &self.body_memory,
             conn: ctx.conn.as_deref().map(|c| &c.body_memory),
@@ -131,7 +131,7 @@ impl App {
         }
     }
 
-    pub fn new(config: Config, store: Store, ca_pem: Option<Bytes>) -> Arc<App> {
+    pub(crate) fn new(config: Config, store: Store, ca_pem: Option<Bytes>) -> Arc<App> {
         let www = Www::new(config.www.clone());
         let l = &config.limits;
         let a = &config.auth;

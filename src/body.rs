@@ -37,7 +37,7 @@ use crate::response::{self, Resp};
 
 /// The largest body of a route that takes no large body (login, conversations, tokens, admin):
 /// a login form, a title or an account is well under a kilobyte.
-pub const SMALL_BODY_BYTES: usize = 16 * 1024;
+pub(crate) const SMALL_BODY_BYTES: usize = 16 * 1024;
 
 /// The process budget of small bodies, as a divisor of `body_memory_total` (the budget of large
 /// ones): room for thousands of login forms at once, whatever the large bodies hold.
@@ -51,7 +51,7 @@ const SMALL_BODIES_PER_CONNECTION: usize = 16;
 /// `body_memory_total`, small ones under their share) and per connection (large ones under
 /// `body_memory_per_connection`, small ones under [`SMALL_BODIES_PER_CONNECTION`]).
 #[derive(Default)]
-pub struct Budgets {
+pub(crate) struct Budgets {
     large: Budget,
     small: Budget,
 }
@@ -60,7 +60,7 @@ pub struct Budgets {
 /// request that is not on an HTTPS client connection, as in tests of handlers) and the limits
 /// that cap them. `App::body_room` builds it, so this module needs nothing of the `App`.
 #[derive(Clone, Copy)]
-pub struct Room<'a> {
+pub(crate) struct Room<'a> {
     pub process: &'a Budgets,
     pub conn: Option<&'a Budgets>,
     pub limits: &'a Limits,
@@ -68,7 +68,7 @@ pub struct Room<'a> {
 
 /// Bytes of request bodies held now.
 #[derive(Default)]
-pub struct Budget {
+pub(crate) struct Budget {
     used: AtomicUsize,
 }
 
@@ -164,7 +164,7 @@ impl Drop for Hold<'_> {
 }
 
 /// A request body read whole; its bytes count under the memory budgets until it is dropped.
-pub struct ReqBody<'a> {
+pub(crate) struct ReqBody<'a> {
     pub bytes: Bytes,
     _hold: Hold<'a>,
 }
@@ -178,7 +178,7 @@ impl std::ops::Deref for ReqBody<'_> {
 
 /// The error a [`Timed`] body ends with when its client stops sending.
 #[derive(Debug)]
-pub struct TimedOut(pub Duration);
+pub(crate) struct TimedOut(pub Duration);
 
 impl std::fmt::Display for TimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,7 +193,7 @@ impl std::fmt::Display for TimedOut {
 impl std::error::Error for TimedOut {}
 
 /// True when `e` or one of its sources is a [`TimedOut`] (a forwarded body that stalled).
-pub fn is_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(e) = cur {
         if e.is::<TimedOut>() {
@@ -208,7 +208,7 @@ pub fn is_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 /// between two pieces, or (`whole`) for the whole body. Only the time spent waiting for the client
 /// counts, not the time its reader (an upstream that is slow to take a forwarded body) left it
 /// alone; and a body whose pieces are ready when asked for never starts a timer.
-pub struct Timed<B> {
+pub(crate) struct Timed<B> {
     inner: B,
     timeout: Duration,
     /// The deadline of the whole body, when it has one.
@@ -219,7 +219,7 @@ pub struct Timed<B> {
 }
 
 impl<B> Timed<B> {
-    pub fn new(inner: B, timeout: Duration, whole: bool) -> Timed<B> {
+    pub(crate) fn new(inner: B, timeout: Duration, whole: bool) -> Timed<B> {
         Timed {
             inner,
             timeout,
@@ -274,7 +274,7 @@ where
 
 /// `body` with the configured read timeout between two pieces (for bodies forwarded as they
 /// arrive, such as the dashboard's).
-pub fn timed(limits: &Limits, body: Incoming) -> Timed<Incoming> {
+pub(crate) fn timed(limits: &Limits, body: Incoming) -> Timed<Incoming> {
     Timed::new(body, limits.body_read_timeout, false)
 }
 
@@ -317,7 +317,7 @@ fn full(which: Full) -> Resp {
 }
 
 /// The `408` for a body that stopped arriving.
-pub fn timed_out_response(timeout: Duration) -> Resp {
+pub(crate) fn timed_out_response(timeout: Duration) -> Resp {
     response::error(
         StatusCode::REQUEST_TIMEOUT,
         "body_timeout",
@@ -335,7 +335,7 @@ pub fn timed_out_response(timeout: Duration) -> Resp {
 /// piece, without a copy, and the end is taken from its declared length without another poll;
 /// http-body-util's `Limited` + `collect` queued and walked every piece (measured on proxied
 /// requests; see bench/README.md).
-pub async fn read_body<'a>(
+pub(crate) async fn read_body<'a>(
     room: Room<'a>,
     req: Request<Incoming>,
     limit: usize,

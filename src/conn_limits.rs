@@ -39,7 +39,7 @@ const EVICTION_CANDIDATES: usize = 32;
 /// The places under `max_connections` and per client network, and the registry of open
 /// connections from which an idle one is chosen when they are all taken. One for the process,
 /// shared by every listener thread.
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     global: Arc<Semaphore>,
     per_ip_max: usize,
     trusted: Vec<IpAddr>,
@@ -60,7 +60,7 @@ struct Inner {
 
 /// Why a new connection was closed at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Its client network holds `max_connections_per_ip` already.
     PerIp,
     /// `max_connections` are open and none of them is idle.
@@ -68,7 +68,7 @@ pub enum Refused {
 }
 
 /// The place a new connection was given.
-pub enum Place {
+pub(crate) enum Place {
     /// Free now.
     Now(Slot),
     /// The place of an idle connection that was just told to close.
@@ -77,7 +77,7 @@ pub enum Place {
 
 impl Place {
     /// The place, once it is free; `None` if the idle connection did not close in time.
-    pub async fn slot(self) -> Option<Slot> {
+    pub(crate) async fn slot(self) -> Option<Slot> {
         match self {
             Place::Now(slot) => Some(slot),
             Place::AfterEviction(waiting) => waiting.slot().await,
@@ -87,20 +87,20 @@ impl Place {
 
 /// A connection's place under `max_connections` and under its network's cap; given back when
 /// dropped. Held as long as anything uses the connection (an upgraded WebSocket too).
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     _ip: Option<IpCount>,
 }
 
 /// A new connection whose place is being freed by an idle one.
-pub struct Waiting {
+pub(crate) struct Waiting {
     global: Arc<Semaphore>,
     ip: Option<IpCount>,
 }
 
 impl Waiting {
     /// The place, once the idle connection has closed; `None` if it did not in time.
-    pub async fn slot(self) -> Option<Slot> {
+    pub(crate) async fn slot(self) -> Option<Slot> {
         let permit = tokio::time::timeout(EVICTION_WAIT, self.global.acquire_owned())
             .await
             .ok()?
@@ -168,7 +168,11 @@ impl ConnEntry {
 }
 
 impl ConnLimits {
-    pub fn new(max_connections: usize, per_ip_max: usize, trusted: &[IpAddr]) -> Arc<ConnLimits> {
+    pub(crate) fn new(
+        max_connections: usize,
+        per_ip_max: usize,
+        trusted: &[IpAddr],
+    ) -> Arc<ConnLimits> {
         Arc::new(ConnLimits {
             global: Arc::new(Semaphore::new(max_connections)),
             per_ip_max,
@@ -183,7 +187,7 @@ impl ConnLimits {
     }
 
     /// A place for a new connection from `ip`, or why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Place, Refused> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Place, Refused> {
         let trusted = self.trusted.contains(&ip.to_canonical());
         let key = ip_key(ip);
         let permit = {
@@ -218,7 +222,7 @@ impl ConnLimits {
 
     /// Enters a connection that has its place in the registry: idle (so it may be closed for a
     /// new client) until [`Registered::begin`] says a request is in progress.
-    pub fn register(self: &Arc<Self>) -> Registered {
+    pub(crate) fn register(self: &Arc<Self>) -> Registered {
         let entry = Arc::new(ConnEntry {
             state: AtomicU32::new(0),
             idle_since: AtomicU64::new(clock_ms()),
@@ -277,7 +281,7 @@ fn longest_idle(conns: &HashMap<u64, Arc<ConnEntry>>) -> Vec<(u64, u64)> {
 }
 
 /// A connection's entry in the registry, removed when dropped.
-pub struct Registered {
+pub(crate) struct Registered {
     limits: Arc<ConnLimits>,
     id: u64,
     entry: Arc<ConnEntry>,
@@ -285,14 +289,14 @@ pub struct Registered {
 }
 
 /// A request in progress on a connection; the connection is idle again once none is left.
-pub struct Busy {
+pub(crate) struct Busy {
     entry: Arc<ConnEntry>,
 }
 
 impl Registered {
     /// `true` once the connection has been told to close for a new client. `waker` (its task's,
     /// which stays the same) is left at the first call only.
-    pub fn evicted(&mut self, waker: &Waker) -> bool {
+    pub(crate) fn evicted(&mut self, waker: &Waker) -> bool {
         if !self.waker_left {
             self.waker_left = true;
             *self.entry.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
@@ -301,7 +305,7 @@ impl Registered {
     }
 
     /// Ready once the connection has been told to close (for a wait in an `async` block).
-    pub async fn until_evicted(&mut self) {
+    pub(crate) async fn until_evicted(&mut self) {
         std::future::poll_fn(|cx| {
             if self.evicted(cx.waker()) {
                 std::task::Poll::Ready(())
@@ -313,7 +317,7 @@ impl Registered {
     }
 
     /// What marks this connection's requests in progress (moved into its service).
-    pub fn requests(&self) -> Requests {
+    pub(crate) fn requests(&self) -> Requests {
         Requests {
             entry: self.entry.clone(),
         }
@@ -322,13 +326,13 @@ impl Registered {
 
 /// Starts [`Busy`] guards for one connection's requests.
 #[derive(Clone)]
-pub struct Requests {
+pub(crate) struct Requests {
     entry: Arc<ConnEntry>,
 }
 
 impl Requests {
     /// Marks a request in progress until the returned guard is dropped (with its response).
-    pub fn begin(&self) -> Busy {
+    pub(crate) fn begin(&self) -> Busy {
         self.entry.ever.store(true, Ordering::Relaxed);
         self.entry.state.fetch_add(1, Ordering::SeqCst);
         Busy {
@@ -339,7 +343,7 @@ impl Requests {
 
 impl Requests {
     /// How long the connection has had no request in progress; `None` while one is.
-    pub fn idle_for(&self) -> Option<Duration> {
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
         if self.entry.state.load(Ordering::Acquire) & !EVICTED != 0 {
             return None;
         }
@@ -348,7 +352,7 @@ impl Requests {
     }
 
     /// Whether the connection ever had a request.
-    pub fn ever(&self) -> bool {
+    pub(crate) fn ever(&self) -> bool {
         self.entry.ever.load(Ordering::Relaxed)
     }
 }
@@ -371,21 +375,21 @@ impl Drop for Registered {
 }
 
 /// Milliseconds since the first call in this process: timestamps that fit one atomic word.
-pub fn clock_ms() -> u64 {
+pub(crate) fn clock_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// At most one log line per period for a repeated event, with how many were left out.
-pub struct Throttle {
+pub(crate) struct Throttle {
     every_ms: u64,
     next_ms: AtomicU64,
     suppressed: AtomicU64,
 }
 
 impl Throttle {
-    pub const fn new(every_secs: u64) -> Throttle {
+    pub(crate) const fn new(every_secs: u64) -> Throttle {
         Throttle {
             every_ms: every_secs * 1000,
             next_ms: AtomicU64::new(0),
@@ -394,7 +398,7 @@ impl Throttle {
     }
 
     /// `Some(how many were left out since the last line)` when a line may be written now.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let now = clock_ms();
         let next = self.next_ms.load(Ordering::Acquire);
         if now >= next
@@ -419,14 +423,14 @@ impl Throttle {
 /// queue and wake-up, the database and its journal, certificate, site and media files being
 /// read, the log, `doctor`-style checks. A running server used a few dozen before its first
 /// client; the rest is headroom for files being sent.
-pub const FD_RESERVE: u64 = 128;
+pub(crate) const FD_RESERVE: u64 = 128;
 
 /// Descriptors one client connection may take: its socket and its own connection to Hermes.
-pub const FDS_PER_CONNECTION: u64 = 2;
+pub(crate) const FDS_PER_CONNECTION: u64 = 2;
 
 /// Raises the soft open-files limit to the hard one (the soft one is often 1024 while systemd's
 /// hard default is far higher) and returns the limit now in force; `None` when unlimited.
-pub fn raise_open_files_limit() -> Option<u64> {
+pub(crate) fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let now = getrlimit(Resource::Nofile);
     let soft = now.current?;
@@ -449,7 +453,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
 }
 
 /// `max_connections` as configured, or lowered to what `open_files` descriptors can hold.
-pub fn fit_to_open_files(max_connections: usize, open_files: Option<u64>) -> usize {
+pub(crate) fn fit_to_open_files(max_connections: usize, open_files: Option<u64>) -> usize {
     let Some(open_files) = open_files else {
         return max_connections;
     };
@@ -459,7 +463,7 @@ pub fn fit_to_open_files(max_connections: usize, open_files: Option<u64>) -> usi
 }
 
 /// Raises the open-files limit and lowers `limits.max_connections` to fit it, saying so.
-pub fn fit_limits(limits: &mut crate::config::Limits) {
+pub(crate) fn fit_limits(limits: &mut crate::config::Limits) {
     let open_files = raise_open_files_limit();
     let fitted = fit_to_open_files(limits.max_connections, open_files);
     if fitted < limits.max_connections {

@@ -35,7 +35,7 @@ use crate::auth::{self, Role, User};
 use crate::response::{self, BoxError, Resp};
 
 /// Where the dashboard is mounted on the edge.
-pub const PREFIX: &str = "/dashboard";
+pub(crate) const PREFIX: &str = "/dashboard";
 /// How long the dashboard may take to start answering a request.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// HTML pages are read whole to hash their inline scripts; the dashboard's is under 1 KiB.
@@ -45,12 +45,12 @@ const PAGE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const START_HINT: &str = "hermes dashboard --no-open --port";
 
 /// True for the paths this module answers (`/dashboard` and everything under `/dashboard/`).
-pub fn is_dashboard_path(path: &str) -> bool {
+pub(crate) fn is_dashboard_path(path: &str) -> bool {
     path == PREFIX || path.starts_with("/dashboard/")
 }
 
 /// Routes `/dashboard` and `/dashboard/...` for a signed-in user.
-pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
+pub(crate) async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
     if req.uri().path() == PREFIX {
         let location = match req.uri().query() {
             Some(q) => format!("{PREFIX}/?{q}"),
@@ -521,7 +521,7 @@ fn is_html(headers: &HeaderMap) -> bool {
 }
 
 /// True for a WebSocket handshake (`Connection: upgrade` with `Upgrade: websocket`).
-pub fn is_websocket(headers: &HeaderMap) -> bool {
+pub(crate) fn is_websocket(headers: &HeaderMap) -> bool {
     let has = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -536,7 +536,7 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
 /// `'sha256-…'` sources for the inline `<tag>` elements of `html` (`script` or `style`):
 /// external scripts (`src=`) are skipped; the text is hashed as the browser sees it (line endings
 /// normalised to `\n`, as the HTML parser does).
-pub fn inline_hashes(html: &str, tag: &str) -> Vec<String> {
+pub(crate) fn inline_hashes(html: &str, tag: &str) -> Vec<String> {
     let lower = html.to_ascii_lowercase();
     let open = format!("<{tag}");
     let close = format!("</{tag}");
@@ -620,7 +620,7 @@ fn has_attribute(attrs: &str, name: &str) -> bool {
 /// Their text changes with the theme and the window, so no list of hashes can cover it. An inline
 /// style cannot run code, and every other source stays `'self'`, so this is the narrowest policy
 /// under which the page works; it applies to dashboard pages only.
-pub fn page_policy(scripts: &[String], host: Option<&str>) -> String {
+pub(crate) fn page_policy(scripts: &[String], host: Option<&str>) -> String {
     let mut out = Vec::new();
     for directive in crate::security::CSP.split(';') {
         let d = directive.trim();

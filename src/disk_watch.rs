@@ -4,8 +4,8 @@
 //! recorded (`pending_here`).
 //!
 //! Why: the small site files are answered from memory (`static_files::SmallFiles`); checking them with a
-//! `stat` of the file and of its folder on every request cost about 15 % of the server's CPU for a
-//! 1 KiB page (two path walks). The kernel queues an inotify event before the system call that
+//! `stat` of the file and of its folder on every request (two path walks) was a large share of the
+//! server's CPU for a small page (bench/README.md). The kernel queues an inotify event before the system call that
 //! changed the file returns, so a request that arrives after a change finds the event pending and
 //! the memory is dropped before it answers: the next request still sees every change.
 //!
@@ -49,7 +49,7 @@ const CHANGES: WatchFlags = NAME_CHANGES
 /// The fixed part of `struct inotify_event`: wd, mask, cookie, len.
 const EVENT_HEAD: usize = 16;
 
-pub struct DiskWatch {
+pub(crate) struct DiskWatch {
     fd: OwnedFd,
     /// Watch descriptor → the one name that matters in that folder (`None`: every event does).
     watches: Mutex<HashMap<i32, Option<OsString>>>,
@@ -77,7 +77,7 @@ thread_local! {
 
 impl DiskWatch {
     /// A new, empty watch. Fails where inotify is missing or its instance limit is reached.
-    pub fn new() -> io::Result<DiskWatch> {
+    pub(crate) fn new() -> io::Result<DiskWatch> {
         let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?;
         Ok(DiskWatch {
             fd,
@@ -87,12 +87,12 @@ impl DiskWatch {
     }
 
     /// Watches `path` (a file or folder, not followed if it is a link) for every change.
-    pub fn watch(&self, path: &Path) -> io::Result<()> {
+    pub(crate) fn watch(&self, path: &Path) -> io::Result<()> {
         self.add(path, None)
     }
 
     /// Watches the folder `dir` for changes to the entry `name` only.
-    pub fn watch_name(&self, dir: &Path, name: &OsStr) -> io::Result<()> {
+    pub(crate) fn watch_name(&self, dir: &Path, name: &OsStr) -> io::Result<()> {
         self.add(dir, Some(name.to_os_string()))
     }
 
@@ -123,7 +123,7 @@ impl DiskWatch {
     }
 
     /// Whether events wait to be read (one `poll` with zero timeout; nothing is consumed).
-    pub fn pending(&self) -> bool {
+    pub(crate) fn pending(&self) -> bool {
         let mut pfd = [PollFd::new(&self.fd, PollFlags::IN)];
         let now = Timespec {
             tv_sec: 0,
@@ -136,8 +136,8 @@ impl DiskWatch {
 
     /// [`pending`](Self::pending) for a request being answered on a single-threaded runtime,
     /// mostly without a system call: the descriptor is registered with that runtime's reactor,
-    /// and its readiness there is read. The `poll` cost about 3 % of the server's CPU for a 1 KiB
-    /// page (perf, dwarf call graphs).
+    /// and its readiness there is read: a `poll` system call per request showed in profiles of small
+    /// pages.
     ///
     /// Why the next request still sees every change: the kernel queues the event, and puts the
     /// descriptor on the reactor's `epoll` ready list, before the system call that changed the
@@ -148,7 +148,7 @@ impl DiskWatch {
     /// readiness before it runs any task. A multi-threaded runtime may run a woken task while its
     /// turn is still recording, so there the `poll` is kept, as it is on the first call on a
     /// thread (before the reactor has looked at the new registration) and outside a runtime.
-    pub fn pending_here(&self) -> bool {
+    pub(crate) fn pending_here(&self) -> bool {
         let Ok(handle) = Handle::try_current() else {
             return self.pending();
         };
@@ -200,7 +200,7 @@ impl DiskWatch {
     /// readiness is taken before the reads, so an event the reactor reports while they run is
     /// not cleared with it. Other threads' registrations stay ready until their own next drain,
     /// which finds the queue empty (one extra read each).
-    pub fn drain(&self) -> bool {
+    pub(crate) fn drain(&self) -> bool {
         let runtime = Handle::try_current().ok().map(|h| h.id());
         REGISTERED.with(|cell| {
             let regs = cell.try_borrow().ok();
@@ -301,7 +301,7 @@ impl DiskWatch {
 /// Whether inotify sees every change to files below `path`: not on network and user-space file
 /// systems (NFS, SMB, 9p as in WSL's `/mnt/c`, FUSE, Ceph, AFS, VirtualBox shared folders...),
 /// where another machine (or the host) can change files without this kernel queueing an event.
-pub fn sees_every_change(path: &Path) -> bool {
+pub(crate) fn sees_every_change(path: &Path) -> bool {
     const REMOTE: [i64; 13] = [
         0x6969,     // NFS
         0x517B,     // SMB

@@ -39,7 +39,7 @@ impl Report {
 }
 
 /// Runs every check; `true` when nothing failed.
-pub async fn run(config: &Config) -> bool {
+pub(crate) async fn run(config: &Config) -> bool {
     let mut r = Report { failed: false };
     match &config.source {
         Some(p) => r.line(Level::Ok, "config", &format!("{} parsed", p.display())),

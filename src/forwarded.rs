@@ -15,7 +15,7 @@ const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pref
 /// Hands each forwarded header to `add`: the client's address (`ip`, from `ip_header`) as
 /// `X-Forwarded-For` and `X-Real-IP`, `X-Forwarded-Proto: https` (the edge only serves TLS), and
 /// `X-Forwarded-Prefix` when the upstream is served under a path of this site.
-pub fn headers(
+pub(crate) fn headers(
     ip: HeaderValue,
     prefix: Option<&'static str>,
     mut add: impl FnMut(HeaderName, HeaderValue),

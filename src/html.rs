@@ -3,14 +3,14 @@
 
 /// `text` safe anywhere in a page, a quoted attribute included (either quote): `& < > " '` become
 /// entities.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     escape_with(text, true)
 }
 
 /// `text` safe as an element's content, where an apostrophe ends nothing and so stays readable as
 /// it is (the dashboard's error messages say "Hermes' dashboard"); `& < > "` become entities.
 /// Never for an attribute value: use `escape` there.
-pub fn escape_text(text: &str) -> String {
+pub(crate) fn escape_text(text: &str) -> String {
     escape_with(text, false)
 }
 

@@ -15,6 +15,7 @@ mod forwarded;
 mod hermes;
 mod html;
 mod memory;
+mod redirect;
 mod reload;
 mod response;
 mod router;
@@ -258,14 +259,15 @@ fn init_logging(json: bool) {
 
 fn main() -> ExitCode {
     // glibc raises its mmap threshold once a large block is freed, after which the 19 MiB argon2
-    // buffer of every sign-in is carved from a heap arena and stays resident (measured: +20 MiB RSS
-    // per login). A fixed threshold keeps blocks over 1 MiB in mmap, returned to the OS when freed.
+    // buffer of every sign-in is carved from a heap arena and stays resident (the resident memory
+    // grew by about that much per login). A fixed threshold keeps blocks over 1 MiB in mmap,
+    // returned to the OS when freed.
     //
     // Fixing the mmap threshold also fixes the trim threshold at glibc's 128 KiB, so freeing the
     // buffers of a burst of 100 KiB answers handed the top of the heap back to the kernel and the
-    // next burst faulted it in again (madvise and page faults were ~15 % of the server's CPU with
-    // HTTP/2 at -m10). Keeping up to 4 MiB at the top measured 148-163 -> 95 us per 100 KiB
-    // answer for 2 MiB more resident memory.
+    // next burst faulted it in again (madvise and page faults showed high in profiles of HTTP/2
+    // downloads). Up to 4 MiB is kept at the top instead, for a little more resident memory
+    // (bench/README.md has the figures).
     sys::tune_malloc();
     let cli = Cli::parse();
     let overrides = cli.serve.overrides.clone();
@@ -281,8 +283,8 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Blocking work is database calls (one connection behind a mutex), password hashing and
-        // file reads: more threads than this only wait, and each idle one costs memory (measured:
-        // ~100 threads after 1,000 chat streams opened at once without this cap).
+        // file reads: more threads than this only wait, and each idle one costs memory (1,000 chat
+        // streams opened at once left about a hundred threads behind without this cap).
         .max_blocking_threads(32)
         .build()
     {

@@ -21,14 +21,14 @@ struct Cached {
 
 /// Memory file contents keyed by path, with the stamp they were read at.
 #[derive(Default)]
-pub struct MemoryCache {
+pub(crate) struct MemoryCache {
     files: Mutex<HashMap<PathBuf, Cached>>,
 }
 
 impl MemoryCache {
     /// The system message to put in front of a chat, or `None` when injection is off or both files
     /// are missing or empty.
-    pub async fn system_message(&self, chat: &ChatConfig) -> Option<String> {
+    pub(crate) async fn system_message(&self, chat: &ChatConfig) -> Option<String> {
         if !chat.memory_inject {
             return None;
         }

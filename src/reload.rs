@@ -27,15 +27,15 @@ use crate::tls::{local_ca::LocalCa, CertResolver};
 /// overrides on top (they cannot change without a restart).
 static COMMAND_LINE: OnceLock<CliOverrides> = OnceLock::new();
 
-pub fn remember_command_line(cli: CliOverrides) {
+pub(crate) fn remember_command_line(cli: CliOverrides) {
     let _ = COMMAND_LINE.set(cli);
 }
 
 /// SIGHUP, caught from the moment this is made: from then on it no longer ends the process.
-pub struct Hangups(Option<Signal>);
+pub(crate) struct Hangups(Option<Signal>);
 
 impl Hangups {
-    pub fn listen() -> Hangups {
+    pub(crate) fn listen() -> Hangups {
         match signal(SignalKind::hangup()) {
             Ok(s) => Hangups(Some(s)),
             Err(e) => {
@@ -47,7 +47,7 @@ impl Hangups {
 }
 
 /// What a SIGHUP reloads.
-pub struct Reload {
+pub(crate) struct Reload {
     /// The configuration the process started with (what `App` uses).
     running: Config,
     app: Arc<App>,
@@ -58,7 +58,7 @@ pub struct Reload {
 }
 
 impl Reload {
-    pub fn new(running: Config, app: Arc<App>, resolver: Arc<CertResolver>) -> Reload {
+    pub(crate) fn new(running: Config, app: Arc<App>, resolver: Arc<CertResolver>) -> Reload {
         Reload {
             names: tokio::sync::Mutex::new(running.extra_names.clone()),
             running,
@@ -68,7 +68,7 @@ impl Reload {
     }
 
     /// Reloads on each SIGHUP until the process ends.
-    pub fn spawn(self, hangups: Hangups) {
+    pub(crate) fn spawn(self, hangups: Hangups) {
         let Some(mut signal) = hangups.0 else {
             return;
         };

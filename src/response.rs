@@ -5,23 +5,27 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response the server sends.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-pub type Resp = Response<Body>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type Resp = Response<Body>;
 
-pub fn full(data: impl Into<Bytes>) -> Body {
+pub(crate) fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|e| match e {})
         .boxed_unsync()
 }
 
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
 /// A response with a body and content type.
-pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+pub(crate) fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Resp {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
@@ -29,12 +33,12 @@ pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into
     r
 }
 
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
     with_body(status, "application/json", value.to_string())
 }
 
 /// The JSON error envelope of every API route.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Resp {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Resp {
     json(
         status,
         &serde_json::json!({"error": {"code": code, "message": message}}),
@@ -42,7 +46,7 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Resp {
 }
 
 /// `429` with `Retry-After` in the header and the body.
-pub fn too_many(retry_after_secs: u64, message: &str) -> Resp {
+pub(crate) fn too_many(retry_after_secs: u64, message: &str) -> Resp {
     let secs = retry_after_secs.max(1);
     let mut r = json(
         StatusCode::TOO_MANY_REQUESTS,
@@ -54,7 +58,7 @@ pub fn too_many(retry_after_secs: u64, message: &str) -> Resp {
     r
 }
 
-pub fn redirect(status: StatusCode, location: &str) -> Resp {
+pub(crate) fn redirect(status: StatusCode, location: &str) -> Resp {
     let mut r = Response::new(empty());
     *r.status_mut() = status;
     match HeaderValue::from_str(location) {
@@ -66,7 +70,7 @@ pub fn redirect(status: StatusCode, location: &str) -> Resp {
     r
 }
 
-pub fn not_found() -> Resp {
+pub(crate) fn not_found() -> Resp {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -74,7 +78,7 @@ pub fn not_found() -> Resp {
     )
 }
 
-pub fn method_not_allowed() -> Resp {
+pub(crate) fn method_not_allowed() -> Resp {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -85,7 +89,7 @@ pub fn method_not_allowed() -> Resp {
 /// Parses a JSON request body, or answers `400` saying what is wrong with it.
 // The error is the finished answer, built once on a cold path.
 #[allow(clippy::result_large_err)]
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
     serde_json::from_slice(body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,

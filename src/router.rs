@@ -18,7 +18,7 @@ use crate::security;
 use crate::static_files;
 
 /// Entry point for every HTTPS request: rate limit, route, security headers, access log.
-pub async fn handle(
+pub(crate) async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,

@@ -14,12 +14,12 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 /// The Content-Security-Policy of every page: no inline script or style, nothing from elsewhere.
-pub const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
+pub(crate) const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
 style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; \
 base-uri 'none'; form-action 'self'";
 
 /// The headers put on every response, errors included.
-pub struct SecurityHeaders {
+pub(crate) struct SecurityHeaders {
     /// Static text, so copying it onto a response touches no reference count: both threads
     /// answering requests would otherwise share that count's cache line on every response.
     hsts: HeaderValue,
@@ -28,7 +28,7 @@ pub struct SecurityHeaders {
 }
 
 impl SecurityHeaders {
-    pub fn new(hsts_max_age: u64) -> Self {
+    pub(crate) fn new(hsts_max_age: u64) -> Self {
         let text = format!("max-age={hsts_max_age}");
         let hsts = match HeaderValue::from_str(&text) {
             // One small string for the life of the process (one `App` per process).
@@ -47,10 +47,10 @@ impl SecurityHeaders {
 
     /// A new header map that holds the six headers already, for a response to fill in. Cloning
     /// it costs two allocations and copies; inserting the six into an empty map hashed each and
-    /// grew the map (524 instructions more per proxied request, by callgrind). A clone has no
+    /// grew the map (it showed in callgrind counts of proxied requests). A clone has no
     /// room to spare, so the first name added grows it: `/v1` answers start from copies with
     /// their slots made (`hermes::answer_headers`).
-    pub fn map(&self) -> HeaderMap {
+    pub(crate) fn map(&self) -> HeaderMap {
         self.prepared.clone()
     }
 
@@ -64,7 +64,7 @@ impl SecurityHeaders {
             .is_some_and(|v| std::ptr::eq(v.as_bytes().as_ptr(), self.hsts.as_bytes().as_ptr()))
     }
 
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         if self.applied(headers) {
             return;
         }
@@ -108,25 +108,25 @@ fn seconds_to_wait(not_until: governor::NotUntil<<DefaultClock as Clock>::Instan
 }
 
 /// A per-key token bucket that answers how long to wait when a key is over its limit.
-pub struct KeyedLimit<K: std::hash::Hash + Eq + Clone> {
+pub(crate) struct KeyedLimit<K: std::hash::Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> KeyedLimit<K> {
     /// `per_period` events each `period`, with up to `burst` at once.
-    pub fn new(per_period: u32, period: Duration, burst: u32) -> Self {
+    pub(crate) fn new(per_period: u32, period: Duration, burst: u32) -> Self {
         KeyedLimit {
             limiter: RateLimiter::keyed(quota(per_period, period, burst)),
         }
     }
 
     /// `Ok` when allowed; `Err(seconds to wait)` when over the limit.
-    pub fn check(&self, key: &K) -> Result<(), u64> {
+    pub(crate) fn check(&self, key: &K) -> Result<(), u64> {
         self.limiter.check_key(key).map_err(seconds_to_wait)
     }
 
     /// Forgets keys that are back to a full bucket (keeps memory bounded under a flood of IPs).
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
@@ -135,9 +135,9 @@ impl<K: std::hash::Hash + Eq + Clone> KeyedLimit<K> {
 /// The general per-address request limit (`limits.requests_per_second_per_ip`). Each address has
 /// its own bucket, which a client connection looks up once and keeps ([`IpLimit::bucket`]), so a
 /// request costs one compare-and-swap. Through the keyed map every request hashed the address and
-/// took a shard lock: 1.35 % of the server's CPU for a 1 KiB page (perf). The bucket outlives the
+/// took a shard lock, which showed in profiles of small pages. The bucket outlives the
 /// connection, so a client that reconnects finds its bucket as it left it.
-pub struct IpLimit {
+pub(crate) struct IpLimit {
     quota: Quota,
     /// How long an unused bucket takes to fill again; after that it is the same as a new one.
     refill: Duration,
@@ -147,21 +147,21 @@ pub struct IpLimit {
 }
 
 /// One address's bucket, shared by the connections from it.
-pub struct IpBucket {
+pub(crate) struct IpBucket {
     limiter: DefaultDirectRateLimiter,
     /// When a holder last let go of it (nanoseconds from [`IpLimit::epoch`]).
     released: AtomicU64,
 }
 
 /// A hold on an address's bucket: a client connection keeps one for the address it comes from.
-pub struct IpHold {
+pub(crate) struct IpHold {
     bucket: Arc<IpBucket>,
     epoch: Instant,
 }
 
 impl IpLimit {
     /// `per_period` requests each `period`, with up to `burst` at once.
-    pub fn new(per_period: u32, period: Duration, burst: u32) -> IpLimit {
+    pub(crate) fn new(per_period: u32, period: Duration, burst: u32) -> IpLimit {
         let quota = quota(per_period, period, burst);
         IpLimit {
             refill: quota
@@ -175,7 +175,7 @@ impl IpLimit {
     }
 
     /// The bucket of `ip` (of its IPv6 /64, see [`ip_key`]), made if it has none.
-    pub fn bucket(&self, ip: IpAddr) -> IpHold {
+    pub(crate) fn bucket(&self, ip: IpAddr) -> IpHold {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = buckets
             .entry(ip_key(ip))
@@ -193,13 +193,13 @@ impl IpLimit {
     }
 
     /// `Ok` when a request from `ip` is allowed; `Err(seconds to wait)` when over the limit.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), u64> {
         self.bucket(ip).check()
     }
 
     /// Forgets the buckets nobody holds that have had time to fill again (keeps memory bounded
     /// under a flood of addresses; a forgotten bucket is the same as the new one made later).
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         let now = self.epoch.elapsed();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         buckets.retain(|_, b| {
@@ -217,7 +217,7 @@ impl IpLimit {
 
 impl IpHold {
     /// `Ok` when allowed; `Err(seconds to wait)` when over the limit.
-    pub fn check(&self) -> Result<(), u64> {
+    pub(crate) fn check(&self) -> Result<(), u64> {
         self.bucket.limiter.check().map_err(seconds_to_wait)
     }
 }
@@ -235,7 +235,7 @@ impl Drop for IpHold {
 /// it (privacy addresses change daily; a host can take thousands at once), so keyed on the whole
 /// address each limit was multiplied by as many addresses as the client cared to use. The
 /// "known network" rule of sign-in (`auth::same_network`) draws the same line.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
@@ -247,27 +247,27 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 
 /// A keyed limit counted per client network ([`ip_key`]) rather than per exact address: the
 /// per-IP sign-in limit (`auth.login_attempts_per_minute_per_ip`).
-pub struct NetLimit(KeyedLimit<IpAddr>);
+pub(crate) struct NetLimit(KeyedLimit<IpAddr>);
 
 impl NetLimit {
     /// `per_period` events each `period`, with up to `burst` at once.
-    pub fn new(per_period: u32, period: Duration, burst: u32) -> Self {
+    pub(crate) fn new(per_period: u32, period: Duration, burst: u32) -> Self {
         NetLimit(KeyedLimit::new(per_period, period, burst))
     }
 
     /// `Ok` when an event from `ip` is allowed; `Err(seconds to wait)` when its network is over
     /// the limit.
-    pub fn check(&self, ip: &IpAddr) -> Result<(), u64> {
+    pub(crate) fn check(&self, ip: &IpAddr) -> Result<(), u64> {
         self.0.check(&ip_key(*ip))
     }
 
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         self.0.forget_idle();
     }
 }
 
 /// Periodically drops idle keys of the given limits.
-pub fn spawn_limit_gc(clean: Vec<Arc<dyn Fn() + Send + Sync>>) {
+pub(crate) fn spawn_limit_gc(clean: Vec<Arc<dyn Fn() + Send + Sync>>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -281,7 +281,7 @@ pub fn spawn_limit_gc(clean: Vec<Arc<dyn Fn() + Send + Sync>>) {
 
 /// The client's address: the socket peer, or the right-most untrusted `X-Forwarded-For` hop when
 /// the peer is a configured trusted proxy.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
     if trusted.is_empty() || !trusted.contains(&peer) {
         return peer;
     }

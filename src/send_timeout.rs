@@ -37,7 +37,7 @@ use crate::conn_limits::clock_ms;
 
 /// What one connection's responses and socket are waiting on. Timestamps are
 /// [`clock_ms`] + 1, with 0 for "not waiting".
-pub struct SendWatch {
+pub(crate) struct SendWatch {
     timeout: Duration,
     /// Since when a write to the socket has been refused with nothing written since.
     write_blocked: AtomicU64,
@@ -51,7 +51,7 @@ pub struct SendWatch {
 }
 
 /// What the connection knows of one response body.
-pub struct BodySlot {
+pub(crate) struct BodySlot {
     /// Since when the body has waited for hyper to ask for more; 0: not waiting.
     since: AtomicU64,
     /// Ends the HTTP/2 stream the body belongs to, once its task is known to be wrapped to obey
@@ -73,7 +73,7 @@ fn stamp() -> u64 {
 }
 
 impl SendWatch {
-    pub fn new(timeout: Duration) -> Arc<SendWatch> {
+    pub(crate) fn new(timeout: Duration) -> Arc<SendWatch> {
         Arc::new(SendWatch {
             timeout,
             write_blocked: AtomicU64::new(0),
@@ -126,7 +126,7 @@ impl SendWatch {
     /// A slot for the response to a request being taken in. For an HTTP/2 stream it comes with
     /// an abort registration for [`take_stream_abort`](Self::take_stream_abort): hyper hands the
     /// stream to the executor right after calling the service for its request.
-    pub fn body_slot(&self, h2: bool) -> Arc<BodySlot> {
+    pub(crate) fn body_slot(&self, h2: bool) -> Arc<BodySlot> {
         let slot = self.free_slot();
         *slot.abort.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if h2 {
@@ -155,7 +155,7 @@ impl SendWatch {
 
     /// The abort registration for the HTTP/2 stream being started (see `body_slot`); its
     /// response's slot can reset it from now on.
-    pub fn take_stream_abort(&self) -> Option<AbortRegistration> {
+    pub(crate) fn take_stream_abort(&self) -> Option<AbortRegistration> {
         let (slot, handle, registration) = self
             .next_stream
             .lock()
@@ -168,7 +168,7 @@ impl SendWatch {
 
 /// A response body whose connection notices when hyper stops asking it for data; `G` is held as
 /// long as the body (the connection's mark that a request is in progress).
-pub struct WatchedBody<B, G> {
+pub(crate) struct WatchedBody<B, G> {
     inner: B,
     watch: Arc<SendWatch>,
     slot: Arc<BodySlot>,
@@ -177,7 +177,7 @@ pub struct WatchedBody<B, G> {
 }
 
 impl<B: Body, G> WatchedBody<B, G> {
-    pub fn new(inner: B, watch: Arc<SendWatch>, slot: Arc<BodySlot>, hold: G) -> Self {
+    pub(crate) fn new(inner: B, watch: Arc<SendWatch>, slot: Arc<BodySlot>, hold: G) -> Self {
         let mut body = WatchedBody {
             slot,
             watch,
@@ -247,14 +247,14 @@ impl<B, G> Drop for WatchedBody<B, G> {
 }
 
 /// The client's socket, noting since when a write has been refused with nothing written since.
-pub struct WatchedIo<T> {
+pub(crate) struct WatchedIo<T> {
     inner: T,
     watch: Arc<SendWatch>,
     blocked: bool,
 }
 
 impl<T> WatchedIo<T> {
-    pub fn new(inner: T, watch: &Arc<SendWatch>) -> Self {
+    pub(crate) fn new(inner: T, watch: &Arc<SendWatch>) -> Self {
         WatchedIo {
             inner,
             watch: watch.clone(),
@@ -332,7 +332,7 @@ impl<T> Drop for WatchedIo<T> {
 }
 
 /// The connection's side: one timer, armed while something waits on the client.
-pub struct SendCheck {
+pub(crate) struct SendCheck {
     watch: Arc<SendWatch>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When to look again; `None` while nothing waits.
@@ -340,7 +340,7 @@ pub struct SendCheck {
 }
 
 impl SendCheck {
-    pub fn new(watch: &Arc<SendWatch>) -> SendCheck {
+    pub(crate) fn new(watch: &Arc<SendWatch>) -> SendCheck {
         SendCheck {
             watch: watch.clone(),
             sleep: None,
@@ -351,7 +351,7 @@ impl SendCheck {
     /// Ready once something has waited on the client for the whole timeout and the connection
     /// must close (an HTTP/2 stream that has is reset here instead). Polled with the connection
     /// (each time its task wakes); the task is woken when the deadline comes.
-    pub fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.stalled(cx) {
             Poll::Ready(())
         } else {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,13 +26,13 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::{App, Conn};
 use crate::config::{Config, TlsMode};
 use crate::conn_limits::{ConnLimits, Place, Refused, Registered, Requests, Throttle};
-use crate::response::{self, Resp};
+use crate::response;
 use crate::send_timeout::{SendCheck, SendWatch, WatchedBody, WatchedIo};
 use crate::store::Store;
 use crate::tls::{self, local_ca::LocalCa, CertResolver};
 
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error("port {port} is already in use ({addr}); another program (maybe an older hermes-edge or nginx) holds it. See which with: ss -tlnp 'sport = :{port}'")]
     PortInUse { addr: SocketAddr, port: u16 },
     #[error("permission denied to listen on port {port} ({addr}); ports below 1024 need a capability: run `sudo setcap cap_net_bind_service=+ep $(command -v hermes-edge)` or use AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit")]
@@ -86,7 +86,7 @@ fn listen_socket(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener>
     socket.listen(LISTEN_BACKLOG)
 }
 
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     listen_socket(addr, false).map_err(|e| bind_error(addr, e))
 }
 
@@ -97,7 +97,10 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// process join a group that an older hermes-edge (same user) still listens in, and share its
 /// traffic without a word. So the port is first bound alone, exactly as a single listener would
 /// be, and only then by the shared sockets (on the port the first bind got, so port 0 works).
-pub async fn bind_https(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, StartError> {
+pub(crate) async fn bind_https(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<TcpListener>, StartError> {
     let alone = bind(addr).await?;
     let addr = alone.local_addr().map_err(|e| bind_error(addr, e))?;
     drop(alone);
@@ -121,7 +124,7 @@ fn bind_error(addr: SocketAddr, source: std::io::Error) -> StartError {
 }
 
 /// Sets up TLS, state and listeners, then serves until a shutdown signal.
-pub async fn run(config: Config) -> Result<(), StartError> {
+pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     // First: from here on SIGHUP no longer ends the process (it reloads, once serving).
     let hangups = crate::reload::Hangups::listen();
     // Ports first: a port held by a stale process is the most common start-up failure, and
@@ -214,7 +217,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         &stop_rx,
     )?;
     let http_task = http.map(|l| {
-        tokio::spawn(accept_redirect(
+        tokio::spawn(crate::redirect::accept(
             l,
             https_addr.port(),
             app.clone(),
@@ -358,7 +361,7 @@ fn h2_builder<E>(config: &Config, executor: E) -> hyper::server::conn::http2::Bu
 /// (out of file descriptors and the like) is retried after a short pause instead of spinning.
 /// Both are logged at most every few seconds: under a flood a line per connection was itself
 /// a flood.
-async fn next_connection(
+pub(crate) async fn next_connection(
     listener: &TcpListener,
     limits: &Arc<ConnLimits>,
     stop: &mut watch::Receiver<bool>,
@@ -720,100 +723,6 @@ where
     }
 }
 
-/// The port-80 listener: ACME HTTP-01 answers, and `308` to HTTPS for everything else.
-async fn accept_redirect(
-    listener: TcpListener,
-    https_port: u16,
-    app: Arc<App>,
-    limits: Arc<ConnLimits>,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
-    while let Some((tcp, peer, place)) = next_connection(&listener, &limits, &mut stop).await {
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            let Some(_slot) = place.slot().await else {
-                return;
-            };
-            // A redirect is answered at once, so a port-80 connection counts as idle throughout
-            // and makes way for a new client like any idle HTTPS one.
-            let mut registered = limits.register();
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(redirect(&app, &req, https_port)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), svc);
-            tokio::select! {
-                r = watcher.watch(conn) => if let Err(e) = r {
-                    tracing::debug!(%peer, "http connection ended: {e}");
-                },
-                _ = registered.until_evicted() => {
-                    tracing::debug!(%peer, "idle http connection closed for a new client");
-                }
-            }
-        });
-    }
-}
-
-fn redirect(app: &App, req: &Request<Incoming>, https_port: u16) -> Resp {
-    let path = req.uri().path();
-    if let Some(token) = path.strip_prefix("/.well-known/acme-challenge/") {
-        if let Some(answer) = app.http01.as_ref().and_then(|f| f(token)) {
-            return response::with_body(StatusCode::OK, "application/octet-stream", answer);
-        }
-        return response::not_found();
-    }
-    let host = crate::auth::request_host(req).unwrap_or_default();
-    let host = strip_port(&host);
-    let valid = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-    if !valid {
-        let mut r = response::error(
-            StatusCode::BAD_REQUEST,
-            "bad_host",
-            "This server only answers over HTTPS; the request had no usable Host header.",
-        );
-        app.headers.apply(r.headers_mut());
-        return r;
-    }
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let location = if https_port == 443 {
-        format!("https://{host}{pq}")
-    } else {
-        format!("https://{host}:{https_port}{pq}")
-    };
-    let mut r = response::redirect(StatusCode::PERMANENT_REDIRECT, &location);
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
-    app.headers.apply(r.headers_mut());
-    r
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return match rest.find(']') {
-            Some(end) => &host[..end + 2],
-            None => "",
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
@@ -827,18 +736,5 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_port;
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("example.com:80"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("127.0.0.1"), "127.0.0.1");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("cannot open the database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -144,7 +144,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     conn: Arc<Mutex<Connection>>,
 }
 
@@ -155,7 +155,7 @@ impl Store {
     /// set: treated as new, it would silently start a new installation (a new `admin` with a new
     /// password) over what was surely meant to be the old one's data. No file at all is a new
     /// installation, as always.
-    pub fn open_with(data_dir: &Path, init: bool) -> Result<Store, StoreError> {
+    pub(crate) fn open_with(data_dir: &Path, init: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir {
             path: data_dir.to_path_buf(),
             source,
@@ -191,7 +191,7 @@ impl Store {
     }
 
     /// [`Store::open_with`] without `--init-database`.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Store, StoreError> {
         Self::open_with(data_dir, false)
     }
 
@@ -224,7 +224,7 @@ impl Store {
     }
 
     /// Runs `f` with the connection on the blocking pool.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut Connection) -> Result<R, rusqlite::Error> + Send + 'static,
         R: Send + 'static,
@@ -241,7 +241,7 @@ impl Store {
     }
 
     /// Runs `f` on the current thread (command-line tools, start-up).
-    pub fn call_blocking<R>(
+    pub(crate) fn call_blocking<R>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, rusqlite::Error>,
     ) -> Result<R, StoreError> {
@@ -254,7 +254,7 @@ impl Store {
 }
 
 /// Milliseconds since the Unix epoch (chat times, which need a finer order than seconds).
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -262,7 +262,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Seconds since the Unix epoch.
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -287,18 +287,18 @@ fn ymd_hms(t: time::OffsetDateTime, date_time_sep: char) -> String {
 }
 
 /// RFC 3339 (UTC, milliseconds) for a time in milliseconds since the Unix epoch.
-pub fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     let t = civil(ms.div_euclid(1000));
     format!("{}.{:03}Z", ymd_hms(t, 'T'), ms.rem_euclid(1000))
 }
 
 /// Seconds since the Unix epoch as an RFC 3339 UTC time (`2025-01-31T08:05:09Z`).
-pub fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     format!("{}Z", ymd_hms(civil(secs), 'T'))
 }
 
 /// Seconds since the Unix epoch for people reading a console: `2026-11-24 10:19:24 UTC`.
-pub fn human_utc(secs: i64) -> String {
+pub(crate) fn human_utc(secs: i64) -> String {
     format!("{} UTC", ymd_hms(civil(secs), ' '))
 }
 

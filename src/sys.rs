@@ -13,7 +13,7 @@ use tokio::io::Interest;
 
 /// Keeps large blocks out of the heap arenas and lets a burst's freed memory stay at the top of
 /// the heap (see `main` for why). Call it before any other thread exists.
-pub fn tune_malloc() {
+pub(crate) fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes an allocator tunable; called before any other thread exists.
     unsafe {
@@ -23,7 +23,7 @@ pub fn tune_malloc() {
 }
 
 /// Sets `TCP_DEFER_ACCEPT` on a listening socket to `secs` seconds.
-pub fn set_tcp_defer_accept(socket: BorrowedFd<'_>, secs: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_tcp_defer_accept(socket: BorrowedFd<'_>, secs: libc::c_int) -> io::Result<()> {
     // SAFETY: a live socket descriptor and an int option of the size passed.
     let rc = unsafe {
         libc::setsockopt(
@@ -42,7 +42,7 @@ pub fn set_tcp_defer_accept(socket: BorrowedFd<'_>, secs: libc::c_int) -> io::Re
 
 /// Registers `fd` with the current runtime's reactor for readiness to read. `None` when the
 /// reactor refuses it. Must be called within a runtime that has its I/O driver.
-pub fn register_readable(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
+pub(crate) fn register_readable(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` stays open, and names the same open file description, for as long as
     // it lives; the `AsyncFd` owns it, and nothing here swaps it through `AsyncFd::get_mut`.
     unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE).ok() }

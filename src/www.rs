@@ -10,14 +10,14 @@ use include_dir::{include_dir, Dir};
 // build.rs copies www/ here, adding gzip siblings of the text files.
 static EMBEDDED: Dir<'static> = include_dir!("$OUT_DIR/www");
 
-pub struct Www {
+pub(crate) struct Www {
     dir: Option<PathBuf>,
     /// Small files of `dir` kept in memory (see `static_files::SmallFiles`).
     pub small_files: crate::static_files::SmallFiles,
 }
 
 impl Www {
-    pub fn new(dir: Option<PathBuf>) -> Www {
+    pub(crate) fn new(dir: Option<PathBuf>) -> Www {
         Www {
             small_files: crate::static_files::SmallFiles::new(dir.as_deref()),
             dir,
@@ -25,13 +25,13 @@ impl Www {
     }
 
     /// The folder given with `--www`, whose files replace the embedded ones.
-    pub fn disk_dir(&self) -> Option<&Path> {
+    pub(crate) fn disk_dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
 
     /// An embedded file with its validator, by its path relative to `www/`. The caller has checked
     /// the path (see `parse_rel` in `static_files/path.rs`).
-    pub fn embedded(&self, rel: &str) -> Option<SiteFile> {
+    pub(crate) fn embedded(&self, rel: &str) -> Option<SiteFile> {
         let file = EMBEDDED.get_file(rel)?;
         let etag = embedded_etags().get(rel)?;
         Some(SiteFile {
@@ -42,7 +42,7 @@ impl Www {
 }
 
 /// An embedded site file: its bytes and an entity tag derived from them.
-pub struct SiteFile {
+pub(crate) struct SiteFile {
     pub contents: &'static [u8],
     /// Opaque tag (without quotes): the first 128 bits of the SHA-256 of the contents. Embedded
     /// files have no modification time, so the content hash is the only validator; it is the same

@@ -16,7 +16,7 @@ use crate::response::{self, Resp};
 use crate::store::{now, rfc3339, StoreError};
 
 /// `403` for a signed-in `user` on an `/api/admin/` route.
-pub fn admin_only() -> Resp {
+pub(crate) fn admin_only() -> Resp {
     response::error(
         StatusCode::FORBIDDEN,
         "admin_only",
@@ -79,7 +79,7 @@ fn user_json(user: &User, created_at: i64) -> serde_json::Value {
 }
 
 /// `GET /api/admin/users`: `{"users":[{"username","role","created_at"}]}` by name.
-pub async fn list_users(app: &App) -> Resp {
+pub(crate) async fn list_users(app: &App) -> Resp {
     let store = app.store.clone();
     match tokio::task::spawn_blocking(move || users::list_users(&store)).await {
         Ok(Ok(list)) => response::json(
@@ -104,7 +104,7 @@ struct NewUser {
 
 /// `POST /api/admin/users` with `{"username","password","role":"user"|"admin"}`: `201` and the
 /// account; `400` for a bad name, role or password, `409` when the name is taken.
-pub async fn create_user(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+pub(crate) async fn create_user(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     let body = match read_body(app.body_room(ctx), req, crate::body::SMALL_BODY_BYTES).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -152,7 +152,7 @@ pub async fn create_user(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
 /// `DELETE /api/admin/users/{name}`: `204`; the account's sessions and API tokens go with it, at
 /// once. The last admin cannot be removed this way (`409 last_admin`), so the site always keeps
 /// someone who can manage it.
-pub async fn remove_user(app: &App, segment: &str) -> Resp {
+pub(crate) async fn remove_user(app: &App, segment: &str) -> Resp {
     let name = decode_segment(segment);
     let lookup = name.clone();
     let result = app
@@ -258,7 +258,7 @@ fn sessions_json(rows: &[SessionRow], headers: &HeaderMap) -> Resp {
 }
 
 /// `GET /api/admin/sessions[?user=NAME]`: every live session, or one account's.
-pub async fn list_sessions(app: &App, req: &Request<Incoming>) -> Resp {
+pub(crate) async fn list_sessions(app: &App, req: &Request<Incoming>) -> Resp {
     let user_id = match query_param(req, "user") {
         None => None,
         Some(name) => {
@@ -281,7 +281,7 @@ pub async fn list_sessions(app: &App, req: &Request<Incoming>) -> Resp {
 }
 
 /// `GET /api/sessions`: the signed-in user's own sessions (`current` marks this one).
-pub async fn own_sessions(app: &App, req: &Request<Incoming>, user: &User) -> Resp {
+pub(crate) async fn own_sessions(app: &App, req: &Request<Incoming>, user: &User) -> Resp {
     match sessions(app, Some(user.id)).await {
         Ok(rows) => sessions_json(&rows, req.headers()),
         Err(e) => store_failed(e),
@@ -307,7 +307,7 @@ async fn revoke(app: &App, id: &str, user_id: Option<i64>) -> Result<bool, Store
 }
 
 /// `DELETE /api/admin/sessions/{id}`: revokes anyone's session; `204` or `404`.
-pub async fn revoke_session(app: &App, id: &str) -> Resp {
+pub(crate) async fn revoke_session(app: &App, id: &str) -> Resp {
     match revoke(app, id, None).await {
         Ok(true) => {
             tracing::info!(session = %id, "session revoked by an administrator");
@@ -320,7 +320,7 @@ pub async fn revoke_session(app: &App, id: &str) -> Resp {
 
 /// `DELETE /api/sessions/{id}`: revokes one of the user's own sessions; another user's session
 /// answers `404` like a missing one, so handles cannot be probed.
-pub async fn revoke_own_session(app: &App, user: &User, id: &str) -> Resp {
+pub(crate) async fn revoke_own_session(app: &App, user: &User, id: &str) -> Resp {
     match revoke(app, id, Some(user.id)).await {
         Ok(true) => no_content(),
         Ok(false) => no_such_session(),
@@ -330,7 +330,7 @@ pub async fn revoke_own_session(app: &App, user: &User, id: &str) -> Resp {
 
 /// `GET /api/admin/audit?limit=N`: the latest sign-in attempts, newest first
 /// (`{"entries":[{"at","username","ip","success"}]}`; `limit` 1 to 1000, default 100).
-pub async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
+pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
     let limit = match query_param(req, "limit") {
         None => 100,
         Some(text) => match text.parse::<u32>() {

@@ -26,13 +26,13 @@ use crate::response::{self, Resp};
 use crate::store::now;
 
 /// The signed-in user for this request's cookie, if the session is valid.
-pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
+pub(crate) async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
     let token = session_cookie(headers)?;
     session_user(&app.store, token_hash(&token)).await
 }
 
 /// Creates a session row and returns its token.
-pub async fn create_session(
+pub(crate) async fn create_session(
     app: &App,
     user_id: i64,
     lifetime: Duration,
@@ -58,7 +58,7 @@ pub async fn create_session(
     Ok(token)
 }
 /// `GET /login` for someone already signed in: `303` to their `next` instead of the form.
-pub async fn login_page_redirect<B>(app: &App, req: &Request<B>) -> Option<Resp> {
+pub(crate) async fn login_page_redirect<B>(app: &App, req: &Request<B>) -> Option<Resp> {
     authenticate(app, req.headers()).await?;
     let next = req
         .uri()
@@ -171,7 +171,7 @@ fn login_redirect(next: &str, error: &str, retry_after: Option<u64>) -> Resp {
 
 /// `POST /login`: checks the password (same answer and about the same time for an unknown user and
 /// a wrong password), limits attempts per IP and per account, records the attempt, sets the cookie.
-pub async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     let json = wants_json(req.headers());
     if !same_origin(&req) {
         return response::error(
@@ -315,7 +315,7 @@ pub async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
 }
 
 /// `POST /logout`: revokes this session and clears the cookie.
-pub async fn logout(app: &App, req: Request<Incoming>) -> Resp {
+pub(crate) async fn logout(app: &App, req: Request<Incoming>) -> Resp {
     if !same_origin(&req) {
         return response::error(
             StatusCode::FORBIDDEN,

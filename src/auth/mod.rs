@@ -7,11 +7,11 @@
 //! the database does not let anyone sign in.
 //!
 
-pub mod admin;
-pub mod login;
-pub mod token_cache;
-pub mod tokens;
-pub mod users;
+pub(crate) mod admin;
+pub(crate) mod login;
+pub(crate) mod token_cache;
+pub(crate) mod tokens;
+pub(crate) mod users;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -23,35 +23,35 @@ use sha2::{Digest, Sha256};
 
 use crate::response::{self, Resp};
 use crate::store::now;
-pub use users::{Role, User};
+pub(crate) use users::{Role, User};
 
-pub const COOKIE_NAME: &str = "__Host-hermes_session";
+pub(crate) const COOKIE_NAME: &str = "__Host-hermes_session";
 
 /// A new random session token (43 URL-safe characters).
-pub fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn token_hash(token: &str) -> Vec<u8> {
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
     token_digest(token).to_vec()
 }
 
 /// `token_hash` without the heap copy.
-pub fn token_digest(token: &str) -> [u8; 32] {
+pub(crate) fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// The public handle of a session: the first 16 hex digits of its token hash. It names the
 /// session in lists and revocations and cannot be turned back into the token.
-pub fn session_id(hash: &[u8]) -> String {
+pub(crate) fn session_id(hash: &[u8]) -> String {
     hex::encode(&hash[..hash.len().min(8)])
 }
 
 /// The session token from the `Cookie` header(s), if any.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     for value in headers.get_all(header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         for pair in text.split(';') {
@@ -66,7 +66,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// signed out, revoked or expired, and its account not removed).
-pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<User> {
+pub(crate) async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<User> {
     let result = store
         .call(move |c| {
             let now = now();
@@ -107,7 +107,7 @@ pub async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> Option<
 /// and `token` commands write the same file from their own process; this process trusts the API
 /// tokens it checked recently (`token_cache::TokenCache`), and must stop trusting them within a few
 /// seconds of a revocation there. One `PRAGMA data_version` a second costs next to nothing.
-pub const DB_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DB_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often old sign-in audit rows are deleted (besides at start).
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -118,7 +118,7 @@ const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// process's own writes cost nothing), and deletes sign-in audit rows older than `audit_keep`,
 /// once at start and then daily. It holds the store and the cache, not the `App`, so it never
 /// keeps the `App` shared at start-up.
-pub fn spawn_upkeep(
+pub(crate) fn spawn_upkeep(
     store: crate::store::Store,
     tokens: std::sync::Arc<token_cache::TokenCache>,
     audit_keep: Duration,
@@ -173,7 +173,7 @@ pub fn spawn_upkeep(
     });
 }
 
-pub fn session_cookie_header(token: &str, max_age: Duration) -> Option<HeaderValue> {
+pub(crate) fn session_cookie_header(token: &str, max_age: Duration) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{COOKIE_NAME}={token}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         max_age.as_secs()
@@ -181,7 +181,7 @@ pub fn session_cookie_header(token: &str, max_age: Duration) -> Option<HeaderVal
     .ok()
 }
 
-pub fn clear_cookie_header() -> HeaderValue {
+pub(crate) fn clear_cookie_header() -> HeaderValue {
     HeaderValue::from_static(
         "__Host-hermes_session=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
     )
@@ -191,7 +191,7 @@ pub fn clear_cookie_header() -> HeaderValue {
 /// backslash, no control characters, checked after percent-decoding too. Anything else is `/`.
 /// The raw value must be printable ASCII (as every path a browser sends is), so it can go into a
 /// `Location` header unchanged.
-pub fn safe_next(raw: &str) -> String {
+pub(crate) fn safe_next(raw: &str) -> String {
     let ok = |s: &str| {
         s.starts_with('/')
             && !s.starts_with("//")
@@ -221,7 +221,7 @@ pub fn safe_next(raw: &str) -> String {
 
 /// Where an unauthenticated page request is sent: `/login?next=<the page>` (`/` when the page
 /// is not a safe same-site path).
-pub fn login_location(path_and_query: &str) -> String {
+pub(crate) fn login_location(path_and_query: &str) -> String {
     let next = safe_next(path_and_query);
     let enc = percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC);
     format!("/login?next={enc}")
@@ -229,7 +229,10 @@ pub fn login_location(path_and_query: &str) -> String {
 
 /// The per-user chat-send limit (`auth.chat_sends_per_minute_per_user`): `Some` is the `429`
 /// with `Retry-After` to send back when this user is sending too fast; `None` lets the message go.
-pub fn chat_send_limited(limit: &crate::security::KeyedLimit<i64>, user: &User) -> Option<Resp> {
+pub(crate) fn chat_send_limited(
+    limit: &crate::security::KeyedLimit<i64>,
+    user: &User,
+) -> Option<Resp> {
     let secs = limit.check(&user.id).err()?;
     Some(response::too_many(
         secs,
@@ -247,7 +250,7 @@ fn same_network(a: IpAddr, b: IpAddr) -> bool {
 }
 
 /// The host this request was addressed to (`Host` for HTTP/1.1, `:authority` for HTTP/2).
-pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_ascii_lowercase());
     }
@@ -258,7 +261,7 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// True when a state-changing request comes from this site's own pages.
-pub fn same_origin<B>(req: &Request<B>) -> bool {
+pub(crate) fn same_origin<B>(req: &Request<B>) -> bool {
     let headers = req.headers();
     // `Origin: null` is what a browser sends when the page's Referrer-Policy is `no-referrer`:
     // it says nothing either way, so the browser's own Sec-Fetch-Site decides.
@@ -280,7 +283,7 @@ pub fn same_origin<B>(req: &Request<B>) -> bool {
     )
 }
 
-pub fn is_state_changing(method: &Method) -> bool {
+pub(crate) fn is_state_changing(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 

@@ -21,7 +21,7 @@ const CACHE_MAX: usize = 10_000;
 /// happened since it started: otherwise a lookup that read the database just before a revocation
 /// could put the revoked token back right after the revocation emptied the cache.
 #[derive(Default)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     entries: Mutex<(Entries, u64)>,
 }
 
@@ -95,13 +95,13 @@ impl TokenCache {
     }
 
     /// Forgets every token of one account (removed: its tokens must stop at once).
-    pub fn forget_user(&self, user_id: i64) {
+    pub(crate) fn forget_user(&self, user_id: i64) {
         self.forget_where(|(user, _, _)| user.id == user_id);
     }
 
     /// Forgets every token: the database was changed by another process, which may have removed
     /// or revoked any of them; the next request of each asks the database again.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.forget_where(|_| true);
     }
 }

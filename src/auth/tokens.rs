@@ -13,12 +13,12 @@ use crate::auth::{self, User};
 use crate::response::{self, Resp};
 use crate::store::{now_ms, rfc3339_ms, Store, StoreError};
 
-pub const PREFIX: &str = "hek_";
+pub(crate) const PREFIX: &str = "hek_";
 const MAX_TOKENS_PER_USER: i64 = 50;
 
 /// A token as listed (never the secret itself).
 #[derive(Debug, Clone)]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     pub id: i64,
     pub name: String,
     pub prefix: String,
@@ -27,7 +27,7 @@ pub struct TokenInfo {
 }
 
 impl TokenInfo {
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
             "name": self.name,
@@ -39,7 +39,7 @@ impl TokenInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("no user named `{0}`")]
     UnknownUser(String),
     #[error("a token name is 1 to 64 characters without line breaks")]
@@ -55,7 +55,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Creates a token for `user_id`; returns the secret (to show once) and its listing.
-pub fn create(
+pub(crate) fn create(
     c: &rusqlite::Connection,
     user_id: i64,
     name: &str,
@@ -91,7 +91,10 @@ pub fn create(
     )))
 }
 
-pub fn list_for(c: &rusqlite::Connection, user_id: i64) -> Result<Vec<TokenInfo>, rusqlite::Error> {
+pub(crate) fn list_for(
+    c: &rusqlite::Connection,
+    user_id: i64,
+) -> Result<Vec<TokenInfo>, rusqlite::Error> {
     let mut st = c.prepare(
         "SELECT id, name, prefix, created_at, last_used_at FROM api_tokens WHERE user_id = ?1 ORDER BY id",
     )?;
@@ -117,7 +120,7 @@ fn user_id_by_name(c: &rusqlite::Connection, name: &str) -> Result<Option<i64>, 
 }
 
 /// `hermes-edge token create --user NAME [--name LABEL]`: the secret, to print once.
-pub fn cli_create(store: &Store, username: &str, name: &str) -> Result<String, TokenError> {
+pub(crate) fn cli_create(store: &Store, username: &str, name: &str) -> Result<String, TokenError> {
     store.call_blocking(|c| {
         let Some(uid) = user_id_by_name(c, username)? else {
             return Ok(Err(TokenError::UnknownUser(username.to_string())));
@@ -127,7 +130,7 @@ pub fn cli_create(store: &Store, username: &str, name: &str) -> Result<String, T
 }
 
 /// `hermes-edge token list --user NAME`.
-pub fn cli_list(store: &Store, username: &str) -> Result<Vec<TokenInfo>, TokenError> {
+pub(crate) fn cli_list(store: &Store, username: &str) -> Result<Vec<TokenInfo>, TokenError> {
     store.call_blocking(|c| {
         let Some(uid) = user_id_by_name(c, username)? else {
             return Ok(Err(TokenError::UnknownUser(username.to_string())));
@@ -137,7 +140,7 @@ pub fn cli_list(store: &Store, username: &str) -> Result<Vec<TokenInfo>, TokenEr
 }
 
 /// `hermes-edge token revoke --user NAME ID`: true when a token was deleted.
-pub fn cli_revoke(store: &Store, username: &str, id: i64) -> Result<bool, TokenError> {
+pub(crate) fn cli_revoke(store: &Store, username: &str, id: i64) -> Result<bool, TokenError> {
     store.call_blocking(|c| {
         let Some(uid) = user_id_by_name(c, username)? else {
             return Ok(Err(TokenError::UnknownUser(username.to_string())));
@@ -151,7 +154,7 @@ pub fn cli_revoke(store: &Store, username: &str, id: i64) -> Result<bool, TokenE
 }
 
 /// The user of `Authorization: Bearer hek_...`, if the token is valid.
-pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
+pub(crate) async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")
@@ -209,7 +212,7 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Option<User> {
 }
 
 /// `GET /api/tokens`: `{"tokens":[{"id","name","prefix","created_at","last_used_at"}]}`.
-pub async fn list(app: &App, user: &User) -> Resp {
+pub(crate) async fn list(app: &App, user: &User) -> Resp {
     let uid = user.id;
     match app.store.call(move |c| list_for(c, uid)).await {
         Ok(tokens) => response::json(
@@ -227,7 +230,7 @@ struct NewToken {
 }
 
 /// `POST /api/tokens` with `{"name": "..."}`: `201` with the listing plus `"token"` (shown once).
-pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
+pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
     let body = match crate::body::read_body(app.body_room(ctx), req, crate::body::SMALL_BODY_BYTES)
         .await
     {
@@ -261,7 +264,7 @@ pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> 
 }
 
 /// `DELETE /api/tokens/{id}`: `204`, or `404` for a token that is not the user's.
-pub async fn delete(app: &App, user: &User, id: &str) -> Resp {
+pub(crate) async fn delete(app: &App, user: &User, id: &str) -> Resp {
     let Ok(id) = id.parse::<i64>() else {
         return response::not_found();
     };

@@ -11,19 +11,19 @@ use crate::store::{now, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub(crate) enum Role {
     Admin,
     User,
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::User => "user",
         }
     }
-    pub fn parse(text: &str) -> Option<Role> {
+    pub(crate) fn parse(text: &str) -> Option<Role> {
         match text {
             "admin" => Some(Role::Admin),
             "user" => Some(Role::User),
@@ -34,7 +34,7 @@ impl Role {
 
 /// A signed-in person.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct User {
+pub(crate) struct User {
     pub id: i64,
     pub username: String,
     pub role: Role,
@@ -47,7 +47,7 @@ pub struct User {
 
 impl User {
     /// A user from four columns of a row, `id, username, role, scope`, starting at column `at`.
-    pub fn from_row(r: &rusqlite::Row<'_>, at: usize) -> Result<User, rusqlite::Error> {
+    pub(crate) fn from_row(r: &rusqlite::Row<'_>, at: usize) -> Result<User, rusqlite::Error> {
         let role: String = r.get(at + 2)?;
         Ok(User {
             id: r.get(at)?,
@@ -72,7 +72,7 @@ fn new_scope(id: i64) -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum UserError {
+pub(crate) enum UserError {
     #[error("a user named `{0}` already exists")]
     Exists(String),
     #[error("no user named `{0}`")]
@@ -87,7 +87,7 @@ pub enum UserError {
     Store(#[from] StoreError),
 }
 
-pub fn valid_username(name: &str) -> bool {
+pub(crate) fn valid_username(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -95,7 +95,7 @@ pub fn valid_username(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
-pub fn hash_password(password: &str) -> Result<String, UserError> {
+pub(crate) fn hash_password(password: &str) -> Result<String, UserError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -104,7 +104,7 @@ pub fn hash_password(password: &str) -> Result<String, UserError> {
 }
 
 /// Checks a password against a stored hash; a malformed hash is a mismatch.
-pub fn verify_password(password: &str, hash: &str) -> bool {
+pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
@@ -115,14 +115,14 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// A hash of a random password, verified against when the user is unknown, so an unknown
 /// name and a wrong password take the same time.
-pub fn decoy_hash() -> String {
+pub(crate) fn decoy_hash() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
     hash_password(&hex::encode(bytes)).unwrap_or_default()
 }
 
-pub fn random_password() -> String {
+pub(crate) fn random_password() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::thread_rng();
@@ -131,7 +131,7 @@ pub fn random_password() -> String {
         .collect()
 }
 
-pub fn create_user(
+pub(crate) fn create_user(
     store: &Store,
     username: &str,
     password: &str,
@@ -184,7 +184,11 @@ pub fn create_user(
 /// old one may be known to someone else, who may then have made a token with it: a token keeps
 /// working after a password change only until someone notices. So the tokens go too, as the
 /// sessions do, and the owner makes new ones once signed in again. Returns how many tokens went.
-pub fn set_password(store: &Store, username: &str, password: &str) -> Result<usize, UserError> {
+pub(crate) fn set_password(
+    store: &Store,
+    username: &str,
+    password: &str,
+) -> Result<usize, UserError> {
     if password.chars().count() < 8 {
         return Err(UserError::WeakPassword);
     }
@@ -214,7 +218,7 @@ pub fn set_password(store: &Store, username: &str, password: &str) -> Result<usi
     Ok(changed.1)
 }
 
-pub fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
+pub(crate) fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
     let name = username.to_string();
     let n = store
         .call_blocking(|c| c.execute("DELETE FROM users WHERE username = ?1", params![name]))?;
@@ -224,7 +228,7 @@ pub fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
     Ok(())
 }
 
-pub fn list_users(store: &Store) -> Result<Vec<(User, i64)>, UserError> {
+pub(crate) fn list_users(store: &Store) -> Result<Vec<(User, i64)>, UserError> {
     Ok(store.call_blocking(|c| {
         let mut st =
             c.prepare("SELECT id, username, role, scope, created_at FROM users ORDER BY username")?;
@@ -234,7 +238,7 @@ pub fn list_users(store: &Store) -> Result<Vec<(User, i64)>, UserError> {
 }
 
 /// The user and their password hash, by name.
-pub fn find_for_login(
+pub(crate) fn find_for_login(
     c: &rusqlite::Connection,
     username: &str,
 ) -> Result<Option<(User, String)>, rusqlite::Error> {
@@ -248,7 +252,7 @@ pub fn find_for_login(
 
 /// On a database with no users, creates `admin` with `HERMES_EDGE_ADMIN_PASSWORD` or a random
 /// password, which is returned so it can be printed once.
-pub fn ensure_first_admin(store: &Store) -> Result<Option<(String, bool)>, UserError> {
+pub(crate) fn ensure_first_admin(store: &Store) -> Result<Option<(String, bool)>, UserError> {
     let count: i64 =
         store.call_blocking(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)))?;
     if count > 0 {
@@ -264,11 +268,11 @@ pub fn ensure_first_admin(store: &Store) -> Result<Option<(String, bool)>, UserE
 
 /// The user name a response was served to, for the access log.
 #[derive(Clone)]
-pub struct LogUser(pub String);
+pub(crate) struct LogUser(pub String);
 
 /// `resp` marked with the user's name for the access log, when the access log is written (the
 /// name's copy and the response's extension map are two allocations per request otherwise).
-pub fn with_user(mut resp: Resp, user: &User) -> Resp {
+pub(crate) fn with_user(mut resp: Resp, user: &User) -> Resp {
     if tracing::enabled!(target: "access", tracing::Level::INFO) {
         resp.extensions_mut().insert(LogUser(user.username.clone()));
     }

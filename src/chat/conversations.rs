@@ -19,7 +19,7 @@ use crate::store::{now_ms, rfc3339_ms};
 
 /// One stored message.
 #[derive(Debug, Clone)]
-pub struct StoredMessage {
+pub(crate) struct StoredMessage {
     pub index: i64,
     pub role: String,
     pub content: String,
@@ -51,7 +51,7 @@ impl StoredMessage {
 }
 
 #[derive(Debug, Clone)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub id: String,
     pub title: String,
     pub hermes_session: String,
@@ -82,7 +82,7 @@ impl Summary {
 }
 
 /// The conversation `id` if it belongs to `user_id`.
-pub fn find(
+pub(crate) fn find(
     c: &rusqlite::Connection,
     user_id: i64,
     id: &str,
@@ -97,7 +97,7 @@ pub fn find(
 }
 
 /// The messages of a conversation in order (the caller has checked the owner).
-pub fn messages(
+pub(crate) fn messages(
     c: &rusqlite::Connection,
     conversation: &str,
 ) -> Result<Vec<StoredMessage>, rusqlite::Error> {
@@ -123,7 +123,7 @@ pub fn messages(
 }
 
 /// Inserts a message and returns its row id.
-pub fn insert_message(
+pub(crate) fn insert_message(
     tx: &Transaction<'_>,
     conversation: &str,
     index: i64,
@@ -141,7 +141,7 @@ pub fn insert_message(
 }
 
 /// Fills in an assistant message when its answer has ended (completely or not).
-pub async fn finish_message(
+pub(crate) async fn finish_message(
     store: crate::store::Store,
     row: i64,
     conversation: String,
@@ -187,7 +187,7 @@ fn not_found() -> Resp {
 }
 
 /// `GET /api/conversations`: the user's conversations, newest first.
-pub async fn list(app: &App, user: &User) -> Resp {
+pub(crate) async fn list(app: &App, user: &User) -> Resp {
     let uid = user.id;
     let result = app
         .store
@@ -210,7 +210,7 @@ pub async fn list(app: &App, user: &User) -> Resp {
 }
 
 /// `GET /api/conversations/{id}`: the conversation with its messages.
-pub async fn get(app: &App, user: &User, id: &str) -> Resp {
+pub(crate) async fn get(app: &App, user: &User, id: &str) -> Resp {
     let uid = user.id;
     let id = id.to_string();
     let result = app
@@ -240,7 +240,13 @@ struct Rename {
 }
 
 /// `PATCH /api/conversations/{id}` with `{"title": "..."}`: renames it.
-pub async fn patch(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User, id: &str) -> Resp {
+pub(crate) async fn patch(
+    app: &App,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    user: &User,
+    id: &str,
+) -> Resp {
     let body = match crate::body::read_body(app.body_room(ctx), req, crate::body::SMALL_BODY_BYTES)
         .await
     {
@@ -303,7 +309,7 @@ impl HermesCopy {
 }
 
 /// True for a session id that can go into a path on Hermes as it is: `web-<uuid>`, `api-<hex>`.
-pub fn is_plain_session_id(id: &str) -> bool {
+pub(crate) fn is_plain_session_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 256
         && id
@@ -317,7 +323,7 @@ pub fn is_plain_session_id(id: &str) -> bool {
 /// The edge's delete never depends on Hermes: the answer is `200`
 /// `{"deleted": true, "hermes_session": "deleted" | "not_found" | "not_deleted"}`, with a
 /// `message` when Hermes' copy could not be deleted.
-pub async fn delete(app: &App, ctx: &Ctx, user: &User, id: &str) -> Resp {
+pub(crate) async fn delete(app: &App, ctx: &Ctx, user: &User, id: &str) -> Resp {
     let uid = user.id;
     let id = id.to_string();
     let result = app

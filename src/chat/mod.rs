@@ -2,9 +2,9 @@
 //! `POST /api/chat`), `conversations` (the stored history) and `openai` (`/v1/*` for API clients
 //! with personal tokens, which live in `crate::auth::tokens`).
 
-pub mod conversations;
-pub mod openai;
-pub mod routes;
+pub(crate) mod conversations;
+pub(crate) mod openai;
+pub(crate) mod routes;
 
 use http::{HeaderValue, Method, Request};
 use hyper::body::Incoming;
@@ -14,7 +14,7 @@ use crate::auth::{tokens, User};
 use crate::response::{self, Resp};
 
 /// Routes of the chat API for a signed-in user: `/api/chat`, `/api/conversations*`, `/api/tokens*`.
-pub async fn route(
+pub(crate) async fn route(
     app: &App,
     ctx: &Ctx,
     req: Request<Incoming>,
@@ -50,7 +50,7 @@ pub async fn route(
 }
 
 /// True for the paths `route` answers.
-pub fn is_chat_path(path: &str) -> bool {
+pub(crate) fn is_chat_path(path: &str) -> bool {
     path == "/api/chat"
         || path == "/api/conversations"
         || path.starts_with("/api/conversations/")
@@ -59,7 +59,7 @@ pub fn is_chat_path(path: &str) -> bool {
 }
 
 /// Adds a header whose value is known to be valid text (ids we generated).
-pub fn set_header(resp: &mut Resp, name: &'static str, value: &str) {
+pub(crate) fn set_header(resp: &mut Resp, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().insert(name, v);
     }

@@ -23,7 +23,7 @@ use crate::hermes::{Outgoing, UpstreamError, PASSED};
 use crate::response::{self, Resp};
 
 /// Every `/v1/...` request.
-pub async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+pub(crate) async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     if !req.headers().contains_key(header::AUTHORIZATION) {
         // Like every other API route without credentials (docs/http-api.md).
         return response::error(

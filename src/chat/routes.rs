@@ -100,7 +100,7 @@ fn bad(code: &str, message: &str) -> Resp {
     response::error(StatusCode::BAD_REQUEST, code, message)
 }
 
-pub async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
+pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
     let body =
         match crate::body::read_body(app.body_room(ctx), req, app.config.limits.max_body_bytes)
             .await

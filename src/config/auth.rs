@@ -6,7 +6,7 @@ use super::file::FileAuth;
 use super::{defaults, invalid, ConfigError};
 
 #[derive(Debug, Clone)]
-pub struct AuthConfig {
+pub(crate) struct AuthConfig {
     pub session_lifetime: Duration,
     pub remember_lifetime: Duration,
     pub login_attempts_per_minute_per_ip: u32,

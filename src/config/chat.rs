@@ -8,7 +8,7 @@ use super::file::FileChat;
 use super::{defaults, invalid, secs, ConfigError};
 
 #[derive(Clone)]
-pub struct ChatConfig {
+pub(crate) struct ChatConfig {
     /// The Hermes API Server key; never logged, never sent to a browser.
     pub api_key: Option<String>,
     pub idle_timeout: Duration,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 /// The file as written by the user: every field optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub listen: Option<String>,
     pub http_listen: Option<String>,
     pub certs_dir: Option<PathBuf>,
@@ -35,7 +35,7 @@ pub struct FileConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileTls {
+pub(crate) struct FileTls {
     pub self_signed: Option<bool>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -54,7 +54,7 @@ pub struct FileTls {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileLimits {
+pub(crate) struct FileLimits {
     pub header_read_timeout_secs: Option<u64>,
     pub tls_handshake_timeout_secs: Option<u64>,
     pub max_header_bytes: Option<usize>,
@@ -74,7 +74,7 @@ pub struct FileLimits {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileMedia {
+pub(crate) struct FileMedia {
     pub dir: Option<PathBuf>,
     pub public: Option<bool>,
     pub listing: Option<bool>,
@@ -82,7 +82,7 @@ pub struct FileMedia {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileAuth {
+pub(crate) struct FileAuth {
     pub session_hours: Option<u64>,
     pub remember_days: Option<u64>,
     /// The same lifetimes in seconds (for short-lived deployments and tests); exclusive with the above.
@@ -96,7 +96,7 @@ pub struct FileAuth {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileChat {
+pub(crate) struct FileChat {
     pub api_key: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub idle_timeout_secs: Option<u64>,
@@ -111,14 +111,14 @@ pub struct FileChat {
 /// `[dashboard]`: Hermes' own web dashboard (`hermes dashboard`), proxied at `/dashboard/`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileDashboard {
+pub(crate) struct FileDashboard {
     pub upstream: Option<String>,
 }
 
 /// A custom page: `[[routes]] path = "/video" file = "www/video.html"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteEntry {
+pub(crate) struct RouteEntry {
     pub path: String,
     pub file: PathBuf,
 }

@@ -7,7 +7,7 @@ use super::file::FileLimits;
 use super::{defaults, invalid, secs, ConfigError};
 
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub max_header_bytes: usize,

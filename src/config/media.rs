@@ -6,7 +6,7 @@ use super::file::FileMedia;
 use super::{defaults, CliOverrides};
 
 #[derive(Debug, Clone)]
-pub struct MediaConfig {
+pub(crate) struct MediaConfig {
     pub dir: PathBuf,
     pub public: bool,
     pub listing: bool,

@@ -20,7 +20,7 @@
 mod auth;
 mod chat;
 mod dashboard;
-pub mod defaults;
+pub(crate) mod defaults;
 mod file;
 mod limits;
 mod media;
@@ -30,15 +30,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use auth::AuthConfig;
-pub use chat::ChatConfig;
-pub use file::{FileConfig, RouteEntry};
-pub use limits::Limits;
-pub use media::MediaConfig;
-pub use tls::{AcmeChallenge, AcmeSettings, TlsMode};
+pub(crate) use auth::AuthConfig;
+pub(crate) use chat::ChatConfig;
+pub(crate) use file::{FileConfig, RouteEntry};
+pub(crate) use limits::Limits;
+pub(crate) use media::MediaConfig;
+pub(crate) use tls::{AcmeChallenge, AcmeSettings, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -65,7 +65,7 @@ fn secs(value: Option<u64>, default: u64) -> Duration {
 /// Settings given on the command line; each overrides the file. clap derives the flags from this
 /// struct (flattened into `serve`'s arguments in `main.rs`), so a flag is one field here.
 #[derive(Debug, Default, Clone, clap::Args)]
-pub struct CliOverrides {
+pub(crate) struct CliOverrides {
     #[arg(long, global = true, help = format!(
         "Config file (TOML); default {} if it exists", defaults::CONFIG_PATH
     ))]
@@ -139,7 +139,7 @@ pub struct CliOverrides {
 
 /// The resolved configuration the server runs with.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub source: Option<PathBuf>,
     pub listen: SocketAddr,
     pub http_listen: Option<SocketAddr>,
@@ -164,7 +164,7 @@ pub struct Config {
 
 impl Config {
     /// Loads the file (if any) and applies the command line on top.
-    pub fn load(cli: &CliOverrides) -> Result<Config, ConfigError> {
+    pub(crate) fn load(cli: &CliOverrides) -> Result<Config, ConfigError> {
         let (file, source) = match &cli.config {
             Some(path) => (read_file(path)?, Some(path.clone())),
             None => {
@@ -180,7 +180,7 @@ impl Config {
     }
 
     /// Parses a config from a string (used by tests and `load`).
-    pub fn parse_str(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    pub(crate) fn parse_str(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', " "),
@@ -188,7 +188,7 @@ impl Config {
     }
 
     /// One resolver per section, in this order, so the first problem reported is always the same.
-    pub fn resolve(
+    pub(crate) fn resolve(
         file: FileConfig,
         source: Option<PathBuf>,
         cli: &CliOverrides,

@@ -10,7 +10,7 @@ use super::{defaults, invalid, parse_addr, CliOverrides, ConfigError};
 
 /// How the HTTPS listener gets its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     /// A root CA generated once and kept in the certs directory signs a leaf for the local names.
     LocalCa,
     /// A PEM chain and key from files, reloaded when they change.
@@ -20,13 +20,13 @@ pub enum TlsMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AcmeChallenge {
+pub(crate) enum AcmeChallenge {
     TlsAlpn01,
     Http01,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcmeSettings {
+pub(crate) struct AcmeSettings {
     pub domains: Vec<String>,
     pub email: Option<String>,
     pub challenge: AcmeChallenge,

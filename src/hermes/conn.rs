@@ -27,7 +27,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What became of a request offered to [`OwnUpstream::send`].
 #[allow(clippy::large_enum_variant)] // taken apart at once; boxing would cost an allocation
-pub enum Tried {
+pub(crate) enum Tried {
     Answered(Response<Incoming>),
     /// Not sent (this connection is busy, or closed before the request left): the request back,
     /// for the shared pool.
@@ -40,14 +40,14 @@ pub enum Tried {
 
 /// The client connection's own connection to Hermes, if it has one.
 #[derive(Default)]
-pub struct OwnUpstream {
+pub(crate) struct OwnUpstream {
     sender: Mutex<Option<SendRequest<Body>>>,
 }
 
 impl OwnUpstream {
     /// Sends `req` (origin form, with `Host`) to `authority` over this connection, opening it
     /// first if there is none.
-    pub async fn send(&self, authority: &str, req: Request<Body>) -> Tried {
+    pub(crate) async fn send(&self, authority: &str, req: Request<Body>) -> Tried {
         let mut sender = match self.take() {
             Taken::Ready(s) => s,
             Taken::Busy => return Tried::NotSent(req),

@@ -11,8 +11,8 @@
 //! The routes that use it live elsewhere: `chat` (the web chat, its stored conversations and
 //! `/v1/*` for API clients) and `dashboard` (the proxy to Hermes' own web dashboard).
 
-pub mod conn;
-pub mod relay;
+pub(crate) mod conn;
+pub(crate) mod relay;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -31,7 +31,7 @@ use crate::response::{self, Resp};
 
 /// What went wrong between the edge and Hermes, each with a message a person can act on.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("hermes-edge has no API key for the Hermes API Server. Set HERMES_EDGE_API_KEY (or API_SERVER_KEY) in the environment of hermes-edge, or `api_key` / `api_key_file` under [chat] in the config file, to the same value as Hermes' API_SERVER_KEY, then restart hermes-edge.")]
     NoKey,
     #[error("Cannot reach the Hermes API Server at {url}. Start Hermes with its API server enabled, for example: API_SERVER_ENABLED=true API_SERVER_KEY=... hermes gateway run")]
@@ -57,7 +57,7 @@ fn detail_suffix(detail: &str) -> String {
 }
 
 impl UpstreamError {
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             UpstreamError::NoKey => "api_key_missing",
             UpstreamError::Unreachable { .. } => "upstream_unreachable",
@@ -69,7 +69,7 @@ impl UpstreamError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             UpstreamError::NoKey | UpstreamError::Unreachable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -83,7 +83,7 @@ impl UpstreamError {
     }
 
     /// `{"code","message"}` (plus `retry_after` for a rate limit), as stored and as sent.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({"code": self.code(), "message": self.to_string()});
         if let UpstreamError::RateLimited { retry_after } = self {
             v["retry_after"] = serde_json::json!(retry_after);
@@ -92,7 +92,7 @@ impl UpstreamError {
     }
 
     /// The JSON error answer used before a stream has started.
-    pub fn response(&self) -> Resp {
+    pub(crate) fn response(&self) -> Resp {
         if let UpstreamError::RateLimited { retry_after } = self {
             return response::too_many(*retry_after, &self.to_string());
         }
@@ -100,7 +100,7 @@ impl UpstreamError {
     }
 
     /// The `edge.error` SSE event used once a stream has started.
-    pub fn event(&self) -> Bytes {
+    pub(crate) fn event(&self) -> Bytes {
         Bytes::from(format!("event: edge.error\ndata: {}\n\n", self.to_json()))
     }
 }
@@ -111,7 +111,7 @@ const X_HERMES_SESSION_KEY: header::HeaderName =
     header::HeaderName::from_static("x-hermes-session-key");
 
 /// The headers of the upstream answer that a `/v1` client gets, besides the security headers.
-pub const PASSED: [header::HeaderName; 3] = [
+pub(crate) const PASSED: [header::HeaderName; 3] = [
     header::CONTENT_TYPE,
     header::CACHE_CONTROL,
     X_HERMES_SESSION_ID,
@@ -127,7 +127,7 @@ pub const PASSED: [header::HeaderName; 3] = [
 /// within glibc's per-thread cache of small blocks.
 ///
 /// Made once into `App::v1_headers`, so it lives here rather than with the `/v1` routes.
-pub fn answer_headers(security: &crate::security::SecurityHeaders) -> [http::HeaderMap; 8] {
+pub(crate) fn answer_headers(security: &crate::security::SecurityHeaders) -> [http::HeaderMap; 8] {
     std::array::from_fn(|set| {
         let mut map = security.map();
         for (i, name) in PASSED.iter().enumerate() {
@@ -140,11 +140,11 @@ pub fn answer_headers(security: &crate::security::SecurityHeaders) -> [http::Hea
 }
 
 /// The shared pool of connections to Hermes (hyper's client).
-pub type UpstreamClient = Pool<HttpConnector, crate::response::Body>;
+pub(crate) type UpstreamClient = Pool<HttpConnector, crate::response::Body>;
 
 /// What talking to Hermes needs of the edge's state, lent by `App::hermes` for each exchange,
 /// so that this client does not depend on the `App` of the route handlers.
-pub struct Hermes<'a> {
+pub(crate) struct Hermes<'a> {
     /// The fixed parts of every request to Hermes.
     pub target: Option<&'a Target>,
     pub pool: &'a UpstreamClient,
@@ -155,13 +155,13 @@ pub struct Hermes<'a> {
 }
 
 /// Who a request to Hermes is sent for (`app::Ctx`): the client's address and its connection.
-pub trait Client {
+pub(crate) trait Client {
     fn client_ip(&self) -> IpAddr;
     fn conn(&self) -> Option<Arc<dyn ClientConn>>;
 }
 
 /// What a client connection lends to the requests sent to Hermes on its behalf (`app::Conn`).
-pub trait ClientConn: Send + Sync {
+pub(crate) trait ClientConn: Send + Sync {
     /// Its own connection to Hermes (see `conn`).
     fn upstream(&self) -> &conn::OwnUpstream;
     /// The peer's address and its text as a header value.
@@ -169,7 +169,7 @@ pub trait ClientConn: Send + Sync {
 }
 
 /// One request to Hermes, kept as bytes so it can be sent again after a `429`.
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub method: Method,
     /// Path on the API server, e.g. `/v1/chat/completions` (owned for a path with an id in it).
     pub path: Cow<'static, str>,
@@ -186,7 +186,7 @@ pub struct Outgoing {
 
 /// What every request to Hermes carries that never changes, prepared once (formatting the URL and
 /// the key on every request showed in profiles).
-pub struct Target {
+pub(crate) struct Target {
     authority: http::uri::Authority,
     /// `Host` for requests sent in origin form over a client connection's own connection.
     host: HeaderValue,
@@ -200,7 +200,7 @@ impl Target {
     /// The three values are static text (made once per process, which has one `App`): every
     /// proxied request copies them, and copying shared bytes would move one reference count's
     /// cache line between the two worker threads on each request.
-    pub fn new(upstream: &str, key: Option<&str>) -> Option<Target> {
+    pub(crate) fn new(upstream: &str, key: Option<&str>) -> Option<Target> {
         let parsed = upstream.parse::<http::Uri>().ok()?.authority()?.clone();
         let text = static_bytes(parsed.as_str().to_string());
         let authority = http::uri::Authority::from_maybe_shared(text.clone()).ok()?;
@@ -227,7 +227,11 @@ fn static_bytes(text: String) -> bytes::Bytes {
 impl Outgoing {
     /// A request without body or session headers from the client of `ctx`; the routes that need
     /// more set those fields on top.
-    pub fn new(method: Method, path: impl Into<Cow<'static, str>>, ctx: &impl Client) -> Outgoing {
+    pub(crate) fn new(
+        method: Method,
+        path: impl Into<Cow<'static, str>>,
+        ctx: &impl Client,
+    ) -> Outgoing {
         Outgoing {
             method,
             path: path.into(),
@@ -336,7 +340,7 @@ fn target<'a>(hermes: &Hermes<'a>) -> Result<(&'a Target, &'a HeaderValue), Stri
 /// account's own ([`crate::auth::User::scope`]: the id for accounts made before ids were kept
 /// from coming back, a never-repeated value since), not the id, which an account removed before
 /// that may have passed on.
-pub fn session_key(scope: &str) -> HeaderValue {
+pub(crate) fn session_key(scope: &str) -> HeaderValue {
     let mut buf = [0u8; 64];
     let Some(rest) = buf.get_mut(4..4 + scope.len()) else {
         return HeaderValue::from_str(&format!("web:{scope}"))
@@ -350,7 +354,10 @@ pub fn session_key(scope: &str) -> HeaderValue {
 
 /// Sends `out` to Hermes and returns its successful response head (the body still streaming).
 /// A `429` is retried, honouring `Retry-After`, while the retry budget lasts.
-pub async fn send(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody>, UpstreamError> {
+pub(crate) async fn send(
+    hermes: &Hermes<'_>,
+    out: &Outgoing,
+) -> Result<Response<UpBody>, UpstreamError> {
     let resp = exchange(hermes, out).await?;
     let status = resp.status();
     if status.is_success() {
@@ -371,7 +378,7 @@ pub async fn send(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody
 /// Sends `out` to Hermes and returns whatever it answered except a `401` (an `Auth` error) and a
 /// `429` (retried, honouring `Retry-After`, while the retry budget lasts); the caller judges the
 /// status.
-pub async fn exchange(
+pub(crate) async fn exchange(
     hermes: &Hermes<'_>,
     out: &Outgoing,
 ) -> Result<Response<UpBody>, UpstreamError> {
@@ -447,7 +454,7 @@ async fn request(hermes: &Hermes<'_>, out: &Outgoing) -> Result<Response<UpBody>
 }
 
 /// The body of an answer from Hermes, as hyper's client reads it.
-pub type UpBody = Incoming;
+pub(crate) type UpBody = Incoming;
 
 fn unreachable(hermes: &Hermes<'_>, e: &dyn std::fmt::Display) -> UpstreamError {
     tracing::warn!(upstream = %hermes.upstream, "Hermes API Server unreachable: {e}");

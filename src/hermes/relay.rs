@@ -28,7 +28,7 @@ use crate::response::BoxError;
 
 /// How a relayed stream ended.
 #[derive(Debug)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// Hermes finished (`data: [DONE]`, or the end of a non-SSE body).
     Complete,
     /// The client went away first.
@@ -37,10 +37,10 @@ pub enum Ending {
     Failed(UpstreamError),
 }
 
-pub type OnEnd = Box<dyn FnOnce(Ending, SseTap) + Send>;
+pub(crate) type OnEnd = Box<dyn FnOnce(Ending, SseTap) + Send>;
 
 /// Relays an upstream body; see the module documentation.
-pub struct Relay {
+pub(crate) struct Relay {
     upstream: Option<UpBody>,
     idle: Duration,
     /// The idle deadline, set up the first time Hermes has nothing to send yet (a short JSON
@@ -57,7 +57,7 @@ pub struct Relay {
 impl Relay {
     /// `tap`: parse the stream as SSE and report errors as `edge.error` events (the web chat).
     /// Without it the body is passed through untouched and an error aborts it (API clients).
-    pub fn new(upstream: UpBody, idle: Duration, tap: bool, on_end: Option<OnEnd>) -> Relay {
+    pub(crate) fn new(upstream: UpBody, idle: Duration, tap: bool, on_end: Option<OnEnd>) -> Relay {
         Relay {
             upstream: Some(upstream),
             idle,
@@ -186,7 +186,7 @@ impl Drop for Relay {
 
 /// One step of tool activity, as the page shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ToolStep {
+pub(crate) struct ToolStep {
     pub tool: String,
     pub emoji: String,
     pub label: String,
@@ -200,7 +200,7 @@ const MAX_LINE: usize = 4 * 1024 * 1024;
 
 /// Watches an SSE stream: the answer text, the tool steps, `[DONE]`, an error chunk.
 #[derive(Debug, Default)]
-pub struct SseTap {
+pub(crate) struct SseTap {
     line: Vec<u8>,
     event: String,
     data: String,
@@ -213,7 +213,7 @@ pub struct SseTap {
 }
 
 impl SseTap {
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         let mut rest = bytes;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
             if self.line.is_empty() {
@@ -231,7 +231,7 @@ impl SseTap {
     }
 
     /// True when the bytes so far stop inside an event (a later event needs a blank line first).
-    pub fn mid_event(&self) -> bool {
+    pub(crate) fn mid_event(&self) -> bool {
         !self.line.is_empty() || self.has_data || !self.event.is_empty()
     }
 

@@ -10,7 +10,7 @@ use super::representation::Rep;
 
 /// The request headers that matter, copied so the decision can run on a blocking thread.
 #[derive(Debug, Default, Clone)]
-pub struct Ask {
+pub(super) struct Ask {
     pub(super) head: bool,
     pub(super) accept_encoding: Option<String>,
     if_match: Option<String>,
@@ -35,7 +35,7 @@ const ASKED: [HeaderName; 7] = [
 impl Ask {
     /// One pass over the request's fields, not a lookup for each field asked about: most requests
     /// carry none of them, and each lookup hashed its name.
-    pub fn new(method: &Method, headers: &HeaderMap) -> Ask {
+    pub(super) fn new(method: &Method, headers: &HeaderMap) -> Ask {
         let mut found: [Option<String>; 7] = Default::default();
         let mut unreadable = [false; 7];
         for (name, value) in headers {

@@ -13,7 +13,7 @@ use crate::response::Resp;
 /// media folder (the agent can) must not get a page that runs as the signed-in user: `sandbox`
 /// puts an HTML, SVG or XML document opened from there in an opaque origin with no script, and
 /// the rest lets the browser's own image, video and text views work and nothing else load.
-pub const MEDIA_CSP: &str = "default-src 'none'; img-src 'self' data:; media-src 'self'; \
+pub(super) const MEDIA_CSP: &str = "default-src 'none'; img-src 'self' data:; media-src 'self'; \
 style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox";
 
 /// The same for a PDF, without `sandbox`. Chromium 156 shows a PDF under either policy (tried
@@ -22,7 +22,8 @@ style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 
 /// the viewer's sandbox (PDFium's, pdf.js'), never with the page's origin, and with `nosniff` a
 /// file sent as `application/pdf` is never read as HTML. `object-src 'self'` lets the viewer load
 /// this very file.
-pub const MEDIA_PDF_CSP: &str = "default-src 'none'; object-src 'self'; img-src 'self' data:; \
+pub(super) const MEDIA_PDF_CSP: &str =
+    "default-src 'none'; object-src 'self'; img-src 'self' data:; \
 style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// The `Content-Type` of a `/media/` file. JavaScript and CSS go out as plain text: with

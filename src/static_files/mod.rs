@@ -59,7 +59,7 @@ mod path;
 mod range;
 mod reply;
 mod representation;
-pub mod routes;
+pub(crate) mod routes;
 mod small_cache;
 
 use std::fs::{File, Metadata};
@@ -72,26 +72,26 @@ use crate::response::{self, Body, Resp};
 
 use conditional::{decide, Ask};
 use listing::{list_dir, listing_page};
-pub use path::Refusal;
+pub(crate) use path::Refusal;
 use path::{confine, open_no_symlinks, open_regular, open_resolved, parse_rel, NoFollow, RelPath};
 use reply::{disk_body, memory_body, Reply};
 use representation::{
     content_type, disk_etag, pick_coding, site_policy, whole_seconds, Coding, Rep,
 };
-pub use small_cache::SmallFiles;
+pub(crate) use small_cache::SmallFiles;
 
 /// `/media/` behind the login.
-pub const CACHE_PRIVATE: &str = "private, max-age=0, must-revalidate";
+pub(crate) const CACHE_PRIVATE: &str = "private, max-age=0, must-revalidate";
 /// `/media/` when `media.public = true`.
-pub const CACHE_PUBLIC: &str = "public, max-age=0, must-revalidate";
+pub(crate) const CACHE_PUBLIC: &str = "public, max-age=0, must-revalidate";
 /// Site files whose name carries a content hash (`app.3f2a9c1b.js`).
-pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub(crate) const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// HTML and every other site file: cache, but revalidate with the `ETag` each time.
-pub const CACHE_REVALIDATE: &str = "no-cache";
+pub(crate) const CACHE_REVALIDATE: &str = "no-cache";
 
 /// How responses of one kind of file are cached and typed.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub cache_control: &'static str,
     /// `/media/`: types a browser would run as script or style are sent as text (see
     /// `media::media_content_type`).
@@ -103,7 +103,7 @@ pub struct Policy {
 // ---------------------------------------------------------------------------------------------
 
 /// Whether a raw URL path belongs to `/media/` (including `/media` itself).
-pub fn is_media(path: &str) -> bool {
+pub(crate) fn is_media(path: &str) -> bool {
     path == "/media" || path.starts_with("/media/")
 }
 
@@ -143,7 +143,7 @@ async fn media_inner<B>(root: &Path, listing: bool, policy: Policy, req: &Reques
 
 /// A custom page of `[[routes]]`: one file named by the administrator, with the full semantics and
 /// `no-cache`. `Err` when the file cannot be opened.
-pub async fn route_file<B>(req: &Request<B>, file: &Path) -> io::Result<Resp> {
+pub(crate) async fn route_file<B>(req: &Request<B>, file: &Path) -> io::Result<Resp> {
     if let Some(resp) = only_get_head(req.method()) {
         return Ok(resp);
     }

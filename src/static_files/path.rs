@@ -19,7 +19,7 @@ use crate::response::{self, Resp};
 
 /// Why a path is refused. Never says more than the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The path is malformed or tries to leave its folder (`400`).
     BadRequest,
     /// Nothing to serve there, or not to this client (`404`).
@@ -27,7 +27,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn response(self) -> Resp {
+    pub(crate) fn response(self) -> Resp {
         match self {
             Refusal::BadRequest => response::error(
                 StatusCode::BAD_REQUEST,
@@ -43,7 +43,7 @@ impl Refusal {
 /// string, so a request for a site file allocates once rather than once per name), and whether it
 /// ended in `/`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RelPath {
+pub(super) struct RelPath {
     /// The decoded names joined by `/`, without the trailing one; empty for the root itself.
     path: String,
     pub dir: bool,
@@ -51,24 +51,24 @@ pub struct RelPath {
 
 impl RelPath {
     /// The names from the root down; none for the root itself.
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn segments(&self) -> impl Iterator<Item = &str> {
         self.path.split('/').filter(|_| !self.path.is_empty())
     }
 
     /// The decoded path relative to the root, `a/b.txt`; empty for the root itself.
-    pub fn as_str(&self) -> &str {
+    pub(super) fn as_str(&self) -> &str {
         &self.path
     }
 
     /// The last name (the file's own); empty for the root itself.
-    pub fn last(&self) -> &str {
+    pub(super) fn last(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or_default()
     }
 }
 
 /// Decodes a raw (still percent-encoded) URL path relative to a root, refusing anything that could
 /// name a place outside it or a hidden file. Decodes exactly once.
-pub fn parse_rel(raw: &str) -> Result<RelPath, Refusal> {
+pub(super) fn parse_rel(raw: &str) -> Result<RelPath, Refusal> {
     plain_rel(raw).unwrap_or_else(|| parse_rel_general(raw))
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{Policy, CACHE_IMMUTABLE, CACHE_REVALIDATE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
+pub(super) enum Coding {
     Br,
     Gzip,
 }
@@ -85,7 +85,7 @@ pub(super) fn pick_coding(
 }
 
 /// `Content-Type` from the extension; text gets `charset=utf-8`.
-pub fn content_type(name: &str) -> String {
+pub(super) fn content_type(name: &str) -> String {
     let mime = mime_guess::from_path(name).first_or_octet_stream();
     let essence = mime.essence_str();
     let texty = mime.type_() == mime_guess::mime::TEXT
@@ -111,7 +111,7 @@ pub(super) fn site_policy(name: &str) -> Policy {
 
 /// Hashed asset names (a hex run of 8+ characters with a digit, like `app.3f2a9c1b.js`) never
 /// change content, so they may be cached for a year; everything else revalidates.
-pub fn site_cache_control(name: &str) -> &'static str {
+pub(super) fn site_cache_control(name: &str) -> &'static str {
     let file = name.rsplit('/').next().unwrap_or(name);
     let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
     let hashed = stem.split(['.', '-', '_']).any(|part| {

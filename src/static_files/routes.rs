@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::response::Resp;
 
 /// `/media/...` from the configured folder. `Access-Control-Allow-Origin: *` when public.
-pub async fn media<B>(app: &App, req: &Request<B>) -> Resp {
+pub(crate) async fn media<B>(app: &App, req: &Request<B>) -> Resp {
     let m = &app.config.media;
     let policy = Policy {
         cache_control: if m.public {
@@ -31,7 +31,7 @@ pub async fn media<B>(app: &App, req: &Request<B>) -> Resp {
 
 /// A site file (`www/`) by its raw URL path relative to the site root, from the `--www` folder if
 /// one is set, else from the copy embedded in the binary. HTML gets `no-cache`, hashed names a year.
-pub async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp, Refusal> {
+pub(crate) async fn site<B>(app: &App, req: &Request<B>, raw_rel: &str) -> Result<Resp, Refusal> {
     if let Some(resp) = only_get_head(req.method()) {
         return Ok(resp);
     }

@@ -41,7 +41,7 @@ const CACHED_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// with `O_NOFOLLOW` per name where `openat2` is missing) are kept. Where
 /// inotify is not available, or cannot see every change (a network or user-space file system,
 /// see `disk_watch::sees_every_change`), nothing is kept and every request reads the disk.
-pub struct SmallFiles {
+pub(crate) struct SmallFiles {
     /// `None`: no inotify here, so nothing is kept.
     watch: Option<DiskWatch>,
     kept: std::sync::RwLock<Kept>,
@@ -80,7 +80,7 @@ struct Kept200 {
 
 impl SmallFiles {
     /// For the `--www` folder `dir` (the embedded files need none of this).
-    pub fn new(dir: Option<&Path>) -> SmallFiles {
+    pub(crate) fn new(dir: Option<&Path>) -> SmallFiles {
         let watched = dir.filter(|d| {
             let local = crate::disk_watch::sees_every_change(d);
             if !local {
@@ -162,7 +162,7 @@ impl SmallFiles {
 
     /// Drops every kept file (SIGHUP), so the next request of each reads it from disk again:
     /// for a change the watch could not see (a file system that does not report every change).
-    pub fn forget_all(&self) -> usize {
+    pub(crate) fn forget_all(&self) -> usize {
         let Ok(mut kept) = self.kept.write() else {
             return 0;
         };

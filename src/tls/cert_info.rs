@@ -3,7 +3,7 @@
 
 /// What a certificate says about itself, for logs and `hermes-edge cert status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertInfo {
+pub(crate) struct CertInfo {
     pub subject: String,
     pub issuer: String,
     /// DNS names and IP addresses, in certificate order.
@@ -18,7 +18,7 @@ pub struct CertInfo {
 
 impl CertInfo {
     /// Reads the first certificate of a DER chain.
-    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+    pub(crate) fn from_der(der: &[u8]) -> Result<Self, String> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| format!("not an X.509 certificate: {e}"))?;
         let mut sans = Vec::new();
@@ -50,12 +50,12 @@ impl CertInfo {
     }
 
     /// When rustls-acme starts renewing this certificate (see [`super::acme::renewal_time`]).
-    pub fn renewal_due(&self) -> i64 {
+    pub(crate) fn renewal_due(&self) -> i64 {
         super::acme::renewal_time(self.not_before, self.not_after)
     }
 
     /// Whether `name` (a TLS server name) is one of this certificate's DNS names.
-    pub fn covers(&self, name: &str) -> bool {
+    pub(crate) fn covers(&self, name: &str) -> bool {
         let name = name.strip_suffix('.').unwrap_or(name);
         self.sans.iter().any(|san| san.eq_ignore_ascii_case(name))
     }

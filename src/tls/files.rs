@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::{read_file, CertResolver, TlsError};
 
 /// Loads a PEM chain and its private key, checking that they belong together.
-pub fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+pub(crate) fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_pem = read_file("certificate file", cert)?;
     let key_pem = read_file("key file", key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
@@ -53,7 +53,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Watches the two files and swaps the certificate in `resolver` when they change.
-pub fn spawn_reloader(
+pub(crate) fn spawn_reloader(
     cert: PathBuf,
     key: PathBuf,
     resolver: Arc<CertResolver>,

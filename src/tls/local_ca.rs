@@ -22,16 +22,16 @@ use time::{Duration as TimeDuration, OffsetDateTime};
 
 use super::{fingerprint, read_file, write_private, write_public, TlsError};
 
-pub const CA_CERT: &str = "local-ca.crt";
-pub const CA_KEY: &str = "local-ca.key";
-pub const LEAF_CERT: &str = "local-leaf.crt";
-pub const LEAF_KEY: &str = "local-leaf.key";
+pub(crate) const CA_CERT: &str = "local-ca.crt";
+pub(crate) const CA_KEY: &str = "local-ca.key";
+pub(crate) const LEAF_CERT: &str = "local-leaf.crt";
+pub(crate) const LEAF_KEY: &str = "local-leaf.key";
 /// Leaves live 180 days and are renewed 30 days before they expire.
 const LEAF_DAYS: i64 = 180;
 const RENEW_BEFORE_DAYS: i64 = 30;
 
 /// What the local CA produced, for the server and the startup message.
-pub struct LocalCa {
+pub(crate) struct LocalCa {
     pub ca_pem: String,
     pub ca_fingerprint: String,
     pub leaf_fingerprint: String,
@@ -60,7 +60,7 @@ impl std::fmt::Display for Name {
 
 /// The names the leaf should cover: localhost, loopback, every local interface address, the
 /// machine's hostname and the configured extras.
-pub fn wanted_names(extra: &[String]) -> Vec<String> {
+pub(crate) fn wanted_names(extra: &[String]) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if let Ok(ifaces) = if_addrs::get_if_addrs() {
         for iface in ifaces {
@@ -106,7 +106,7 @@ fn normalise(names: &[String]) -> BTreeSet<Name> {
 
 impl LocalCa {
     /// Loads the root CA from `dir` (creating it on first run) and a leaf for `names`.
-    pub fn load_or_create(dir: &Path, names: &[String]) -> Result<LocalCa, TlsError> {
+    pub(crate) fn load_or_create(dir: &Path, names: &[String]) -> Result<LocalCa, TlsError> {
         // `create_dir_all` on a file only says "File exists", which names neither the path nor
         // what is wrong with it.
         if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {

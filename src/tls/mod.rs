@@ -14,11 +14,11 @@
 //! - `cert_info.rs`: what a certificate says about itself (names, issuer, dates), whatever issued it;
 //! - `status.rs`: `hermes-edge cert status`, which only reads the certs directory.
 
-pub mod acme;
-pub mod cert_info;
-pub mod files;
-pub mod local_ca;
-pub mod status;
+pub(crate) mod acme;
+pub(crate) mod cert_info;
+pub(crate) mod files;
+pub(crate) mod local_ca;
+pub(crate) mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -30,7 +30,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("cannot read {what} {path}: {source}")]
     Read {
         what: &'static str,
@@ -52,7 +52,7 @@ pub enum TlsError {
 
 /// The certificate the server presents, replaceable at run time.
 #[derive(Debug)]
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     current: RwLock<Arc<CertifiedKey>>,
     overlay: RwLock<Option<Arc<dyn ResolvesServerCert>>>,
     /// Asks the reloader of the certificate files (if any) to load them now (SIGHUP), without
@@ -61,7 +61,7 @@ pub struct CertResolver {
 }
 
 impl CertResolver {
-    pub fn new(initial: Arc<CertifiedKey>) -> Arc<Self> {
+    pub(crate) fn new(initial: Arc<CertifiedKey>) -> Arc<Self> {
         Arc::new(CertResolver {
             current: RwLock::new(initial),
             overlay: RwLock::new(None),
@@ -70,19 +70,19 @@ impl CertResolver {
     }
 
     /// Swaps the certificate: new handshakes get it, open connections keep theirs.
-    pub fn replace(&self, key: Arc<CertifiedKey>) {
+    pub(crate) fn replace(&self, key: Arc<CertifiedKey>) {
         if let Ok(mut guard) = self.current.write() {
             *guard = key;
         }
     }
 
-    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().map(|g| g.clone())
     }
 
     /// Has the certificate files loaded again at once (see `files::spawn_reloader`). Kept until
     /// the reloader takes it, so a request made while it is busy is not lost.
-    pub fn request_reload(&self) {
+    pub(crate) fn request_reload(&self) {
         self.reload_now.notify_one();
     }
 
@@ -91,7 +91,7 @@ impl CertResolver {
     }
 
     /// Installs a resolver (ACME) asked first; when it has no certificate the current one is used.
-    pub fn set_overlay(&self, overlay: Arc<dyn ResolvesServerCert>) {
+    pub(crate) fn set_overlay(&self, overlay: Arc<dyn ResolvesServerCert>) {
         if let Ok(mut guard) = self.overlay.write() {
             *guard = Some(overlay);
         }
@@ -112,13 +112,13 @@ impl ResolvesServerCert for CertResolver {
 
 /// The one crypto provider of every TLS config here, server and client (aws-lc-rs: rustls'
 /// default, with assembly X25519, P-256 and AES-GCM; measured against ring in bench/README.md).
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// rustls settings for the HTTPS listener: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1,
 /// stateless resumption tickets plus a session cache.
-pub fn server_config(
+pub(crate) fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
     extra_alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
@@ -164,7 +164,7 @@ fn server_suite_rank(suite: &rustls::SupportedCipherSuite) -> u8 {
 }
 
 /// Builds a rustls `CertifiedKey` from DER parts.
-pub fn certified_key(
+pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -173,7 +173,7 @@ pub fn certified_key(
 }
 
 /// Colon-separated upper-case SHA-256 of a DER certificate, as browsers show it.
-pub fn fingerprint(der: &[u8]) -> String {
+pub(crate) fn fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
     digest
         .iter()
@@ -184,7 +184,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// Writes a file readable only by its owner (the local CA's keys). The ACME cache has its own
 /// asynchronous writer, which also makes the directory private (`acme::cache::write_private_file`).
-pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -206,7 +206,7 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 }
 
 /// Writes a public file (certificates).
-pub fn write_public(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_public(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)
         .and_then(|_| std::fs::rename(&tmp, path))
@@ -216,7 +216,7 @@ pub fn write_public(path: &Path, data: &[u8]) -> Result<(), TlsError> {
         })
 }
 
-pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         what,
         path: path.to_path_buf(),

@@ -14,7 +14,7 @@ use super::local_ca;
 use crate::config::{Config, TlsMode};
 
 /// The whole report, ready to print.
-pub fn report(config: &Config) -> String {
+pub(crate) fn report(config: &Config) -> String {
     report_at(config, crate::store::now())
 }
 

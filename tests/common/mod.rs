@@ -1,6 +1,8 @@
 //! Shared test harness: starts the real `hermes-edge` binary on loopback port 0 in a temporary
 //! directory, waits for its `ready` line, and builds HTTPS clients that trust only its local CA.
 #![allow(dead_code)]
+// Each test file includes this module privately; `pub` is how its items reach the tests.
+#![allow(unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

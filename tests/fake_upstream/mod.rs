@@ -5,6 +5,8 @@
 //! instant each scripted chunk was handed to the connection, and the instant it noticed that the
 //! client went away. `DELETE /api/sessions/{id}` answers like Hermes 0.19 when nothing is scripted
 //! (`{"object":"hermes.session.deleted","id":...,"deleted":true}`), and `stop` makes it unreachable.
+// Included privately by the test files that use it; `pub` is how its items reach them.
+#![allow(unreachable_pub)]
 #![allow(dead_code)]
 
 use std::collections::VecDeque;

@@ -45,13 +45,13 @@ pub(super) fn account_file_name(contacts: &[String], directory: &str) -> String 
 /// key first, then the chain), each file 0600 in a 0700 directory, replaced atomically. It also remembers
 /// the last certificate it loaded or stored, which is how the manager learns what to install.
 #[derive(Debug, Clone)]
-pub struct AcmeCache {
+pub(super) struct AcmeCache {
     dir: PathBuf,
     last_pem: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl AcmeCache {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+    pub(super) fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             last_pem: Arc::new(Mutex::new(None)),
@@ -83,7 +83,7 @@ impl AcmeCache {
 
 /// Writes `dir/name` with mode 0600 (directory 0700) through a temporary file and a rename, so a crash
 /// never leaves half a key behind and the file is never readable by others, not even briefly.
-pub async fn write_private_file(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+pub(super) async fn write_private_file(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
     let mut builder = tokio::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

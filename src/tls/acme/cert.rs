@@ -10,25 +10,25 @@ use crate::tls::cert_info::CertInfo;
 /// The moment renewal starts: when two thirds of the lifetime have passed (30 days before expiry for a
 /// 90-day Let's Encrypt certificate). This mirrors rustls-acme's own schedule, which is what actually
 /// triggers the renewal order.
-pub fn renewal_time(not_before: i64, not_after: i64) -> i64 {
+pub(crate) fn renewal_time(not_before: i64, not_after: i64) -> i64 {
     let lifetime = not_after.saturating_sub(not_before).max(0);
     not_after - lifetime / 3
 }
 
 /// Whether a certificate valid from `not_before` to `not_after` (Unix seconds) must be renewed at `now`.
-pub fn needs_renewal(not_before: i64, not_after: i64, now: i64) -> bool {
+pub(crate) fn needs_renewal(not_before: i64, not_after: i64, now: i64) -> bool {
     now >= renewal_time(not_before, not_after)
 }
 
 /// An ACME certificate ready to serve.
 #[derive(Debug)]
-pub struct InstalledCert {
+pub(crate) struct InstalledCert {
     pub key: Arc<CertifiedKey>,
     pub info: CertInfo,
 }
 
 /// Parses rustls-acme's cache format: a PKCS#8 private key, then the certificate chain (leaf first).
-pub fn parse_acme_pem(pem: &[u8]) -> Result<InstalledCert, String> {
+pub(crate) fn parse_acme_pem(pem: &[u8]) -> Result<InstalledCert, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let key =

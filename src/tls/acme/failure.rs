@@ -12,11 +12,11 @@ use crate::config::AcmeChallenge;
 use super::job::AcmeJob;
 
 /// The longest wait between two attempts after repeated failures.
-pub const MAX_RETRY: Duration = Duration::from_secs(6 * 3600);
+pub(super) const MAX_RETRY: Duration = Duration::from_secs(6 * 3600);
 
 /// Why an attempt to obtain a certificate failed, in terms of what the user can change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FailureCause {
+pub(super) enum FailureCause {
     /// The CA could not find the domain in DNS (no A/AAAA record, NXDOMAIN, SERVFAIL).
     DnsNotFound { domain: String, detail: String },
     /// The CA reached an address for the domain, but not hermes-edge (wrong IP, another server or a proxy).
@@ -37,7 +37,7 @@ pub enum FailureCause {
 
 impl FailureCause {
     /// One sentence for the log, saying what happened and what to do.
-    pub fn explain(&self, job: &AcmeJob) -> String {
+    pub(super) fn explain(&self, job: &AcmeJob) -> String {
         let port = match job.challenge {
             AcmeChallenge::TlsAlpn01 => "443 (HTTPS, TLS-ALPN-01 challenge)",
             AcmeChallenge::Http01 => "80 (HTTP, HTTP-01 challenge)",
@@ -79,13 +79,13 @@ impl FailureCause {
     }
 
     /// Whether waiting longer than usual before the next attempt is wise.
-    pub fn is_rate_limit(&self) -> bool {
+    pub(super) fn is_rate_limit(&self) -> bool {
         matches!(self, Self::RateLimited { .. })
     }
 }
 
 /// Classifies an ACME problem document (RFC 8555 section 6.7) about `domain`.
-pub fn classify_problem(problem: &Problem, domain: &str) -> FailureCause {
+pub(super) fn classify_problem(problem: &Problem, domain: &str) -> FailureCause {
     let typ = problem.typ.as_deref().unwrap_or("");
     let detail = problem.detail.clone().unwrap_or_else(|| typ.to_string());
     let kind = typ.rsplit(':').next().unwrap_or("");
@@ -175,7 +175,7 @@ fn unescape_debug(text: &str) -> String {
 }
 
 /// Turns an order failure from rustls-acme into a [`FailureCause`].
-pub fn classify_order_error(err: &OrderError, domains: &[String]) -> FailureCause {
+pub(super) fn classify_order_error(err: &OrderError, domains: &[String]) -> FailureCause {
     let first = domains.first().cloned().unwrap_or_default();
     match err {
         OrderError::BadAuth(auth) => {

@@ -10,12 +10,13 @@ use crate::config::{AcmeChallenge, AcmeSettings};
 use super::cache::{account_file_name, cert_file_name};
 
 /// Let's Encrypt's production directory (browser-trusted certificates, strict rate limits).
-pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub(super) const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's staging directory (untrusted certificates, generous rate limits): `--acme-staging`.
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub(super) const LETS_ENCRYPT_STAGING: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// The name of a challenge type in flags, config and logs.
-pub fn challenge_name(challenge: &AcmeChallenge) -> &'static str {
+pub(crate) fn challenge_name(challenge: &AcmeChallenge) -> &'static str {
     match challenge {
         AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
         AcmeChallenge::Http01 => "http-01",
@@ -24,7 +25,7 @@ pub fn challenge_name(challenge: &AcmeChallenge) -> &'static str {
 
 /// Everything the ACME client needs, resolved from the configuration.
 #[derive(Debug, Clone)]
-pub struct AcmeJob {
+pub(crate) struct AcmeJob {
     /// Names the certificate is for (the first one is the certificate's primary name).
     pub domains: Vec<String>,
     /// Contact address given to the CA (expiry warnings, account recovery). Optional for most CAs.
@@ -44,7 +45,7 @@ pub struct AcmeJob {
 
 /// The ACME settings can't be used; the message says what to change.
 #[derive(Debug, thiserror::Error)]
-pub enum AcmeSetupError {
+pub(crate) enum AcmeSetupError {
     #[error("invalid setting `tls.domains`: `{0}` is a wildcard; wildcard certificates need the DNS-01 challenge, which hermes-edge does not do (list each name with --domain)")]
     Wildcard(String),
     #[error(
@@ -59,7 +60,7 @@ pub enum AcmeSetupError {
 
 impl AcmeJob {
     /// Resolves the configured ACME settings; the cache lives in `<certs_dir>/acme`.
-    pub fn from_config(settings: &AcmeSettings, certs_dir: &Path) -> Self {
+    pub(crate) fn from_config(settings: &AcmeSettings, certs_dir: &Path) -> Self {
         let directory = match (&settings.directory, settings.staging) {
             (Some(url), _) => url.clone(),
             (None, true) => LETS_ENCRYPT_STAGING.to_string(),
@@ -81,7 +82,7 @@ impl AcmeJob {
     }
 
     /// Checks what can be checked before talking to the CA.
-    pub fn validate(&self) -> Result<(), AcmeSetupError> {
+    pub(crate) fn validate(&self) -> Result<(), AcmeSetupError> {
         if let Some(wild) = self.domains.iter().find(|d| d.contains('*')) {
             return Err(AcmeSetupError::Wildcard(wild.clone()));
         }
@@ -101,13 +102,13 @@ impl AcmeJob {
     }
 
     /// The cache file holding the certificate for these domains from this directory.
-    pub fn cert_cache_path(&self) -> PathBuf {
+    pub(crate) fn cert_cache_path(&self) -> PathBuf {
         self.cache_dir
             .join(cert_file_name(&self.domains, &self.directory))
     }
 
     /// The cache file holding the account key for this contact at this directory.
-    pub fn account_cache_path(&self) -> PathBuf {
+    pub(crate) fn account_cache_path(&self) -> PathBuf {
         self.cache_dir
             .join(account_file_name(&self.contacts(), &self.directory))
     }

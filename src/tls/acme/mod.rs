@@ -52,16 +52,16 @@ use crate::tls::CertResolver;
 use cache::AcmeCache;
 
 // What the rest of the server uses; the other items stay in their files.
-pub use cert::{needs_renewal, parse_acme_pem, renewal_time};
-pub use job::{challenge_name, AcmeJob, AcmeSetupError};
-pub use resolver::AcmeResolver;
+pub(crate) use cert::{needs_renewal, parse_acme_pem, renewal_time};
+pub(crate) use job::{challenge_name, AcmeJob, AcmeSetupError};
+pub(crate) use resolver::AcmeResolver;
 
 /// The ALPN protocol name of TLS-ALPN-01 challenge handshakes (RFC 8737). The TLS listener must offer it
 /// while ACME uses TLS-ALPN-01, and must close a connection that negotiated it without serving HTTP.
-pub const ACME_TLS_ALPN_PROTOCOL: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN_PROTOCOL: &[u8] = b"acme-tls/1";
 
 /// The ACME client: what the listeners need from it, and the work to start once they are bound.
-pub struct Acme {
+pub(crate) struct Acme {
     pub resolver: Arc<AcmeResolver>,
     pub job: AcmeJob,
     run: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -69,7 +69,7 @@ pub struct Acme {
 
 impl Acme {
     /// ALPN protocols the HTTPS listener must offer in addition to h2 and http/1.1.
-    pub fn extra_alpn(&self) -> &'static [&'static [u8]] {
+    pub(crate) fn extra_alpn(&self) -> &'static [&'static [u8]] {
         match self.job.challenge {
             AcmeChallenge::TlsAlpn01 => &[ACME_TLS_ALPN_PROTOCOL],
             AcmeChallenge::Http01 => &[],
@@ -78,12 +78,12 @@ impl Acme {
 
     /// Starts obtaining and renewing the certificate in the background. Call it once the listeners are
     /// bound: the CA may connect back for the challenge within milliseconds of the order.
-    pub fn spawn(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+    pub(crate) fn spawn(&mut self) -> Option<tokio::task::JoinHandle<()>> {
         self.run.take().map(tokio::spawn)
     }
 
     /// The port-80 listener's answer for `/.well-known/acme-challenge/<token>`.
-    pub fn http01_responder(&self) -> crate::app::Http01Responder {
+    pub(crate) fn http01_responder(&self) -> crate::app::Http01Responder {
         let resolver = self.resolver.clone();
         Arc::new(move |token: &str| resolver.http01_answer(token))
     }
@@ -92,7 +92,7 @@ impl Acme {
 /// Sets up automatic HTTPS: installs the ACME resolver in front of `certs` (which keeps serving the
 /// local-CA certificate until an ACME certificate is installed). Nothing is ordered until
 /// [`Acme::spawn`].
-pub fn prepare(job: AcmeJob, certs: &CertResolver) -> Result<Acme, AcmeSetupError> {
+pub(crate) fn prepare(job: AcmeJob, certs: &CertResolver) -> Result<Acme, AcmeSetupError> {
     job.validate()?;
     let client = job::client_config(&job)?;
     let cache = AcmeCache::new(job.cache_dir.clone());

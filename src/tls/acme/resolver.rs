@@ -12,7 +12,7 @@ use rustls_acme::{is_tls_alpn_challenge, ResolvesServerCertAcme};
 use super::cert::InstalledCert;
 
 /// The TLS listener's certificate resolver while ACME is on. See the module documentation.
-pub struct AcmeResolver {
+pub(crate) struct AcmeResolver {
     acme: Arc<ResolvesServerCertAcme>,
     current: RwLock<Option<Arc<InstalledCert>>>,
 }
@@ -35,19 +35,19 @@ impl AcmeResolver {
     }
 
     /// The certificate currently served for the ACME domains, if any.
-    pub fn current(&self) -> Option<Arc<InstalledCert>> {
+    pub(crate) fn current(&self) -> Option<Arc<InstalledCert>> {
         self.current.read().ok().and_then(|slot| slot.clone())
     }
 
     /// Swaps in a new certificate: the next handshake uses it; open connections are untouched.
-    pub fn install(&self, cert: InstalledCert) {
+    pub(crate) fn install(&self, cert: InstalledCert) {
         if let Ok(mut slot) = self.current.write() {
             *slot = Some(Arc::new(cert));
         }
     }
 
     /// The body for `GET /.well-known/acme-challenge/<token>` on the HTTP listener, or `None` (→ 404).
-    pub fn http01_answer(&self, token: &str) -> Option<String> {
+    pub(crate) fn http01_answer(&self, token: &str) -> Option<String> {
         let answer = self.acme.get_http_01_key_auth(token)?;
         tracing::info!("ACME: answered the HTTP-01 challenge (token {token})");
         Some(answer)
