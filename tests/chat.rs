@@ -1616,3 +1616,96 @@ async fn a_delete_answer_without_hermes_json_is_not_taken_for_success() {
         )})
     );
 }
+
+/// The server is killed (SIGKILL) while an answer streams: at the next start the answer keeps the
+/// text stored so far (about once a second) and says it was interrupted, never "still being
+/// written" for ever.
+#[tokio::test]
+async fn an_answer_cut_by_a_crash_keeps_its_text_and_is_marked_interrupted_at_the_next_start() {
+    let fake = Fake::start().await;
+    fake.push(Reply::stream(vec![
+        Step::Data(chunk_role()),
+        Step::Data(chunk("kept so far")),
+        Step::Hang,
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Server::start_with(
+            Start::default()
+                .in_dir(dir.path())
+                .upstream(fake.url())
+                .env("HERMES_EDGE_API_KEY", KEY),
+        )
+    };
+    let s = start();
+    let c = s.admin_client().await;
+    let mut r = chat(&s, &c, json!({"message": "go"})).await;
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut seen = String::new();
+    while !seen.contains("kept so far") {
+        let b = r.chunk().await.unwrap().unwrap();
+        seen.push_str(std::str::from_utf8(&b).unwrap());
+    }
+    // Stored within about a second while it streams.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = stored_message(&s, &c, &conv, 1).await;
+        if m["content"] == "kept so far" {
+            assert_eq!(m["state"], "running");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not stored while streaming: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(r);
+    drop(s); // SIGKILL
+
+    let s = start();
+    assert!(s.wait_for_log("marked interrupted", 5), "{}", s.stderr());
+    let c = s.admin_client().await;
+    let m = stored_message(&s, &c, &conv, 1).await;
+    assert_eq!(m["content"], "kept so far");
+    assert_eq!(m["state"], "done");
+    assert_eq!(m["error"]["code"], "interrupted");
+    let r = c
+        .get(s.url(&format!("/api/conversations/{conv}/run")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+/// A message Hermes refuses is taken back out: the conversation is as it was, and sending it
+/// again does not find the first attempt stored.
+#[tokio::test]
+async fn a_message_hermes_refuses_is_not_kept() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let conv = new_conversation(&s, &c, "first").await;
+    fake.push(Reply::json(500, r#"{"error":{"message":"provider down"}}"#));
+    let r = chat(
+        &s,
+        &c,
+        json!({"conversation_id": conv, "message": "second"}),
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+    let (_, v) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2, "{v}");
+    // Regenerate refused: the answer it would replace is back.
+    fake.push(Reply::json(500, r#"{"error":{"message":"provider down"}}"#));
+    let r = chat(&s, &c, json!({"conversation_id": conv, "regenerate": true})).await;
+    assert_eq!(r.status(), 502);
+    let (_, v) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+    let contents: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["first", "Hello there"]);
+}

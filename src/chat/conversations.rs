@@ -36,7 +36,7 @@ impl StoredMessage {
         let steps: Vec<serde_json::Value> = self
             .tool_steps
             .iter()
-            .map(|t| crate::chat::runs::step_json(t))
+            .map(crate::chat::runs::step_json)
             .collect();
         serde_json::json!({
             "index": self.index,

@@ -439,12 +439,23 @@ impl Drop for StopGuard {
 /// Runs a script of `tests/hermes/` with a time bound; returns (success, stdout, stderr). The
 /// environment is inherited (so `HERMES_VENV` reaches it).
 pub fn run_script(script: &str, args: &[&str], limit: Duration) -> (bool, String, String) {
+    run_script_with(script, args, &[], limit)
+}
+
+/// `run_script` with extra environment variables for the script.
+pub fn run_script_with(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (bool, String, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/hermes")
         .join(script);
     let mut child = Command::new("bash")
         .arg(path)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -475,13 +486,22 @@ pub fn run_script(script: &str, args: &[&str], limit: Duration) -> (bool, String
 /// directory: the directory, the port, and the last line the script printed (its URL). It keeps
 /// running until a `StopGuard` on that directory is dropped.
 pub fn start_by_script(script: &str, what: &str) -> (tempfile::TempDir, String, String) {
+    start_by_script_with(script, what, &[])
+}
+
+/// `start_by_script` with extra environment variables for the script.
+pub fn start_by_script_with(
+    script: &str,
+    what: &str,
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, String, String) {
     let mut last_err = String::new();
     for _ in 0..2 {
         let work = tempfile::tempdir().unwrap();
         let port = free_port().to_string();
         let dir = work.path().display().to_string();
         let guard = StopGuard(work.path().to_path_buf());
-        let (ok, out, err) = run_script(script, &[&port, &dir], Duration::from_secs(150));
+        let (ok, out, err) = run_script_with(script, &[&port, &dir], env, Duration::from_secs(150));
         if ok {
             std::mem::forget(guard);
             let url = out.lines().last().unwrap_or("").trim().to_string();

@@ -1,0 +1,305 @@
+//! The agent's tool steps and approvals, end to end with the real Hermes Agent API Server (PyPI
+//! `hermes-agent`, installed by `tests/hermes/setup.sh`; never skipped when missing) and the fake
+//! model provider in its tool modes: a harmless command shows its step as done; a dangerous one
+//! (`rm -rf` of a test folder) waits for the person, and their answer decides whether the folder
+//! goes. The page's events are read as a tab reads them (docs/http-api.md, "Runs").
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// The running Hermes gateway and fake provider; stopped (by their recorded PIDs) on drop.
+struct Hermes {
+    work: tempfile::TempDir,
+    url: String,
+    key: String,
+}
+
+impl Hermes {
+    fn start() -> Hermes {
+        // Manual approvals (no model review first) and Hermes' timeout as the edge is told.
+        let env = [
+            ("HERMES_APPROVAL_MODE", "manual"),
+            ("HERMES_APPROVAL_TIMEOUT", "20"),
+        ];
+        let (work, _port, url) = start_by_script_with("start.sh", "the Hermes API Server", &env);
+        let key = std::fs::read_to_string(work.path().join("api_key"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Hermes { work, url, key }
+    }
+
+    fn provider_requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.work.path().join("provider.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Hermes {
+    fn drop(&mut self) {
+        drop(StopGuard(self.work.path().to_path_buf()));
+    }
+}
+
+/// A tab's view of a run stream, fed as it arrives.
+#[derive(Default)]
+struct Tab {
+    raw: String,
+    text: String,
+    steps: Vec<Value>,
+    approval: Option<Value>,
+    approval_done: Option<String>,
+    error: Option<String>,
+    done: bool,
+}
+
+impl Tab {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.raw.push_str(std::str::from_utf8(bytes).unwrap());
+        while let Some(end) = self.raw.find("\n\n") {
+            let event: String = self.raw.drain(..end + 2).collect();
+            self.apply(&event);
+        }
+    }
+
+    fn apply(&mut self, event: &str) {
+        let mut name = "";
+        let mut data = String::new();
+        for line in event.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n;
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data.push_str(d);
+            }
+        }
+        if data.is_empty() {
+            return;
+        }
+        if data == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        let d: Value = serde_json::from_str(&data).unwrap();
+        match name {
+            "edge.run" => {
+                self.text = d["text"].as_str().unwrap().to_string();
+                self.steps = d["steps"].as_array().unwrap().clone();
+                self.approval = (!d["approval"].is_null()).then(|| d["approval"].clone());
+            }
+            "hermes.tool.progress" => match self.steps.iter_mut().find(|s| s["id"] == d["id"]) {
+                Some(s) => *s = d,
+                None => self.steps.push(d),
+            },
+            "edge.approval" => self.approval = Some(d),
+            "edge.approval.done" => {
+                self.approval = None;
+                self.approval_done = Some(d["choice"].as_str().unwrap().to_string());
+            }
+            "edge.error" => self.error = Some(d["code"].as_str().unwrap().to_string()),
+            "" => {
+                if let Some(t) = d
+                    .pointer("/choices/0/delta/content")
+                    .and_then(|t| t.as_str())
+                {
+                    self.text.push_str(t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads `r` until `until` holds (or the stream ends), within 60 s.
+    async fn read_until(&mut self, r: &mut reqwest::Response, until: impl Fn(&Tab) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !until(self) && !self.done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, r.chunk()).await {
+                Ok(Ok(Some(b))) => self.feed(&b),
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => panic!("stream failed: {e}"),
+                Err(_) => panic!("nothing within 60 s; so far: {:?}", self.steps),
+            }
+        }
+    }
+}
+
+async fn ask(s: &Server, c: &reqwest::Client, message: &str) -> (String, reqwest::Response) {
+    let r = c
+        .post(s.url("/api/chat"))
+        .header("origin", s.origin())
+        .json(&json!({ "message": message }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (conv, r)
+}
+
+async fn answer(s: &Server, c: &reqwest::Client, conv: &str, choice: &str) -> (u16, Value) {
+    let r = c
+        .post(s.url(&format!("/api/conversations/{conv}/run/approval")))
+        .header("origin", s.origin())
+        .json(&json!({ "choice": choice }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A folder under /tmp named as the fake provider's dangerous mode accepts (`/tmp/hermes-...`).
+fn victim() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("hermes-e2e-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(dir.path().join("keep.txt"), "data").unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_runs() {
+    let (ok, out, err) = run_script("setup.sh", &[], Duration::from_secs(900));
+    assert!(ok, "tests/hermes/setup.sh failed:\n{out}\n{err}");
+    let hermes = Hermes::start();
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("hermes-edge.toml");
+    std::fs::write(&config, "[chat]\napproval_timeout_secs = 20\n").unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .upstream(hermes.url.clone())
+            .env("HERMES_EDGE_API_KEY", hermes.key.clone())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let c = s.admin_client().await;
+
+    // A harmless command: its step shows the command, ran, and how long it took.
+    let (_, mut r) = ask(&s, &c, "toolecho").await;
+    let mut tab = Tab::default();
+    tab.read_until(&mut r, |_| false).await;
+    assert!(tab.done && tab.error.is_none(), "{:?}", tab.error);
+    assert_eq!(tab.steps.len(), 1, "{:?}", tab.steps);
+    let step = &tab.steps[0];
+    assert_eq!(step["tool"], "terminal");
+    assert_eq!(step["preview"], "echo hermes-tool-ok");
+    assert_eq!(step["status"], "completed");
+    assert!(step["duration"].as_f64().is_some(), "{step}");
+    assert!(tab.text.contains("hermes-tool-ok"), "{}", tab.text);
+
+    // A dangerous command, denied: the folder stays, the step says denied, never done.
+    let kept = victim();
+    let path = kept.path().display().to_string();
+    let (conv, mut r) = ask(&s, &c, &format!("tooldanger {path}")).await;
+    let mut tab = Tab::default();
+    tab.read_until(&mut r, |t| t.approval.is_some()).await;
+    let approval = tab.approval.clone().expect("an approval request");
+    assert_eq!(approval["command"], format!("rm -rf {path}"));
+    assert_eq!(approval["choices"], json!(["once", "session", "deny"]));
+    assert_eq!(approval["timeout_secs"], 20);
+    assert!(!approval["description"].as_str().unwrap().is_empty());
+    assert_eq!(tab.steps.last().unwrap()["status"], "waiting_approval");
+    // Marked in the conversation list, and visible to a second tab that attaches.
+    let list: Value = c
+        .get(s.url("/api/conversations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["conversations"][0]["run"],
+        json!({"status": "waiting_approval"})
+    );
+    let mut second = c
+        .get(s.url(&format!("/api/conversations/{conv}/run")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let mut other = Tab::default();
+    other
+        .read_until(&mut second, |t| t.approval.is_some())
+        .await;
+    assert_eq!(
+        other.approval.as_ref().unwrap()["command"],
+        approval["command"]
+    );
+    drop(second);
+
+    assert_eq!(answer(&s, &c, &conv, "deny").await.0, 200);
+    tab.read_until(&mut r, |_| false).await;
+    assert!(tab.done, "the answer did not end");
+    assert_eq!(tab.approval_done.as_deref(), Some("deny"));
+    assert_eq!(tab.steps.last().unwrap()["status"], "denied");
+    assert!(
+        kept.path().join("keep.txt").exists(),
+        "a denied command ran"
+    );
+    assert!(tab.text.contains("BLOCKED"), "{}", tab.text);
+    // Answering again: nothing waits.
+    assert_eq!(answer(&s, &c, &conv, "once").await.0, 409);
+    let stored: Value = c
+        .get(s.url(&format!("/api/conversations/{conv}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = &stored["messages"][1];
+    assert_eq!(m["state"], "done");
+    assert_eq!(m["tool_steps"][0]["status"], "denied");
+
+    // The same, allowed once: the folder goes, and the step says it ran.
+    let gone = victim();
+    let path = gone.path().display().to_string();
+    let (conv, mut r) = ask(&s, &c, &format!("tooldanger {path}")).await;
+    let mut tab = Tab::default();
+    tab.read_until(&mut r, |t| t.approval.is_some()).await;
+    assert_eq!(answer(&s, &c, &conv, "once").await.0, 200);
+    tab.read_until(&mut r, |_| false).await;
+    assert!(tab.done && tab.error.is_none(), "{:?}", tab.error);
+    assert_eq!(tab.approval_done.as_deref(), Some("once"));
+    assert_eq!(tab.steps.last().unwrap()["status"], "completed");
+    assert!(!gone.path().exists(), "an approved command did not run");
+
+    // Another user cannot answer or stop someone else's run.
+    let kept2 = victim();
+    let path = kept2.path().display().to_string();
+    let (conv, mut r) = ask(&s, &c, &format!("tooldanger {path}")).await;
+    let mut tab = Tab::default();
+    tab.read_until(&mut r, |t| t.approval.is_some()).await;
+    add_user_cli(&s, "bob", "bob-password-1");
+    let bob = s.client();
+    assert_eq!(s.login(&bob, "bob", "bob-password-1").await.status(), 200);
+    assert_eq!(answer(&s, &bob, &conv, "once").await.0, 409);
+    // Stop while it waits: the command does not run, and Hermes ends the run.
+    let r2 = c
+        .post(s.url(&format!("/api/conversations/{conv}/run/stop")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r2.status(), 200);
+    tab.read_until(&mut r, |_| false).await;
+    assert!(tab.done);
+    assert_eq!(tab.error.as_deref(), Some("stopped"));
+    assert!(kept2.path().join("keep.txt").exists());
+    assert_ne!(tab.steps.last().unwrap()["status"], "completed");
+
+    // Every turn went to the model with the conversation's history from the edge.
+    assert!(hermes.provider_requests().len() >= 5);
+}
