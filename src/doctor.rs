@@ -118,6 +118,26 @@ pub(crate) async fn run(config: &Config) -> bool {
             Err(_) => r.line(Level::Warn, "API key", "not checked: Hermes is not reachable"),
         },
     }
+    // What the web chat needs of Hermes beyond chat: runs with their events, approvals and stop.
+    if let Some(key) = &config.chat.api_key {
+        match get("/v1/capabilities", Some(key)).await {
+            Ok((s, body)) if s.is_success() => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let missing: Vec<&str> = ["run_submission", "run_events_sse", "run_stop", "run_approval_response", "approval_events"]
+                    .into_iter()
+                    .filter(|k| v.pointer(&format!("/features/{k}")) != Some(&true.into()))
+                    .collect();
+                if missing.is_empty() {
+                    r.line(Level::Ok, "Agent runs", "Hermes has runs with approvals: answers outlive the tab, dangerous commands are asked in the page");
+                } else {
+                    r.line(Level::Warn, "Agent runs", &format!("Hermes lacks {}: answers use chat completions, and dangerous commands cannot be approved from the web (update Hermes)", missing.join(", ")));
+                }
+            }
+            Ok((s, _)) if s.as_u16() == 404 => r.line(Level::Warn, "Agent runs", "Hermes has no GET /v1/capabilities (older than 0.19): answers use chat completions, and dangerous commands cannot be approved from the web (update Hermes)"),
+            Ok((s, _)) => r.line(Level::Warn, "Agent runs", &format!("/v1/capabilities answered {s}")),
+            Err(_) => {}
+        }
+    }
 
     match &config.tls {
         TlsMode::LocalCa => {
