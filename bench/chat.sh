@@ -3,7 +3,8 @@
 #   1. added latency per SSE event: events through hermes-edge (/api/chat over HTTPS) vs straight from
 #      the upstream, p50/p99 of (receive time - send time stamped in the event);
 #   2. resident memory of hermes-edge with 1,000 concurrent open chat streams (each its own HTTPS
-#      connection and its own upstream connection), measured before any throughput run;
+#      connection and its own upstream connection), measured before any throughput run, and again
+#      once those tabs have gone away (the runs go on, owned by the server);
 #   3. proxied non-streaming requests/s (POST /v1/chat/completions with a personal token, wrk -c64)
 #      beside nginx proxying the same upstream over HTTPS with the same certificate.
 # Loopback only; every run is bounded in time. Usage: bash bench/chat.sh [seconds] [streams] [rounds]
@@ -90,6 +91,10 @@ STREAM_RSS=$(rss $EDGE_PID)
 THREADS=$(awk '/^Threads/ {print $2}' /proc/$EDGE_PID/status)
 echo "open ${OPEN:-0} streams: rss ${STREAM_RSS} MiB, ${THREADS} threads" >&2
 wait $SP 2>/dev/null || true
+# The tabs have gone (the streams' client ended): the runs go on, owned by the server.
+sleep 2
+GONE_RSS=$(rss $EDGE_PID)
+echo "the same ${OPEN:-0} runs after their tabs went away: rss ${GONE_RSS} MiB" >&2
 
 echo "== 3. proxied non-streaming requests/s (wrk -t2 -c64 -d${SECS}s, $ROUNDS rounds)" >&2
 cat > "$work/post.lua" <<LUA
@@ -133,6 +138,7 @@ printf '| added latency p50 / p99 (µs) | %s / %s | | p99 < 1000 |\n' \
 printf '| proxied non-streaming req/s (wrk -t2 -c64, HTTPS; medians of %s rounds) | %s | nginx %s | ratio %sx (rounds: %s); >= 1 |\n' \
   "$ROUNDS" "$EDGE_RPS" "$NGINX_RPS" "$RATIO" "${RATIOS% }"
 printf '| resident memory idle / with %s open streams (MiB) | %s / %s | | < 100 |\n' "${OPEN:-0}" "$IDLE_RSS" "$STREAM_RSS"
+printf '| resident memory with those %s runs after their tabs went away (MiB) | %s | | |\n' "${OPEN:-0}" "$GONE_RSS"
 if [[ ${BARE:-0} == 1 ]]; then
   printf '| bare hyper proxy req/s, ratio to nginx (measured right after each pair) | | | %sx (rounds: %s) |\n' \
     "$(echo $B_RATIOS | tr ' ' '\n' | median)" "${B_RATIOS% }"

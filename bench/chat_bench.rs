@@ -2,11 +2,11 @@
 //!
 //!   chat-bench upstream --port-file F [--interval-ms 10] [--events 100]
 //!       POST .../chat/completions with "stream": true → `--events` SSE events, one every
-//!       `--interval-ms`, each carrying its send time ("t", ns since the Unix epoch), then [DONE];
+//!       `--interval-ms`, each carrying its send time in its text ("w<i>@<ns since the Unix epoch> "), then [DONE];
 //!       with "hold" in the body it sends one event and then only a keepalive every 10 s.
 //!       Anything else → a small JSON completion.
 //!   chat-bench latency --url URL [--edge --ca F --password P] --streams N
-//!       per-event delay (receive time − "t") over N streams; prints p50/p99 in microseconds.
+//!       per-event delay (receive time − that send time) over N streams; prints p50/p99 in microseconds.
 //!   chat-bench rps --url URL [--ca F] [--token T] --concurrency C --seconds S
 //!       non-streaming POSTs over HTTP/1.1 keep-alive; prints requests/s.
 //!   chat-bench streams --url URL --ca F --password P --count N --hold-seconds S
@@ -108,8 +108,10 @@ async fn answer(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
     tokio::spawn(async move {
         let ev = |i: u64| {
+            // The send time rides in the text itself ("w<i>@<ns> "): the edge passes an answer's
+            // text on, not the chunk objects around it.
             Bytes::from(format!(
-                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i} \"}}}}],\"t\":{}}}\n\n",
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i}@{} \"}}}}]}}\n\n",
                 now_ns()
             ))
         };
@@ -217,7 +219,7 @@ async fn latency() {
             buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buf.find("\n\n") {
                 let event: String = buf.drain(..end + 2).collect();
-                if let Some(t) = event.split("\"t\":").nth(1) {
+                if let Some(t) = event.split('@').nth(1) {
                     let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
                     if let Ok(sent) = digits.parse::<u128>() {
                         delays.push(at.saturating_sub(sent));

@@ -50,6 +50,9 @@ start_fake_upstream() {
 $BENCH_LIMITS
 [auth]
 chat_sends_per_minute_per_user = 100000000
+[chat]
+max_runs = 100000
+max_runs_per_user = 100000
 TOML
 }
 
