@@ -40,7 +40,8 @@ pub(crate) struct App {
     pub upstream: UpstreamClient,
     /// The fixed parts of every request to Hermes.
     pub target: Option<crate::hermes::Target>,
-    pub http01: Option<Http01Responder>,
+    /// ACME HTTP-01 answers, set at start in ACME mode.
+    pub http01: std::sync::OnceLock<Http01Responder>,
     /// Bytes of request bodies held now: large ones under `limits.body_memory_total`, small ones
     /// under their share of it (see `body`).
     pub body_memory: crate::body::Budgets,
@@ -186,7 +187,7 @@ impl App {
             ca_pem,
             upstream,
             target: crate::hermes::Target::new(&config.upstream, config.chat.api_key.as_deref()),
-            http01: None,
+            http01: std::sync::OnceLock::new(),
             body_memory: Default::default(),
             store,
             config,

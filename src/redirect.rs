@@ -62,7 +62,7 @@ pub(crate) async fn accept(
 fn redirect(app: &App, req: &Request<Incoming>, https_port: u16) -> Resp {
     let path = req.uri().path();
     if let Some(token) = path.strip_prefix("/.well-known/acme-challenge/") {
-        if let Some(answer) = app.http01.as_ref().and_then(|f| f(token)) {
+        if let Some(answer) = app.http01.get().and_then(|f| f(token)) {
             return response::with_body(StatusCode::OK, "application/octet-stream", answer);
         }
         return response::not_found();

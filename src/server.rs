@@ -165,13 +165,10 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
             println!("  (shown once; change it with `hermes-edge user passwd admin`)");
         }
     }
-    let mut app = App::new(config.clone(), store, ca_pem);
+    let app = App::new(config.clone(), store, ca_pem);
     if let Some(acme) = &acme {
-        // Nothing else holds the new App yet.
-        let app = Arc::get_mut(&mut app).ok_or_else(|| {
-            StartError::Other("internal: App shared before start-up ended".into())
-        })?;
-        app.http01 = Some(acme.http01_responder());
+        // Set once, before any listener serves.
+        let _ = app.http01.set(acme.http01_responder());
     }
     crate::reload::Reload::new(config.clone(), app.clone(), resolver.clone()).spawn(hangups);
     let gc_app = app.clone();

@@ -212,7 +212,7 @@ async fn tool_steps_and_text_reach_the_page_and_are_stored() {
     assert_eq!(seen.text, "Done: 3 files");
     assert!(seen.done && seen.error.is_none());
     let step = json!({"id": "call_1", "tool": "terminal", "emoji": "💻", "label": "ls -la",
-        "status": "completed", "preview": null, "duration": null});
+        "status": "completed", "preview": null, "duration": null, "output": null});
     assert_eq!(seen.steps, std::slice::from_ref(&step));
     let m = stored_message(&s, &c, &conv, 1).await;
     assert_eq!(m["tool_steps"], json!([step]));

@@ -221,6 +221,8 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     assert_eq!(step["status"], "completed");
     assert!(step["duration"].as_f64().is_some(), "{step}");
     assert!(tab.text.contains("hermes-tool-ok"), "{}", tab.text);
+    // What the command printed, from Hermes' transcript, once the answer has ended.
+    assert_eq!(step["output"], "hermes-tool-ok", "{step}");
 
     // A dangerous command, denied: the folder stays, the step says denied, never done.
     let kept = victim();
@@ -286,6 +288,8 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     let m = &stored["messages"][1];
     assert_eq!(m["state"], "done");
     assert_eq!(m["tool_steps"][0]["status"], "denied");
+    let said = m["tool_steps"][0]["output"].as_str().unwrap();
+    assert!(said.contains("BLOCKED"), "{said}");
 
     // The same, allowed once: the folder goes, and the step says it ran.
     let gone = victim();

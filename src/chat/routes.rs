@@ -215,16 +215,18 @@ pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &Us
     if let Some(derived) = plan.derived_session.take() {
         remember_session(app, &plan.conversation, derived).await;
     }
-    let job = Job {
+    let mut job = Job {
         app: me,
         run: run.clone(),
         row: committed.answer_row,
         username: user.username.clone(),
         client_ip: ctx.client_ip,
+        session: None,
     };
     match source {
         Source::Run(id) => {
             run.state().hermes_run = Some(id.clone());
+            job.session = Some(run_session(&plan));
             tokio::spawn(driver::follow_run(job, id));
         }
         Source::Completion(body) => {
@@ -264,6 +266,14 @@ fn busy_answer(busy: Busy) -> Resp {
     }
 }
 
+/// The `session_id` a run of this conversation is kept under in Hermes.
+fn run_session(plan: &Plan) -> String {
+    plan.session
+        .strip_prefix(BRANCH_PREFIX)
+        .unwrap_or(&plan.session)
+        .to_string()
+}
+
 /// `POST /v1/runs` with the conversation's stored history.
 async fn start_hermes_run(
     app: &App,
@@ -272,11 +282,7 @@ async fn start_hermes_run(
     plan: &mut Plan,
     system: Option<String>,
 ) -> Result<Source, UpstreamError> {
-    let session = plan
-        .session
-        .strip_prefix(BRANCH_PREFIX)
-        .unwrap_or(&plan.session)
-        .to_string();
+    let session = run_session(plan);
     if session != format!("web-{}", plan.conversation) {
         // A branch: Hermes keeps this turn under the branch's own session id, which deleting
         // the conversation must delete too.

@@ -118,6 +118,9 @@ pub(crate) struct ToolStep {
     /// Seconds it took, once it has ended.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub duration: Option<f64>,
+    /// The start of what it returned (from Hermes' transcript, once the answer has ended).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output: Option<String>,
 }
 
 const MAX_TOOL_STEPS: usize = 500;
@@ -247,6 +250,7 @@ impl SseTap {
                     id: id.clone(),
                     preview: None,
                     duration: None,
+                    output: None,
                 };
                 if let Some(existing) = id.as_ref().and_then(|id| {
                     self.tool_steps

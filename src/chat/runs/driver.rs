@@ -104,6 +104,8 @@ pub(crate) struct Job {
     pub row: i64,
     pub username: String,
     pub client_ip: std::net::IpAddr,
+    /// Hermes' session of a run (`session_id`), whose transcript holds what each tool returned.
+    pub session: Option<String>,
 }
 
 /// How a run ended.
@@ -120,7 +122,86 @@ enum Outcome {
 /// Follows a Hermes run (already accepted, id in the run's state) to its end.
 pub(crate) async fn follow_run(job: Job, hermes_run: String) {
     let outcome = read_run_events(&job, &hermes_run).await;
+    add_tool_outputs(&job).await;
     finish(job, outcome).await;
+}
+
+/// The most of a tool's output a step keeps.
+const OUTPUT_EXCERPT_CHARS: usize = 2000;
+
+/// Hermes' run events say that a tool ran, not what it returned; its transcript of the session
+/// does. Once the run has ended, the tool results of this turn (after its last user message) are
+/// matched to the steps in order, and the start of each is kept with its step.
+async fn add_tool_outputs(job: &Job) {
+    let Some(session) = &job.session else {
+        return;
+    };
+    if job.run.state().steps.is_empty() {
+        return;
+    }
+    let out = Outgoing {
+        client_ip: job.client_ip,
+        conn: None,
+        ..Outgoing::new(
+            Method::GET,
+            format!("/api/sessions/{session}/messages"),
+            &NoClient,
+        )
+    };
+    let Ok(resp) = crate::hermes::exchange(&job.app.hermes(), &out).await else {
+        return;
+    };
+    if !resp.status().is_success() {
+        return;
+    }
+    let Some(v) = whole_json(resp).await else {
+        return;
+    };
+    let Some(messages) = v.get("data").and_then(|d| d.as_array()) else {
+        return;
+    };
+    let turn = messages
+        .iter()
+        .rposition(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
+        .map_or(&messages[..], |i| &messages[i + 1..]);
+    let outputs: Vec<String> = turn
+        .iter()
+        .filter(|m| m.get("role").and_then(|r| r.as_str()) == Some("tool"))
+        .map(|m| excerpt(m.get("content").and_then(|c| c.as_str()).unwrap_or("")))
+        .collect();
+    let mut state = job.run.state();
+    let steps: Vec<ToolStep> = state.steps.clone();
+    for (mut step, output) in steps.into_iter().zip(outputs) {
+        step.output = Some(output);
+        state.put_step(step);
+    }
+}
+
+/// What a person wants to see of a tool result: a terminal's output (and its error), or the
+/// result as Hermes stored it; its start only.
+fn excerpt(content: &str) -> String {
+    let text = match serde_json::from_str::<serde_json::Value>(content) {
+        Ok(v) if v.get("output").is_some() => {
+            let mut t = v["output"].as_str().unwrap_or("").to_string();
+            if let Some(e) = v
+                .get("error")
+                .and_then(|e| e.as_str())
+                .filter(|e| !e.is_empty())
+            {
+                if !t.is_empty() {
+                    t.push('\n');
+                }
+                t.push_str(e);
+            }
+            t
+        }
+        _ => content.to_string(),
+    };
+    let mut cut: String = text.chars().take(OUTPUT_EXCERPT_CHARS).collect();
+    if text.chars().count() > OUTPUT_EXCERPT_CHARS {
+        cut.push('…');
+    }
+    cut
 }
 
 async fn read_run_events(job: &Job, id: &str) -> Outcome {
@@ -143,30 +224,29 @@ async fn read_run_events(job: &Job, id: &str) -> Outcome {
     let mut save = tokio::time::interval(SAVE_EVERY);
     let mut stopped_at: Option<Instant> = None;
     let idle = app.config.chat.idle_timeout;
+    // Moved on by every piece of the stream (Hermes sends a keepalive every 30 s), not by the
+    // other branches: silence for the idle timeout means the stream is gone.
+    let silence = tokio::time::sleep(idle);
+    tokio::pin!(silence);
     loop {
         let Some(events) = body.as_mut() else {
             return poll_status(job, id, stopped_at.is_some()).await;
         };
         tokio::select! {
-            frame = tokio::time::timeout(idle, events.frame()) => {
+            frame = events.frame() => {
+                silence.as_mut().reset(tokio::time::Instant::now() + idle);
                 let bytes = match frame {
-                    Ok(Some(Ok(f))) => match f.into_data() {
+                    Some(Ok(f)) => match f.into_data() {
                         Ok(b) => b,
                         Err(_) => continue,
                     },
-                    Ok(None) => {
+                    None => {
                         tracing::warn!("Hermes' event stream of run {id} ended without its end");
                         body = None;
                         continue;
                     }
-                    Ok(Some(Err(e))) => {
+                    Some(Err(e)) => {
                         tracing::warn!("Hermes' event stream of run {id} broke: {e}");
-                        body = None;
-                        continue;
-                    }
-                    Err(_) => {
-                        // Hermes sends a keepalive every 30 s: silence for the idle timeout
-                        // means the stream is gone. Its status says what became of the run.
                         body = None;
                         continue;
                     }
@@ -181,6 +261,11 @@ async fn read_run_events(job: &Job, id: &str) -> Outcome {
                         return outcome;
                     }
                 }
+            }
+            _ = &mut silence => {
+                // Its status says what became of the run.
+                tracing::warn!("nothing from Hermes' event stream of run {id} for the idle timeout");
+                body = None;
             }
             _ = save.tick() => save_progress(job).await,
             _ = job.run.stop.notified(), if stopped_at.is_none() => {
@@ -298,6 +383,7 @@ fn on_run_event(
                 status: "running".into(),
                 id: Some(format!("s{}", steps.next)),
                 duration: None,
+                output: None,
             });
         }
         "approval.request" => {
@@ -447,15 +533,18 @@ async fn read_completion(job: &Job, mut body: UpBody) -> Outcome {
     let mut tap = SseTap::default();
     let mut save = tokio::time::interval(SAVE_EVERY);
     let idle = job.app.config.chat.idle_timeout;
+    let silence = tokio::time::sleep(idle);
+    tokio::pin!(silence);
     loop {
         tokio::select! {
-            frame = tokio::time::timeout(idle, body.frame()) => {
+            frame = body.frame() => {
+                silence.as_mut().reset(tokio::time::Instant::now() + idle);
                 let bytes = match frame {
-                    Ok(Some(Ok(f))) => match f.into_data() {
+                    Some(Ok(f)) => match f.into_data() {
                         Ok(b) => b,
                         Err(_) => continue,
                     },
-                    Ok(None) => {
+                    None => {
                         return match tap.error.take() {
                             Some(e) => Outcome::UpstreamSaid(e),
                             None if tap.done => Outcome::Completed { output: None },
@@ -465,11 +554,10 @@ async fn read_completion(job: &Job, mut body: UpBody) -> Outcome {
                             }
                         }
                     }
-                    Ok(Some(Err(e))) => {
+                    Some(Err(e)) => {
                         tracing::warn!("the Hermes stream broke: {e}");
                         return Outcome::Failed(UpstreamError::Broken(String::new()));
                     }
-                    Err(_) => return Outcome::Failed(UpstreamError::Stalled { secs: idle.as_secs() }),
                 };
                 let before = tap.content.len();
                 tap.feed(&bytes);
@@ -486,6 +574,10 @@ async fn read_completion(job: &Job, mut body: UpBody) -> Outcome {
                         state.put_step(step);
                     }
                 }
+            }
+            _ = &mut silence => {
+                tracing::warn!(secs = idle.as_secs(), "no event from Hermes within the idle timeout");
+                return Outcome::Failed(UpstreamError::Stalled { secs: idle.as_secs() });
             }
             _ = save.tick() => save_progress(job).await,
             // Dropping the stream closes the connection, which interrupts the agent in Hermes.
@@ -602,4 +694,25 @@ async fn finish(job: Job, outcome: Outcome) {
         tracing::error!("cannot store the assistant's answer: {e}");
     }
     job.run.end(&job.app.runs, last);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn a_terminal_result_shows_its_output_and_error_and_is_cut() {
+        assert_eq!(
+            excerpt(r#"{"output": "ok", "exit_code": 0, "error": null}"#),
+            "ok"
+        );
+        assert_eq!(
+            excerpt(r#"{"output": "", "exit_code": -1, "error": "BLOCKED: denied"}"#),
+            "BLOCKED: denied"
+        );
+        assert_eq!(excerpt("plain text"), "plain text");
+        let long = excerpt(&"x".repeat(5000));
+        assert_eq!(long.chars().count(), 2001);
+        assert!(long.ends_with('…'));
+    }
 }

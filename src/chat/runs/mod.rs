@@ -220,7 +220,7 @@ impl RunState {
 pub(crate) fn step_json(s: &ToolStep) -> serde_json::Value {
     serde_json::json!({
         "id": s.id, "tool": s.tool, "emoji": s.emoji, "label": s.label, "status": s.status,
-        "preview": s.preview, "duration": s.duration,
+        "preview": s.preview, "duration": s.duration, "output": s.output,
     })
 }
 
