@@ -253,13 +253,22 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         Err(_) => return Ok(()),
     };
     tokio::select! {
-        _ = async { tokio::join!(graceful.shutdown(), stop_tx.closed()) } => {
-            println!("all connections closed; bye")
+        _ = async {
+            // Connections, and the answers being written (which go on without a tab).
+            tokio::join!(graceful.shutdown(), stop_tx.closed(), async {
+                while !app.runs.all().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        } => {
+            println!("all connections closed and answers finished; bye")
         }
         _ = tokio::time::sleep(config.limits.shutdown_grace) => {
             println!("shutdown deadline reached; closing the remaining connections");
         }
     }
+    // Answers still being written (their tabs may have closed long ago) end here, kept.
+    crate::chat::runs::driver::interrupt_all(&app).await;
     Ok(())
 }
 

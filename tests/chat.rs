@@ -1709,3 +1709,59 @@ async fn a_message_hermes_refuses_is_not_kept() {
         .collect();
     assert_eq!(contents, ["first", "Hello there"]);
 }
+
+/// SIGTERM while an answer streams with no tab left: the server gives it the grace period, then
+/// stores it as interrupted with its text and exits cleanly (0).
+#[tokio::test]
+async fn sigterm_past_the_grace_period_keeps_a_running_answer_as_interrupted() {
+    let fake = Fake::start().await;
+    fake.push(Reply::stream(vec![
+        Step::Data(chunk_role()),
+        Step::Data(chunk("written before the stop")),
+        Step::Hang,
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("edge.toml");
+    std::fs::write(&cfg, "[limits]\nshutdown_grace_secs = 1\n").unwrap();
+    let start = || {
+        Server::start_with(
+            Start::default()
+                .in_dir(dir.path())
+                .upstream(fake.url())
+                .env("HERMES_EDGE_API_KEY", KEY)
+                .arg("--config")
+                .arg(cfg.display().to_string()),
+        )
+    };
+    let mut s = start();
+    let c = s.admin_client().await;
+    let mut r = chat(&s, &c, json!({"message": "go"})).await;
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut seen = String::new();
+    while !seen.contains("before the stop") {
+        let b = r.chunk().await.unwrap().unwrap();
+        seen.push_str(std::str::from_utf8(&b).unwrap());
+    }
+    drop(r);
+    drop(c);
+    let status = s.stop().expect("the server exits");
+    assert!(status.success(), "{status:?}\n{}", s.stderr());
+    assert!(
+        s.stderr().contains("stored as interrupted"),
+        "{}",
+        s.stderr()
+    );
+    drop(s);
+
+    let s = start();
+    let c = s.admin_client().await;
+    let m = stored_message(&s, &c, &conv, 1).await;
+    assert_eq!(m["content"], "written before the stop");
+    assert_eq!(m["state"], "done");
+    assert_eq!(m["error"]["code"], "interrupted");
+    // Nothing was left for the start to close.
+    assert!(!s.stderr().contains("marked interrupted"), "{}", s.stderr());
+}

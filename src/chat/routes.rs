@@ -192,7 +192,11 @@ pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &Us
             return plan_error(e);
         }
     };
-    run.state().message_index = committed.answer_index;
+    {
+        let mut state = run.state();
+        state.message_index = committed.answer_index;
+        state.row = committed.answer_row;
+    }
 
     let system = app.memory.system_message(&app.config.chat).await;
     let accepted = if use_runs {

@@ -716,3 +716,41 @@ mod tests {
         assert!(long.ends_with('…'));
     }
 }
+
+/// At shutdown, after the grace period: each run still going is stopped in Hermes (nobody could
+/// read the rest of it: Hermes gives a run's events to one reader only) and stored as interrupted
+/// with its text so far.
+pub(crate) async fn interrupt_all(app: &App) {
+    let runs = app.runs.all();
+    if runs.is_empty() {
+        return;
+    }
+    for run in &runs {
+        let id = run.state().hermes_run.clone();
+        if let Some(id) = id {
+            let out = Outgoing {
+                body: Some(Bytes::from_static(b"{}")),
+                client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                conn: None,
+                ..Outgoing::new(Method::POST, format!("/v1/runs/{id}/stop"), &NoClient)
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                crate::hermes::exchange(&app.hermes(), &out),
+            )
+            .await;
+        }
+    }
+    let app_runs = app.arc();
+    let stored = app
+        .store
+        .call(move |c| match &app_runs {
+            Some(app) => super::interrupt_all(&app.runs, c),
+            None => Ok(0),
+        })
+        .await;
+    match stored {
+        Ok(n) => tracing::info!("{n} answer(s) still being written were stored as interrupted"),
+        Err(e) => tracing::error!("cannot store the answers being written: {e}"),
+    }
+}

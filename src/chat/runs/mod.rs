@@ -101,6 +101,11 @@ impl Runs {
             .collect()
     }
 
+    /// Every run going now.
+    pub(crate) fn all(&self) -> Vec<Arc<Run>> {
+        self.lock().values().cloned().collect()
+    }
+
     fn remove(&self, run: &Arc<Run>) {
         let mut runs = self.lock();
         if runs
@@ -134,6 +139,8 @@ pub(crate) struct Approval {
 
 pub(crate) struct RunState {
     pub message_index: i64,
+    /// The answer's row in `messages`.
+    pub row: i64,
     pub text: String,
     pub steps: Vec<ToolStep>,
     pub approval: Option<Approval>,
@@ -256,6 +263,7 @@ impl Run {
             user_id,
             state: Mutex::new(RunState {
                 message_index,
+                row: 0,
                 text: String::new(),
                 steps: Vec::new(),
                 approval: None,
@@ -337,17 +345,43 @@ impl Run {
     }
 }
 
-/// Closes the answers a previous process left running (it crashed or was killed): their text
-/// so far is kept and they are marked interrupted, so the page offers to continue or regenerate.
-pub(crate) fn close_interrupted(c: &rusqlite::Connection) -> rusqlite::Result<usize> {
-    let error = serde_json::json!({
+/// The error an answer cut by the server stopping is stored with.
+fn interrupted_error() -> String {
+    serde_json::json!({
         "code": "interrupted",
         "message": "The server stopped while this answer was being written; what it had written is kept. Send a message to continue, or regenerate the answer."
     })
-    .to_string();
+    .to_string()
+}
+
+/// At shutdown, once the grace period is over: the answers still being written keep their text
+/// and are marked interrupted now, as the next start would (`close_interrupted`).
+pub(crate) fn interrupt_all(runs: &Runs, c: &rusqlite::Connection) -> rusqlite::Result<usize> {
+    let mut n = 0;
+    for run in runs.all() {
+        let (row, text, steps) = {
+            let s = run.state();
+            (
+                s.row,
+                s.text.clone(),
+                serde_json::to_string(&s.steps).unwrap_or_default(),
+            )
+        };
+        n += c.execute(
+            "UPDATE messages SET content = ?1, tool_steps = ?2, error = ?3, state = 'done'
+             WHERE id = ?4 AND state = 'running'",
+            rusqlite::params![text, steps, interrupted_error(), row],
+        )?;
+    }
+    Ok(n)
+}
+
+/// Closes the answers a previous process left running (it crashed or was killed): their text
+/// so far is kept and they are marked interrupted, so the page offers to continue or regenerate.
+pub(crate) fn close_interrupted(c: &rusqlite::Connection) -> rusqlite::Result<usize> {
     c.execute(
         "UPDATE messages SET state = 'done', error = ?1 WHERE state = 'running'",
-        rusqlite::params![error],
+        rusqlite::params![interrupted_error()],
     )
 }
 
