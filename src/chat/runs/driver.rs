@@ -696,27 +696,6 @@ async fn finish(job: Job, outcome: Outcome) {
     job.run.end(&job.app.runs, last);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::excerpt;
-
-    #[test]
-    fn a_terminal_result_shows_its_output_and_error_and_is_cut() {
-        assert_eq!(
-            excerpt(r#"{"output": "ok", "exit_code": 0, "error": null}"#),
-            "ok"
-        );
-        assert_eq!(
-            excerpt(r#"{"output": "", "exit_code": -1, "error": "BLOCKED: denied"}"#),
-            "BLOCKED: denied"
-        );
-        assert_eq!(excerpt("plain text"), "plain text");
-        let long = excerpt(&"x".repeat(5000));
-        assert_eq!(long.chars().count(), 2001);
-        assert!(long.ends_with('…'));
-    }
-}
-
 /// At shutdown, after the grace period: each run still going is stopped in Hermes (nobody could
 /// read the rest of it: Hermes gives a run's events to one reader only) and stored as interrupted
 /// with its text so far.
@@ -752,5 +731,26 @@ pub(crate) async fn interrupt_all(app: &App) {
     match stored {
         Ok(n) => tracing::info!("{n} answer(s) still being written were stored as interrupted"),
         Err(e) => tracing::error!("cannot store the answers being written: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn a_terminal_result_shows_its_output_and_error_and_is_cut() {
+        assert_eq!(
+            excerpt(r#"{"output": "ok", "exit_code": 0, "error": null}"#),
+            "ok"
+        );
+        assert_eq!(
+            excerpt(r#"{"output": "", "exit_code": -1, "error": "BLOCKED: denied"}"#),
+            "BLOCKED: denied"
+        );
+        assert_eq!(excerpt("plain text"), "plain text");
+        let long = excerpt(&"x".repeat(5000));
+        assert_eq!(long.chars().count(), 2001);
+        assert!(long.ends_with('…'));
     }
 }
