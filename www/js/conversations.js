@@ -231,6 +231,11 @@ export async function loadConversation(id, quiet) {
   // The server keeps a stopped answer as it was; keep showing that it was stopped.
   const last = state.messages[state.messages.length - 1];
   if (wasStopped && last && last.role === 'assistant' && !last.error) last.stopped = true;
+  // The outcome of an approval answered while this page watched stays shown (it is not stored).
+  if (quiet && prevLast && prevLast.approval && prevLast.approval.outcome && last && last.role === 'assistant' &&
+      (prevLast.index == null || prevLast.index === last.index)) {
+    last.approval = prevLast.approval;
+  }
   renderAll();
   renderConversations();
   if (!quiet || atBottom) scrollToBottom(true);
