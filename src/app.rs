@@ -44,6 +44,10 @@ pub(crate) struct App {
     /// Bytes of request bodies held now: large ones under `limits.body_memory_total`, small ones
     /// under their share of it (see `body`).
     pub body_memory: crate::body::Budgets,
+    /// The answers being written now (`chat::runs`).
+    pub runs: crate::chat::runs::Runs,
+    /// This `App` itself, for the tasks a handler starts that outlive its request (a run).
+    me: std::sync::Weak<App>,
 }
 
 /// Facts about one request that handlers need besides the request itself.
@@ -112,6 +116,11 @@ impl crate::hermes::ClientConn for Conn {
 }
 
 impl App {
+    /// A shared handle to this `App` (`None` only while it is being dropped).
+    pub(crate) fn arc(&self) -> Option<Arc<App>> {
+        self.me.upgrade()
+    }
+
     /// What the client of Hermes needs of this state (see `hermes::Hermes`).
     pub(crate) fn hermes(&self) -> crate::hermes::Hermes<'_> {
         crate::hermes::Hermes {
@@ -145,7 +154,9 @@ impl App {
         let headers = SecurityHeaders::new(config.hsts_max_age);
         let tokens = Arc::<crate::auth::token_cache::TokenCache>::default();
         crate::auth::spawn_upkeep(store.clone(), tokens.clone(), a.login_audit_keep);
-        Arc::new(App {
+        let mut app = App {
+            me: std::sync::Weak::new(),
+            runs: Default::default(),
             v1_headers: crate::hermes::answer_headers(&headers),
             headers,
             ip_limit: IpLimit::new(
@@ -179,6 +190,10 @@ impl App {
             body_memory: Default::default(),
             store,
             config,
+        };
+        Arc::new_cyclic(|me| {
+            app.me = me.clone();
+            app
         })
     }
 }

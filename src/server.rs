@@ -135,6 +135,12 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
     let store = Store::open(&config.data_dir)?;
+    // Answers a previous process was writing when it died: kept, and marked interrupted.
+    match store.call_blocking(|c| crate::chat::runs::close_interrupted(c)) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("{n} answer(s) were being written when the server last stopped; their text so far is kept, marked interrupted"),
+        Err(e) => tracing::error!("cannot close the answers left running: {e}"),
+    }
 
     if let Some(path) = &config.source {
         println!("config: {}", path.display());

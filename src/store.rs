@@ -141,6 +141,11 @@ const MIGRATIONS: &[&str] = &[
         UNION ALL SELECT MAX(user_id) FROM api_tokens
     );
     CREATE INDEX login_audit_at ON login_audit(at);",
+    // 6: an answer being written by a run that the server owns ('running'; its text so far is
+    // stored about once a second), so one left running by a crash is found and closed at start.
+    "ALTER TABLE messages ADD COLUMN state TEXT NOT NULL DEFAULT 'done'
+        CHECK (state IN ('running','done'));
+    CREATE INDEX messages_running ON messages(state) WHERE state = 'running';",
 ];
 
 #[derive(Clone)]

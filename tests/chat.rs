@@ -44,6 +44,65 @@ async fn text(r: reqwest::Response) -> String {
         .unwrap()
 }
 
+/// What a tab makes of a run's stream (docs/http-api.md, "Runs"): the answer text (the snapshot's,
+/// then the deltas), the steps by id, the `edge.error` code, and whether it ended with `[DONE]`.
+#[derive(Debug, Default)]
+struct PageView {
+    text: String,
+    steps: Vec<Value>,
+    error: Option<String>,
+    done: bool,
+    snapshots: usize,
+}
+
+fn page_view(body: &str) -> PageView {
+    let mut v = PageView::default();
+    for event in body.split("\n\n") {
+        let mut name = "";
+        let mut data = String::new();
+        for line in event.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n;
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d);
+            }
+        }
+        if data.is_empty() {
+            continue;
+        }
+        if data == "[DONE]" {
+            v.done = true;
+            continue;
+        }
+        let d: Value = serde_json::from_str(&data).unwrap();
+        match name {
+            "edge.run" => {
+                v.snapshots += 1;
+                v.text = d["text"].as_str().unwrap().to_string();
+                v.steps = d["steps"].as_array().unwrap().clone();
+            }
+            "hermes.tool.progress" => match v.steps.iter_mut().find(|s| s["id"] == d["id"]) {
+                Some(s) => *s = d,
+                None => v.steps.push(d),
+            },
+            "edge.error" => v.error = Some(d["code"].as_str().unwrap().to_string()),
+            "" => {
+                if let Some(t) = d
+                    .pointer("/choices/0/delta/content")
+                    .and_then(|t| t.as_str())
+                {
+                    v.text.push_str(t);
+                }
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
 async fn get_json(s: &Server, c: &reqwest::Client, path: &str) -> (u16, Value) {
     let r = c.get(s.url(path)).send().await.unwrap();
     let status = r.status().as_u16();
@@ -124,7 +183,7 @@ async fn chunks_reach_the_client_as_soon_as_the_upstream_sends_them() {
 }
 
 #[tokio::test]
-async fn tool_progress_events_and_keepalives_pass_through_byte_exact() {
+async fn tool_steps_and_text_reach_the_page_and_are_stored() {
     let fake = Fake::start().await;
     let tool_start = "event: hermes.tool.progress\ndata: {\"tool\": \"terminal\", \"emoji\": \"💻\", \"label\": \"ls -la\", \"toolCallId\": \"call_1\", \"status\": \"running\"}\n\n";
     let tool_end = "event: hermes.tool.progress\ndata: {\"tool\": \"terminal\", \"toolCallId\": \"call_1\", \"status\": \"completed\"}\n\n";
@@ -149,17 +208,20 @@ async fn tool_progress_events_and_keepalives_pass_through_byte_exact() {
         .to_str()
         .unwrap()
         .to_string();
-    assert_eq!(text(r).await, parts.concat());
+    let seen = page_view(&text(r).await);
+    assert_eq!(seen.text, "Done: 3 files");
+    assert!(seen.done && seen.error.is_none());
+    let step = json!({"id": "call_1", "tool": "terminal", "emoji": "💻", "label": "ls -la",
+        "status": "completed", "preview": null, "duration": null});
+    assert_eq!(seen.steps, std::slice::from_ref(&step));
     let m = stored_message(&s, &c, &conv, 1).await;
-    assert_eq!(
-        m["tool_steps"],
-        json!([{"tool": "terminal", "emoji": "💻", "label": "ls -la", "status": "completed"}])
-    );
+    assert_eq!(m["tool_steps"], json!([step]));
+    assert_eq!(m["state"], "done");
     assert_eq!(m["content"], "Done: 3 files");
     assert_eq!(m["error"], Value::Null);
 }
 
-async fn client_close_drops_the_upstream(http1: bool) {
+async fn closing_the_tab_leaves_the_run_and_stop_ends_it(http1: bool) {
     let fake = Fake::start().await;
     fake.push(Reply::stream(vec![
         Step::Data(chunk_role()),
@@ -185,36 +247,71 @@ async fn client_close_drops_the_upstream(http1: bool) {
         let b = r.chunk().await.unwrap().unwrap();
         seen.push_str(std::str::from_utf8(&b).unwrap());
     }
-    assert!(fake.disconnects().is_empty());
-    let closed = Instant::now();
+    // The tab goes away: the answer goes on (the run belongs to the server).
     drop(r);
     drop(c);
+    assert!(fake
+        .wait_disconnect(Duration::from_millis(1500))
+        .await
+        .is_none());
+    let c = s.admin_client().await;
+    let (_, list) = get_json(&s, &c, "/api/conversations").await;
+    assert_eq!(
+        list["conversations"][0]["run"],
+        json!({"status": "running"})
+    );
+    // Another tab attaches: everything so far, and it is still being written.
+    let mut again = c
+        .get(s.url(&format!("/api/conversations/{conv}/run")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let first = again.chunk().await.unwrap().unwrap();
+    let snapshot = page_view(std::str::from_utf8(&first).unwrap());
+    assert_eq!(
+        (snapshot.snapshots, snapshot.text.as_str()),
+        (1, "partial ")
+    );
+    // Stop ends it, in Hermes too (its connection is closed).
+    let stopped = Instant::now();
+    let r = c
+        .post(s.url(&format!("/api/conversations/{conv}/run/stop")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let gone = fake
         .wait_disconnect(Duration::from_secs(3))
         .await
         .expect("the upstream saw no disconnect");
-    assert!(
-        gone.duration_since(closed) < Duration::from_secs(1),
-        "upstream closed {:?} after the client",
-        gone.duration_since(closed)
-    );
-    let c = s.admin_client().await;
+    assert!(gone.duration_since(stopped) < Duration::from_secs(1));
+    let rest = text(again).await;
+    let tail = page_view(&rest);
+    assert_eq!(tail.error.as_deref(), Some("stopped"));
+    assert!(tail.done);
     let m = stored_message(&s, &c, &conv, 1).await;
     assert_eq!(m["content"], "partial ");
     assert_eq!(m["error"]["code"], "stopped");
-    // A client going away is not an error in the log.
-    assert!(s.wait_for_log("client went away", 3));
+    assert_eq!(m["state"], "done");
+    let r = c
+        .get(s.url(&format!("/api/conversations/{conv}/run")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     assert!(!s.stderr().contains("ERROR"), "{}", s.stderr());
 }
 
 #[tokio::test]
-async fn closing_an_http2_client_closes_the_upstream_connection() {
-    client_close_drops_the_upstream(false).await;
+async fn closing_an_http2_tab_leaves_the_run_and_stop_ends_it() {
+    closing_the_tab_leaves_the_run_and_stop_ends_it(false).await;
 }
 
 #[tokio::test]
-async fn closing_an_http1_client_closes_the_upstream_connection() {
-    client_close_drops_the_upstream(true).await;
+async fn closing_an_http1_tab_leaves_the_run_and_stop_ends_it() {
+    closing_the_tab_leaves_the_run_and_stop_ends_it(true).await;
 }
 
 #[tokio::test]
@@ -342,12 +439,9 @@ async fn a_stalled_stream_ends_with_an_upstream_stalled_event_and_drops_the_upst
         elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"
     );
-    let expected_tail = "event: edge.error\ndata: {\"code\":\"upstream_stalled\",\"message\":\"Hermes sent nothing for 1 seconds, so the answer was abandoned. Check that Hermes and its model provider are working, then try again.\"}\n\n";
+    let expected_tail = "event: edge.error\ndata: {\"code\":\"upstream_stalled\",\"message\":\"Hermes sent nothing for 1 seconds, so the answer was abandoned. Check that Hermes and its model provider are working, then try again.\"}\n\ndata: [DONE]\n\n";
     assert!(body.ends_with(expected_tail), "{body}");
-    assert!(
-        body.starts_with(&(chunk_role() + &chunk("half an "))),
-        "{body}"
-    );
+    assert_eq!(page_view(&body).text, "half an ");
     assert!(fake.wait_disconnect(Duration::from_secs(2)).await.is_some());
     let m = stored_message(&s, &c, &conv, 1).await;
     assert_eq!(m["content"], "half an ");
@@ -394,11 +488,12 @@ async fn an_answer_that_never_starts_is_a_504_upstream_stalled_and_the_next_requ
             completion().await.unwrap()
         };
         assert_eq!(r.status(), 200, "{route}");
-        assert_eq!(
-            text(r).await,
-            Reply::sse_text(&["Hello", " there"]),
-            "{route}"
-        );
+        let body = text(r).await;
+        if route == "/api/chat" {
+            assert_eq!(page_view(&body).text, "Hello there");
+        } else {
+            assert_eq!(body, Reply::sse_text(&["Hello", " there"]), "{route}");
+        }
         assert_eq!(
             fake.connections(),
             before + 1,
@@ -494,7 +589,7 @@ async fn a_stream_that_breaks_mid_answer_ends_with_stream_broken_and_keeps_the_p
         .to_string();
     let body = text(r).await;
     assert!(
-        body.ends_with("event: edge.error\ndata: {\"code\":\"stream_broken\",\"message\":\"The connection to Hermes broke before the answer was complete; the partial answer was kept.\"}\n\n"),
+        body.ends_with("event: edge.error\ndata: {\"code\":\"stream_broken\",\"message\":\"The connection to Hermes broke before the answer was complete; the partial answer was kept.\"}\n\ndata: [DONE]\n\n"),
         "{body}"
     );
     let m = stored_message(&s, &c, &conv, 1).await;
@@ -741,7 +836,8 @@ async fn conversations_are_stored_listed_renamed_and_deleted_with_the_documented
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys, ["created_at", "id", "title", "updated_at"]);
+    assert_eq!(keys, ["created_at", "id", "run", "title", "updated_at"]);
+    assert_eq!(items[0]["run"], Value::Null);
     assert!(items[0]["created_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(items[0]["created_at"].as_str().unwrap().len(), 24);
 
@@ -757,7 +853,7 @@ async fn conversations_are_stored_listed_renamed_and_deleted_with_the_documented
     user.as_object_mut().unwrap().remove("created_at");
     assert_eq!(
         user,
-        json!({"index": 0, "role": "user", "content": "Plan a trip\nto the sea", "images": [], "tool_steps": [], "error": null})
+        json!({"index": 0, "role": "user", "content": "Plan a trip\nto the sea", "images": [], "tool_steps": [], "error": null, "state": "done"})
     );
     assert_eq!(msgs[1]["index"], 1);
     assert_eq!(msgs[1]["role"], "assistant");
@@ -1271,7 +1367,9 @@ async fn an_agent_error_inside_the_stream_is_relayed_and_stored_with_the_partial
         .to_str()
         .unwrap()
         .to_string();
-    assert_eq!(text(r).await, parts.concat());
+    let seen = page_view(&text(r).await);
+    assert_eq!(seen.text, "Let me ");
+    assert_eq!(seen.error.as_deref(), Some("upstream_error"));
     let m = stored_message(&s, &c, &conv, 1).await;
     assert_eq!(m["content"], "Let me ");
     assert_eq!(

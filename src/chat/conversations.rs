@@ -27,6 +27,8 @@ pub(crate) struct StoredMessage {
     pub tool_steps: Vec<ToolStep>,
     pub error: Option<serde_json::Value>,
     pub created_at: i64,
+    /// `running` while a run writes it (`chat::runs`), else `done`.
+    pub state: String,
 }
 
 impl StoredMessage {
@@ -34,9 +36,7 @@ impl StoredMessage {
         let steps: Vec<serde_json::Value> = self
             .tool_steps
             .iter()
-            .map(|t| {
-                serde_json::json!({"tool": t.tool, "emoji": t.emoji, "label": t.label, "status": t.status})
-            })
+            .map(|t| crate::chat::runs::step_json(t))
             .collect();
         serde_json::json!({
             "index": self.index,
@@ -46,6 +46,7 @@ impl StoredMessage {
             "tool_steps": steps,
             "error": self.error,
             "created_at": rfc3339_ms(self.created_at),
+            "state": self.state,
         })
     }
 }
@@ -102,7 +103,7 @@ pub(crate) fn messages(
     conversation: &str,
 ) -> Result<Vec<StoredMessage>, rusqlite::Error> {
     let mut st = c.prepare(
-        "SELECT idx, role, content, images, tool_steps, error, created_at FROM messages
+        "SELECT idx, role, content, images, tool_steps, error, created_at, state FROM messages
          WHERE conversation_id = ?1 ORDER BY idx",
     )?;
     let rows = st.query_map(params![conversation], |r| {
@@ -117,6 +118,7 @@ pub(crate) fn messages(
             tool_steps: serde_json::from_str(&steps).unwrap_or_default(),
             error: error.and_then(|e| serde_json::from_str(&e).ok()),
             created_at: r.get(6)?,
+            state: r.get(7)?,
         })
     })?;
     rows.collect()
@@ -140,35 +142,6 @@ pub(crate) fn insert_message(
     Ok(tx.last_insert_rowid())
 }
 
-/// Fills in an assistant message when its answer has ended (completely or not).
-pub(crate) async fn finish_message(
-    store: crate::store::Store,
-    row: i64,
-    conversation: String,
-    content: String,
-    tool_steps: Vec<ToolStep>,
-    error: Option<serde_json::Value>,
-) {
-    let steps = serde_json::to_string(&tool_steps).unwrap_or_else(|_| "[]".into());
-    let error = error.map(|e| e.to_string());
-    let result = store
-        .call(move |c| {
-            c.execute(
-                "UPDATE messages SET content = ?1, tool_steps = ?2, error = ?3 WHERE id = ?4",
-                params![content, steps, error, row],
-            )?;
-            c.execute(
-                "UPDATE conversations SET updated_at = ?1 WHERE id = ?2",
-                params![now_ms(), conversation],
-            )?;
-            Ok(())
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!("cannot store the assistant's answer: {e}");
-    }
-}
-
 fn store_failed(e: impl std::fmt::Display) -> Resp {
     tracing::error!("conversation store: {e}");
     response::error(
@@ -186,6 +159,20 @@ fn not_found() -> Resp {
     )
 }
 
+/// Whether `id` is a conversation of `user` (an error answer when the store fails).
+pub(crate) async fn owned(app: &App, user: &User, id: &str) -> Result<bool, Resp> {
+    let uid = user.id;
+    let id = id.to_string();
+    match app
+        .store
+        .call(move |c| Ok(find(c, uid, &id)?.is_some()))
+        .await
+    {
+        Ok(b) => Ok(b),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
 /// `GET /api/conversations`: the user's conversations, newest first.
 pub(crate) async fn list(app: &App, user: &User) -> Resp {
     let uid = user.id;
@@ -200,11 +187,25 @@ pub(crate) async fn list(app: &App, user: &User) -> Resp {
             rows.collect::<Result<Vec<_>, _>>()
         })
         .await;
+    let runs = app.runs.statuses(user.id);
     match result {
-        Ok(list) => response::json(
-            StatusCode::OK,
-            &serde_json::json!({"conversations": list.iter().map(Summary::to_json).collect::<Vec<_>>()}),
-        ),
+        Ok(list) => {
+            let items: Vec<serde_json::Value> = list
+                .iter()
+                .map(|c| {
+                    let mut v = c.to_json();
+                    v["run"] = match runs.get(&c.id) {
+                        Some(status) => serde_json::json!({ "status": status }),
+                        None => serde_json::Value::Null,
+                    };
+                    v
+                })
+                .collect();
+            response::json(
+                StatusCode::OK,
+                &serde_json::json!({ "conversations": items }),
+            )
+        }
         Err(e) => store_failed(e),
     }
 }
@@ -324,6 +325,10 @@ pub(crate) fn is_plain_session_id(id: &str) -> bool {
 /// `{"deleted": true, "hermes_session": "deleted" | "not_found" | "not_deleted"}`, with a
 /// `message` when Hermes' copy could not be deleted.
 pub(crate) async fn delete(app: &App, ctx: &Ctx, user: &User, id: &str) -> Resp {
+    // An answer being written into it stops (in Hermes too).
+    if let Some(run) = app.runs.get(id).filter(|r| r.user_id == user.id) {
+        run.stop.notify_one();
+    }
     let uid = user.id;
     let id = id.to_string();
     let result = app

@@ -5,6 +5,7 @@
 pub(crate) mod conversations;
 pub(crate) mod openai;
 pub(crate) mod routes;
+pub(crate) mod runs;
 
 use http::{HeaderValue, Method, Request};
 use hyper::body::Incoming;
@@ -33,6 +34,24 @@ pub(crate) async fn route(
         _ => {}
     }
     if let Some(id) = path.strip_prefix("/api/conversations/") {
+        if let Some(id) = id.strip_suffix("/run") {
+            return match *method {
+                Method::GET => runs::routes::attach(app, user, id).await,
+                _ => response::method_not_allowed(),
+            };
+        }
+        if let Some(id) = id.strip_suffix("/run/approval") {
+            return match *method {
+                Method::POST => runs::routes::approval(app, ctx, req, user, id).await,
+                _ => response::method_not_allowed(),
+            };
+        }
+        if let Some(id) = id.strip_suffix("/run/stop") {
+            return match *method {
+                Method::POST => runs::routes::stop(app, user, id).await,
+                _ => response::method_not_allowed(),
+            };
+        }
         return match *method {
             Method::GET => conversations::get(app, user, id).await,
             Method::PATCH => conversations::patch(app, ctx, req, user, id).await,

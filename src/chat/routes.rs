@@ -1,22 +1,28 @@
-//! `POST /api/chat`: one message of the web chat, answered by the full Hermes agent and streamed.
+//! `POST /api/chat`: one message of the web chat. Its answer is a run the server owns
+//! (`chat::runs`): this handler stores the message, starts the run and streams it to the tab that
+//! asked; the run goes on if that tab goes away.
 //!
-//! Hermes keeps each conversation's history itself, keyed by `X-Hermes-Session-Id`
-//! (`web-<uuid>`, one per conversation, never shared between users), and scopes long-term memory by
-//! `X-Hermes-Session-Key` (`web:<scope>`, the account's own, `User::scope`). So a normal message
-//! sends only the new user message.
+//! The message and an empty answer (`state = 'running'`) are stored before anything is sent to
+//! Hermes: if they cannot be stored, nothing is sent (the agent never runs for a message the
+//! person is told to send again). If Hermes then refuses the message, they are taken back out,
+//! so the conversation is as it was and the page puts the text back in the composer.
 //!
+//! Which of Hermes' ways to answer (`runs::driver`): its runs API, with the conversation's history
+//! from the edge's store (`conversation_history`) and `session_id: web-<uuid>` naming it in
+//! Hermes' own store, for every text message when Hermes has runs with approvals; a chat
+//! completion stream otherwise (a message with images, which runs do not take, or an older
+//! Hermes). For those, Hermes keeps each conversation's history itself, keyed by
+//! `X-Hermes-Session-Id` (`web-<uuid>`), so a normal message sends only the new user message.
 //! Regenerate and edit-and-resend rewrite the past, which Hermes' stored session cannot do, and
-//! Hermes 0.19 ignores a request's history whenever `X-Hermes-Session-Id` is sent, even for a new id
-//! (docs/hermes-notes.md, section b). So a rewritten conversation becomes a *branch*: its stored
-//! messages are truncated, and from then on every turn is sent without the session header, with
-//! the whole kept history from the edge's database in `messages`, and with a system line
-//! `conversation: web-<uuid>` that makes the session id Hermes derives unique to this branch (the
-//! id is a hash of the system prompt and first message; pitfall 16). In the database the
+//! Hermes 0.19 ignores a request's history whenever `X-Hermes-Session-Id` is sent (docs/hermes-notes.md,
+//! section b). So a rewritten conversation becomes a *branch*: its stored messages are
+//! truncated, and from then on every completion turn is sent without the session header, with the
+//! whole kept history in `messages`, and with a system line `conversation: web-<uuid>` that makes
+//! the session id Hermes derives unique to this branch (pitfall 16). In the database the
 //! conversation's `hermes_session` is then `history:web-<uuid>` instead of `web-<uuid>`.
 //!
-//! Nothing is written until Hermes has accepted the request, so a refused send (the page puts the
-//! text back into the composer) leaves the conversation as it was. Once the stream runs, the answer
-//! is stored however it ends, partial text included.
+//! Either way long-term memory is scoped by `X-Hermes-Session-Key` (`web:<scope>`, the account's
+//! own, `User::scope`).
 
 /// Hermes silently truncates longer text parts; refuse them instead.
 const MAX_MESSAGE_CHARS: usize = 65_536;
@@ -26,14 +32,15 @@ const BRANCH_PREFIX: &str = "history:";
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use rusqlite::params;
 
 use super::conversations::{self, StoredMessage};
+use super::runs::driver::{self, Job};
+use super::runs::Busy;
 use crate::app::{App, Ctx};
 use crate::auth::User;
-use crate::hermes::relay::{Ending, Relay, SseTap};
 use crate::hermes::{Outgoing, UpstreamError};
 use crate::response::{self, Resp};
 use crate::store::now_ms;
@@ -67,6 +74,9 @@ struct Plan {
     /// deleting the conversation deletes it in Hermes too.
     derived_session: Option<String>,
     history: Vec<StoredMessage>,
+    /// The conversation's messages before this one, whichever way it is sent (runs take the
+    /// history explicitly every time).
+    kept: Vec<StoredMessage>,
     text: String,
     images: Vec<String>,
 }
@@ -157,8 +167,162 @@ pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &Us
         Ok(p) => p,
         Err(e) => return plan_error(e),
     };
+    let Some(me) = app.arc() else {
+        return plan_error(PlanError::Bad("shutting_down", "The server is stopping."));
+    };
+    let use_runs = plan.images.is_empty() && driver::hermes_has_runs(app, ctx).await;
 
-    let mut system = app.memory.system_message(&app.config.chat).await;
+    // The run's place first: nothing is stored or sent when the user has too many going.
+    let c = &app.config.chat;
+    let run = match app.runs.start(
+        &plan.conversation,
+        user.id,
+        0,
+        c.max_runs_per_user,
+        c.max_runs,
+    ) {
+        Ok(run) => run,
+        Err(busy) => return busy_answer(busy),
+    };
+    // Then the message, stored before Hermes hears of it.
+    let committed = match commit(app, user, &plan).await {
+        Ok(c) => c,
+        Err(e) => {
+            run.end(&app.runs, None);
+            return plan_error(e);
+        }
+    };
+    run.state().message_index = committed.answer_index;
+
+    let system = app.memory.system_message(&app.config.chat).await;
+    let accepted = if use_runs {
+        start_hermes_run(app, ctx, user, &mut plan, system).await
+    } else {
+        start_completion(app, ctx, user, &mut plan, system).await
+    };
+    let source = match accepted {
+        Ok(source) => source,
+        Err(e) => {
+            undo(app, committed.undo).await;
+            run.end(&app.runs, None);
+            let mut r = e.response();
+            if plan.create_title.is_none() {
+                super::set_header(&mut r, "x-conversation-id", &plan.conversation);
+            }
+            return r;
+        }
+    };
+    if let Some(derived) = plan.derived_session.take() {
+        remember_session(app, &plan.conversation, derived).await;
+    }
+    let job = Job {
+        app: me,
+        run: run.clone(),
+        row: committed.answer_row,
+        username: user.username.clone(),
+        client_ip: ctx.client_ip,
+    };
+    match source {
+        Source::Run(id) => {
+            run.state().hermes_run = Some(id.clone());
+            tokio::spawn(driver::follow_run(job, id));
+        }
+        Source::Completion(body) => {
+            tokio::spawn(driver::follow_completion(job, body));
+        }
+    }
+    super::runs::routes::stream(&run)
+}
+
+/// What Hermes accepted.
+enum Source {
+    /// A run of its runs API, by id.
+    Run(String),
+    /// A chat completion stream.
+    Completion(crate::hermes::UpBody),
+}
+
+fn busy_answer(busy: Busy) -> Resp {
+    match busy {
+        Busy::Conversation => response::error(
+            StatusCode::CONFLICT,
+            "run_in_progress",
+            "This conversation has an answer being written; wait for it or stop it first.",
+        ),
+        Busy::User(n) => response::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_runs",
+            &format!(
+                "You have {n} answers being written already; wait for one to finish or stop one."
+            ),
+        ),
+        Busy::Server => response::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_busy",
+            "The server is writing as many answers as it can at once; try again shortly.",
+        ),
+    }
+}
+
+/// `POST /v1/runs` with the conversation's stored history.
+async fn start_hermes_run(
+    app: &App,
+    ctx: &Ctx,
+    user: &User,
+    plan: &mut Plan,
+    system: Option<String>,
+) -> Result<Source, UpstreamError> {
+    let session = plan
+        .session
+        .strip_prefix(BRANCH_PREFIX)
+        .unwrap_or(&plan.session)
+        .to_string();
+    if session != format!("web-{}", plan.conversation) {
+        // A branch: Hermes keeps this turn under the branch's own session id, which deleting
+        // the conversation must delete too.
+        plan.derived_session = Some(session.clone());
+    }
+    let mut body = serde_json::json!({
+        "model": "hermes-agent",
+        "input": plan.text,
+        "conversation_history": history_messages(&plan.kept),
+        "session_id": session,
+    });
+    if let Some(system) = system {
+        body["instructions"] = serde_json::Value::String(system);
+    }
+    let out = Outgoing {
+        body: Some(Bytes::from(body.to_string())),
+        session_key: Some(crate::hermes::session_key(&user.scope)),
+        ..Outgoing::new(Method::POST, "/v1/runs", ctx)
+    };
+    let resp = crate::hermes::send(&app.hermes(), &out).await?;
+    let v = json_of(resp).await;
+    match v.get("run_id").and_then(|id| id.as_str()) {
+        Some(id) if conversations::is_plain_session_id(id) => Ok(Source::Run(id.to_string())),
+        _ => Err(UpstreamError::Failed(
+            "it accepted the run without a usable run id".into(),
+        )),
+    }
+}
+
+async fn json_of(resp: Response<crate::hermes::UpBody>) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), body.collect()).await {
+        Ok(Ok(c)) => serde_json::from_slice(&c.to_bytes()).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// `POST /v1/chat/completions`, streaming.
+async fn start_completion(
+    app: &App,
+    ctx: &Ctx,
+    user: &User,
+    plan: &mut Plan,
+    mut system: Option<String>,
+) -> Result<Source, UpstreamError> {
     if let Some(branch) = plan.session.strip_prefix(BRANCH_PREFIX) {
         let line = format!("conversation: {branch}");
         system = Some(match system {
@@ -179,32 +343,17 @@ pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &Us
         stream: true,
         ..Outgoing::new(Method::POST, "/v1/chat/completions", ctx)
     };
-    let upstream = crate::hermes::send(&app.hermes(), &out)
-        .await
-        .and_then(|resp| {
-            let is_sse = resp
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            if is_sse {
-                Ok(resp)
-            } else {
-                Err(UpstreamError::Failed(
-                    "it answered without an event stream".into(),
-                ))
-            }
-        });
-    let resp = match upstream {
-        Ok(r) => r,
-        Err(e) => {
-            let mut r = e.response();
-            if plan.create_title.is_none() {
-                super::set_header(&mut r, "x-conversation-id", &plan.conversation);
-            }
-            return r;
-        }
-    };
+    let resp = crate::hermes::send(&app.hermes(), &out).await?;
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !is_sse {
+        return Err(UpstreamError::Failed(
+            "it answered without an event stream".into(),
+        ));
+    }
     if plan.session_header.is_none() {
         plan.derived_session = resp
             .headers()
@@ -213,72 +362,24 @@ pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &Us
             .filter(|id| super::conversations::is_plain_session_id(id))
             .map(str::to_string);
     }
-    // Hermes accepted: now the user message and the (empty) answer are written.
-    let conversation = plan.conversation.clone();
-    let answer_row = match commit(app, user, plan).await {
-        Ok(row) => row,
-        Err(e) => return plan_error(e),
-    };
-
-    let on_end = finisher(app, answer_row, conversation.clone(), user);
-    let relay = Relay::new(
-        resp.into_body(),
-        app.config.chat.idle_timeout,
-        true,
-        Some(on_end),
-    );
-    let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(relay));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    super::set_header(&mut r, "x-conversation-id", &conversation);
-    r
+    Ok(Source::Completion(resp.into_body()))
 }
 
-/// Stores what the stream produced once it has ended, however it ended.
-fn finisher(app: &App, row: i64, conversation: String, user: &User) -> crate::hermes::relay::OnEnd {
-    let store = app.store.clone();
-    let username = user.username.clone();
-    Box::new(move |ending: Ending, tap: SseTap| {
-        let error = match &ending {
-            Ending::Complete => tap
-                .error
-                .as_ref()
-                .map(|m| serde_json::json!({"code": "upstream_error", "message": m})),
-            Ending::ClientGone => Some(serde_json::json!({
-                "code": "stopped",
-                "message": "Stopped before the answer was complete."
-            })),
-            Ending::Failed(e) => Some(e.to_json()),
-        };
-        match &ending {
-            Ending::Complete => tracing::info!(user = %username, "chat answer complete"),
-            Ending::ClientGone => tracing::info!(user = %username, "chat stopped by the client"),
-            Ending::Failed(e) => {
-                tracing::warn!(user = %username, code = e.code(), "chat answer failed")
-            }
-        }
-        let SseTap {
-            content,
-            tool_steps,
-            ..
-        } = tap;
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        handle.spawn(conversations::finish_message(
-            store,
-            row,
-            conversation,
-            content,
-            tool_steps,
-            error,
-        ));
-    })
+/// Keeps a session id Hermes holds for this conversation, so deleting it deletes that too.
+async fn remember_session(app: &App, conversation: &str, session: String) {
+    let id = conversation.to_string();
+    let r = app
+        .store
+        .call(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO hermes_sessions (conversation_id, session_id) VALUES (?1, ?2)",
+                params![id, session],
+            )
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!("cannot remember a Hermes session of a conversation: {e}");
+    }
 }
 
 /// Validates image data URLs: `data:image/(png|jpeg|gif|webp);base64,...`, each at most
@@ -389,6 +490,7 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
                     derived_session: None,
                     session,
                     history: Vec::new(),
+                    kept: Vec::new(),
                     text: r.text,
                     images: r.images,
                     conversation: id,
@@ -429,7 +531,8 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
                     session: format!("{BRANCH_PREFIX}web-{}", uuid::Uuid::new_v4()),
                     session_header: None,
                     derived_session: None,
-                    history: stored.into_iter().filter(|m| m.index < cut).collect(),
+                    history: stored.iter().filter(|m| m.index < cut).cloned().collect(),
+                    kept: stored.into_iter().filter(|m| m.index < cut).collect(),
                     text,
                     images,
                     conversation: id,
@@ -440,7 +543,8 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
                     session: conv.hermes_session,
                     session_header: None,
                     derived_session: None,
-                    history: stored,
+                    history: stored.clone(),
+                    kept: stored,
                     text,
                     images,
                     conversation: id,
@@ -452,6 +556,7 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
                     derived_session: None,
                     session: conv.hermes_session,
                     history: Vec::new(),
+                    kept: stored,
                     text,
                     images,
                     conversation: id,
@@ -466,59 +571,159 @@ async fn plan(app: &App, user: &User, r: Requested) -> Result<Plan, PlanError> {
     }
 }
 
-/// Writes the user message and an empty answer (filled in when the stream ends); returns the
-/// answer's row id.
-async fn commit(app: &App, user: &User, plan: Plan) -> Result<i64, PlanError> {
+/// What `commit` wrote, and how to take it back if Hermes refuses the message.
+struct Committed {
+    answer_row: i64,
+    answer_index: i64,
+    undo: Undo,
+}
+
+struct Undo {
+    conversation: String,
+    /// The conversation was created by this send.
+    created: bool,
+    /// The index of the new user message: it and everything after it are this send's.
+    from: i64,
+    /// Messages a regenerate or edit replaced, put back on undo.
+    removed: Vec<StoredMessage>,
+    old_session: Option<String>,
+}
+
+/// Writes the user message and an answer being written (`state = 'running'`), before anything
+/// is sent to Hermes.
+async fn commit(app: &App, user: &User, plan: &Plan) -> Result<Committed, PlanError> {
     let uid = user.id;
+    let id = plan.conversation.clone();
+    let create_title = plan.create_title.clone();
+    let session = plan.session.clone();
+    let cut = plan.cut;
+    let text = plan.text.clone();
+    let images = plan.images.clone();
     let result = app
         .store
         .call(move |c| {
             let tx = c.transaction()?;
             let now = now_ms();
-            let id = &plan.conversation;
-            if let Some(title) = &plan.create_title {
-                tx.execute(
-                    "INSERT INTO conversations (id, user_id, title, hermes_session, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![id, uid, title, plan.session, now],
-                )?;
-            } else if conversations::find(&tx, uid, id)?.is_none() {
-                return Ok(Err(PlanError::NotFound)); // deleted meanwhile
-            }
-            let index = match plan.cut {
+            let old_session = match &create_title {
+                Some(title) => {
+                    tx.execute(
+                        "INSERT INTO conversations (id, user_id, title, hermes_session, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                        params![id, uid, title, session, now],
+                    )?;
+                    None
+                }
+                None => match conversations::find(&tx, uid, &id)? {
+                    Some(conv) => Some(conv.hermes_session),
+                    None => return Ok(Err(PlanError::NotFound)), // deleted meanwhile
+                },
+            };
+            let (index, removed) = match cut {
                 Some(cut) => {
+                    let removed: Vec<StoredMessage> = conversations::messages(&tx, &id)?
+                        .into_iter()
+                        .filter(|m| m.index >= cut)
+                        .collect();
                     tx.execute(
                         "DELETE FROM messages WHERE conversation_id = ?1 AND idx >= ?2",
                         params![id, cut],
                     )?;
-                    cut
+                    (cut, removed)
                 }
-                None => tx.query_row(
-                    "SELECT COALESCE(MAX(idx) + 1, 0) FROM messages WHERE conversation_id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )?,
+                None => (
+                    tx.query_row(
+                        "SELECT COALESCE(MAX(idx) + 1, 0) FROM messages WHERE conversation_id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )?,
+                    Vec::new(),
+                ),
             };
-            if let Some(derived) = &plan.derived_session {
-                tx.execute(
-                    "INSERT OR IGNORE INTO hermes_sessions (conversation_id, session_id) VALUES (?1, ?2)",
-                    params![id, derived],
-                )?;
-            }
-            conversations::insert_message(&tx, id, index, "user", &plan.text, &plan.images)?;
-            let row = conversations::insert_message(&tx, id, index + 1, "assistant", "", &[])?;
+            conversations::insert_message(&tx, &id, index, "user", &text, &images)?;
+            let row = conversations::insert_message(&tx, &id, index + 1, "assistant", "", &[])?;
+            tx.execute("UPDATE messages SET state = 'running' WHERE id = ?1", params![row])?;
             tx.execute(
                 "UPDATE conversations SET updated_at = ?1, hermes_session = ?2 WHERE id = ?3",
-                params![now, plan.session, id],
+                params![now, session, id],
             )?;
             tx.commit()?;
-            Ok(Ok(row))
+            Ok(Ok(Committed {
+                answer_row: row,
+                answer_index: index + 1,
+                undo: Undo {
+                    conversation: id,
+                    created: create_title.is_some(),
+                    from: index,
+                    removed,
+                    old_session,
+                },
+            }))
         })
         .await;
     match result {
         Ok(r) => r,
         Err(e) => Err(PlanError::Store(e)),
     }
+}
+
+/// Takes a refused send back out: the conversation is as it was before it.
+async fn undo(app: &App, u: Undo) {
+    let result = app
+        .store
+        .call(move |c| {
+            let tx = c.transaction()?;
+            if u.created {
+                tx.execute("DELETE FROM conversations WHERE id = ?1", params![u.conversation])?;
+            } else {
+                tx.execute(
+                    "DELETE FROM messages WHERE conversation_id = ?1 AND idx >= ?2",
+                    params![u.conversation, u.from],
+                )?;
+                for m in &u.removed {
+                    tx.execute(
+                        "INSERT INTO messages (conversation_id, idx, role, content, images, tool_steps, error, created_at, state)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'done')",
+                        params![
+                            u.conversation,
+                            m.index,
+                            m.role,
+                            m.content,
+                            serde_json::to_string(&m.images).unwrap_or_else(|_| "[]".into()),
+                            serde_json::to_string(&m.tool_steps).unwrap_or_else(|_| "[]".into()),
+                            m.error.as_ref().map(|e| e.to_string()),
+                            m.created_at,
+                        ],
+                    )?;
+                }
+                if let Some(s) = &u.old_session {
+                    tx.execute(
+                        "UPDATE conversations SET hermes_session = ?1 WHERE id = ?2",
+                        params![s, u.conversation],
+                    )?;
+                }
+            }
+            tx.commit()
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("cannot take back a message Hermes refused: {e}");
+    }
+}
+
+/// The kept history as runs take it: `{role, content}` text, without answers that have none.
+fn history_messages(history: &[StoredMessage]) -> Vec<serde_json::Value> {
+    history
+        .iter()
+        .filter(|m| !(m.role == "assistant" && m.content.is_empty()))
+        .map(|m| {
+            let text = if m.images.is_empty() {
+                m.content.clone()
+            } else {
+                format!("{}\n[screenshot]", m.content)
+            };
+            serde_json::json!({"role": m.role, "content": text})
+        })
+        .collect()
 }
 
 /// The `messages` array for Hermes: the memory system message, explicit history (only for a new

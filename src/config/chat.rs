@@ -18,6 +18,11 @@ pub(crate) struct ChatConfig {
     pub max_image_bytes: usize,
     pub max_images: usize,
     pub retry_budget: Duration,
+    pub max_runs_per_user: usize,
+    pub max_runs: usize,
+    /// Only administrators may answer approvals (`approvals = "admins"`).
+    pub approvals_admins_only: bool,
+    pub approval_timeout: Duration,
 }
 
 impl std::fmt::Debug for ChatConfig {
@@ -63,7 +68,21 @@ pub(super) fn resolve(c: &FileChat) -> Result<ChatConfig, ConfigError> {
         max_image_bytes: c.max_image_bytes.unwrap_or(defaults::MAX_IMAGE_BYTES),
         max_images: c.max_images.unwrap_or(defaults::MAX_IMAGES),
         retry_budget: secs(c.retry_budget_secs, defaults::RETRY_BUDGET_SECS),
+        max_runs_per_user: c.max_runs_per_user.unwrap_or(defaults::MAX_RUNS_PER_USER),
+        max_runs: c.max_runs.unwrap_or(defaults::MAX_RUNS),
+        approvals_admins_only: match c.approvals.as_deref().unwrap_or(defaults::APPROVALS) {
+            "owner" => false,
+            "admins" => true,
+            _ => return Err(invalid("chat.approvals", "must be \"owner\" or \"admins\"")),
+        },
+        approval_timeout: secs(c.approval_timeout_secs, defaults::APPROVAL_TIMEOUT_SECS),
     };
+    if chat.max_runs_per_user == 0 || chat.max_runs == 0 {
+        return Err(invalid(
+            "chat.max_runs_per_user / chat.max_runs",
+            "must be at least 1",
+        ));
+    }
     if chat.idle_timeout.is_zero() {
         return Err(invalid("chat.idle_timeout_secs", "must be at least 1"));
     }

@@ -115,5 +115,14 @@ pub(crate) const MEMORY_MAX_BYTES: usize = 32 * 1024;
 pub(crate) const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
 /// A few images per message; together they stay under `max_body_bytes`.
 pub(crate) const MAX_IMAGES: usize = 4;
+/// Answers one user may have going at once: a few conversations side by side, not a flood of
+/// agents each holding one of Hermes' `max_concurrent_runs` (10 by default).
+pub(crate) const MAX_RUNS_PER_USER: usize = 3;
+/// Answers going at once on the whole server; each holds its text and a short event buffer.
+pub(crate) const MAX_RUNS: usize = 100;
+/// Who may answer an approval: the conversation's owner (the person who asked the agent).
+pub(crate) const APPROVALS: &str = "owner";
+/// Hermes' own default `approvals.timeout`; the page counts down from this.
+pub(crate) const APPROVAL_TIMEOUT_SECS: u64 = 60;
 /// Hermes' 429 usually clears within seconds; after this long the user is told when to retry.
 pub(crate) const RETRY_BUDGET_SECS: u64 = 20;

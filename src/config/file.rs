@@ -106,6 +106,10 @@ pub(crate) struct FileChat {
     pub max_image_bytes: Option<usize>,
     pub max_images: Option<usize>,
     pub retry_budget_secs: Option<u64>,
+    pub max_runs_per_user: Option<usize>,
+    pub max_runs: Option<usize>,
+    pub approvals: Option<String>,
+    pub approval_timeout_secs: Option<u64>,
 }
 
 /// `[dashboard]`: Hermes' own web dashboard (`hermes dashboard`), proxied at `/dashboard/`.

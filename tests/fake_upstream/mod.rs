@@ -251,6 +251,19 @@ async fn handle(
     st: Arc<Mutex<State>>,
     req: Request<Incoming>,
 ) -> Response<http_body_util::combinators::BoxBody<Bytes, BoxError>> {
+    if req.uri().path() == "/v1/capabilities" {
+        // A Hermes without the runs API (before 0.19): the web chat uses chat completions. Not
+        // recorded, so that the tests' request indexes stay those of the chat itself.
+        let mut resp = Response::new(
+            http_body_util::Full::new(Bytes::from_static(
+                b"{\"error\":{\"message\":\"Not Found\"}}",
+            ))
+            .map_err(|never| match never {})
+            .boxed(),
+        );
+        *resp.status_mut() = http::StatusCode::NOT_FOUND;
+        return resp;
+    }
     let method = req.method().to_string();
     let method_is_delete = req.method() == http::Method::DELETE;
     let path = req.uri().path().to_string();
