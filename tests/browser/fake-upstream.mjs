@@ -21,9 +21,8 @@
 //               POST .../approval (or `control.approvalTimeoutMs`, default 60 s: denied without an
 //               approval.responded, as Hermes does), tool.completed (error for deny/timeout), text
 //   "slow N s"  a delta every 200 ms for N seconds (default 120 s), then run.completed
-//   "tool"      tool.started web_search / tool.completed around the text
 //   "fail"      run.failed
-//   otherwise   the short greeting
+//   otherwise   the answers of the chat completions above ("tool": tool.started web_search / tool.completed)
 // A stop ends any of them with run.cancelled; `runs` holds every run ({id, text, stopped, approvals}).
 // Usable as a module (startFakeUpstream) or alone: `node fake-upstream.mjs [port]`.
 
@@ -380,15 +379,26 @@ export async function startFakeUpstream({ port = 0, apiKey = null } = {}) {
       endRun(run, { event: 'run.failed', error: 'HTTP 500: fake provider failure' }, 'failed');
       return;
     }
-    let parts = ['Hello', ' there!', ' I am the', ' fake upstream,', ' answering in', ' small steps.'];
-    if (t.includes('tool')) {
-      emit(run, { event: 'tool.started', tool: 'web_search', preview: 'hermes edge' });
-      if (!await say(['Searching'])) return;
-      await sleep(CHUNK_MS * 3);
-      emit(run, { event: 'tool.completed', tool: 'web_search', duration: 0.45, error: false });
-      parts = ['\n\n done. Hello'].concat(parts.slice(1));
+    // The same answers as the chat completions above, as run events.
+    let afterTool = false;
+    for (const step of script(run.text)) {
+      if (cancelled()) return;
+      if (step.tool) {
+        if (step.tool.status === 'running') emit(run, { event: 'tool.started', tool: step.tool.tool, preview: 'hermes edge' });
+        else { emit(run, { event: 'tool.completed', tool: step.tool.tool, duration: 0.45, error: false }); afterTool = true; }
+      } else {
+        const d = step.content || step.multiline;
+        if (d) {
+          // Hermes starts the text after a tool call with a blank line (_stream_needs_break).
+          const delta = afterTool ? '\n\n' + d : d;
+          afterTool = false;
+          emit(run, { event: 'message.delta', delta });
+          run.output = (run.output || '') + delta;
+        }
+      }
+      await sleep(step.pause ? CHUNK_MS * 3 : CHUNK_MS);
     }
-    if (!await say(parts)) return;
+    if (cancelled()) return;
     endRun(run, { event: 'run.completed', output: run.output }, 'completed');
   }
 

@@ -170,7 +170,8 @@ async function handleLogin(req, res) {
 const MAX_RUNS = Number(process.env.MOCK_EDGE_MAX_RUNS || 3);
 const APPROVAL_TIMEOUT_SECS = Number(process.env.MOCK_EDGE_APPROVAL_TIMEOUT_SECS || 60);
 const runs = new Map(); // conversation id -> run
-const EMOJI = { terminal: '💻', web_search: '🔍', read_file: '📖', write_file: '✏️' };
+// As the real edge does (src/chat/runs/driver.rs): the emoji by tool, the preview as the label.
+const EMOJI = { terminal: '💻', process: '💻', execute_code: '🐍', read_file: '📄', write_file: '📄', web_search: '🌐' };
 
 function upstreamHeaders() {
   const h = { 'Content-Type': 'application/json' };
@@ -225,7 +226,7 @@ function onHermesEvent(run, e) {
   const a = run.answer;
   switch (e.event) {
     case 'tool.started': {
-      const s = { id: 'step-' + (a.tool_steps.length + 1), tool: e.tool, emoji: EMOJI[e.tool] || '🔧', label: e.tool, preview: e.preview || '', status: 'running', duration: null };
+      const s = { id: 'step-' + (a.tool_steps.length + 1), tool: e.tool, emoji: EMOJI[e.tool] || '🔧', label: (e.preview || e.tool || '').slice(0, 200), preview: e.preview || '', status: 'running', duration: null };
       a.tool_steps.push(s);
       sendStep(run, s);
       break;
@@ -237,7 +238,7 @@ function onHermesEvent(run, e) {
       run.approval = {
         command: e.command, description: e.description || '',
         choices: (e.choices || ['once', 'deny']).filter((c) => c === 'once' || c === 'session' || c === 'deny'),
-        timeout_secs: APPROVAL_TIMEOUT_SECS, requested_at: new Date().toISOString(),
+        timeout_secs: APPROVAL_TIMEOUT_SECS, requested_at: Date.now(), // milliseconds, as the real edge sends it
       };
       sendEvent(run, 'edge.approval', run.approval);
       clearTimeout(run.approvalTimer);

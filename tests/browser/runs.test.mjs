@@ -187,8 +187,9 @@ test('an approval card at desktop width: the command, the choices, a countdown; 
   // The card sits under the step that waits, which says so (not a spinner, not a tick).
   const step = lastAnswer(page).locator('.tool-step');
   assert.equal(await step.getAttribute('data-status'), 'waiting_approval');
-  assert.equal(await step.locator('.tool-label').textContent(), 'terminal');
-  assert.equal(await step.locator('.tool-preview').textContent(), 'rm -rf /tmp/hermes-demo/build');
+  assert.equal(await step.getAttribute('data-tool'), 'terminal');
+  assert.equal(await step.locator('.tool-emoji').textContent(), '💻');
+  assert.equal(await step.locator('.tool-label').textContent(), 'rm -rf /tmp/hermes-demo/build'); // the command, as Hermes previews it
   assert.equal(await step.locator('.spinner').count(), 0);
   assert.equal(await page.evaluate(() => {
     const s = document.querySelector('.msg-assistant:last-child .tool-steps');
@@ -216,7 +217,8 @@ test('an approval card at desktop width: the command, the choices, a countdown; 
   await ready(page);
   await page.waitForSelector('.msg-assistant .tool-step');
   assert.equal(await page.locator('.msg-assistant .tool-step').getAttribute('data-status'), 'completed');
-  assert.equal(await page.locator('.msg-assistant .tool-preview').textContent(), 'rm -rf /tmp/hermes-demo/build');
+  assert.equal(await page.locator('.msg-assistant .tool-label').textContent(), 'rm -rf /tmp/hermes-demo/build');
+  assert.equal(await page.locator('.msg-assistant .tool-duration').textContent(), '38 ms');
   assert.deepEqual(await cspViolations(page), []);
 });
 

@@ -128,6 +128,7 @@ function stepRow(s, kind) {
   row.appendChild(el('span', 'tool-label', s.label || s.tool || 'tool'));
   const preview = s.preview && s.preview !== s.label && !(s.label || '').includes(s.preview) ? s.preview : '';
   if (preview) {
+    row.classList.add('has-preview');
     const oneLine = preview.split('\n')[0];
     let short = oneLine.length > PREVIEW_SHORT ? oneLine.slice(0, PREVIEW_SHORT - 1) + '…' : oneLine;
     if (oneLine !== preview && short === oneLine) short += ' …';

@@ -253,20 +253,27 @@ function upsertStep(msg, p) {
 }
 
 function sameApproval(a, b) {
-  return a && b && a.command === b.command && a.requested_at === b.requested_at;
+  return a && b && a.command === b.command && String(a.requested_at) === String(b.requested_at == null ? '' : b.requested_at);
+}
+
+/** A time from the server: RFC 3339, or milliseconds (seconds if that small) since 1970. */
+function serverTime(v) {
+  if (typeof v === 'number' && Number.isFinite(v)) return v < 1e11 ? v * 1000 : v;
+  const t = Date.parse(str(v));
+  return Number.isFinite(t) ? t : null;
 }
 
 function makeApproval(d) {
   const choices = Array.isArray(d.choices) ? d.choices.filter((c) => c === 'once' || c === 'session' || c === 'deny') : [];
   const timeout = Number.isFinite(d.timeout_secs) ? d.timeout_secs : null;
-  let requested = Date.parse(str(d.requested_at));
-  if (!Number.isFinite(requested)) requested = Date.now() + state.clockSkew;
+  let requested = serverTime(d.requested_at);
+  if (requested == null) requested = Date.now() + state.clockSkew;
   return {
     command: str(d.command),
     description: str(d.description),
     choices: choices.length ? choices : ['once', 'deny'],
     timeout_secs: timeout,
-    requested_at: str(d.requested_at),
+    requested_at: String(d.requested_at == null ? '' : d.requested_at),
     deadline: timeout != null ? requested + timeout * 1000 : null, // server clock
     sending: null, // the choice being posted
     sent: null, // the choice the server took
