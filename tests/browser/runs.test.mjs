@@ -441,5 +441,31 @@ test('429 too_many_runs says so plainly and gives the text back', { timeout: 600
     await page.evaluate(async (list) => {
       for (const id of list) await fetch('/api/conversations/' + id + '/run/stop', { method: 'POST' });
     }, ids);
+    await until(async () => {
+      const r = await page.request.get(base + '/api/conversations');
+      return (await r.json()).conversations.every((c) => !c.run);
+    }, 10000, 'the three runs to end');
   }
+});
+
+test('sending while another tab has started an answer here: 409 run_in_progress, and the page follows that answer', { timeout: 60000 }, async () => {
+  await page.click('#new-chat');
+  await sendMessage(page, 'first message here');
+  await waitAnswerState(page, 'done');
+  const id = convId(page);
+  // "Another tab" starts a run in this conversation; this page does not know yet.
+  await page.evaluate(async (cid) => {
+    const r = await fetch('/api/chat', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ conversation_id: cid, message: 'slow 3 s from the other tab' }) });
+    r.body.cancel();
+  }, id);
+  await sendMessage(page, 'my own question');
+  const banner = page.locator('.banner[data-key="chat"]');
+  await banner.waitFor({ timeout: 5000 });
+  assert.match(await banner.textContent(), /already being written/);
+  assert.equal(await page.inputValue('#input'), 'my own question');
+  // The page now shows the other tab's question and follows its answer to the end.
+  await waitText(page, /Thinking slowly/, 5000);
+  assert.deepEqual(await page.locator('.msg-user .bubble').allTextContents(), ['first message here', 'slow 3 s from the other tab']);
+  await waitAnswerState(page, 'done', 15000);
+  assert.equal((await lastAnswer(page).locator('.md').textContent()).trim(), runOf('slow 3 s from the other tab').output.trim());
 });

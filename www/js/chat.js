@@ -95,9 +95,15 @@ export async function sendChat(body, userMsg, draft) {
 function handleChatError(err, hadConversation) {
   if (err.status === 401) { sessionExpired(); return; }
   if (err.status === 429 && err.code === 'too_many_runs') {
-    showBanner('chat', 'warn', (err.message ? err.message + ' ' : '') +
-      'Wait for one of your running answers to finish, or stop one, then send again.');
-    refreshConversations();
+    showBanner('chat', 'warn', err.message ||
+      'Too many answers are being written at once. Wait for one to finish, or stop one, then send again.');
+    refreshConversations(); // the list marks the conversations with a run
+    return;
+  }
+  if (err.status === 409 && err.code === 'run_in_progress') {
+    // Another tab started an answer here meanwhile: follow it; the text stays in the box.
+    showBanner('chat', 'warn', err.message || 'An answer is already being written in this conversation.');
+    if (state.currentId) loadConversation(state.currentId, true);
     return;
   }
   if (err.status === 429) { rateLimited(err.retryAfter); return; }

@@ -243,7 +243,7 @@ export async function loadConversation(id, quiet) {
   const item = state.conversations.find((c) => c.id === state.currentId);
   const running = last && last.role === 'assistant' && (last.running || last.pending);
   const unanswered = item && item.run && (!last || last.role === 'user');
-  if ((running || unanswered) && !recentlyNoRun(state.currentId)) attachRun(state.currentId);
+  if ((running || unanswered) && !recentlyNoRun(state.currentId, !!(last && last.running))) attachRun(state.currentId);
 }
 
 function showDraft(id) {

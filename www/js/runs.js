@@ -114,7 +114,7 @@ export function settle(s, outcome) {
 /** The run is over (or we gave up on it): show the answer as it is, then sync with the server. */
 function finishStream(s, sync) {
   s.abort();
-  if (s.convId) lastNoRun = { id: s.convId, at: Date.now() };
+  if (s.convId) lastFinished = { id: s.convId, at: Date.now() };
   if (state.stream === s) state.stream = null;
   s.msg.streaming = false;
   s.msg.reconnecting = false;
@@ -149,10 +149,16 @@ function retry(s) {
   s.timer = setTimeout(() => connect(s), delay);
 }
 
-/** When the conversation was last seen with no run at the server (to not attach in a loop). */
+/**
+ * Not attaching in a loop: `strong` (the server said "nothing running" to GET .../run) holds off every
+ * attach for a moment; a run seen to end here holds off only the guesses (a list that still shows the
+ * run, an empty answer of a server without runs), not a stored answer that says it is running.
+ */
 let lastNoRun = { id: null, at: 0 };
-export function recentlyNoRun(id) {
-  return lastNoRun.id === id && Date.now() - lastNoRun.at < 3000;
+let lastFinished = { id: null, at: 0 };
+export function recentlyNoRun(id, explicit) {
+  const recent = (m) => m.id === id && Date.now() - m.at < 3000;
+  return recent(lastNoRun) || (!explicit && recent(lastFinished));
 }
 
 /** GET .../run: 200 the stream (snapshot first), 204 nothing running. */
