@@ -4,7 +4,8 @@
 //   HERMES_EDGE_BIN=target/debug/hermes-edge node --test --test-concurrency=1 chat.test.mjs
 //
 // Optional env: HERMES_EDGE_ADMIN_USER (default "admin"), CHROMIUM (default /usr/bin/chromium),
-// HERMES_EDGE_EXTRA_ARGS (extra flags for the binary, space separated), KEEP_TMP=1 (keep the temp dirs).
+// HERMES_EDGE_EXTRA_ARGS (extra flags for the binary, space separated), KEEP_TMP=1 (keep the temp dirs),
+// HERMES_EDGE_EMBEDDED_WWW=1 (test the page embedded in the binary, not this tree's www/).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -159,6 +160,9 @@ before(async () => {
   base = 'https://127.0.0.1:' + port;
   const args = ['--listen', '127.0.0.1:' + port, '--http-listen', 'off', '--certs-dir', path.join(tmp, 'certs'),
     '--data-dir', path.join(tmp, 'data'), '--media', path.join(tmp, 'media'), '--upstream', upstream.url];
+  // The page under test is this tree's www/ (a binary built elsewhere embeds its own copy);
+  // HERMES_EDGE_EMBEDDED_WWW=1 tests the binary's embedded copy instead.
+  if (!process.env.HERMES_EDGE_EMBEDDED_WWW) args.push('--www', path.join(repo, 'www'));
   if (process.env.HERMES_EDGE_EXTRA_ARGS) args.push(...process.env.HERMES_EDGE_EXTRA_ARGS.split(' ').filter(Boolean));
   server = spawn(BIN, args, {
     env: Object.assign({}, process.env, { HERMES_EDGE_ADMIN_PASSWORD: ADMIN_PW, HERMES_EDGE_API_KEY: API_KEY }),
@@ -250,12 +254,13 @@ test('an answer streams in: the text grows in at least three steps before it com
   assert.equal(final, 'Hello there! I am the fake upstream, answering in small steps.');
   const partial = seen.slice(0, -1).filter((t) => t.length < final.length && final.startsWith(t));
   assert.ok(partial.length >= 3, 'expected >= 3 partial renders, saw ' + JSON.stringify(seen));
-  const reqs = upstream.chatRequests();
+  // The answer is a run at Hermes (POST /v1/runs; docs/http-api.md "Runs"), named after the conversation.
+  const reqs = upstream.runRequests();
   assert.ok(reqs.length >= 1);
   const last = reqs[reqs.length - 1];
-  assert.equal(last.body.stream, true);
   assert.equal(last.headers.authorization, 'Bearer ' + API_KEY);
-  assert.match(JSON.stringify(last.body.messages[last.body.messages.length - 1]), /hello there/);
+  assert.match(JSON.stringify(last.body.input), /hello there/);
+  assert.equal(last.body.session_id, 'web-' + new URL(page.url()).searchParams.get('c'));
   // The user's message is shown as sent, and the URL now names the conversation.
   assert.equal(await page.locator('.msg-user .bubble').last().textContent(), 'hello there');
   assert.ok(new URL(page.url()).searchParams.get('c'), 'conversation id in the URL');
@@ -265,8 +270,8 @@ test('a tool step appears as running and then completes', { timeout: 30000 }, as
   await sendMessage(page, 'please use a tool');
   const step = page.locator('.msg-assistant').last().locator('.tool-step');
   await step.and(page.locator('[data-status="running"]')).waitFor({ timeout: 10000 });
-  assert.equal(await step.locator('.tool-emoji').textContent(), '🔍');
-  assert.equal(await step.locator('.tool-label').textContent(), 'web_search: "hermes edge"');
+  assert.equal(await step.locator('.tool-emoji').textContent(), '🌐');
+  assert.equal(await step.locator('.tool-label').textContent(), 'hermes edge'); // Hermes' preview of the call
   await step.and(page.locator('[data-status="completed"]')).waitFor({ timeout: 10000 });
   const done = await waitAnswerDone(page);
   assert.equal(await done.getAttribute('data-state'), 'done');
@@ -274,8 +279,7 @@ test('a tool step appears as running and then completes', { timeout: 30000 }, as
   assert.equal(await done.locator('.tool-step').count(), 1);
 });
 
-test('Stop ends the stream and the upstream sees the client disconnect', { timeout: 30000 }, async () => {
-  const before = upstream.disconnects.length;
+test('Stop ends the stream and stops the run at Hermes', { timeout: 30000 }, async () => {
   await sendMessage(page, 'a slow answer please');
   const answer = page.locator('.msg-assistant').last();
   await page.waitForFunction(() => {
@@ -292,9 +296,11 @@ test('Stop ends the stream and the upstream sees the client disconnect', { timeo
   assert.equal(await answer.getAttribute('data-state'), 'stopped');
   assert.equal(await page.isVisible('#send'), true);
   assert.equal(await page.isVisible('#stop'), false);
-  const seen = await until(() => upstream.disconnects.length > before && upstream.disconnects[upstream.disconnects.length - 1], 10000, 'upstream disconnect');
-  assert.match(seen.message, /slow/);
-  assert.ok(seen.at - stoppedAt < 10000);
+  // Since runs, Stop is POST .../run/stop, which stops the run in Hermes too (a tab going away does not).
+  const run = [...upstream.runs.values()].filter((r) => r.text === 'a slow answer please').pop();
+  assert.ok(run, 'the answer was a run at Hermes');
+  await until(() => run.stopped, 10000, 'Hermes to be asked to stop the run');
+  assert.ok(Date.now() - stoppedAt < 10000);
   // The text no longer grows once stopped.
   const text1 = await answer.locator('.md').textContent();
   assert.ok(text1.length > 0);
@@ -317,8 +323,69 @@ test('reloading the page shows the conversation from the server', { timeout: 300
   assert.equal(await page.getAttribute('.conv-item.active', 'data-id'), id);
 });
 
+test('an answer outlives a reload: the reloaded page attaches to the run, which completes', { timeout: 40000 }, async () => {
+  await newChat(page);
+  const text = 'slow 4 s across a reload';
+  await sendMessage(page, text);
+  await page.waitForFunction(() => {
+    const all = document.querySelectorAll('.msg-assistant');
+    return / …2/.test(all[all.length - 1].textContent);
+  }, null, { timeout: 10000 });
+  const id = new URL(page.url()).searchParams.get('c');
+  await page.reload();
+  await page.waitForFunction(() => document.getElementById('app').classList.contains('ready'));
+  assert.equal(new URL(page.url()).searchParams.get('c'), id);
+  // Everything so far at once (edge.run), then live; the Stop button is there for it.
+  await page.waitForFunction(() => {
+    const all = document.querySelectorAll('.msg-assistant');
+    const last = all[all.length - 1];
+    return last && last.dataset.state === 'streaming' && /^Thinking slowly …0 …1 …2/.test(last.querySelector('.md').textContent);
+  }, null, { timeout: 5000 });
+  assert.equal(await page.isVisible('#stop'), true);
+  // A second tab on the same conversation follows the same run.
+  const second = await newPage(context);
+  await second.goto(page.url());
+  await second.waitForFunction(() => {
+    const all = document.querySelectorAll('.msg-assistant');
+    return all.length && all[all.length - 1].dataset.state === 'streaming';
+  }, null, { timeout: 5000 });
+  const done = await waitAnswerDone(page, 15000);
+  await waitAnswerDone(second, 15000);
+  const run = [...upstream.runs.values()].filter((r) => r.text === text).pop();
+  assert.equal(run.stopped, false, 'the reload did not stop the run');
+  assert.equal(await done.getAttribute('data-state'), 'done');
+  const shown = (await done.locator('.md').textContent()).trim();
+  assert.equal(shown, run.output.trim());
+  assert.equal((await second.locator('.msg-assistant').last().locator('.md').textContent()).trim(), shown);
+  assert.equal(await page.locator('.msg-assistant').count(), 1);
+  await second.close();
+});
+
+test('an approval is answered in the page and reaches Hermes; the step says what happened', { timeout: 40000 }, async () => {
+  await newChat(page);
+  await sendMessage(page, 'approve the cleanup');
+  const answer = page.locator('.msg-assistant').last();
+  const card = answer.locator('.approval');
+  await card.locator('[data-choice]').first().waitFor({ timeout: 10000 });
+  assert.equal(await card.locator('.approval-cmd code').textContent(), 'rm -rf /tmp/hermes-demo/build');
+  assert.equal(await card.locator('.approval-desc').textContent(), 'delete in root path');
+  assert.deepEqual(await card.locator('.approval-btn').allTextContents(), ['Allow once', 'Allow for this answer', 'Deny']);
+  assert.match(await card.locator('.approval-timer').textContent(), /^\d+:\d\d left$/);
+  assert.equal(await answer.locator('.tool-step').getAttribute('data-status'), 'waiting_approval');
+  const id = new URL(page.url()).searchParams.get('c');
+  await page.waitForSelector(`.conv-item[data-id="${id}"][data-run="waiting_approval"]`, { timeout: 5000 });
+  await card.locator('[data-choice="session"]').click();
+  await card.and(page.locator('[data-outcome="session"]')).waitFor({ timeout: 10000 });
+  await waitAnswerDone(page);
+  assert.equal(await answer.locator('.tool-step').getAttribute('data-status'), 'completed');
+  assert.match(await answer.locator('.md').textContent(), /the build folder is gone/);
+  const run = [...upstream.runs.values()].filter((r) => r.text === 'approve the cleanup').pop();
+  assert.deepEqual(run.approvals, ['session']);
+  await page.waitForSelector(`.conv-item[data-id="${id}"]:not([data-run])`, { timeout: 5000 });
+});
+
 test('regenerate asks for a new last answer with regenerate: true', { timeout: 30000 }, async () => {
-  const n = upstream.chatRequests().length;
+  const n = upstream.runRequests().length;
   await newChat(page);
   await sendMessage(page, 'first question');
   await waitAnswerDone(page);
@@ -328,15 +395,16 @@ test('regenerate asks for a new last answer with regenerate: true', { timeout: 3
   assert.equal(await answer.getAttribute('data-state'), 'done');
   assert.equal(await page.locator('.msg-assistant').count(), 1);
   assert.equal(await page.locator('.msg-user').count(), 1);
-  const reqs = upstream.chatRequests().slice(n);
+  const reqs = upstream.runRequests().slice(n);
   assert.equal(reqs.length, 2);
-  assert.match(JSON.stringify(reqs[1].body.messages[reqs[1].body.messages.length - 1]), /first question/);
+  assert.match(JSON.stringify(reqs[1].body.input), /first question/);
+  assert.deepEqual(reqs[1].body.conversation_history || [], []); // the old answer is not sent again
 });
 
 test('edit-and-resend replaces the edited message and everything after it', { timeout: 30000 }, async () => {
   await sendMessage(page, 'second question');
   await waitAnswerDone(page);
-  const n = upstream.chatRequests().length;
+  const n = upstream.runRequests().length;
   const first = page.locator('.msg-user').first();
   await first.hover();
   await first.locator('.edit-btn').click();
@@ -345,9 +413,9 @@ test('edit-and-resend replaces the edited message and everything after it', { ti
   await waitAnswerDone(page);
   await page.waitForFunction(() => document.querySelectorAll('.msg-user').length === 1, null, { timeout: 5000 });
   assert.deepEqual(await page.locator('.msg-user .bubble').allTextContents(), ['first question, edited']);
-  const reqs = upstream.chatRequests().slice(n);
+  const reqs = upstream.runRequests().slice(n);
   assert.equal(reqs.length, 1);
-  assert.match(JSON.stringify(reqs[0].body.messages[reqs[0].body.messages.length - 1]), /first question, edited/);
+  assert.match(JSON.stringify(reqs[0].body.input), /first question, edited/);
   // The server agrees after a reload.
   await page.reload();
   await page.waitForSelector('.msg-user');

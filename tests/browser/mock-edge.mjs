@@ -1,4 +1,4 @@
-// DEV ONLY — NOT the server and NOT used by chat.test.mjs.
+// DEV ONLY — NOT the server and NOT used by chat.test.mjs (runs.test.mjs drives the page against it).
 //
 // A tiny in-memory imitation of hermes-edge's HTTP contract (docs/http-api.md), written so the page in
 // www/ could be built and screenshotted before the Rust server existed. It takes the same flags as the
@@ -7,6 +7,11 @@
 //   node tests/browser/mock-edge.mjs --listen 127.0.0.1:8443 --certs-dir /tmp/c --media /tmp/media \
 //        [--upstream http://127.0.0.1:PORT]        (without --upstream it starts fake-upstream.mjs itself)
 //   HERMES_EDGE_ADMIN_PASSWORD=pw (user "admin"; default password "admin")
+//   MOCK_EDGE_MAX_RUNS=3, MOCK_EDGE_APPROVAL_TIMEOUT_SECS=60, MOCK_EDGE_TEST_HOOKS=1 (enables
+//   POST /__mock/restart: every run ends as a restart would leave it, marked `interrupted`)
+//
+// Answers are runs (docs/http-api.md "Runs"): the mock drives Hermes' runs API (fake-upstream.mjs
+// speaks it), keeps each run's answer so far and streams it to every attached reader.
 //
 // It serves HTTPS with a throw-away self-signed certificate made by `openssl` in --certs-dir.
 // Nothing here is hardened: it exists only for local page development.
@@ -120,7 +125,8 @@ function safeNext(n) {
 }
 
 function summary(c) {
-  return { id: c.id, title: c.title, created_at: c.created_at, updated_at: c.updated_at };
+  const run = runs.get(c.id);
+  return { id: c.id, title: c.title, created_at: c.created_at, updated_at: c.updated_at, run: run ? { status: run.approval ? 'waiting_approval' : 'running' } : null };
 }
 
 async function handleLogin(req, res) {
@@ -157,19 +163,154 @@ async function handleLogin(req, res) {
   send(res, 303, { Location: next, 'Set-Cookie': cookie }, '');
 }
 
-function upstreamMessages(conv) {
-  return conv.messages.map((m) => {
-    if (m.role === 'user' && m.images && m.images.length) {
-      return { role: 'user', content: [{ type: 'text', text: m.content }, ...m.images.map((u) => ({ type: 'image_url', image_url: { url: u } }))] };
+// ------------------------------------------------------------ runs (docs/http-api.md "Runs")
+// A run belongs to the mock, not to the browser request: it reads Hermes' run events itself, keeps
+// the answer so far, and fans the stream out to every attached reader (POST /api/chat and
+// GET /api/conversations/{id}/run), each starting with the `edge.run` snapshot.
+const MAX_RUNS = Number(process.env.MOCK_EDGE_MAX_RUNS || 3);
+const APPROVAL_TIMEOUT_SECS = Number(process.env.MOCK_EDGE_APPROVAL_TIMEOUT_SECS || 60);
+const runs = new Map(); // conversation id -> run
+// As the real edge does (src/chat/runs/driver.rs): the emoji by tool, the preview as the label.
+const EMOJI = { terminal: '💻', process: '💻', execute_code: '🐍', read_file: '📄', write_file: '📄', web_search: '🌐' };
+
+function upstreamHeaders() {
+  const h = { 'Content-Type': 'application/json' };
+  if (API_KEY) h.Authorization = 'Bearer ' + API_KEY;
+  return h;
+}
+
+function publicStep(s) {
+  return { id: s.id, tool: s.tool, emoji: s.emoji, label: s.label, preview: s.preview, status: s.status, duration: s.duration };
+}
+
+function snapshot(run) {
+  return {
+    conversation_id: run.conv.id, message_index: run.index, status: run.approval ? 'waiting_approval' : 'running',
+    text: run.answer.content, steps: run.answer.tool_steps.map(publicStep), approval: run.approval, started_at: run.started_at,
+  };
+}
+
+function sseHead(res, extra) {
+  res.writeHead(200, Object.assign({}, SECURITY, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' }, extra || {}));
+}
+
+function addReader(run, res) {
+  res.write('event: edge.run\ndata: ' + JSON.stringify(snapshot(run)) + '\n\n');
+  run.readers.add(res);
+  res.on('close', () => run.readers.delete(res));
+}
+
+function broadcast(run, text) {
+  for (const r of run.readers) r.write(text);
+}
+const sendEvent = (run, type, obj) => broadcast(run, (type ? 'event: ' + type + '\n' : '') + 'data: ' + JSON.stringify(obj) + '\n\n');
+const sendStep = (run, s) => sendEvent(run, 'hermes.tool.progress', publicStep(s));
+
+function finishRun(run, error) {
+  if (run.finished) return;
+  run.finished = true;
+  clearTimeout(run.approvalTimer);
+  clearInterval(run.keepalive);
+  for (const s of run.answer.tool_steps) if (s.status === 'running' || s.status === 'waiting_approval') { s.status = error ? 'failed' : 'completed'; sendStep(run, s); }
+  run.answer.error = error || null;
+  run.answer.state = 'done';
+  run.conv.updated_at = new Date().toISOString();
+  if (error) sendEvent(run, 'edge.error', error);
+  broadcast(run, 'data: [DONE]\n\n');
+  for (const r of run.readers) r.end();
+  run.readers.clear();
+  if (runs.get(run.conv.id) === run) runs.delete(run.conv.id);
+}
+
+function onHermesEvent(run, e) {
+  const a = run.answer;
+  switch (e.event) {
+    case 'tool.started': {
+      const s = { id: 'step-' + (a.tool_steps.length + 1), tool: e.tool, emoji: EMOJI[e.tool] || '🔧', label: (e.preview || e.tool || '').slice(0, 200), preview: e.preview || '', status: 'running', duration: null };
+      a.tool_steps.push(s);
+      sendStep(run, s);
+      break;
     }
-    return { role: m.role, content: m.content };
+    case 'approval.request': {
+      const s = [...a.tool_steps].reverse().find((x) => x.status === 'running');
+      if (s) { s.status = 'waiting_approval'; sendStep(run, s); }
+      run.waitingStep = s || null;
+      run.approval = {
+        command: e.command, description: e.description || '',
+        choices: (e.choices || ['once', 'deny']).filter((c) => c === 'once' || c === 'session' || c === 'deny'),
+        timeout_secs: APPROVAL_TIMEOUT_SECS, requested_at: Date.now(), // milliseconds, as the real edge sends it
+      };
+      sendEvent(run, 'edge.approval', run.approval);
+      clearTimeout(run.approvalTimer);
+      run.approvalTimer = setTimeout(() => approvalDone(run, 'timeout'), APPROVAL_TIMEOUT_SECS * 1000);
+      break;
+    }
+    case 'approval.responded':
+      approvalDone(run, e.choice);
+      break;
+    case 'tool.completed': {
+      const s = a.tool_steps.find((x) => x.tool === e.tool && !x.closed) || a.tool_steps.find((x) => !x.closed);
+      if (!s) break;
+      s.closed = true;
+      s.duration = typeof e.duration === 'number' ? e.duration : null;
+      s.status = s.status === 'denied' ? 'denied' : (e.error ? 'failed' : 'completed');
+      sendStep(run, s);
+      break;
+    }
+    case 'message.delta':
+      if (typeof e.delta === 'string' && e.delta) {
+        const d = a.content ? e.delta : e.delta.replace(/^\n\n/, '');
+        if (!d) break;
+        a.content += d;
+        sendEvent(run, null, { id: 'chatcmpl-mock', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: d }, finish_reason: null }] });
+      }
+      break;
+    case 'run.completed':
+      finishRun(run, null);
+      break;
+    case 'run.failed':
+      finishRun(run, { code: 'upstream_error', message: 'Hermes reported an error: ' + (e.error || 'unknown') });
+      break;
+    case 'run.cancelled':
+      finishRun(run, { code: 'stopped', message: 'Stopped.' });
+      break;
+    default:
+      break;
+  }
+}
+
+function approvalDone(run, choice) {
+  if (!run.approval) return;
+  clearTimeout(run.approvalTimer);
+  run.approval = null;
+  const s = run.waitingStep;
+  if (s) { s.status = choice === 'deny' || choice === 'timeout' ? 'denied' : 'running'; sendStep(run, s); }
+  sendEvent(run, 'edge.approval.done', { choice });
+}
+
+/** Read the Hermes run's events to their end, whoever is watching. */
+async function followHermesRun(run) {
+  let res;
+  try {
+    res = await fetch(new URL('/v1/runs/' + run.hermesId + '/events', upstream), { headers: upstreamHeaders() });
+  } catch (_) { res = null; }
+  if (!res || !res.ok) { finishRun(run, { code: 'stream_broken', message: 'Lost the run at Hermes.' }); return; }
+  const parser = new SSEParser((ev) => {
+    let e;
+    try { e = JSON.parse(ev.data); } catch (_) { return; }
+    if (!run.finished) onHermesEvent(run, e);
   });
+  const decoder = new TextDecoder();
+  try {
+    for await (const chunk of res.body) parser.push(decoder.decode(chunk, { stream: true }));
+  } catch (_) { /* broken */ }
+  if (!run.finished) finishRun(run, { code: 'stream_broken', message: 'The connection to Hermes broke.' });
 }
 
 async function handleChat(req, res, user) {
   let body;
   try { body = JSON.parse(await readBody(req)); } catch (e) {
-    return apiError(res, e.message === 'too large' ? 413 : 400, e.message === 'too large' ? 'too_large' : 'bad_request', 'The request body is not valid JSON.');
+    return apiError(res, e.message === 'too large' ? 413 : 400, e.message === 'too large' ? 'too_large' : 'bad_body', 'The request body is not valid JSON.');
   }
   // Dev aid: a message containing "ratelimit" gets the edge's 429, to look at the banner.
   if (typeof body.message === 'string' && body.message.includes('ratelimit')) {
@@ -177,87 +318,105 @@ async function handleChat(req, res, user) {
   }
   const images = Array.isArray(body.images) ? body.images : [];
   if (images.length > 4 || images.some((u) => typeof u !== 'string' || !u.startsWith('data:image/') || u.length > 7_000_000)) {
-    return apiError(res, 413, 'images_too_large', 'Up to 4 images of at most 5 MiB each.');
+    return apiError(res, 413, 'image_too_large', 'Up to 4 images of at most 5 MiB each.');
+  }
+  const mine = [...runs.values()].filter((r) => r.conv.owner === user).length;
+  if (mine >= MAX_RUNS) {
+    return apiError(res, 429, 'too_many_runs', `You already have ${mine} answers being written, the most at once.`, { retry_after: 5 });
   }
   let conv;
+  let created = false;
   if (body.conversation_id) {
     conv = conversations.get(body.conversation_id);
     if (!conv || conv.owner !== user) return apiError(res, 404, 'not_found', 'No such conversation.');
+    if (runs.has(conv.id)) return apiError(res, 409, 'run_in_progress', 'An answer is already being written in this conversation.');
   } else {
     const now = new Date().toISOString();
     conv = { id: crypto.randomUUID(), owner: user, title: (body.message || 'New chat').split('\n')[0].slice(0, 60), created_at: now, updated_at: now, messages: [] };
-    conversations.set(conv.id, conv);
+    created = true;
   }
+  const before = conv.messages.slice();
   if (body.regenerate) {
     while (conv.messages.length && conv.messages[conv.messages.length - 1].role === 'assistant') conv.messages.pop();
-    if (!conv.messages.length) return apiError(res, 400, 'bad_request', 'Nothing to regenerate.');
+    if (!conv.messages.length) return apiError(res, 400, 'nothing_to_regenerate', 'Nothing to regenerate.');
   } else {
-    if (typeof body.message !== 'string' || (!body.message.trim() && !images.length)) return apiError(res, 400, 'bad_request', 'message is required.');
+    if (typeof body.message !== 'string' || (!body.message.trim() && !images.length)) return apiError(res, 400, 'empty_message', 'message is required.');
     if (Number.isInteger(body.edit_from)) {
       const target = conv.messages[body.edit_from];
-      if (!target || target.role !== 'user') return apiError(res, 400, 'bad_request', 'edit_from must be the index of a user message.');
+      if (!target || target.role !== 'user') return apiError(res, 400, 'bad_edit_from', 'edit_from must be the index of a user message.');
       conv.messages = conv.messages.slice(0, body.edit_from);
     }
     conv.messages.push({ role: 'user', content: body.message, images, tool_steps: [], error: null, created_at: new Date().toISOString() });
   }
-  conv.updated_at = new Date().toISOString();
-
-  const answer = { role: 'assistant', content: '', images: [], tool_steps: [], error: null, created_at: new Date().toISOString() };
-  const url = new URL('/v1/chat/completions', upstream);
-  const headers = { 'Content-Type': 'application/json', 'X-Hermes-Session-Id': 'web-' + conv.id };
-  if (API_KEY) headers.Authorization = 'Bearer ' + API_KEY;
-  const up = http.request(url, { method: 'POST', headers });
-  let started = false;
-  let finished = false;
-  const store = () => {
-    if (finished) return;
-    finished = true;
-    conv.messages.push(answer);
-    conv.updated_at = new Date().toISOString();
-  };
-  res.on('close', () => {
-    if (!res.writableFinished) { up.destroy(); if (started) store(); }
-  });
-  up.on('error', () => {
-    if (!started) {
-      conv.messages.pop();
-      return apiError(res, 502, 'upstream_unreachable', 'Hermes is not reachable. Is the agent running?');
-    }
-    answer.error = 'The connection to Hermes broke.';
-    res.write('event: edge.error\ndata: ' + JSON.stringify({ code: 'stream_broken', message: answer.error }) + '\n\n');
-    store();
-    res.end();
-  });
-  up.on('response', (ur) => {
-    if (ur.statusCode !== 200) {
-      ur.resume();
-      conv.messages.pop();
-      return apiError(res, 502, 'upstream_error', 'Hermes answered with status ' + ur.statusCode + '.');
-    }
-    started = true;
-    res.writeHead(200, Object.assign({}, SECURITY, {
-      'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', 'X-Conversation-Id': conv.id,
-    }));
-    const parser = new SSEParser((ev) => {
-      if (ev.type === 'message' && ev.data !== '[DONE]') {
-        try {
-          const d = JSON.parse(ev.data).choices[0].delta.content;
-          if (typeof d === 'string') answer.content += d;
-        } catch (_) { /* not a content chunk */ }
-      } else if (ev.type === 'hermes.tool.progress') {
-        try {
-          const p = JSON.parse(ev.data);
-          const s = answer.tool_steps.find((x) => x.id === p.toolCallId);
-          if (s) s.status = p.status;
-          else answer.tool_steps.push({ id: p.toolCallId, tool: p.tool, emoji: p.emoji, label: p.label, status: p.status });
-        } catch (_) { /* ignore */ }
-      }
+  const history = conv.messages.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
+  const last = conv.messages[conv.messages.length - 1];
+  let started;
+  try {
+    const r = await fetch(new URL('/v1/runs', upstream), {
+      method: 'POST', headers: upstreamHeaders(),
+      body: JSON.stringify({ input: last.content, conversation_history: history, session_id: 'web-' + conv.id }),
     });
-    ur.setEncoding('utf8');
-    ur.on('data', (d) => { parser.push(d); res.write(d); });
-    ur.on('end', () => { store(); res.end(); });
-  });
-  up.end(JSON.stringify({ model: 'hermes-agent', stream: true, messages: upstreamMessages(conv) }));
+    if (r.status !== 202) throw new Error('status ' + r.status);
+    started = await r.json();
+  } catch (e) {
+    conv.messages = before;
+    return apiError(res, 502, 'upstream_unreachable', 'Hermes is not reachable (' + e.message + '). Is the agent running?');
+  }
+  if (created) conversations.set(conv.id, conv);
+  const answer = { role: 'assistant', content: '', images: [], tool_steps: [], error: null, state: 'running', created_at: new Date().toISOString() };
+  conv.messages.push(answer);
+  conv.updated_at = new Date().toISOString();
+  const run = {
+    conv, answer, index: conv.messages.length - 1, hermesId: started.run_id, started_at: new Date().toISOString(),
+    readers: new Set(), approval: null, approvalTimer: null, waitingStep: null, finished: false,
+    keepalive: setInterval(() => broadcast(run, ': keepalive\n\n'), 15000),
+  };
+  runs.set(conv.id, run);
+  sseHead(res, { 'X-Conversation-Id': conv.id });
+  addReader(run, res);
+  followHermesRun(run);
+}
+
+function attachRun(res, conv) {
+  const run = runs.get(conv.id);
+  if (!run) return send(res, 204, {}, '');
+  sseHead(res);
+  addReader(run, res);
+}
+
+async function approveRun(req, res, conv) {
+  let b;
+  try { b = JSON.parse(await readBody(req, 10_000)); } catch (_) { return apiError(res, 400, 'bad_body', 'Invalid JSON.'); }
+  if (!['once', 'session', 'deny'].includes(b && b.choice)) return apiError(res, 400, 'bad_choice', 'choice is once, session or deny.');
+  const run = runs.get(conv.id);
+  if (!run || !run.approval) return apiError(res, 409, 'no_approval', 'Nothing is waiting for an answer.');
+  const r = await fetch(new URL('/v1/runs/' + run.hermesId + '/approval', upstream), { method: 'POST', headers: upstreamHeaders(), body: JSON.stringify({ choice: b.choice }) });
+  if (r.status === 409) return apiError(res, 409, 'no_approval', 'Nothing is waiting for an answer.');
+  if (!r.ok) return apiError(res, 502, 'upstream_error', 'Hermes answered ' + r.status + '.');
+  return json(res, 200, { ok: true });
+}
+
+async function stopRun(res, conv) {
+  const run = runs.get(conv.id);
+  if (!run) return apiError(res, 404, 'no_run', 'Nothing is running in this conversation.');
+  await fetch(new URL('/v1/runs/' + run.hermesId + '/stop', upstream), { method: 'POST', headers: upstreamHeaders() }).catch(() => null);
+  // Hermes ends the run with run.cancelled; if it does not within 3 s, end it here.
+  setTimeout(() => finishRun(run, { code: 'stopped', message: 'Stopped.' }), 3000);
+  return json(res, 200, { ok: true });
+}
+
+/** Test aid: what a restart of the edge does to runs (their answers are kept, marked interrupted). */
+function simulateRestart() {
+  for (const run of runs.values()) {
+    run.finished = true;
+    clearTimeout(run.approvalTimer);
+    clearInterval(run.keepalive);
+    run.answer.state = 'done';
+    run.answer.error = { code: 'interrupted', message: 'The server stopped while this answer was being written.' };
+    for (const r of run.readers) r.destroy();
+    fetch(new URL('/v1/runs/' + run.hermesId + '/stop', upstream), { method: 'POST', headers: upstreamHeaders() }).catch(() => null);
+  }
+  runs.clear();
 }
 
 async function route(req, res) {
@@ -279,6 +438,10 @@ async function route(req, res) {
   }
 
   const user = cookieUser(req);
+  if (p === '/__mock/restart' && m === 'POST' && user && process.env.MOCK_EDGE_TEST_HOOKS === '1') {
+    simulateRestart();
+    return json(res, 200, { ok: true });
+  }
   const isApi = p.startsWith('/api/') || p.startsWith('/v1/');
   if (!user) {
     if (isApi) return apiError(res, 401, 'login_required', 'Sign in first.');
@@ -303,13 +466,22 @@ async function route(req, res) {
       .sort((a, b) => b.updated_at.localeCompare(a.updated_at)).map(summary);
     return json(res, 200, { conversations: list });
   }
+  const rm = /^\/api\/conversations\/([^/]+)\/run(\/approval|\/stop)?$/.exec(p);
+  if (rm) {
+    const c = conversations.get(decodeURIComponent(rm[1]));
+    if (!c || c.owner !== user) return apiError(res, 404, 'not_found', 'No such conversation.');
+    if (!rm[2] && m === 'GET') return attachRun(res, c);
+    if (rm[2] === '/approval' && m === 'POST') return approveRun(req, res, c);
+    if (rm[2] === '/stop' && m === 'POST') return stopRun(res, c);
+    return apiError(res, 405, 'method_not_allowed', 'Method not allowed.');
+  }
   const cm = /^\/api\/conversations\/([^/]+)$/.exec(p);
   if (cm) {
     const c = conversations.get(decodeURIComponent(cm[1]));
     if (!c || c.owner !== user) return apiError(res, 404, 'not_found', 'No such conversation.');
     if (m === 'GET') {
       return json(res, 200, Object.assign(summary(c), {
-        messages: c.messages.map((x, i) => ({ index: i, role: x.role, content: x.content, images: x.images, tool_steps: x.tool_steps.map(({ tool, emoji, label, status }) => ({ tool, emoji, label, status })), error: x.error, created_at: x.created_at })),
+        messages: c.messages.map((x, i) => Object.assign({ index: i, role: x.role, content: x.content, images: x.images, tool_steps: x.tool_steps.map(publicStep), error: x.error, created_at: x.created_at }, x.role === 'assistant' ? { state: x.state || 'done' } : {})),
       }));
     }
     if (m === 'PATCH') {
@@ -321,6 +493,8 @@ async function route(req, res) {
       return json(res, 200, summary(c));
     }
     if (m === 'DELETE') {
+      const run = runs.get(c.id);
+      if (run) { fetch(new URL('/v1/runs/' + run.hermesId + '/stop', upstream), { method: 'POST', headers: upstreamHeaders() }).catch(() => null); finishRun(run, { code: 'stopped', message: 'Deleted.' }); }
       conversations.delete(c.id);
       return json(res, 200, { deleted: true, hermes_session: 'deleted' });
     }

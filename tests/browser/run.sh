@@ -3,7 +3,8 @@
 #   bash tests/browser/run.sh target/debug/hermes-edge
 # Installs what is missing (Debian chromium + chromium-driver, ffmpeg, an emoji font for the
 # screenshots, and playwright-core via `npm ci`), then runs the node test runner.
-# Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark}.png
+# Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark,approval-desktop,approval-mobile,approval-denied-mobile}.png
+# (runs.test.mjs drives the page against mock-edge.mjs, not the binary)
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,4 +32,4 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
-HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs
+HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs runs.test.mjs

@@ -1,16 +1,17 @@
 /*
- * Sending: POST /api/chat and the answer streamed back as server-sent events (the OpenAI-style
- * chunks, Hermes's tool progress, hermes-edge's own errors), stopping, and the refusals.
+ * Sending: POST /api/chat, which starts a run at the server and streams it (js/runs.js reads the
+ * stream), and the refusals before a run starts (429 too_many_runs among them).
  */
 
 import { titleEl, input } from './dom.js';
 import { state } from './state.js';
 import { readError } from './api.js';
-import { readSSE } from './sse.js';
 import { showBanner, clearBanner, rateLimited, upstreamUnreachable, sessionExpired } from './banners.js';
-import { renderAll, scheduleRender, scrollToBottom } from './messages.js';
-import { setBusy, renderAttachments, autosize } from './composer.js';
+import { renderAll, scrollToBottom } from './messages.js';
+import { renderAttachments, autosize, setBusy } from './composer.js';
 import { newChat, refreshConversations, loadConversation } from './conversations.js';
+import { saveDraft } from './drafts.js';
+import { beginStream, newAnswer, readRun, settle, postStop } from './runs.js';
 
 // ---------------------------------------------------------------- sending
 /**
@@ -20,11 +21,11 @@ import { newChat, refreshConversations, loadConversation } from './conversations
 export async function sendChat(body, userMsg, draft) {
   if (state.currentId) body.conversation_id = state.currentId;
   if (userMsg) state.messages.push(userMsg);
-  const msg = { role: 'assistant', content: '', tool_steps: [], error: null, streaming: true };
+  const msg = newAnswer();
   state.messages.push(msg);
-  const controller = new AbortController();
-  state.controller = controller;
-  setBusy(true);
+  const s = beginStream(state.currentId, msg);
+  const ac = new AbortController();
+  s.ac = ac;
   renderAll();
   state.stickToBottom = true;
   scrollToBottom(true);
@@ -37,32 +38,34 @@ export async function sendChat(body, userMsg, draft) {
       credentials: 'same-origin',
       headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
       body: JSON.stringify(body),
-      signal: controller.signal,
+      signal: ac.signal,
     });
   } catch (e) {
-    if (controller.signal.aborted) {
-      msg.stopped = true;
-    } else {
-      msg.error = 'Could not reach hermes-edge. Check your connection and try again.';
-      showBanner('offline', 'error', 'Cannot reach hermes-edge. Check your connection.');
-    }
-    finish(msg, controller);
+    if (s.closed) return; // detached meanwhile
+    msg.error = 'Could not reach hermes-edge. Check your connection and try again.';
+    showBanner('offline', 'error', 'Cannot reach hermes-edge. Check your connection.');
+    settle(s, 'error');
     return;
   }
 
   if (!res.ok) {
     const err = await readError(res);
     // The server refused before starting: undo the optimistic messages and give the text back.
-    state.messages.pop();
-    if (userMsg) state.messages.pop();
-    if (draft && !input.value) {
+    if (state.stream === s) { state.stream = null; setBusy(false); }
+    s.abort();
+    if (state.messages[state.messages.length - 1] === msg) {
+      state.messages.pop();
+      if (userMsg && state.messages[state.messages.length - 1] === userMsg) state.messages.pop();
+    }
+    if (draft && !input.value && state.currentId === convAtStart) {
       input.value = draft.text;
+      saveDraft(state.currentId, draft.text);
       state.pendingImages = draft.images;
       renderAttachments();
       autosize();
     }
+    renderAll();
     handleChatError(err, !!body.conversation_id);
-    finish(null, controller);
     if (!userMsg && err.status !== 401) loadConversation(state.currentId, true);
     return;
   }
@@ -71,6 +74,8 @@ export async function sendChat(body, userMsg, draft) {
   clearBanner('upstream');
   clearBanner('chat');
   const cid = res.headers.get('X-Conversation-Id');
+  s.convId = cid || convAtStart;
+  if (s.closed) { ac.abort(); return; }
   if (cid && cid !== state.currentId) {
     state.currentId = cid;
     history.replaceState(null, '', '/?c=' + encodeURIComponent(cid));
@@ -78,81 +83,29 @@ export async function sendChat(body, userMsg, draft) {
   if (!convAtStart) {
     state.title = userMsg && userMsg.content ? userMsg.content.split('\n')[0].slice(0, 80) : 'New chat';
     titleEl.textContent = state.title;
-    refreshConversations();
   }
+  refreshConversations(); // the list marks the conversation whose run started
+  if (s.stopRequested) postStop(s); // Stop was pressed before the run had an id
 
-  try {
-    await readSSE(res, (ev) => onStreamEvent(msg, ev));
-  } catch (e) {
-    if (controller.signal.aborted) {
-      msg.stopped = true;
-    } else if (!msg.error) {
-      msg.error = 'The connection was interrupted before the answer was complete.';
-    }
-  }
-  finish(msg, controller);
-  // Sync with the server's copy (indices, stored partial answers, titles).
-  if (state.currentId) {
-    const id = state.currentId;
-    setTimeout(() => {
-      if (!state.controller && state.currentId === id) loadConversation(id, true);
-      refreshConversations();
-    }, controller.signal.aborted ? 400 : 0);
-  }
-}
-
-function finish(msg, controller) {
-  if (state.controller === controller) state.controller = null;
-  if (msg) msg.streaming = false;
-  setBusy(false);
-  renderAll();
-  scrollToBottom(false);
-}
-
-function onStreamEvent(msg, ev) {
-  if (ev.type === 'message') {
-    if (ev.data === '[DONE]') return;
-    let chunk;
-    try { chunk = JSON.parse(ev.data); } catch (_) { return; }
-    if (chunk && chunk.error) {
-      msg.error = (chunk.error.message || 'The agent reported an error.');
-      scheduleRender(msg);
-      return;
-    }
-    const choice = chunk && chunk.choices && chunk.choices[0];
-    const delta = choice && choice.delta && choice.delta.content;
-    if (typeof delta === 'string' && delta) {
-      msg.content += delta;
-      scheduleRender(msg);
-    }
-  } else if (ev.type === 'hermes.tool.progress') {
-    let p;
-    try { p = JSON.parse(ev.data); } catch (_) { return; }
-    if (!p || typeof p !== 'object') return;
-    const key = p.toolCallId || (p.tool + '|' + p.label);
-    const steps = msg.tool_steps;
-    let step = steps.find((s) => s.key === key);
-    if (!step) {
-      step = { key, tool: p.tool, emoji: p.emoji, label: p.label, status: p.status };
-      steps.push(step);
-    }
-    if (p.emoji) step.emoji = p.emoji;
-    if (p.label) step.label = p.label;
-    if (p.status) step.status = p.status;
-    scheduleRender(msg);
-  } else if (ev.type === 'edge.error') {
-    let e;
-    try { e = JSON.parse(ev.data); } catch (_) { e = {}; }
-    const code = e.code || 'upstream_error';
-    msg.error = e.message || 'The answer could not be completed.';
-    if (code === 'upstream_unreachable') upstreamUnreachable(e.message);
-    else if (code === 'rate_limited') rateLimited(e.retry_after);
-    scheduleRender(msg);
-  }
+  const outcome = await readRun(s, res, ac);
+  if (ac !== s.ac) return; // attached again meanwhile: that reader settles
+  settle(s, outcome);
 }
 
 function handleChatError(err, hadConversation) {
   if (err.status === 401) { sessionExpired(); return; }
+  if (err.status === 429 && err.code === 'too_many_runs') {
+    showBanner('chat', 'warn', err.message ||
+      'Too many answers are being written at once. Wait for one to finish, or stop one, then send again.');
+    refreshConversations(); // the list marks the conversations with a run
+    return;
+  }
+  if (err.status === 409 && err.code === 'run_in_progress') {
+    // Another tab started an answer here meanwhile: follow it; the text stays in the box.
+    showBanner('chat', 'warn', err.message || 'An answer is already being written in this conversation.');
+    if (state.currentId) loadConversation(state.currentId, true);
+    return;
+  }
   if (err.status === 429) { rateLimited(err.retryAfter); return; }
   if (err.status === 502 || err.status === 503 || err.status === 504) {
     upstreamUnreachable(err.message || undefined);
@@ -169,8 +122,4 @@ function handleChatError(err, hadConversation) {
     return;
   }
   showBanner('chat', 'error', err.message || ('The message could not be sent (HTTP ' + err.status + ').'));
-}
-
-export function stop() {
-  if (state.controller) state.controller.abort();
 }

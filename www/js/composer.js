@@ -6,7 +6,9 @@
 import { app, composer, input, sendBtn, stopBtn, attachBtn, fileInput, attachmentsEl, dropzone, dropOverlay, el, iconButton } from './dom.js';
 import { state } from './state.js';
 import { showBanner, clearBanner } from './banners.js';
-import { sendChat, stop } from './chat.js';
+import { sendChat } from './chat.js';
+import { stop } from './runs.js';
+import { clearDraft, draftChanged } from './drafts.js';
 
 const MAX_IMAGES = 4;
 const MAX_IMAGE_BYTES = 5 * 1024 * 1024;
@@ -20,7 +22,7 @@ export function setBusy(busy) {
 }
 
 export function updateSendEnabled() {
-  sendBtn.disabled = !!state.controller || (!input.value.trim() && state.pendingImages.length === 0);
+  sendBtn.disabled = !!state.stream || (!input.value.trim() && state.pendingImages.length === 0);
 }
 
 export function autosize() {
@@ -29,7 +31,7 @@ export function autosize() {
 }
 
 function submitComposer() {
-  if (state.controller) return;
+  if (state.stream) return;
   const text = input.value.trim();
   const images = state.pendingImages.map((p) => p.dataUrl);
   if (!text && images.length === 0) return;
@@ -38,6 +40,7 @@ function submitComposer() {
   const userMsg = { role: 'user', index: state.messages.length, content: text, images };
   const draft = { text: input.value, images: state.pendingImages };
   input.value = '';
+  clearDraft(state.currentId);
   state.pendingImages = [];
   renderAttachments();
   autosize();
@@ -100,7 +103,7 @@ export function wireComposer() {
       submitComposer();
     }
   });
-  input.addEventListener('input', () => { autosize(); updateSendEnabled(); });
+  input.addEventListener('input', () => { autosize(); updateSendEnabled(); draftChanged(); });
   stopBtn.addEventListener('click', stop);
 
   attachBtn.addEventListener('click', () => fileInput.click());

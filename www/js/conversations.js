@@ -8,7 +8,9 @@ import { state } from './state.js';
 import { api } from './api.js';
 import { showBanner } from './banners.js';
 import { renderAll, isNearBottom, scrollToBottom } from './messages.js';
-import { stop } from './chat.js';
+import { autosize, updateSendEnabled } from './composer.js';
+import { detach, attachRun, normStep, recentlyNoRun } from './runs.js';
+import { switchDraft } from './drafts.js';
 import { closeNav } from './nav.js';
 
 // ---------------------------------------------------------------- conversations
@@ -57,6 +59,18 @@ function renderConvItem(c) {
     openConversation(c.id);
   });
   item.appendChild(link);
+  // A run going on in this conversation (maybe in another tab): marked, and "needs you" when it waits.
+  const run = c.run && typeof c.run === 'object' ? c.run : null;
+  if (run) {
+    const waiting = run.status === 'waiting_approval';
+    item.dataset.run = waiting ? 'waiting_approval' : 'running';
+    const mark = el('span', 'conv-run ' + (waiting ? 'conv-run-waiting' : 'conv-run-running'), waiting ? 'Approve?' : '');
+    mark.title = waiting ? 'Waiting for your approval' : 'An answer is being written';
+    mark.setAttribute('role', 'img');
+    mark.setAttribute('aria-label', mark.title);
+    if (!waiting) mark.appendChild(el('span', 'spinner'));
+    item.appendChild(mark);
+  }
   const tools = el('div', 'conv-tools');
   tools.appendChild(iconButton('pencil', 'Rename', () => startRename(item, c), 'rename-btn'));
   const del = iconButton('trash', 'Delete', () => {
@@ -136,17 +150,22 @@ export async function refreshConversations() {
     const body = await api('GET', '/api/conversations');
     state.conversations = (body && Array.isArray(body.conversations)) ? body.conversations : [];
     const cur = state.conversations.find((c) => c.id === state.currentId);
-    if (cur && cur.title && !state.controller) {
+    if (cur && cur.title && !state.stream) {
       state.title = cur.title;
       titleEl.textContent = cur.title;
     }
     renderConversations();
+    // The shown conversation has a run this page does not follow (started in another tab): follow it.
+    if (cur && cur.run && !state.stream && !app.classList.contains('is-loading') && !recentlyNoRun(cur.id)) {
+      loadConversation(cur.id, true);
+    }
   } catch (_) { /* banner already shown */ }
 }
 
 export function newChat() {
-  if (state.controller) stop();
+  detach();
   state.currentId = null;
+  showDraft(null);
   state.title = '';
   state.messages = [];
   history.replaceState(null, '', '/');
@@ -157,7 +176,7 @@ export function newChat() {
 }
 
 function openConversation(id) {
-  if (state.controller) stop();
+  detach();
   history.pushState(null, '', '/?c=' + encodeURIComponent(id));
   closeNav();
   loadConversation(id, false);
@@ -167,6 +186,8 @@ export async function loadConversation(id, quiet) {
   if (!id) return;
   const seq = ++state.loadSeq;
   if (!quiet) {
+    detach();
+    if (state.currentId !== id) showDraft(id);
     state.currentId = id;
     const c = state.conversations.find((x) => x.id === id);
     state.title = c ? c.title : '';
@@ -188,7 +209,7 @@ export async function loadConversation(id, quiet) {
   }
   app.classList.remove('is-loading');
   // A newer load or a stream started meanwhile: this answer is stale.
-  if (seq !== state.loadSeq || state.controller) return;
+  if (seq !== state.loadSeq || state.stream) return;
   const atBottom = isNearBottom();
   const prevLast = state.messages[state.messages.length - 1];
   const wasStopped = quiet && prevLast && prevLast.role === 'assistant' && prevLast.stopped;
@@ -199,23 +220,42 @@ export async function loadConversation(id, quiet) {
     role: m.role === 'user' ? 'user' : 'assistant',
     content: typeof m.content === 'string' ? m.content : '',
     images: Array.isArray(m.images) ? m.images : [],
-    tool_steps: Array.isArray(m.tool_steps) ? m.tool_steps.map((s) => Object.assign({}, s)) : [],
+    tool_steps: Array.isArray(m.tool_steps) ? m.tool_steps.filter((s) => s && typeof s === 'object').map(normStep) : [],
     error: storedError(m.error),
     stopped: !!(m.error && m.error.code === 'stopped'),
-    pending: m.role === 'assistant' && !m.content && !m.error,
+    interrupted: !!(m.error && m.error.code === 'interrupted'),
+    running: m.role === 'assistant' && m.state === 'running',
+    // A server without runs says nothing of the state: an empty answer without error is still coming.
+    pending: m.role === 'assistant' && !m.state && !m.content && !m.error,
   }));
   // The server keeps a stopped answer as it was; keep showing that it was stopped.
   const last = state.messages[state.messages.length - 1];
   if (wasStopped && last && last.role === 'assistant' && !last.error) last.stopped = true;
+  // The outcome of an approval answered while this page watched stays shown (it is not stored).
+  if (quiet && prevLast && prevLast.approval && prevLast.approval.outcome && last && last.role === 'assistant' &&
+      (prevLast.index == null || prevLast.index === last.index)) {
+    last.approval = prevLast.approval;
+  }
   renderAll();
   renderConversations();
   if (!quiet || atBottom) scrollToBottom(true);
+  // A run going on: show everything so far, then the rest live.
+  const item = state.conversations.find((c) => c.id === state.currentId);
+  const running = last && last.role === 'assistant' && (last.running || last.pending);
+  const unanswered = item && item.run && (!last || last.role === 'user');
+  if ((running || unanswered) && !recentlyNoRun(state.currentId, !!(last && last.running))) attachRun(state.currentId);
 }
 
-/** A stored message's `error` ({code, message} or null) as text; "stopped" is not an error. */
+function showDraft(id) {
+  switchDraft(id);
+  autosize();
+  updateSendEnabled();
+}
+
+/** A stored message's `error` ({code, message} or null) as text; "stopped" and "interrupted" are shown apart. */
 function storedError(err) {
   if (!err) return null;
   if (typeof err === 'string') return err;
-  if (err.code === 'stopped') return null;
+  if (err.code === 'stopped' || err.code === 'interrupted') return null;
   return err.message || 'The answer could not be completed.';
 }

@@ -57,6 +57,9 @@ export const ICONS = {
   trash: 'M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13',
   pencil: 'M4 20h4L19 9l-4-4L4 16zM13.5 6.5l4 4',
   x: 'M6 6l12 12M18 6L6 18',
+  clock: 'M12 3a9 9 0 110 18 9 9 0 010-18zM12 7.5V12l3 2',
+  blocked: 'M12 3a9 9 0 110 18 9 9 0 010-18zM5.6 5.6l12.8 12.8',
+  shield: 'M12 3l7 3v5c0 4.5-3 8.3-7 10-4-1.7-7-5.5-7-10V6zM12 8v4M12 15.5v.5',
 };
 
 export function iconButton(name, label, onClick, cls) {

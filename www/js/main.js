@@ -1,6 +1,7 @@
 /*
  * The chat page. Talks to hermes-edge as described in docs/http-api.md:
  *   GET/PATCH/DELETE /api/conversations[/{id}], GET /api/me, GET /healthz, POST /api/chat (SSE),
+ *   GET /api/conversations/{id}/run (SSE), POST .../run/stop and .../run/approval,
  *   GET/POST/DELETE /api/tokens[/{id}] (the "API tokens" dialog).
  * No inline script or style (the CSP forbids both). The page's code is ES modules (see www/README.md
  * for which holds what), loaded from this one (index.html: <script type="module" src="/js/main.js">).
@@ -14,19 +15,21 @@ import { api } from './api.js';
 import { checkHealth } from './banners.js';
 import { renderAll, wireMessages } from './messages.js';
 import { autosize, updateSendEnabled, wireComposer } from './composer.js';
-import { stop } from './chat.js';
+import { stop, wireRuns } from './runs.js';
 import { newChat, refreshConversations, loadConversation } from './conversations.js';
 import { openNav, closeNav } from './nav.js';
 import { tokensDialog, wireTokens } from './tokens.js';
+import { flushDraft, loadDraft, pruneDrafts } from './drafts.js';
 
 // ---------------------------------------------------------------- wiring
 wireMessages();
 wireTokens();
 wireComposer();
+wireRuns();
 
 document.addEventListener('keydown', (e) => {
   if (tokensDialog.open) return; // Esc there closes the dialog (the browser's own cancel), nothing else
-  if (e.key === 'Escape' && state.controller) stop();
+  if (e.key === 'Escape' && state.stream) stop();
   if (e.key === 'Escape' && app.classList.contains('nav-open')) closeNav();
 });
 $('new-chat').addEventListener('click', newChat);
@@ -34,6 +37,9 @@ $('new-chat-top').addEventListener('click', newChat);
 $('open-nav').addEventListener('click', openNav);
 $('close-nav').addEventListener('click', closeNav);
 scrim.addEventListener('click', closeNav);
+// Leaving or hiding the page keeps the draft (and never stops a run: that is only the Stop button).
+window.addEventListener('pagehide', flushDraft);
+document.addEventListener('visibilitychange', () => { if (document.hidden) flushDraft(); });
 
 window.addEventListener('popstate', () => {
   const id = new URLSearchParams(location.search).get('c');
@@ -42,6 +48,23 @@ window.addEventListener('popstate', () => {
 });
 
 async function init() {
+  autosize();
+  updateSendEnabled();
+  renderAll();
+  const id = new URLSearchParams(location.search).get('c');
+  const me = api('GET', '/api/me').then((m) => {
+    if (m && m.username) {
+      state.me = m.username;
+      $('me').textContent = m.username;
+      $('me-avatar').textContent = m.username.slice(0, 1).toUpperCase();
+    }
+  }).catch(() => {});
+  checkHealth(false);
+  await Promise.all([me, refreshConversations()]);
+  pruneDrafts();
+  if (id) await loadConversation(id, false);
+  else if (!input.value) input.value = loadDraft(null);
+  // Back from the sign-in page: the text that was being sent wins over the stored draft.
   try {
     const draft = sessionStorage.getItem('hermes.draft');
     if (draft) {
@@ -51,17 +74,6 @@ async function init() {
   } catch (_) { /* storage off */ }
   autosize();
   updateSendEnabled();
-  renderAll();
-  const id = new URLSearchParams(location.search).get('c');
-  api('GET', '/api/me').then((me) => {
-    if (me && me.username) {
-      $('me').textContent = me.username;
-      $('me-avatar').textContent = me.username.slice(0, 1).toUpperCase();
-    }
-  }).catch(() => {});
-  checkHealth(false);
-  await refreshConversations();
-  if (id) await loadConversation(id, false);
   if (window.matchMedia('(min-width: 800px)').matches) input.focus();
   app.classList.add('ready');
 }
