@@ -169,13 +169,19 @@ function renderSteps(msg) {
     li.dataset.tool = s.tool || '';
     if (s.id) li.dataset.id = s.id;
     const row = stepRow(s, kind);
-    // More text than the line shows (a long or multi-line command): expandable.
-    if (s.preview && (s.preview.length > PREVIEW_SHORT || s.preview.includes('\n'))) {
+    // More than the line shows (a long or multi-line command, what the tool returned): expandable.
+    const longPreview = s.preview && (s.preview.length > PREVIEW_SHORT || s.preview.includes('\n'));
+    if (longPreview || s.output) {
       const det = el('details', 'tool-details');
       const sum = el('summary');
       sum.appendChild(row);
       det.appendChild(sum);
-      det.appendChild(el('pre', 'tool-full', s.preview));
+      if (longPreview) det.appendChild(el('pre', 'tool-full', s.preview));
+      if (s.output) {
+        const out = el('pre', 'tool-output', s.output);
+        out.setAttribute('aria-label', 'Output');
+        det.appendChild(out);
+      }
       det.open = !!s.open;
       det.addEventListener('toggle', () => { s.open = det.open; });
       li.appendChild(det);
