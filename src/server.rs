@@ -171,6 +171,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         let _ = app.http01.set(acme.http01_responder());
     }
     crate::reload::Reload::new(config.clone(), app.clone(), resolver.clone()).spawn(hangups);
+    tokio::spawn(crate::chat::runs::driver::probe_at_start(app.clone()));
     let gc_app = app.clone();
     crate::security::spawn_limit_gc(vec![Arc::new(move || {
         gc_app.ip_limit.forget_idle();

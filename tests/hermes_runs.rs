@@ -2,7 +2,7 @@
 //! `hermes-agent`, installed by `tests/hermes/setup.sh`; never skipped when missing) and the fake
 //! model provider in its tool modes: a harmless command shows its step as done; a dangerous one
 //! (`rm -rf` of a test folder) waits for the person, and their answer decides whether the folder
-//! goes. The page's events are read as a tab reads them (docs/http-api.md, "Runs").
+//! goes; unanswered, Hermes' timeout denies it. The page's events are read as a tab reads them (docs/http-api.md, "Runs").
 
 mod common;
 
@@ -23,7 +23,7 @@ impl Hermes {
         // Manual approvals (no model review first) and Hermes' timeout as the edge is told.
         let env = [
             ("HERMES_APPROVAL_MODE", "manual"),
-            ("HERMES_APPROVAL_TIMEOUT", "20"),
+            ("HERMES_APPROVAL_TIMEOUT", "8"),
         ];
         let (work, _port, url) = start_by_script_with("start.sh", "the Hermes API Server", &env);
         let key = std::fs::read_to_string(work.path().join("api_key"))
@@ -179,7 +179,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     let hermes = Hermes::start();
     let cfg = tempfile::tempdir().unwrap();
     let config = cfg.path().join("hermes-edge.toml");
-    std::fs::write(&config, "[chat]\napproval_timeout_secs = 20\n").unwrap();
+    std::fs::write(&config, "[chat]\napproval_timeout_secs = 8\n").unwrap();
     let s = Server::start_with(
         Start::default()
             .upstream(hermes.url.clone())
@@ -233,7 +233,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     let approval = tab.approval.clone().expect("an approval request");
     assert_eq!(approval["command"], format!("rm -rf {path}"));
     assert_eq!(approval["choices"], json!(["once", "session", "deny"]));
-    assert_eq!(approval["timeout_secs"], 20);
+    assert_eq!(approval["timeout_secs"], 8);
     assert!(!approval["description"].as_str().unwrap().is_empty());
     assert_eq!(tab.steps.last().unwrap()["status"], "waiting_approval");
     // Marked in the conversation list, and visible to a second tab that attaches.
@@ -303,6 +303,28 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     assert_eq!(tab.approval_done.as_deref(), Some("once"));
     assert_eq!(tab.steps.last().unwrap()["status"], "completed");
     assert!(!gone.path().exists(), "an approved command did not run");
+
+    // Nobody answers: Hermes denies it after its timeout; the page is told, and the step says
+    // denied, never done.
+    let kept3 = victim();
+    let path = kept3.path().display().to_string();
+    let (_, mut r) = ask(&s, &c, &format!("tooldanger {path}")).await;
+    let mut tab = Tab::default();
+    tab.read_until(&mut r, |t| t.approval.is_some()).await;
+    let asked = Instant::now();
+    tab.read_until(&mut r, |_| false).await;
+    assert!(tab.done);
+    assert!(
+        asked.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(tab.approval_done.as_deref(), Some("timeout"));
+    assert_eq!(tab.steps.last().unwrap()["status"], "denied");
+    assert!(
+        kept3.path().join("keep.txt").exists(),
+        "an unanswered command ran"
+    );
 
     // Another user cannot answer or stop someone else's run.
     let kept2 = victim();

@@ -176,11 +176,18 @@ impl Fake {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                st.lock().unwrap().connections += 1;
                 let st = st.clone();
                 let conn = tokio::spawn(async move {
+                    // Counted at its first request other than the capabilities probe, so that
+                    // the probe hermes-edge makes at start is not taken for a chat connection.
+                    let counted = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let st = st.clone();
+                        if req.uri().path() != "/v1/capabilities"
+                            && !counted.swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            st.lock().unwrap().connections += 1;
+                        }
                         async move { Ok::<_, Infallible>(handle(st, req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

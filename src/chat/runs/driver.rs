@@ -84,6 +84,14 @@ pub(crate) async fn hermes_has_runs(app: &App, ctx: &impl crate::hermes::Client)
     has
 }
 
+/// At start: whether this Hermes has runs with approvals, said in the log when it has not (and
+/// remembered for the first messages).
+pub(crate) async fn probe_at_start(app: Arc<App>) {
+    if app.config.chat.api_key.is_some() && hermes_has_runs(&app, &NoClient).await {
+        tracing::info!("Hermes has runs with approvals: answers outlive the tab, and the agent's dangerous commands are asked in the page");
+    }
+}
+
 /// A request sent for the server itself (no client connection).
 struct NoClient;
 
