@@ -1765,3 +1765,43 @@ async fn sigterm_past_the_grace_period_keeps_a_running_answer_as_interrupted() {
     // Nothing was left for the start to close.
     assert!(!s.stderr().contains("marked interrupted"), "{}", s.stderr());
 }
+
+/// When the message cannot be stored (here the database is held locked by another writer, as a
+/// full disk would refuse it), the person is told to try again and Hermes never hears of it, so
+/// the agent does not run for a message that is sent again.
+#[tokio::test]
+async fn a_message_that_cannot_be_stored_is_never_sent_to_hermes() {
+    let fake = Fake::start().await;
+    let (s, _cfg) = start(&fake, "");
+    let c = s.admin_client().await;
+    let conv = new_conversation(&s, &c, "first").await;
+    let sent_before = fake.requests().len();
+    let db = rusqlite::Connection::open(s.dir.join("data").join("hermes-edge.db")).unwrap();
+    // Readers go on; the server's write waits out its busy timeout and fails.
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let asked = Instant::now();
+    let r = chat(
+        &s,
+        &c,
+        json!({"conversation_id": conv, "message": "second"}),
+    )
+    .await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 503, "{body} after {:?}", asked.elapsed());
+    // It was the write that failed, after the store's busy timeout.
+    assert!(
+        asked.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(body.contains("store_unavailable"), "{body}");
+    assert_eq!(
+        fake.requests().len(),
+        sent_before,
+        "Hermes was asked anyway"
+    );
+    db.execute_batch("ROLLBACK").unwrap();
+    let (_, v) = get_json(&s, &c, &format!("/api/conversations/{conv}")).await;
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2, "{v}");
+}

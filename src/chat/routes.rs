@@ -612,7 +612,9 @@ async fn commit(app: &App, user: &User, plan: &Plan) -> Result<Committed, PlanEr
     let result = app
         .store
         .call(move |c| {
-            let tx = c.transaction()?;
+            // Immediate: a writer outside the server (the command line) makes it wait out the busy
+            // timeout instead of failing at the first write of a read transaction.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let now = now_ms();
             let old_session = match &create_title {
                 Some(title) => {
