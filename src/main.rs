@@ -15,6 +15,7 @@ mod forwarded;
 mod hermes;
 mod html;
 mod memory;
+mod notify;
 mod redirect;
 mod reload;
 mod response;

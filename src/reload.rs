@@ -74,7 +74,9 @@ impl Reload {
         };
         tokio::spawn(async move {
             while signal.recv().await.is_some() {
+                crate::notify::reloading();
                 self.run().await;
+                crate::notify::ready("serving (reloaded)");
             }
         });
     }

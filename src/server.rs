@@ -202,6 +202,8 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
             .unwrap_or_else(|| "off".into()),
         urls.join(" ")
     );
+    crate::notify::ready(&format!("serving on {https_addr}"));
+    crate::notify::spawn_watchdog();
 
     let acme_task = acme.as_mut().and_then(|a| a.spawn());
 
@@ -232,6 +234,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     });
 
     wait_for_signal().await;
+    crate::notify::stopping();
     println!(
         "shutting down: no new connections; waiting up to {}s for requests in flight",
         config.limits.shutdown_grace.as_secs()
