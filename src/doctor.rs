@@ -45,6 +45,7 @@ pub(crate) async fn run(config: &Config) -> bool {
         Some(p) => r.line(Level::Ok, "config", &format!("{} parsed", p.display())),
         None => r.line(Level::Ok, "config", "no file; built-in defaults"),
     }
+    hermes_settings(&mut r, config);
 
     for (name, addr) in [
         ("https listener", Some(config.listen)),
@@ -110,7 +111,7 @@ pub(crate) async fn run(config: &Config) -> bool {
         ),
     }
     match &config.chat.api_key {
-        None => r.line(Level::Fail, "API key", "not set: export HERMES_EDGE_API_KEY=<the API_SERVER_KEY Hermes was started with> (or chat.api_key_file)"),
+        None => r.line(Level::Fail, "API key", &format!("not set: export HERMES_EDGE_API_KEY=<the API_SERVER_KEY Hermes was started with> (or chat.api_key_file); there is none in Hermes' settings in {} either", config.hermes.home.display())),
         Some(key) => match get("/v1/models", Some(key)).await {
             Ok((s, _)) if s.is_success() => r.line(Level::Ok, "API key", "accepted by Hermes"),
             Ok((s, _)) if s.as_u16() == 401 => r.line(Level::Fail, "API key", "Hermes refused it (401): it must equal the API_SERVER_KEY Hermes was started with"),
@@ -211,4 +212,63 @@ pub(crate) async fn run(config: &Config) -> bool {
         ),
     }
     !r.failed
+}
+
+/// Where the upstream and the key came from (never the key), and whether Hermes' own settings,
+/// when hermes-edge relies on them, turn its API server on.
+fn hermes_settings(r: &mut Report, config: &Config) {
+    r.line(
+        Level::Ok,
+        "upstream",
+        &format!("{} from {}", config.upstream, config.upstream_source),
+    );
+    if let Some(source) = &config.chat.api_key_source {
+        r.line(Level::Ok, "API key source", source);
+    }
+    let h = &config.hermes;
+    let explicit_upstream = matches!(
+        config.upstream_source.as_str(),
+        "--upstream" | "config file upstream"
+    );
+    let key_from_hermes =
+        h.key.is_some() && h.key.as_ref().map(|k| &k.source) == config.chat.api_key_source.as_ref();
+    if explicit_upstream && !key_from_hermes {
+        return;
+    }
+    if let (Some(path), Some(e)) = (&h.yaml_file, &h.yaml_error) {
+        r.line(
+            Level::Warn,
+            "Hermes settings",
+            &format!(
+                "{} is not valid YAML ({e}); Hermes ignores it too",
+                path.display()
+            ),
+        );
+    }
+    if !h.found_any() {
+        r.line(
+            Level::Ok,
+            "Hermes settings",
+            &format!(
+                "no .env or config.yaml in {} (chat.hermes_home, $HERMES_HOME or ~/.hermes)",
+                h.home.display()
+            ),
+        );
+    } else if !h.enabled.value {
+        r.line(
+            Level::Warn,
+            "Hermes settings",
+            &format!(
+                "the API server is off in Hermes' settings ({}): add API_SERVER_ENABLED=true to {} and restart the gateway (hermes gateway restart, or stop and start `hermes gateway run`)",
+                h.enabled.source,
+                h.home.join(".env").display()
+            ),
+        );
+    } else {
+        r.line(
+            Level::Ok,
+            "Hermes settings",
+            &format!("the API server is on ({})", h.enabled.source),
+        );
+    }
 }

@@ -145,6 +145,17 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     if let Some(path) = &config.source {
         println!("config: {}", path.display());
     }
+    // Where the Hermes connection's settings came from (never the key itself).
+    println!(
+        "hermes: {} from {}; API key from {}",
+        config.upstream,
+        config.upstream_source,
+        config
+            .chat
+            .api_key_source
+            .as_deref()
+            .unwrap_or("nowhere (not set)")
+    );
     let (resolver, ca_pem) = setup_tls(&config).await?;
     let mut acme = match &config.tls {
         TlsMode::Acme(settings) => {

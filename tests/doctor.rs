@@ -40,7 +40,8 @@ fn doctor(dir: &std::path::Path, upstream: &str, key: Option<&str>) -> (i32, Str
     cmd.current_dir(dir)
         .args(["doctor", "--listen", "127.0.0.1:0", "--upstream", upstream])
         .env_remove("HERMES_EDGE_API_KEY")
-        .env_remove("API_SERVER_KEY");
+        .env_remove("API_SERVER_KEY")
+        .env("HERMES_HOME", dir.join("no-hermes-home"));
     if let Some(k) = key {
         cmd.env("HERMES_EDGE_API_KEY", k);
     }
@@ -96,4 +97,80 @@ async fn doctor_tells_a_wrong_key_from_a_right_one() {
     .unwrap();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("[ok  ] API key: accepted by Hermes"), "{out}");
+}
+
+/// Hermes' settings found in `HERMES_HOME`: doctor names them as the source of the upstream and
+/// the key, never prints the key, and says when they leave Hermes' API server off.
+#[tokio::test]
+async fn doctor_names_hermes_settings_as_the_source_and_says_when_they_turn_the_server_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("hermes-home");
+    std::fs::create_dir(&home).unwrap();
+    let hermes = fake_hermes().await;
+    let run = |env_text: String| {
+        std::fs::write(home.join(".env"), env_text).unwrap();
+        let (dir, home) = (dir.path().to_path_buf(), home.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(common::bin())
+                .current_dir(&dir)
+                .args(["doctor", "--listen", "127.0.0.1:0"])
+                .env_remove("HERMES_EDGE_API_KEY")
+                .env_remove("API_SERVER_KEY")
+                .env("HERMES_HOME", &home)
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        })
+    };
+    let env_file = home.join(".env").display().to_string();
+
+    // Only a port: Hermes' API server is off (no API_SERVER_ENABLED, no key), and there is no key.
+    let (code, out) = run(format!("API_SERVER_PORT={}\n", hermes.port()))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "[ok  ] upstream: http://127.0.0.1:{} from port {env_file} (API_SERVER_PORT), host Hermes' default",
+            hermes.port()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("[warn] Hermes settings: the API server is off in Hermes' settings"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "add API_SERVER_ENABLED=true to {env_file} and restart the gateway"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("[FAIL] API key: not set"), "{out}");
+
+    // The key there too (which turns the server on, as in Hermes).
+    let (code, out) = run(format!(
+        "export API_SERVER_KEY='right-key'  # for hermes-edge\nAPI_SERVER_PORT={}\n",
+        hermes.port()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "[ok  ] API key source: {env_file} (API_SERVER_KEY)"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("[ok  ] API key: accepted by Hermes"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "[ok  ] Hermes settings: the API server is on ({env_file} (API_SERVER_KEY))"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("right-key"), "the key was printed: {out}");
 }

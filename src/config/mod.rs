@@ -22,6 +22,7 @@ mod chat;
 mod dashboard;
 pub(crate) mod defaults;
 mod file;
+pub(crate) mod hermes_settings;
 mod limits;
 mod media;
 mod tls;
@@ -33,6 +34,7 @@ use std::time::Duration;
 pub(crate) use auth::AuthConfig;
 pub(crate) use chat::ChatConfig;
 pub(crate) use file::{FileConfig, RouteEntry};
+pub(crate) use hermes_settings::HermesSettings;
 pub(crate) use limits::Limits;
 pub(crate) use media::MediaConfig;
 pub(crate) use tls::{AcmeChallenge, AcmeSettings, TlsMode};
@@ -146,6 +148,11 @@ pub(crate) struct Config {
     pub certs_dir: PathBuf,
     pub data_dir: PathBuf,
     pub upstream: String,
+    /// Where `upstream` came from: `--upstream`, `config file upstream`, Hermes' settings (e.g.
+    /// `/home/u/.hermes/.env (API_SERVER_PORT)`) or `built-in default`.
+    pub upstream_source: String,
+    /// Hermes' API server settings in `chat.hermes_home` (read even when not used, for `doctor`).
+    pub hermes: HermesSettings,
     pub www: Option<PathBuf>,
     pub log_json: bool,
     pub tls: TlsMode,
@@ -196,12 +203,14 @@ impl Config {
         let domains = tls::domains(&file.tls, cli)?;
         let tls = tls::mode(&file.tls, cli, &domains)?;
         let (listen, http_listen) = tls::listeners(&file, cli, &tls)?;
-        let upstream = upstream(&file, cli)?;
+        let hermes_home = chat::hermes_home(&file.chat);
+        let hermes = HermesSettings::read(&hermes_home);
+        let (upstream, upstream_source) = upstream(&file, cli, &hermes)?;
         let extra_names = tls::extra_names(&file.tls, cli, &domains);
         let limits = limits::resolve(&file.limits)?;
         let media = media::resolve(&file.media, cli);
         let auth = auth::resolve(&file.auth)?;
-        let chat = chat::resolve(&file.chat)?;
+        let chat = chat::resolve(&file.chat, hermes_home, &hermes)?;
         let dashboard_upstream = dashboard::resolve(&file.dashboard, cli)?;
         for r in &file.routes {
             if !r.path.starts_with('/') || r.path.contains("..") {
@@ -227,6 +236,8 @@ impl Config {
                 .or(file.data_dir.clone())
                 .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
             upstream,
+            upstream_source,
+            hermes,
             www: cli.www.clone().or(file.www.clone()),
             log_json: cli.log_json || file.log_json.unwrap_or(defaults::LOG_JSON),
             hsts_max_age: tls::hsts_max_age(&file.tls, &tls),
@@ -246,13 +257,22 @@ impl Config {
     }
 }
 
-/// The Hermes API Server: plain http:// on loopback, without a trailing slash.
-fn upstream(file: &FileConfig, cli: &CliOverrides) -> Result<String, ConfigError> {
-    let upstream = cli
-        .upstream
-        .clone()
-        .or(file.upstream.clone())
-        .unwrap_or_else(|| defaults::UPSTREAM.into());
+/// The Hermes API Server (plain http:// on loopback, without a trailing slash) and where it came
+/// from: `--upstream`, the file's `upstream`, Hermes' own host and port, the default.
+fn upstream(
+    file: &FileConfig,
+    cli: &CliOverrides,
+    hermes: &HermesSettings,
+) -> Result<(String, String), ConfigError> {
+    let (upstream, source) = match (&cli.upstream, &file.upstream, hermes.upstream()) {
+        (Some(u), _, _) => (u.clone(), "--upstream".to_string()),
+        (None, Some(u), _) => (u.clone(), "config file upstream".to_string()),
+        (None, None, Some(found)) => (found.value, found.source),
+        (None, None, None) => (
+            defaults::UPSTREAM.to_string(),
+            "built-in default".to_string(),
+        ),
+    };
     let upstream = upstream.trim_end_matches('/').to_string();
     if !upstream.starts_with("http://") {
         return Err(invalid(
@@ -266,7 +286,7 @@ fn upstream(file: &FileConfig, cli: &CliOverrides) -> Result<String, ConfigError
             format!("`{upstream}` is not a valid URL"),
         ));
     }
-    Ok(upstream)
+    Ok((upstream, source))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -296,8 +316,14 @@ fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
 mod tests {
     use super::*;
 
+    /// A Hermes home with nothing in it, so that the settings of whoever runs the tests stay out.
+    const NO_HERMES_HOME: &str = "/nonexistent/hermes-home";
+
     fn resolve(text: &str, cli: CliOverrides) -> Result<Config, ConfigError> {
-        let file = Config::parse_str(text, Path::new("t.toml"))?;
+        let mut file = Config::parse_str(text, Path::new("t.toml"))?;
+        file.chat
+            .hermes_home
+            .get_or_insert_with(|| NO_HERMES_HOME.into());
         Config::resolve(file, None, &cli)
     }
 
@@ -535,6 +561,73 @@ mod tests {
             assert!(err.starts_with("invalid config file t.toml: "), "{err}");
             assert!(err.contains("unknown field `max_conections`"), "{err}");
         }
+    }
+
+    #[test]
+    fn hermes_settings_fill_in_what_is_not_configured_and_nothing_else() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(
+            home.path().join(".env"),
+            "API_SERVER_ENABLED=true\nAPI_SERVER_KEY=from-hermes\nAPI_SERVER_PORT=8700\n",
+        )
+        .unwrap();
+        let with_home = |extra: &str| {
+            format!(
+                "{extra}\n[chat]\nhermes_home = \"{}\"\n",
+                home.path().display()
+            )
+        };
+        let env_path = home.path().join(".env").display().to_string();
+
+        let c = resolve(&with_home(""), CliOverrides::default()).unwrap();
+        assert_eq!(c.upstream, "http://127.0.0.1:8700");
+        assert_eq!(
+            c.upstream_source,
+            format!("port {env_path} (API_SERVER_PORT), host Hermes' default")
+        );
+        // The key from Hermes' home only when the environment of these tests gives none.
+        if std::env::var_os("HERMES_EDGE_API_KEY").is_none()
+            && std::env::var_os("API_SERVER_KEY").is_none()
+        {
+            assert_eq!(c.chat.api_key.as_deref(), Some("from-hermes"));
+            assert_eq!(
+                c.chat.api_key_source,
+                Some(format!("{env_path} (API_SERVER_KEY)"))
+            );
+        }
+
+        // What is configured wins: the file's upstream and key file, then --upstream.
+        let key_file = home.path().join("key");
+        std::fs::write(&key_file, "from-file\n").unwrap();
+        let text = format!(
+            "upstream = \"http://127.0.0.1:9000\"\n[chat]\nhermes_home = \"{}\"\napi_key_file = \"{}\"\n",
+            home.path().display(),
+            key_file.display()
+        );
+        let c = resolve(&text, CliOverrides::default()).unwrap();
+        assert_eq!(
+            (c.upstream.as_str(), c.upstream_source.as_str()),
+            ("http://127.0.0.1:9000", "config file upstream")
+        );
+        assert_eq!(c.chat.api_key.as_deref(), Some("from-file"));
+        assert_eq!(
+            c.chat.api_key_source,
+            Some(format!(
+                "config file chat.api_key_file ({})",
+                key_file.display()
+            ))
+        );
+        let cli = CliOverrides {
+            upstream: Some("http://127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        let c = resolve(&text, cli).unwrap();
+        assert_eq!(c.upstream_source, "--upstream");
+
+        // No settings anywhere: the default, said so.
+        let c = resolve("", CliOverrides::default()).unwrap();
+        assert_eq!(c.upstream_source, "built-in default");
+        assert!(!c.hermes.found_any());
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::response::{self, Resp};
 /// What went wrong between the edge and Hermes, each with a message a person can act on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    #[error("hermes-edge has no API key for the Hermes API Server. Set HERMES_EDGE_API_KEY (or API_SERVER_KEY) in the environment of hermes-edge, or `api_key` / `api_key_file` under [chat] in the config file, to the same value as Hermes' API_SERVER_KEY, then restart hermes-edge.")]
+    #[error("hermes-edge has no API key for the Hermes API Server. Set HERMES_EDGE_API_KEY (or API_SERVER_KEY) in the environment of hermes-edge, or `api_key` / `api_key_file` under [chat] in the config file, to the same value as Hermes' API_SERVER_KEY (or run hermes-edge as Hermes' user, with API_SERVER_KEY in Hermes' .env), then restart hermes-edge.")]
     NoKey,
     #[error("Cannot reach the Hermes API Server at {url}. Start Hermes with its API server enabled, for example: API_SERVER_ENABLED=true API_SERVER_KEY=... hermes gateway run")]
     Unreachable { url: String },

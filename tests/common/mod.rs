@@ -70,6 +70,12 @@ impl Start {
         self.upstream = url.into();
         self
     }
+    /// No `--upstream`: the server finds Hermes itself (its settings in `HERMES_HOME`, or the
+    /// default).
+    pub fn without_upstream(mut self) -> Self {
+        self.upstream = String::new();
+        self
+    }
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
         self.listen = addr.into();
         self
@@ -128,6 +134,9 @@ pub fn spawn_limited(
         .env("RUST_LOG", "info")
         .env_remove("HERMES_EDGE_API_KEY")
         .env_remove("API_SERVER_KEY")
+        // An empty Hermes home unless a test gives one: the settings of whoever runs the tests
+        // (their ~/.hermes/.env) must not reach the server.
+        .env("HERMES_HOME", dir.join("no-hermes-home"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -174,9 +183,10 @@ impl Server {
             dir.join("data").display().to_string(),
             "--media".into(),
             dir.join("media").display().to_string(),
-            "--upstream".into(),
-            opts.upstream.clone(),
         ];
+        if !opts.upstream.is_empty() {
+            args.extend(["--upstream".into(), opts.upstream.clone()]);
+        }
         args.extend(opts.args.iter().cloned());
         let mut child = spawn_limited(&dir, &args, &opts.env, opts.nofile);
         let stdout = Arc::new(Mutex::new(Vec::new()));
