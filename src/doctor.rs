@@ -124,10 +124,7 @@ pub(crate) async fn run(config: &Config) -> bool {
         match get("/v1/capabilities", Some(key)).await {
             Ok((s, body)) if s.is_success() => {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let missing: Vec<&str> = ["run_submission", "run_events_sse", "run_stop", "run_approval_response", "approval_events"]
-                    .into_iter()
-                    .filter(|k| v.pointer(&format!("/features/{k}")) != Some(&true.into()))
-                    .collect();
+                let missing = crate::hermes::missing_run_features(&v);
                 if missing.is_empty() {
                     r.line(Level::Ok, "Agent runs", "Hermes has runs with approvals: answers outlive the tab, dangerous commands are asked in the page");
                 } else {

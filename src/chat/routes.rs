@@ -32,7 +32,7 @@ const BRANCH_PREFIX: &str = "history:";
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use rusqlite::params;
 
@@ -307,21 +307,14 @@ async fn start_hermes_run(
         ..Outgoing::new(Method::POST, "/v1/runs", ctx)
     };
     let resp = crate::hermes::send(&app.hermes(), &out).await?;
-    let v = json_of(resp).await;
+    let v = crate::hermes::json_of(resp, 64 * 1024, std::time::Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
     match v.get("run_id").and_then(|id| id.as_str()) {
         Some(id) if conversations::is_plain_session_id(id) => Ok(Source::Run(id.to_string())),
         _ => Err(UpstreamError::Failed(
             "it accepted the run without a usable run id".into(),
         )),
-    }
-}
-
-async fn json_of(resp: Response<crate::hermes::UpBody>) -> serde_json::Value {
-    use http_body_util::BodyExt;
-    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
-    match tokio::time::timeout(std::time::Duration::from_secs(10), body.collect()).await {
-        Ok(Ok(c)) => serde_json::from_slice(&c.to_bytes()).unwrap_or_default(),
-        _ => serde_json::Value::Null,
     }
 }
 

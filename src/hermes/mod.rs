@@ -490,20 +490,43 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     Some(wait.min(Duration::from_secs(3600)))
 }
 
-/// The JSON body of a small answer (at most 64 KiB, read within 5 s), if it is JSON.
-async fn json_body(resp: Response<UpBody>) -> Option<serde_json::Value> {
-    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect();
-    let bytes = match tokio::time::timeout(Duration::from_secs(5), body).await {
+/// The JSON body of an answer (at most `limit` bytes, read within `within`), if it is JSON.
+pub(crate) async fn json_of(
+    resp: Response<UpBody>,
+    limit: usize,
+    within: Duration,
+) -> Option<serde_json::Value> {
+    let body = http_body_util::Limited::new(resp.into_body(), limit).collect();
+    let bytes = match tokio::time::timeout(within, body).await {
         Ok(Ok(c)) => c.to_bytes(),
         _ => return None,
     };
     serde_json::from_slice(&bytes).ok()
 }
 
+/// What the web chat's runs need of Hermes (`GET /v1/capabilities`' `features`).
+const RUN_FEATURES: [&str; 5] = [
+    "run_submission",
+    "run_events_sse",
+    "run_stop",
+    "run_approval_response",
+    "approval_events",
+];
+
+/// The run features a capabilities answer lacks (all of them when it is not one).
+pub(crate) fn missing_run_features(capabilities: &serde_json::Value) -> Vec<&'static str> {
+    RUN_FEATURES
+        .into_iter()
+        .filter(|k| capabilities.pointer(&format!("/features/{k}")) != Some(&true.into()))
+        .collect()
+}
+
 /// A short description of an error answer: the OpenAI envelope's message if there is one.
 pub(crate) async fn error_detail(resp: Response<UpBody>) -> String {
     let status = resp.status();
-    let message = json_body(resp).await.and_then(|v| error_message(&v));
+    let message = json_of(resp, 64 * 1024, Duration::from_secs(5))
+        .await
+        .and_then(|v| error_message(&v));
     let text = message.unwrap_or_else(|| {
         status
             .canonical_reason()

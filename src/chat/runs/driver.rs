@@ -54,18 +54,10 @@ pub(crate) async fn hermes_has_runs(app: &App, ctx: &impl crate::hermes::Client)
     .await;
     let has = match answer {
         Ok(Ok(resp)) if resp.status() == StatusCode::OK => {
-            let body = http_body_util::Limited::new(resp.into_body(), 256 * 1024)
-                .collect()
+            let v = crate::hermes::json_of(resp, 256 * 1024, Duration::from_secs(5))
                 .await
-                .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let f = |k: &str| v.pointer(&format!("/features/{k}")) == Some(&true.into());
-            let has = f("run_submission")
-                && f("run_events_sse")
-                && f("run_stop")
-                && f("run_approval_response")
-                && f("approval_events");
+            let has = crate::hermes::missing_run_features(&v).is_empty();
             if !has && !SAID.swap(true, Ordering::Relaxed) {
                 tracing::warn!("this Hermes has no runs API with approvals (GET /v1/capabilities); answers use chat completions, and the agent's dangerous commands cannot be approved from the web. Hermes 0.19 or newer has it.");
             }
@@ -89,6 +81,15 @@ pub(crate) async fn hermes_has_runs(app: &App, ctx: &impl crate::hermes::Client)
 pub(crate) async fn probe_at_start(app: Arc<App>) {
     if app.config.chat.api_key.is_some() && hermes_has_runs(&app, &NoClient).await {
         tracing::info!("Hermes has runs with approvals: answers outlive the tab, and the agent's dangerous commands are asked in the page");
+    }
+}
+
+/// A request for a run, on behalf of the client that asked for it (its address goes in the
+/// forwarded headers) but on no client connection: the run outlives it.
+fn for_job(job: &Job, method: Method, path: String) -> Outgoing {
+    Outgoing {
+        client_ip: job.client_ip,
+        ..Outgoing::new(method, path, &NoClient)
     }
 }
 
@@ -147,15 +148,11 @@ async fn add_tool_outputs(job: &Job) {
     if job.run.state().steps.is_empty() {
         return;
     }
-    let out = Outgoing {
-        client_ip: job.client_ip,
-        conn: None,
-        ..Outgoing::new(
-            Method::GET,
-            format!("/api/sessions/{session}/messages"),
-            &NoClient,
-        )
-    };
+    let out = for_job(
+        job,
+        Method::GET,
+        format!("/api/sessions/{session}/messages"),
+    );
     let Ok(resp) = crate::hermes::exchange(&job.app.hermes(), &out).await else {
         return;
     };
@@ -216,9 +213,7 @@ async fn read_run_events(job: &Job, id: &str) -> Outcome {
     let app = &job.app;
     let out = Outgoing {
         stream: true,
-        client_ip: job.client_ip,
-        conn: None,
-        ..Outgoing::new(Method::GET, format!("/v1/runs/{id}/events"), &NoClient)
+        ..for_job(job, Method::GET, format!("/v1/runs/{id}/events"))
     };
     let mut body = match crate::hermes::send(&app.hermes(), &out).await {
         Ok(resp) => Some(resp.into_body()),
@@ -291,9 +286,7 @@ async fn read_run_events(job: &Job, id: &str) -> Outcome {
 async fn stop_hermes_run(job: &Job, id: &str) {
     let out = Outgoing {
         body: Some(Bytes::from_static(b"{}")),
-        client_ip: job.client_ip,
-        conn: None,
-        ..Outgoing::new(Method::POST, format!("/v1/runs/{id}/stop"), &NoClient)
+        ..for_job(job, Method::POST, format!("/v1/runs/{id}/stop"))
     };
     match crate::hermes::exchange(&job.app.hermes(), &out).await {
         Ok(r) if r.status().is_success() => {
@@ -310,11 +303,7 @@ async fn poll_status(job: &Job, id: &str, stopped: bool) -> Outcome {
     let mut save = tokio::time::interval(SAVE_EVERY);
     let mut stop_sent = stopped;
     while started.elapsed() < POLL_FOR {
-        let out = Outgoing {
-            client_ip: job.client_ip,
-            conn: None,
-            ..Outgoing::new(Method::GET, format!("/v1/runs/{id}"), &NoClient)
-        };
+        let out = for_job(job, Method::GET, format!("/v1/runs/{id}"));
         if let Ok(resp) = crate::hermes::exchange(&job.app.hermes(), &out).await {
             if resp.status() == StatusCode::NOT_FOUND {
                 return Outcome::Failed(UpstreamError::Broken(
@@ -349,14 +338,9 @@ async fn poll_status(job: &Job, id: &str, stopped: bool) -> Outcome {
     ))
 }
 
+/// A larger answer of Hermes (a run's status, a session's transcript).
 async fn whole_json(resp: http::Response<UpBody>) -> Option<serde_json::Value> {
-    let body = http_body_util::Limited::new(resp.into_body(), 8 * 1024 * 1024);
-    let bytes = tokio::time::timeout(Duration::from_secs(10), body.collect())
-        .await
-        .ok()?
-        .ok()?
-        .to_bytes();
-    serde_json::from_slice(&bytes).ok()
+    crate::hermes::json_of(resp, 8 * 1024 * 1024, Duration::from_secs(10)).await
 }
 
 /// Pairs Hermes' `tool.started` / `tool.completed` (which carry no call id: they come in order)
@@ -717,8 +701,6 @@ pub(crate) async fn interrupt_all(app: &App) {
         if let Some(id) = id {
             let out = Outgoing {
                 body: Some(Bytes::from_static(b"{}")),
-                client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-                conn: None,
                 ..Outgoing::new(Method::POST, format!("/v1/runs/{id}/stop"), &NoClient)
             };
             let _ = tokio::time::timeout(
