@@ -44,65 +44,6 @@ async fn text(r: reqwest::Response) -> String {
         .unwrap()
 }
 
-/// What a tab makes of a run's stream (docs/http-api.md, "Runs"): the answer text (the snapshot's,
-/// then the deltas), the steps by id, the `edge.error` code, and whether it ended with `[DONE]`.
-#[derive(Debug, Default)]
-struct PageView {
-    text: String,
-    steps: Vec<Value>,
-    error: Option<String>,
-    done: bool,
-    snapshots: usize,
-}
-
-fn page_view(body: &str) -> PageView {
-    let mut v = PageView::default();
-    for event in body.split("\n\n") {
-        let mut name = "";
-        let mut data = String::new();
-        for line in event.lines() {
-            if let Some(n) = line.strip_prefix("event: ") {
-                name = n;
-            } else if let Some(d) = line.strip_prefix("data: ") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(d);
-            }
-        }
-        if data.is_empty() {
-            continue;
-        }
-        if data == "[DONE]" {
-            v.done = true;
-            continue;
-        }
-        let d: Value = serde_json::from_str(&data).unwrap();
-        match name {
-            "edge.run" => {
-                v.snapshots += 1;
-                v.text = d["text"].as_str().unwrap().to_string();
-                v.steps = d["steps"].as_array().unwrap().clone();
-            }
-            "hermes.tool.progress" => match v.steps.iter_mut().find(|s| s["id"] == d["id"]) {
-                Some(s) => *s = d,
-                None => v.steps.push(d),
-            },
-            "edge.error" => v.error = Some(d["code"].as_str().unwrap().to_string()),
-            "" => {
-                if let Some(t) = d
-                    .pointer("/choices/0/delta/content")
-                    .and_then(|t| t.as_str())
-                {
-                    v.text.push_str(t);
-                }
-            }
-            _ => {}
-        }
-    }
-    v
-}
-
 async fn get_json(s: &Server, c: &reqwest::Client, path: &str) -> (u16, Value) {
     let r = c.get(s.url(path)).send().await.unwrap();
     let status = r.status().as_u16();
@@ -208,7 +149,7 @@ async fn tool_steps_and_text_reach_the_page_and_are_stored() {
         .to_str()
         .unwrap()
         .to_string();
-    let seen = page_view(&text(r).await);
+    let seen = RunView::of(&text(r).await);
     assert_eq!(seen.text, "Done: 3 files");
     assert!(seen.done && seen.error.is_none());
     let step = json!({"id": "call_1", "tool": "terminal", "emoji": "💻", "label": "ls -la",
@@ -268,27 +209,21 @@ async fn closing_the_tab_leaves_the_run_and_stop_ends_it(http1: bool) {
         .unwrap();
     assert_eq!(again.status(), 200);
     let first = again.chunk().await.unwrap().unwrap();
-    let snapshot = page_view(std::str::from_utf8(&first).unwrap());
+    let snapshot = RunView::of(std::str::from_utf8(&first).unwrap());
     assert_eq!(
         (snapshot.snapshots, snapshot.text.as_str()),
         (1, "partial ")
     );
     // Stop ends it, in Hermes too (its connection is closed).
     let stopped = Instant::now();
-    let r = c
-        .post(s.url(&format!("/api/conversations/{conv}/run/stop")))
-        .header("origin", s.origin())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(stop_run(&s, &c, &conv).await, 200);
     let gone = fake
         .wait_disconnect(Duration::from_secs(3))
         .await
         .expect("the upstream saw no disconnect");
     assert!(gone.duration_since(stopped) < Duration::from_secs(1));
     let rest = text(again).await;
-    let tail = page_view(&rest);
+    let tail = RunView::of(&rest);
     assert_eq!(tail.error.as_deref(), Some("stopped"));
     assert!(tail.done);
     let m = stored_message(&s, &c, &conv, 1).await;
@@ -441,7 +376,7 @@ async fn a_stalled_stream_ends_with_an_upstream_stalled_event_and_drops_the_upst
     );
     let expected_tail = "event: edge.error\ndata: {\"code\":\"upstream_stalled\",\"message\":\"Hermes sent nothing for 1 seconds, so the answer was abandoned. Check that Hermes and its model provider are working, then try again.\"}\n\ndata: [DONE]\n\n";
     assert!(body.ends_with(expected_tail), "{body}");
-    assert_eq!(page_view(&body).text, "half an ");
+    assert_eq!(RunView::of(&body).text, "half an ");
     assert!(fake.wait_disconnect(Duration::from_secs(2)).await.is_some());
     let m = stored_message(&s, &c, &conv, 1).await;
     assert_eq!(m["content"], "half an ");
@@ -490,7 +425,7 @@ async fn an_answer_that_never_starts_is_a_504_upstream_stalled_and_the_next_requ
         assert_eq!(r.status(), 200, "{route}");
         let body = text(r).await;
         if route == "/api/chat" {
-            assert_eq!(page_view(&body).text, "Hello there");
+            assert_eq!(RunView::of(&body).text, "Hello there");
         } else {
             assert_eq!(body, Reply::sse_text(&["Hello", " there"]), "{route}");
         }
@@ -1367,7 +1302,7 @@ async fn an_agent_error_inside_the_stream_is_relayed_and_stored_with_the_partial
         .to_str()
         .unwrap()
         .to_string();
-    let seen = page_view(&text(r).await);
+    let seen = RunView::of(&text(r).await);
     assert_eq!(seen.text, "Let me ");
     assert_eq!(seen.error.as_deref(), Some("upstream_error"));
     let m = stored_message(&s, &c, &conv, 1).await;

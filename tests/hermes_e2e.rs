@@ -13,38 +13,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// The running Hermes gateway and fake provider; stopped (by their recorded PIDs) on drop.
-struct Hermes {
-    work: tempfile::TempDir,
-    url: String,
-    key: String,
-}
-
-impl Hermes {
-    fn start() -> Hermes {
-        let (work, _port, url) = start_by_script("start.sh", "the Hermes API Server");
-        let key = std::fs::read_to_string(work.path().join("api_key"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Hermes { work, url, key }
-    }
-
-    fn provider_requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.work.path().join("provider.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Hermes {
-    fn drop(&mut self) {
-        drop(StopGuard(self.work.path().to_path_buf()));
-    }
-}
-
 /// The answer text of an SSE chat stream (content deltas joined) and whether it ended with [DONE].
 fn answer_of(sse: &str) -> (String, bool) {
     let mut text = String::new();
@@ -121,7 +89,7 @@ async fn the_real_hermes_api_server_answers_the_second_message_with_the_first_ex
 ) {
     let (ok, out, err) = run_script("setup.sh", &[], Duration::from_secs(900));
     assert!(ok, "tests/hermes/setup.sh failed:\n{out}\n{err}");
-    let hermes = Hermes::start();
+    let hermes = RealHermes::start();
     let s = Server::start_with(
         Start::default()
             .upstream(hermes.url.clone())

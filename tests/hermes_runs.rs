@@ -11,129 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// The running Hermes gateway and fake provider; stopped (by their recorded PIDs) on drop.
-struct Hermes {
-    work: tempfile::TempDir,
-    url: String,
-    key: String,
-}
-
-impl Hermes {
-    fn start() -> Hermes {
-        // Manual approvals (no model review first) and Hermes' timeout as the edge is told.
-        let env = [
-            ("HERMES_APPROVAL_MODE", "manual"),
-            ("HERMES_APPROVAL_TIMEOUT", "8"),
-        ];
-        let (work, _port, url) = start_by_script_with("start.sh", "the Hermes API Server", &env);
-        let key = std::fs::read_to_string(work.path().join("api_key"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Hermes { work, url, key }
-    }
-
-    fn provider_events(&self) -> String {
-        std::fs::read_to_string(self.work.path().join("provider.events")).unwrap_or_default()
-    }
-
-    fn provider_requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.work.path().join("provider.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Hermes {
-    fn drop(&mut self) {
-        drop(StopGuard(self.work.path().to_path_buf()));
-    }
-}
-
-/// A tab's view of a run stream, fed as it arrives.
-#[derive(Default)]
-struct Tab {
-    raw: String,
-    text: String,
-    steps: Vec<Value>,
-    approval: Option<Value>,
-    approval_done: Option<String>,
-    error: Option<String>,
-    done: bool,
-}
-
-impl Tab {
-    fn feed(&mut self, bytes: &[u8]) {
-        self.raw.push_str(std::str::from_utf8(bytes).unwrap());
-        while let Some(end) = self.raw.find("\n\n") {
-            let event: String = self.raw.drain(..end + 2).collect();
-            self.apply(&event);
-        }
-    }
-
-    fn apply(&mut self, event: &str) {
-        let mut name = "";
-        let mut data = String::new();
-        for line in event.lines() {
-            if let Some(n) = line.strip_prefix("event: ") {
-                name = n;
-            } else if let Some(d) = line.strip_prefix("data: ") {
-                data.push_str(d);
-            }
-        }
-        if data.is_empty() {
-            return;
-        }
-        if data == "[DONE]" {
-            self.done = true;
-            return;
-        }
-        let d: Value = serde_json::from_str(&data).unwrap();
-        match name {
-            "edge.run" => {
-                self.text = d["text"].as_str().unwrap().to_string();
-                self.steps = d["steps"].as_array().unwrap().clone();
-                self.approval = (!d["approval"].is_null()).then(|| d["approval"].clone());
-            }
-            "hermes.tool.progress" => match self.steps.iter_mut().find(|s| s["id"] == d["id"]) {
-                Some(s) => *s = d,
-                None => self.steps.push(d),
-            },
-            "edge.approval" => self.approval = Some(d),
-            "edge.approval.done" => {
-                self.approval = None;
-                self.approval_done = Some(d["choice"].as_str().unwrap().to_string());
-            }
-            "edge.error" => self.error = Some(d["code"].as_str().unwrap().to_string()),
-            "" => {
-                if let Some(t) = d
-                    .pointer("/choices/0/delta/content")
-                    .and_then(|t| t.as_str())
-                {
-                    self.text.push_str(t);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Reads `r` until `until` holds (or the stream ends), within 60 s.
-    async fn read_until(&mut self, r: &mut reqwest::Response, until: impl Fn(&Tab) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !until(self) && !self.done {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, r.chunk()).await {
-                Ok(Ok(Some(b))) => self.feed(&b),
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => panic!("stream failed: {e}"),
-                Err(_) => panic!("nothing within 60 s; so far: {:?}", self.steps),
-            }
-        }
-    }
-}
-
 async fn ask(s: &Server, c: &reqwest::Client, message: &str) -> (String, reqwest::Response) {
     let r = c
         .post(s.url("/api/chat"))
@@ -176,7 +53,11 @@ fn victim() -> tempfile::TempDir {
 async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_runs() {
     let (ok, out, err) = run_script("setup.sh", &[], Duration::from_secs(900));
     assert!(ok, "tests/hermes/setup.sh failed:\n{out}\n{err}");
-    let hermes = Hermes::start();
+    // Manual approvals (no model review first) and Hermes' timeout as the edge is told.
+    let hermes = RealHermes::start_with(&[
+        ("HERMES_APPROVAL_MODE", "manual"),
+        ("HERMES_APPROVAL_TIMEOUT", "8"),
+    ]);
     let cfg = tempfile::tempdir().unwrap();
     let config = cfg.path().join("hermes-edge.toml");
     std::fs::write(&config, "[chat]\napproval_timeout_secs = 8\n").unwrap();
@@ -211,7 +92,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
 
     // A harmless command: its step shows the command, ran, and how long it took.
     let (_, mut r) = ask(&s, &c, "toolecho").await;
-    let mut tab = Tab::default();
+    let mut tab = RunView::default();
     tab.read_until(&mut r, |_| false).await;
     assert!(tab.done && tab.error.is_none(), "{:?}", tab.error);
     assert_eq!(tab.steps.len(), 1, "{:?}", tab.steps);
@@ -228,7 +109,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     let kept = victim();
     let path = kept.path().display().to_string();
     let (conv, mut r) = ask(&s, &c, &format!("tooldanger {path}")).await;
-    let mut tab = Tab::default();
+    let mut tab = RunView::default();
     tab.read_until(&mut r, |t| t.approval.is_some()).await;
     let approval = tab.approval.clone().expect("an approval request");
     assert_eq!(approval["command"], format!("rm -rf {path}"));
@@ -255,7 +136,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
         .await
         .unwrap();
     assert_eq!(second.status(), 200);
-    let mut other = Tab::default();
+    let mut other = RunView::default();
     other
         .read_until(&mut second, |t| t.approval.is_some())
         .await;
@@ -277,14 +158,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     assert!(tab.text.contains("BLOCKED"), "{}", tab.text);
     // Answering again: nothing waits.
     assert_eq!(answer(&s, &c, &conv, "once").await.0, 409);
-    let stored: Value = c
-        .get(s.url(&format!("/api/conversations/{conv}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored = conversation(&s, &c, &conv).await;
     let m = &stored["messages"][1];
     assert_eq!(m["state"], "done");
     assert_eq!(m["tool_steps"][0]["status"], "denied");
@@ -295,7 +169,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     let gone = victim();
     let path = gone.path().display().to_string();
     let (conv, mut r) = ask(&s, &c, &format!("tooldanger {path}")).await;
-    let mut tab = Tab::default();
+    let mut tab = RunView::default();
     tab.read_until(&mut r, |t| t.approval.is_some()).await;
     assert_eq!(answer(&s, &c, &conv, "once").await.0, 200);
     tab.read_until(&mut r, |_| false).await;
@@ -309,7 +183,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     let kept3 = victim();
     let path = kept3.path().display().to_string();
     let (_, mut r) = ask(&s, &c, &format!("tooldanger {path}")).await;
-    let mut tab = Tab::default();
+    let mut tab = RunView::default();
     tab.read_until(&mut r, |t| t.approval.is_some()).await;
     let asked = Instant::now();
     tab.read_until(&mut r, |_| false).await;
@@ -330,20 +204,14 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     let kept2 = victim();
     let path = kept2.path().display().to_string();
     let (conv, mut r) = ask(&s, &c, &format!("tooldanger {path}")).await;
-    let mut tab = Tab::default();
+    let mut tab = RunView::default();
     tab.read_until(&mut r, |t| t.approval.is_some()).await;
     add_user_cli(&s, "bob", "bob-password-1");
     let bob = s.client();
     assert_eq!(s.login(&bob, "bob", "bob-password-1").await.status(), 200);
     assert_eq!(answer(&s, &bob, &conv, "once").await.0, 409);
     // Stop while it waits: the command does not run, and Hermes ends the run.
-    let r2 = c
-        .post(s.url(&format!("/api/conversations/{conv}/run/stop")))
-        .header("origin", s.origin())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r2.status(), 200);
+    assert_eq!(stop_run(&s, &c, &conv).await, 200);
     tab.read_until(&mut r, |_| false).await;
     assert!(tab.done);
     assert_eq!(tab.error.as_deref(), Some("stopped"));
@@ -360,16 +228,10 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     // the tab and the stored answer say stopped, and the text so far is kept. (Hermes 0.19 does
     // not cut the model's own stream, docs/hermes-notes.md section d; it discards it.)
     let (conv, mut r) = ask(&s, &c, "slow").await;
-    let mut tab = Tab::default();
+    let mut tab = RunView::default();
     tab.read_until(&mut r, |t| t.text.contains("tick 2")).await;
     assert!(!hermes.provider_events().contains("client_disconnected"));
-    let r2 = c
-        .post(s.url(&format!("/api/conversations/{conv}/run/stop")))
-        .header("origin", s.origin())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r2.status(), 200);
+    assert_eq!(stop_run(&s, &c, &conv).await, 200);
     let stopped = Instant::now();
     let asked = hermes.provider_requests().len();
     tab.read_until(&mut r, |_| false).await;
@@ -381,14 +243,7 @@ async fn approvals_from_the_page_decide_whether_the_agents_dangerous_command_run
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hermes.provider_requests().len(), asked);
-    let stored: Value = c
-        .get(s.url(&format!("/api/conversations/{conv}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored = conversation(&s, &c, &conv).await;
     let m = &stored["messages"][1];
     assert_eq!(m["error"]["code"], "stopped");
     assert!(m["content"].as_str().unwrap().contains("tick 1"), "{m}");

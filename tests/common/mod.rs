@@ -781,3 +781,169 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap()
 }
+
+/// A tab's view of a run's stream (docs/http-api.md, "Runs"), fed as it arrives: the answer text
+/// (the snapshot's, then the deltas), the steps by id, the approval waiting and how the last one
+/// was answered, the `edge.error` code, and whether it ended with `[DONE]`.
+#[derive(Debug, Default)]
+pub struct RunView {
+    raw: String,
+    pub text: String,
+    pub steps: Vec<serde_json::Value>,
+    pub approval: Option<serde_json::Value>,
+    pub approval_done: Option<String>,
+    pub error: Option<String>,
+    pub done: bool,
+    pub snapshots: usize,
+}
+
+impl RunView {
+    /// The view of a whole stream.
+    pub fn of(body: &str) -> RunView {
+        let mut v = RunView::default();
+        v.feed(body.as_bytes());
+        v
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.raw.push_str(std::str::from_utf8(bytes).unwrap());
+        while let Some(end) = self.raw.find("\n\n") {
+            let event: String = self.raw.drain(..end + 2).collect();
+            self.apply(&event);
+        }
+    }
+
+    fn apply(&mut self, event: &str) {
+        let mut name = "";
+        let mut data = String::new();
+        for line in event.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n;
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(d);
+            }
+        }
+        if data.is_empty() {
+            return;
+        }
+        if data == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        let d: serde_json::Value = serde_json::from_str(&data).unwrap();
+        match name {
+            "edge.run" => {
+                self.snapshots += 1;
+                self.text = d["text"].as_str().unwrap().to_string();
+                self.steps = d["steps"].as_array().unwrap().clone();
+                self.approval = (!d["approval"].is_null()).then(|| d["approval"].clone());
+            }
+            "hermes.tool.progress" => match self.steps.iter_mut().find(|s| s["id"] == d["id"]) {
+                Some(s) => *s = d,
+                None => self.steps.push(d),
+            },
+            "edge.approval" => self.approval = Some(d),
+            "edge.approval.done" => {
+                self.approval = None;
+                self.approval_done = Some(d["choice"].as_str().unwrap().to_string());
+            }
+            "edge.error" => self.error = Some(d["code"].as_str().unwrap().to_string()),
+            "" => {
+                if let Some(t) = d
+                    .pointer("/choices/0/delta/content")
+                    .and_then(|t| t.as_str())
+                {
+                    self.text.push_str(t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads `r` until `until` holds (or the stream ends), within 60 s.
+    pub async fn read_until(
+        &mut self,
+        r: &mut reqwest::Response,
+        until: impl Fn(&RunView) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !until(self) && !self.done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, r.chunk()).await {
+                Ok(Ok(Some(b))) => self.feed(&b),
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => panic!("stream failed: {e}"),
+                Err(_) => panic!("nothing within 60 s; so far: {:?}", self.steps),
+            }
+        }
+    }
+}
+
+/// The real Hermes API Server with the fake model provider (`tests/hermes/start.sh`); both
+/// stopped (by their recorded PIDs) on drop.
+pub struct RealHermes {
+    pub work: tempfile::TempDir,
+    pub url: String,
+    pub key: String,
+}
+
+impl RealHermes {
+    pub fn start() -> RealHermes {
+        RealHermes::start_with(&[])
+    }
+
+    /// With extra environment for `start.sh` (e.g. `HERMES_APPROVAL_MODE`).
+    pub fn start_with(env: &[(&str, &str)]) -> RealHermes {
+        let (work, _port, url) = start_by_script_with("start.sh", "the Hermes API Server", env);
+        let key = std::fs::read_to_string(work.path().join("api_key"))
+            .unwrap()
+            .trim()
+            .to_string();
+        RealHermes { work, url, key }
+    }
+
+    /// Every request body Hermes sent to the model.
+    pub fn provider_requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.work.path().join("provider.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// What else the fake provider saw (streams started, ended, cut).
+    pub fn provider_events(&self) -> String {
+        std::fs::read_to_string(self.work.path().join("provider.events")).unwrap_or_default()
+    }
+}
+
+impl Drop for RealHermes {
+    fn drop(&mut self) {
+        drop(StopGuard(self.work.path().to_path_buf()));
+    }
+}
+
+/// `POST /api/conversations/{conv}/run/stop` from the site's own page: the status.
+pub async fn stop_run(s: &Server, c: &reqwest::Client, conv: &str) -> u16 {
+    c.post(s.url(&format!("/api/conversations/{conv}/run/stop")))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `GET /api/conversations/{conv}`: the conversation with its messages.
+pub async fn conversation(s: &Server, c: &reqwest::Client, conv: &str) -> serde_json::Value {
+    let r = c
+        .get(s.url(&format!("/api/conversations/{conv}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
