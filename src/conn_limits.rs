@@ -13,17 +13,20 @@
 //!   few hosts could keep everyone else out.
 //! - The open-files limit (`RLIMIT_NOFILE`), which is the real cap on connections: raised to its
 //!   hard limit at start, and `max_connections` lowered to fit in it.
+//! - [`next_connection`], the accept step every listener shares: a connection gets its place or
+//!   is closed at once.
 //! - [`Throttle`], so that a flood of refused connections or failing accepts writes a line every
 //!   few seconds rather than one per connection.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::security::ip_key;
 
@@ -478,6 +481,69 @@ pub(crate) fn fit_limits(limits: &mut crate::config::Limits) {
             FD_RESERVE,
         );
         limits.max_connections = fitted;
+    }
+}
+
+/// The next accepted connection with its place under `max_connections` and its network's cap;
+/// `None` once shutdown begins. A connection refused a place is closed at once; a failing accept
+/// (out of file descriptors and the like) is retried after a short pause instead of spinning.
+/// Both are logged at most every few seconds: under a flood a line per connection was itself
+/// a flood.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    limits: &Arc<ConnLimits>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, Place)> {
+    static ACCEPT_FAILED: Throttle = Throttle::new(5);
+    static PER_IP_FULL: Throttle = Throttle::new(5);
+    static ALL_BUSY: Throttle = Throttle::new(5);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    if let Some(left_out) = ACCEPT_FAILED.allow() {
+                        tracing::warn!("accept failed: {e}{}", left_out_note(left_out));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        match limits.admit(peer.ip()) {
+            Ok(place) => return Some((tcp, peer, place)),
+            Err(Refused::PerIp) => {
+                if let Some(left_out) = PER_IP_FULL.allow() {
+                    tracing::warn!(
+                        ip = %crate::security::ip_key(peer.ip()),
+                        "too many connections from one address (limits.max_connections_per_ip); \
+                         closing a new one{}",
+                        left_out_note(left_out)
+                    );
+                }
+            }
+            Err(Refused::Full) => {
+                if let Some(left_out) = ALL_BUSY.allow() {
+                    tracing::warn!(
+                        %peer,
+                        "connection limit reached and no connection is idle; closing a new \
+                         one{}",
+                        left_out_note(left_out)
+                    );
+                }
+            }
+        }
+        drop(tcp);
+    }
+}
+
+/// The tail of a throttled log line: how many like it were left out.
+fn left_out_note(left_out: u64) -> String {
+    if left_out == 0 {
+        String::new()
+    } else {
+        format!(" ({left_out} more since the last such line)")
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) async fn accept(
     mut stop: watch::Receiver<bool>,
 ) {
     while let Some((tcp, peer, place)) =
-        crate::server::next_connection(&listener, &limits, &mut stop).await
+        crate::conn_limits::next_connection(&listener, &limits, &mut stop).await
     {
         let app = app.clone();
         let watcher = graceful.watcher();

@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::{App, Conn};
 use crate::config::{Config, TlsMode};
-use crate::conn_limits::{ConnLimits, Place, Refused, Registered, Requests, Throttle};
+use crate::conn_limits::{next_connection, ConnLimits, Registered, Requests};
 use crate::response;
 use crate::send_timeout::{SendCheck, SendWatch, WatchedBody, WatchedIo};
 use crate::store::Store;
@@ -381,69 +381,6 @@ fn h2_builder<E>(config: &Config, executor: E) -> hyper::server::conn::http2::Bu
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     b
-}
-
-/// The next accepted connection with its place under `max_connections` and its network's cap;
-/// `None` once shutdown begins. A connection refused a place is closed at once; a failing accept
-/// (out of file descriptors and the like) is retried after a short pause instead of spinning.
-/// Both are logged at most every few seconds: under a flood a line per connection was itself
-/// a flood.
-pub(crate) async fn next_connection(
-    listener: &TcpListener,
-    limits: &Arc<ConnLimits>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<(TcpStream, SocketAddr, Place)> {
-    static ACCEPT_FAILED: Throttle = Throttle::new(5);
-    static PER_IP_FULL: Throttle = Throttle::new(5);
-    static ALL_BUSY: Throttle = Throttle::new(5);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.changed() => return None,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    if let Some(left_out) = ACCEPT_FAILED.allow() {
-                        tracing::warn!("accept failed: {e}{}", left_out_note(left_out));
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        match limits.admit(peer.ip()) {
-            Ok(place) => return Some((tcp, peer, place)),
-            Err(Refused::PerIp) => {
-                if let Some(left_out) = PER_IP_FULL.allow() {
-                    tracing::warn!(
-                        ip = %crate::security::ip_key(peer.ip()),
-                        "too many connections from one address (limits.max_connections_per_ip); \
-                         closing a new one{}",
-                        left_out_note(left_out)
-                    );
-                }
-            }
-            Err(Refused::Full) => {
-                if let Some(left_out) = ALL_BUSY.allow() {
-                    tracing::warn!(
-                        %peer,
-                        "connection limit reached and no connection is idle; closing a new \
-                         one{}",
-                        left_out_note(left_out)
-                    );
-                }
-            }
-        }
-        drop(tcp);
-    }
-}
-
-/// The tail of a throttled log line: how many like it were left out.
-fn left_out_note(left_out: u64) -> String {
-    if left_out == 0 {
-        String::new()
-    } else {
-        format!(" ({left_out} more since the last such line)")
-    }
 }
 
 /// How many threads serve HTTPS: one per CPU the process may use.

@@ -1,6 +1,14 @@
 //! What a certificate says about itself (names, issuer, dates), read from its DER: for the ACME
 //! resolver and logs, and for `hermes-edge cert status` whatever issued the certificate.
 
+/// The moment renewal starts: when two thirds of the lifetime have passed (30 days before expiry for a
+/// 90-day Let's Encrypt certificate). This mirrors rustls-acme's own schedule, which is what actually
+/// triggers the renewal order.
+pub(crate) fn renewal_time(not_before: i64, not_after: i64) -> i64 {
+    let lifetime = not_after.saturating_sub(not_before).max(0);
+    not_after - lifetime / 3
+}
+
 /// What a certificate says about itself, for logs and `hermes-edge cert status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CertInfo {
@@ -49,9 +57,9 @@ impl CertInfo {
         })
     }
 
-    /// When rustls-acme starts renewing this certificate (see [`super::acme::renewal_time`]).
+    /// When rustls-acme starts renewing this certificate (see [`renewal_time`]).
     pub(crate) fn renewal_due(&self) -> i64 {
-        super::acme::renewal_time(self.not_before, self.not_after)
+        renewal_time(self.not_before, self.not_after)
     }
 
     /// Whether `name` (a TLS server name) is one of this certificate's DNS names.

@@ -5,15 +5,7 @@ use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
-use crate::tls::cert_info::CertInfo;
-
-/// The moment renewal starts: when two thirds of the lifetime have passed (30 days before expiry for a
-/// 90-day Let's Encrypt certificate). This mirrors rustls-acme's own schedule, which is what actually
-/// triggers the renewal order.
-pub(crate) fn renewal_time(not_before: i64, not_after: i64) -> i64 {
-    let lifetime = not_after.saturating_sub(not_before).max(0);
-    not_after - lifetime / 3
-}
+use crate::tls::cert_info::{renewal_time, CertInfo};
 
 /// Whether a certificate valid from `not_before` to `not_after` (Unix seconds) must be renewed at `now`.
 pub(crate) fn needs_renewal(not_before: i64, not_after: i64, now: i64) -> bool {

@@ -52,7 +52,7 @@ use crate::tls::CertResolver;
 use cache::AcmeCache;
 
 // What the rest of the server uses; the other items stay in their files.
-pub(crate) use cert::{needs_renewal, parse_acme_pem, renewal_time};
+pub(crate) use cert::{needs_renewal, parse_acme_pem};
 pub(crate) use job::{challenge_name, AcmeJob, AcmeSetupError};
 pub(crate) use resolver::AcmeResolver;
 
