@@ -24,10 +24,13 @@ fn prometheus_python() -> String {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/prometheus/setup.sh"
         ))
-        .stderr(Stdio::inherit())
         .output()
         .expect("run tests/prometheus/setup.sh");
-    assert!(out.status.success(), "tests/prometheus/setup.sh failed");
+    assert!(
+        out.status.success(),
+        "tests/prometheus/setup.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -379,10 +382,20 @@ fn the_metrics_listener_stays_off_the_network_and_its_port_rules_hold() {
 
 /// `hermes-edge status` with the server's own settings; its exit success and stdout.
 fn status(s: &Server, metrics: &str, upstream: &str, extra: &[&str]) -> (bool, String) {
+    status_with_key(s, metrics, upstream, KEY, extra)
+}
+
+fn status_with_key(
+    s: &Server,
+    metrics: &str,
+    upstream: &str,
+    key: &str,
+    extra: &[&str],
+) -> (bool, String) {
     let out = Command::new(bin())
         .current_dir(&s.dir)
         .env("HERMES_HOME", s.dir.join("no-hermes-home"))
-        .env("HERMES_EDGE_API_KEY", KEY)
+        .env("HERMES_EDGE_API_KEY", key)
         .args(["--metrics-listen", metrics, "--upstream", upstream])
         .args(["--certs-dir", &s.dir.join("certs").display().to_string()])
         .args(["--data-dir", &s.dir.join("data").display().to_string()])
@@ -450,4 +463,34 @@ async fn status_shows_the_running_server_and_says_when_it_is_not() {
     );
     assert!(text.contains("local_ca_leaf"), "{text}");
     assert!(text.contains("accounts     1;"), "{text}");
+}
+
+#[test]
+fn status_names_the_real_hermes_its_version_and_runs() {
+    let hermes = RealHermes::start();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let s = Server::start_with(
+        Start::default()
+            .upstream(hermes.url.clone())
+            .env("HERMES_EDGE_API_KEY", hermes.key.clone())
+            .metrics_listen(Some(&metrics)),
+    );
+    let (ok, text) = status_with_key(&s, &metrics, &hermes.url, &hermes.key, &["--json"]);
+    assert!(ok, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let h = &v["hermes"];
+    assert_eq!(h["reachable"], true, "{h}");
+    assert_eq!(h["api_key"], "accepted", "{h}");
+    assert_eq!(h["runs_api"], true, "{h}");
+    // The version Hermes reports on /health, as installed by tests/hermes/setup.sh.
+    let version = h["version"].as_str().unwrap_or_default();
+    assert!(version.starts_with("0."), "{h}");
+    let (ok, text) = status_with_key(&s, &metrics, &hermes.url, &hermes.key, &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "reachable, version {version}; API key accepted; runs with approvals"
+        )),
+        "{text}"
+    );
 }
