@@ -84,3 +84,54 @@ pub(super) fn resolve(m: &FileMetrics, cli: &CliOverrides) -> Result<MetricsConf
         token_file: m.token_file.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_with(listen: Option<&str>, token: Option<&str>) -> Result<MetricsConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = token.map(|t| {
+            let p = dir.path().join("token");
+            std::fs::write(&p, t).unwrap();
+            p
+        });
+        let file = FileMetrics {
+            listen: listen.map(str::to_string),
+            token_file,
+        };
+        resolve(&file, &CliOverrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_default_is_loopback_and_not_explicit() {
+        let m = resolve_with(None, None).unwrap();
+        assert_eq!(m.listen, Some(defaults::METRICS_LISTEN.parse().unwrap()));
+        assert!(m.listen.unwrap().ip().is_loopback());
+        assert!(!m.explicit);
+        assert_eq!(resolve_with(Some("off"), None).unwrap().listen, None);
+        assert!(resolve_with(Some("127.0.0.1:9000"), None).unwrap().explicit);
+    }
+
+    #[test]
+    fn a_network_address_needs_a_long_token() {
+        let e = resolve_with(Some("0.0.0.0:9000"), None).unwrap_err();
+        assert!(
+            e.starts_with(
+                "invalid setting `metrics.listen`: 0.0.0.0:9000 is not a loopback address"
+            ),
+            "{e}"
+        );
+        let e = resolve_with(Some("0.0.0.0:9000"), Some("short\n")).unwrap_err();
+        assert!(
+            e.contains("metrics.token_file") && e.contains("openssl rand -hex 32"),
+            "{e}"
+        );
+        let e = resolve_with(None, Some("has a space in it, long enough\n")).unwrap_err();
+        assert!(e.contains("metrics.token_file"), "{e}");
+        let m = resolve_with(Some("[::]:9000"), Some("0123456789abcdef0123\n")).unwrap();
+        assert_eq!(m.token.as_deref(), Some("0123456789abcdef0123"));
+        // Never printed, not even in a debug dump of the configuration.
+        assert!(!format!("{m:?}").contains("0123456789abcdef0123"));
+    }
+}
