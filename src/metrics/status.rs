@@ -184,7 +184,7 @@ fn problems(doc: &Value) -> Vec<String> {
 /// The running server's `/status`, or a sentence saying why there is none.
 async fn ask(config: &Config) -> Result<Value, String> {
     let Some(addr) = config.metrics.listen else {
-        return Err("the metrics listener is off ([metrics] listen = \"off\"), so there is no way to ask the running server".into());
+        return Err("hermes-edge status cannot ask the running server: its metrics listener is off ([metrics] listen = \"off\")".into());
     };
     let addr = dialable(addr);
     let client: Client<HttpConnector, response::Body> =
@@ -308,11 +308,7 @@ fn human(doc: &Value, serving: bool, problems: &[String]) -> String {
             l["metrics"].as_str().unwrap_or("off")
         );
     } else {
-        let _ = writeln!(
-            out,
-            "hermes-edge: NOT serving: {}",
-            text(&doc["not_serving"])
-        );
+        let _ = writeln!(out, "{}", text(&doc["not_serving"]));
         let c = &doc["configured"];
         let _ = writeln!(
             out,
