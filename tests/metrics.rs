@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use fake_upstream::Fake;
+use fake_upstream::{chunk, chunk_role, finish, Fake, Reply, Step};
 use serde_json::{json, Value};
 
 const KEY: &str = "test-api-key-0123456789abcdef-do-not-leak";
@@ -258,6 +258,92 @@ async fn metrics_parse_as_prometheus_text_and_move_with_requests() {
     ];
     for (_, labels, _) in &after["hermes_edge_http_requests"].1 {
         assert!(groups.contains(&labels["group"].as_str()), "{labels:?}");
+    }
+}
+
+/// The value of a metric without labels in a scrape (the Rust side reads it, the parser has
+/// checked the whole text in the test above).
+fn gauge(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn streams_runs_and_upstream_errors_are_counted() {
+    let fake = Fake::start().await;
+    let s = Server::start_with(
+        Start::default()
+            .upstream(fake.url())
+            .env("HERMES_EDGE_API_KEY", KEY),
+    );
+    fake.push(Reply::stream(vec![
+        Step::Data(chunk_role()),
+        Step::Data(chunk("slow ")),
+        Step::Sleep(1500),
+        Step::Data(finish()),
+        Step::Data("data: [DONE]\n\n".into()),
+    ]));
+    let admin = s.admin_client().await;
+    let mut r = admin
+        .post(s.url("/api/chat"))
+        .header("origin", s.origin())
+        .json(&json!({"message": "take your time"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The first event has arrived: the answer is being written and its stream is open.
+    let first = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+        .await
+        .unwrap();
+    assert!(first.unwrap().is_some());
+    let during = scrape(&s).await;
+    assert_eq!(gauge(&during, "hermes_edge_runs_active"), 1.0, "{during}");
+    assert_eq!(
+        gauge(&during, "hermes_edge_sse_streams_active"),
+        1.0,
+        "{during}"
+    );
+    while tokio::time::timeout(Duration::from_secs(10), r.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .is_some()
+    {}
+    drop(r);
+    // Once the answer is finished and its stream read to the end, both go back to zero.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let after = scrape(&s).await;
+        let idle = gauge(&after, "hermes_edge_runs_active") == 0.0
+            && gauge(&after, "hermes_edge_sse_streams_active") == 0.0;
+        if idle {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{after}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Hermes gone: the next message is an upstream error of its kind.
+    fake.stop().await;
+    let unreachable = "hermes_edge_upstream_errors_total{kind=\"upstream_unreachable\"}";
+    let before = gauge(&scrape(&s).await, unreachable);
+    let r = admin
+        .post(s.url("/api/chat"))
+        .header("origin", s.origin())
+        .json(&json!({"message": "anyone there?"}))
+        .send()
+        .await
+        .unwrap();
+    let _ = r.text().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gauge(&scrape(&s).await, unreachable) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unreachable upstream was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
