@@ -47,6 +47,8 @@ pub(crate) struct App {
     pub body_memory: crate::body::Budgets,
     /// The answers being written now (`chat::runs`).
     pub runs: crate::chat::runs::Runs,
+    /// What `/metrics` and `/status` read of the listeners, set once they are bound.
+    pub ops: std::sync::OnceLock<crate::metrics::Ops>,
     /// This `App` itself, for the tasks a handler starts that outlive its request (a run).
     me: std::sync::Weak<App>,
 }
@@ -188,6 +190,7 @@ impl App {
             upstream,
             target: crate::hermes::Target::new(&config.upstream, config.chat.api_key.as_deref()),
             http01: std::sync::OnceLock::new(),
+            ops: std::sync::OnceLock::new(),
             body_memory: Default::default(),
             store,
             config,

@@ -44,6 +44,7 @@ const EVICTION_CANDIDATES: usize = 32;
 /// shared by every listener thread.
 pub(crate) struct ConnLimits {
     global: Arc<Semaphore>,
+    max: usize,
     per_ip_max: usize,
     trusted: Vec<IpAddr>,
     next_id: AtomicU64,
@@ -178,6 +179,7 @@ impl ConnLimits {
     ) -> Arc<ConnLimits> {
         Arc::new(ConnLimits {
             global: Arc::new(Semaphore::new(max_connections)),
+            max: max_connections,
             per_ip_max,
             trusted: trusted.iter().map(|ip| ip.to_canonical()).collect(),
             next_id: AtomicU64::new(0),
@@ -187,6 +189,11 @@ impl ConnLimits {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connections holding a place now (for `/metrics` and `/status`).
+    pub(crate) fn open(&self) -> usize {
+        self.max.saturating_sub(self.global.available_permits())
     }
 
     /// A place for a new connection from `ip`, or why not.

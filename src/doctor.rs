@@ -50,6 +50,7 @@ pub(crate) async fn run(config: &Config) -> bool {
     for (name, addr) in [
         ("https listener", Some(config.listen)),
         ("http listener", config.http_listen),
+        ("metrics listener", config.metrics.listen),
     ] {
         let Some(addr) = addr else { continue };
         match std::net::TcpListener::bind(addr) {

@@ -15,6 +15,7 @@ mod forwarded;
 mod hermes;
 mod html;
 mod memory;
+mod metrics;
 mod notify;
 mod redirect;
 mod reload;
@@ -61,6 +62,14 @@ enum Command {
     /// Certificates: `cert status` shows issuer, names, expiry and files for each name.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// What the running server is doing: addresses, certificates, Hermes, connections, streams,
+    /// answers, users signed in, uptime. Asks it over the metrics listener (same --config); exits
+    /// non-zero when it is not running or not healthy.
+    Status {
+        /// Print JSON (for scripts) instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -314,6 +323,13 @@ fn main() -> ExitCode {
         }
         Command::Doctor => {
             return if runtime.block_on(doctor::run(&config)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Command::Status { json } => {
+            return if runtime.block_on(metrics::status::run(&config, json)) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -328,6 +328,21 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
             d(&new.dashboard_upstream),
         ),
         ("routes", d(&old.routes), d(&new.routes)),
+        (
+            "metrics.listen",
+            d(&old.metrics.listen),
+            d(&new.metrics.listen),
+        ),
+        (
+            "metrics.token_file",
+            d(&old.metrics.token_file),
+            // The token itself is compared, never printed.
+            if old.metrics.token == new.metrics.token {
+                d(&old.metrics.token_file)
+            } else {
+                "(another token)".into()
+            },
+        ),
     ];
     let mut changed: Vec<String> = Vec::new();
     for (key, before, after) in pairs {

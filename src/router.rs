@@ -24,10 +24,13 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     conn: Option<Arc<crate::app::Conn>>,
 ) -> Result<Resp, Infallible> {
-    // What the access log needs is only gathered when it is written (`RUST_LOG=warn` turns it
-    // off, and copying the path for nothing showed in profiles).
+    // The clock and the route group, for the metrics (a few atomic adds at the end); what else
+    // the access log needs is only gathered when it is written (`RUST_LOG=warn` turns it off,
+    // and copying the path for nothing showed in profiles).
+    let started = Instant::now();
+    let group = crate::metrics::group(req.uri().path());
     let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
-        .then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
+        .then(|| (req.method().clone(), req.uri().clone()));
     let client_ip =
         security::client_ip(peer.ip(), req.headers(), &app.config.limits.trusted_proxies);
     // The connection's own bucket unless the address came from a trusted proxy's header.
@@ -47,7 +50,8 @@ pub(crate) async fn handle(
         }
     };
     app.headers.apply(resp.headers_mut());
-    if let Some((started, method, uri)) = logged {
+    crate::metrics::COUNTERS.request(group, resp.status().as_u16(), started.elapsed());
+    if let Some((method, uri)) = logged {
         access_log(&resp, started, &method, uri.path(), client_ip);
     }
     Ok(resp)
@@ -157,6 +161,10 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
     match (&method, path) {
         (&Method::GET | &Method::HEAD, "/healthz") => return healthz(app).await,
         (&Method::GET | &Method::HEAD, "/ca.crt") => return ca_cert(app),
+        // An admin's session or the metrics token, else 404 (see metrics::listener).
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            return crate::metrics::listener::https_metrics(app, &req).await
+        }
         (&Method::GET | &Method::HEAD, "/login") => {
             return match login::login_page_redirect(app, &req).await {
                 Some(already_signed_in) => already_signed_in,

@@ -134,6 +134,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let metrics = crate::metrics::listener::bind(&config.metrics).await?;
     let store = Store::open(&config.data_dir)?;
     // Answers a previous process was writing when it died: kept, and marked interrupted.
     match store.call_blocking(|c| crate::chat::runs::close_interrupted(c)) {
@@ -204,13 +205,36 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         None => None,
     };
 
+    let metrics_addr = match &metrics {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|e| StartError::Other(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let conn_limit = ConnLimits::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+        &config.limits.trusted_proxies,
+    );
+
     let urls = public_urls(https_addr);
+    let _ = app.ops.set(crate::metrics::Ops {
+        conns: conn_limit.clone(),
+        listening: crate::metrics::Listening {
+            https: https_addr,
+            http: http_addr,
+            metrics: metrics_addr,
+            urls: urls.clone(),
+        },
+        started: crate::store::now(),
+    });
+    let off = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     println!(
-        "ready https_addr={} http_addr={} urls={}",
+        "ready https_addr={} http_addr={} metrics_addr={} urls={}",
         https_addr,
-        http_addr
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "off".into()),
+        off(http_addr),
+        off(metrics_addr),
         urls.join(" ")
     );
     crate::notify::ready(&format!("serving on {https_addr}"));
@@ -220,11 +244,6 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
-    let conn_limit = ConnLimits::new(
-        config.limits.max_connections,
-        config.limits.max_connections_per_ip,
-        &config.limits.trusted_proxies,
-    );
 
     let https_workers = spawn_https_workers(
         https,
@@ -243,6 +262,14 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
             stop_rx.clone(),
         ))
     });
+
+    if let Some(l) = metrics {
+        tokio::spawn(crate::metrics::listener::serve(
+            l,
+            app.clone(),
+            stop_rx.clone(),
+        ));
+    }
 
     wait_for_signal().await;
     crate::notify::stopping();
@@ -500,6 +527,7 @@ async fn accept_https(
             // The protocol is the one ALPN settled (RFC 9113 §3.2: HTTP/2 over TLS is only ever
             // chosen that way), so nothing waits for the first bytes to tell them apart.
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let _counted = crate::metrics::COUNTERS.connection(h2);
             let hold = app.ip_limit.bucket(peer.ip());
             let shared = Arc::new(Conn::new(permit, peer.ip(), hold));
             let requests = registered.requests();

@@ -25,6 +25,9 @@ fi
 # The real Hermes API Server (PyPI) in a virtualenv, for tests/hermes_e2e.rs.
 bash tests/hermes/setup.sh
 
+# The Prometheus Python client's text parser, for tests/metrics.rs.
+bash tests/prometheus/setup.sh >/dev/null
+
 # playwright-core for the browser tests (drives Debian's Chromium; downloads no browser).
 if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
   (cd tests/browser && npm ci --no-audit --no-fund)

@@ -209,6 +209,7 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
     // JSON clients get `429` + `Retry-After`; a browser form gets `303` back to the login page,
     // which says how long to wait (a `429` would leave the browser on a blank page).
     let limited = |secs: u64| {
+        crate::metrics::COUNTERS.login_failure(crate::metrics::LoginFailure::RateLimited);
         let secs = secs.max(1);
         if json {
             response::too_many(
@@ -277,6 +278,7 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
         .await;
     let Some(user) = user else {
         tracing::info!(user = %username, ip = %ip, "sign-in refused: wrong user name or password");
+        crate::metrics::COUNTERS.login_failure(crate::metrics::LoginFailure::Invalid);
         return if json {
             response::error(
                 StatusCode::UNAUTHORIZED,

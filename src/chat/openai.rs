@@ -191,7 +191,10 @@ async fn forward(app: &App, out: &Outgoing) -> Resp {
         Err(e) => return e.response(),
     };
     let (parts, body) = upstream.into_parts();
-    let relay = Relay::new(body, app.config.chat.idle_timeout);
+    let mut relay = Relay::new(body, app.config.chat.idle_timeout);
+    if out.stream && parts.status.is_success() {
+        relay = relay.streaming();
+    }
     let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(relay));
     *r.status_mut() = parts.status;
     // The security headers are in it already.

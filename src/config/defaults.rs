@@ -23,6 +23,15 @@ pub(crate) const UPSTREAM: &str = "http://127.0.0.1:8642";
 /// Text logs for a terminal or journald; JSON only when asked for by a log collector.
 pub(crate) const LOG_JSON: bool = false;
 
+// --- [metrics] ---
+
+/// Loopback only: the counters say who is active and which names the server has, which is not
+/// the internet's business. Port 8643: beside Hermes' own ports on this machine (8642 for its API
+/// server, 8644 for its webhook adapter, 9119 for its dashboard) but used by none of them, outside
+/// the Prometheus exporter range 9100-9999 (fully allocated, so any port there is some exporter's),
+/// and no common development port. If it is taken anyway, the server logs a warning and serves.
+pub(crate) const METRICS_LISTEN: &str = "127.0.0.1:8643";
+
 // --- [tls] ---
 
 /// Often enough that a renewed certificate file is served within seconds, cheap (one stat).

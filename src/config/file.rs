@@ -30,6 +30,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub dashboard: FileDashboard,
     #[serde(default)]
+    pub metrics: FileMetrics,
+    #[serde(default)]
     pub routes: Vec<RouteEntry>,
 }
 
@@ -117,6 +119,14 @@ pub(crate) struct FileChat {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileDashboard {
     pub upstream: Option<String>,
+}
+
+/// `[metrics]`: the loopback listener of `/metrics` and `/status`, and its token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMetrics {
+    pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 /// A custom page: `[[routes]] path = "/video" file = "www/video.html"`.

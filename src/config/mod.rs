@@ -25,6 +25,7 @@ mod file;
 pub(crate) mod hermes_settings;
 mod limits;
 mod media;
+mod metrics;
 mod tls;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub(crate) use file::{FileConfig, RouteEntry};
 pub(crate) use hermes_settings::HermesSettings;
 pub(crate) use limits::Limits;
 pub(crate) use media::MediaConfig;
+pub(crate) use metrics::MetricsConfig;
 pub(crate) use tls::{AcmeChallenge, AcmeSettings, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +139,11 @@ pub(crate) struct CliOverrides {
     /// Log as JSON lines.
     #[arg(long, global = true)]
     pub log_json: bool,
+    #[arg(long, global = true, help = format!(
+        "Plain-HTTP listener of /metrics and /status, ADDR:PORT or `off` (default {})",
+        defaults::METRICS_LISTEN
+    ))]
+    pub metrics_listen: Option<String>,
 }
 
 /// The resolved configuration the server runs with.
@@ -166,6 +173,7 @@ pub(crate) struct Config {
     pub chat: ChatConfig,
     /// Hermes' dashboard, e.g. `http://127.0.0.1:9119`; `None` when `/dashboard/` is off.
     pub dashboard_upstream: Option<String>,
+    pub metrics: MetricsConfig,
     pub routes: Vec<RouteEntry>,
 }
 
@@ -212,6 +220,7 @@ impl Config {
         let auth = auth::resolve(&file.auth)?;
         let chat = chat::resolve(&file.chat, hermes_home, &hermes)?;
         let dashboard_upstream = dashboard::resolve(&file.dashboard, cli)?;
+        let metrics = metrics::resolve(&file.metrics, cli)?;
         for r in &file.routes {
             if !r.path.starts_with('/') || r.path.contains("..") {
                 return Err(invalid(
@@ -252,6 +261,7 @@ impl Config {
             auth,
             chat,
             dashboard_upstream,
+            metrics,
             routes: file.routes,
         })
     }
@@ -527,6 +537,7 @@ mod tests {
         file.auth.session_secs = None; // hours/days or seconds
         file.auth.remember_secs = None;
         file.chat.api_key_file = None; // an example path, read at start
+        file.metrics.token_file = None; // likewise
         let c = Config::resolve(file, None, &CliOverrides::default()).unwrap();
         assert!(matches!(c.tls, TlsMode::Acme(_)));
         assert_eq!(c.routes[0].path, "/video");

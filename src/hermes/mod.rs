@@ -91,6 +91,12 @@ impl UpstreamError {
         v
     }
 
+    /// This error, counted in the metrics (`hermes_edge_upstream_errors_total`) by its kind.
+    pub(crate) fn counted(self) -> Self {
+        crate::metrics::COUNTERS.upstream_error(self.code());
+        self
+    }
+
     /// The JSON error answer used before a stream has started.
     pub(crate) fn response(&self) -> Resp {
         if let UpstreamError::RateLimited { retry_after } = self {
@@ -368,17 +374,22 @@ pub(crate) async fn send(
         status = status.as_u16(),
         "Hermes answered an error: {detail}"
     );
-    Err(UpstreamError::Failed(format!(
-        "{} {}",
-        status.as_u16(),
-        detail
-    )))
+    Err(UpstreamError::Failed(format!("{} {}", status.as_u16(), detail)).counted())
 }
 
 /// Sends `out` to Hermes and returns whatever it answered except a `401` (an `Auth` error) and a
 /// `429` (retried, honouring `Retry-After`, while the retry budget lasts); the caller judges the
 /// status.
 pub(crate) async fn exchange(
+    hermes: &Hermes<'_>,
+    out: &Outgoing,
+) -> Result<Response<UpBody>, UpstreamError> {
+    exchange_uncounted(hermes, out)
+        .await
+        .map_err(UpstreamError::counted)
+}
+
+async fn exchange_uncounted(
     hermes: &Hermes<'_>,
     out: &Outgoing,
 ) -> Result<Response<UpBody>, UpstreamError> {
@@ -412,6 +423,7 @@ pub(crate) async fn exchange(
                 wait_ms = wait.as_millis() as u64,
                 "Hermes answered 429; retrying"
             );
+            crate::metrics::COUNTERS.upstream_retry();
             tokio::time::sleep(wait).await;
             continue;
         }

@@ -26,6 +26,8 @@ pub(crate) struct Relay {
     /// The idle deadline, set up the first time Hermes has nothing to send yet (a short JSON
     /// answer usually arrives whole, and then needs no timer at all).
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Held while a streaming (SSE) answer is relayed, for the count of open event streams.
+    _stream: Option<crate::metrics::Open>,
 }
 
 impl Relay {
@@ -34,7 +36,14 @@ impl Relay {
             upstream: Some(upstream),
             idle,
             sleep: None,
+            _stream: None,
         }
+    }
+
+    /// Counts this answer as an open event stream until it is dropped.
+    pub(crate) fn streaming(mut self) -> Relay {
+        self._stream = Some(crate::metrics::COUNTERS.sse_stream());
+        self
     }
 }
 
@@ -63,6 +72,7 @@ impl Body for Relay {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!("the Hermes stream broke: {e}");
+                    crate::metrics::COUNTERS.upstream_error("stream_broken");
                     this.upstream = None;
                     return Poll::Ready(Some(Err("the Hermes stream broke".into())));
                 }
@@ -78,6 +88,7 @@ impl Body for Relay {
                     if sleep.as_mut().poll(cx).is_ready() {
                         let secs = idle.as_secs().max(1);
                         tracing::warn!(secs, "no event from Hermes within the idle timeout");
+                        crate::metrics::COUNTERS.upstream_error("upstream_stalled");
                         this.upstream = None;
                         return Poll::Ready(Some(Err(format!(
                             "Hermes sent nothing for {secs} seconds"

@@ -54,6 +54,110 @@ fn report_at(config: &Config, now: i64) -> String {
     out
 }
 
+/// One certificate the server has, for `/status`, `/metrics` and `hermes-edge status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct CertSummary {
+    /// `acme`, `files`, `local_ca_leaf` or `local_ca_root`.
+    pub role: &'static str,
+    /// The name it is known by: the ACME domain, else its first SAN, else its subject.
+    pub name: String,
+    /// The names it covers.
+    pub names: Vec<String>,
+    pub issuer: String,
+    /// Seconds since the Unix epoch; `None` when there is no readable certificate.
+    pub not_after: Option<i64>,
+    /// Why there is none: not created yet, unreadable, not covering the name.
+    pub problem: Option<String>,
+}
+
+impl CertSummary {
+    fn of(role: &'static str, name: Option<&str>, found: Option<Result<CertInfo, String>>) -> Self {
+        let mut s = CertSummary {
+            role,
+            name: name.unwrap_or(role).to_string(),
+            names: Vec::new(),
+            issuer: String::new(),
+            not_after: None,
+            problem: None,
+        };
+        match found {
+            Some(Ok(info)) => {
+                if name.is_none() {
+                    s.name = short_name(&info);
+                }
+                s.names = info.sans;
+                s.issuer = info.issuer;
+                s.not_after = Some(info.not_after);
+            }
+            Some(Err(e)) => s.problem = Some(format!("unreadable: {e}")),
+            None => s.problem = Some("not created yet".into()),
+        }
+        s
+    }
+}
+
+/// A certificate's name at a glance: its first DNS name, else its subject's common name, else
+/// its first SAN or whole subject.
+fn short_name(info: &CertInfo) -> String {
+    if let Some(dns) = info
+        .sans
+        .iter()
+        .find(|n| n.parse::<std::net::IpAddr>().is_err())
+    {
+        return dns.clone();
+    }
+    let cn = info
+        .subject
+        .split(", ")
+        .find_map(|part| part.strip_prefix("CN="));
+    cn.or(info.sans.first().map(String::as_str))
+        .unwrap_or(&info.subject)
+        .to_string()
+}
+
+/// The certificates of the configured TLS mode, read from disk (the files the server loads).
+pub(crate) fn certificates(config: &Config) -> Vec<CertSummary> {
+    let dir = &config.certs_dir;
+    let mut out = Vec::new();
+    match &config.tls {
+        TlsMode::Files { cert, .. } => {
+            out.push(CertSummary::of("files", None, read_first_cert(cert)))
+        }
+        TlsMode::Acme(settings) => {
+            let job = AcmeJob::from_config(settings, dir);
+            let cached = std::fs::read(job.cert_cache_path())
+                .ok()
+                .and_then(|pem| acme::parse_acme_pem(&pem).ok());
+            for domain in &job.domains {
+                let found = match &cached {
+                    Some(cert) if cert.info.covers(domain) => Some(Ok(cert.info.clone())),
+                    _ => None,
+                };
+                let mut s = CertSummary::of("acme", Some(domain), found);
+                if s.not_after.is_none() {
+                    s.problem =
+                        Some("no ACME certificate yet; the local CA serves this name".into());
+                }
+                out.push(s);
+            }
+        }
+        TlsMode::LocalCa => {}
+    }
+    if !matches!(config.tls, TlsMode::Files { .. }) {
+        out.push(CertSummary::of(
+            "local_ca_leaf",
+            None,
+            read_first_cert(&dir.join(local_ca::LEAF_CERT)),
+        ));
+        out.push(CertSummary::of(
+            "local_ca_root",
+            None,
+            read_first_cert(&dir.join(local_ca::CA_CERT)),
+        ));
+    }
+    out
+}
+
 fn acme_section(out: &mut String, job: &AcmeJob, now: i64) {
     let cert_path = job.cert_cache_path();
     let cached = std::fs::read(&cert_path)

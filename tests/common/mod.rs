@@ -17,6 +17,8 @@ pub struct Server {
     child: Option<Child>,
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
+    /// The `/metrics` and `/status` listener, when on.
+    pub metrics: Option<SocketAddr>,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -35,6 +37,9 @@ pub struct Start {
     pub http_addr: Option<String>,
     /// The open-files limit (soft and hard) the server starts with.
     pub nofile: Option<u64>,
+    /// `--metrics-listen`: by default a free loopback port (`127.0.0.1:0`), so that test servers
+    /// never fight over the default port; `None` passes no flag (the config file decides).
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Start {
@@ -49,6 +54,7 @@ impl Default for Start {
             listen: "127.0.0.1:0".into(),
             http_addr: None,
             nofile: None,
+            metrics_listen: Some("127.0.0.1:0".into()),
         }
     }
 }
@@ -92,15 +98,25 @@ impl Start {
         self.nofile = Some(limit);
         self
     }
+    /// `--metrics-listen ADDR` (or `off`); `None`: no flag, the config file or the default decides.
+    pub fn metrics_listen(mut self, addr: Option<&str>) -> Self {
+        self.metrics_listen = addr.map(str::to_string);
+        self
+    }
 }
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hermes-edge")
 }
 
-/// Spawns the binary with the harness defaults plus `extra`, without waiting for `ready`.
+/// Spawns the binary with the harness defaults plus `extra`, without waiting for `ready`. The
+/// metrics listener is off unless `extra` sets it, so no test takes the default port.
 pub fn spawn_raw(dir: &Path, extra: &[String], env: &[(String, String)]) -> Child {
-    spawn_limited(dir, extra, env, None)
+    let mut args = extra.to_vec();
+    if !args.iter().any(|a| a == "--metrics-listen") {
+        args.extend(["--metrics-listen".into(), "off".into()]);
+    }
+    spawn_limited(dir, &args, env, None)
 }
 
 /// [`spawn_raw`] with the open-files limit (soft and hard) set to `nofile` in the child.
@@ -187,6 +203,9 @@ impl Server {
         if !opts.upstream.is_empty() {
             args.extend(["--upstream".into(), opts.upstream.clone()]);
         }
+        if let Some(addr) = &opts.metrics_listen {
+            args.extend(["--metrics-listen".into(), addr.clone()]);
+        }
         args.extend(opts.args.iter().cloned());
         let mut child = spawn_limited(&dir, &args, &opts.env, opts.nofile);
         let stdout = Arc::new(Mutex::new(Vec::new()));
@@ -210,10 +229,12 @@ impl Server {
                     .and_then(|a| a.parse().ok())
                     .ok_or("no https_addr")?;
                 let http = field("http_addr").and_then(|a| a.parse().ok());
+                let metrics = field("metrics_addr").and_then(|a| a.parse().ok());
                 return Ok(Server {
                     child: Some(child),
                     https,
                     http,
+                    metrics,
                     dir,
                     _tmp: tmp,
                     stdout,

@@ -306,9 +306,12 @@ async fn poll_status(job: &Job, id: &str, stopped: bool) -> Outcome {
         let out = for_job(job, Method::GET, format!("/v1/runs/{id}"));
         if let Ok(resp) = crate::hermes::exchange(&job.app.hermes(), &out).await {
             if resp.status() == StatusCode::NOT_FOUND {
-                return Outcome::Failed(UpstreamError::Broken(
-                    "Hermes no longer knows this run (was it restarted?)".into(),
-                ));
+                return Outcome::Failed(
+                    UpstreamError::Broken(
+                        "Hermes no longer knows this run (was it restarted?)".into(),
+                    )
+                    .counted(),
+                );
             }
             let v = whole_json(resp).await.unwrap_or_default();
             match v.get("status").and_then(|s| s.as_str()).unwrap_or("") {
@@ -318,7 +321,9 @@ async fn poll_status(job: &Job, id: &str, stopped: bool) -> Outcome {
                 }
                 "failed" => {
                     let e = v.get("error").and_then(|o| o.as_str()).unwrap_or("failed");
-                    return Outcome::Failed(UpstreamError::Failed(e.chars().take(500).collect()));
+                    return Outcome::Failed(
+                        UpstreamError::Failed(e.chars().take(500).collect()).counted(),
+                    );
                 }
                 "cancelled" => return Outcome::Stopped,
                 _ => {}
@@ -333,9 +338,7 @@ async fn poll_status(job: &Job, id: &str, stopped: bool) -> Outcome {
             }
         }
     }
-    Outcome::Failed(UpstreamError::Broken(
-        "the run did not end within an hour".into(),
-    ))
+    Outcome::Failed(UpstreamError::Broken("the run did not end within an hour".into()).counted())
 }
 
 /// A larger answer of Hermes (a run's status, a session's transcript).
@@ -483,9 +486,9 @@ fn on_run_event(
             return Some(Outcome::Completed { output });
         }
         "run.failed" => {
-            return Some(Outcome::Failed(UpstreamError::Failed(
-                s("error").chars().take(500).collect(),
-            )))
+            return Some(Outcome::Failed(
+                UpstreamError::Failed(s("error").chars().take(500).collect()).counted(),
+            ))
         }
         "run.cancelled" => return Some(Outcome::Stopped),
         // `reasoning.available` repeats the answer's own text (docs/hermes-notes.md, section h).
@@ -542,13 +545,13 @@ async fn read_completion(job: &Job, mut body: UpBody) -> Outcome {
                             None if tap.done => Outcome::Completed { output: None },
                             None => {
                                 tracing::warn!("the Hermes stream ended without [DONE]");
-                                Outcome::Failed(UpstreamError::Broken("it ended without [DONE]".into()))
+                                Outcome::Failed(UpstreamError::Broken("it ended without [DONE]".into()).counted())
                             }
                         }
                     }
                     Some(Err(e)) => {
                         tracing::warn!("the Hermes stream broke: {e}");
-                        return Outcome::Failed(UpstreamError::Broken(String::new()));
+                        return Outcome::Failed(UpstreamError::Broken(String::new()).counted());
                     }
                 };
                 let before = tap.content.len();
@@ -569,7 +572,7 @@ async fn read_completion(job: &Job, mut body: UpBody) -> Outcome {
             }
             _ = &mut silence => {
                 tracing::warn!(secs = idle.as_secs(), "no event from Hermes within the idle timeout");
-                return Outcome::Failed(UpstreamError::Stalled { secs: idle.as_secs() });
+                return Outcome::Failed(UpstreamError::Stalled { secs: idle.as_secs() }.counted());
             }
             _ = save.tick() => save_progress(job).await,
             // Dropping the stream closes the connection, which interrupts the agent in Hermes.

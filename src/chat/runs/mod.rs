@@ -101,6 +101,11 @@ impl Runs {
             .collect()
     }
 
+    /// How many runs are going now.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Every run going now.
     pub(crate) fn all(&self) -> Vec<Arc<Run>> {
         self.lock().values().cloned().collect()
@@ -317,7 +322,8 @@ impl Run {
             return crate::response::full(first);
         };
         drop(state);
-        let run = self.clone();
+        // Counted as an open event stream for as long as the tab reads it.
+        let run = (self.clone(), crate::metrics::COUNTERS.sse_stream());
         let stream = futures_util::stream::unfold(
             (Some(first), rx, run),
             |(first, mut rx, run)| async move {
@@ -329,12 +335,12 @@ impl Run {
                     Ok(Ok(event)) => event,
                     Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
                         // Behind the buffer: start again from what the run has now.
-                        let state = run.state();
+                        let state = run.0.state();
                         rx = match state.tx.as_ref() {
                             Some(tx) => tx.subscribe(),
                             None => return None,
                         };
-                        state.snapshot(&run.conversation)
+                        state.snapshot(&run.0.conversation)
                     }
                     Ok(Err(broadcast::error::RecvError::Closed)) => return None,
                 };
