@@ -378,6 +378,14 @@ async fn setup_turns_the_api_server_on_with_a_key_hermes_accepts() {
     )
     .unwrap();
 
+    // Without a domain and without a terminal to ask on: refused, saying which flag.
+    let (r, h) = (
+        root.path().display().to_string(),
+        home.path().display().to_string(),
+    );
+    let (ok, out, err) = edge(&["setup", "--root", &r, "--hermes-home", &h, "--yes"]);
+    assert!(!ok && err.contains("--domain is missing"), "{out}{err}");
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     // Without --yes and without a terminal to ask on: refused, nothing changed.
     let (ok, out, err) = setup(root.path(), home.path(), &[]);
     assert!(!ok, "{out}");

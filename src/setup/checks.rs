@@ -312,6 +312,38 @@ pub(crate) async fn reachable(
     }
 }
 
+/// A warning when ufw is active and does not allow ports 80 and 443: the certificate and the
+/// site need both from outside. Said, not changed: the firewall is the operator's.
+pub(crate) fn firewall_warning() -> Option<String> {
+    let out = std::process::Command::new("ufw")
+        .arg("status")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.lines().any(|l| l.trim() == "Status: active") {
+        return None;
+    }
+    let allows = |port: &str| {
+        text.lines().any(|l| {
+            let first = l.split_whitespace().next().unwrap_or("");
+            let opens = first == port
+                || first == format!("{port}/tcp")
+                || (port == "80" && first.starts_with("WWW"))
+                || (port == "443" && first.starts_with("WWW"));
+            opens && l.contains("ALLOW")
+        })
+    };
+    let closed: Vec<&str> = ["80", "443"].into_iter().filter(|p| !allows(p)).collect();
+    (!closed.is_empty()).then(|| {
+        format!(
+            "ufw is active and does not seem to allow port {}: run `ufw allow 80/tcp && ufw allow 443/tcp`",
+            closed.join(" and ")
+        )
+    })
+}
+
 /// Warnings about free memory, and an error when the disk holding `dir` is nearly full.
 pub(crate) fn resources(dir: &Path) -> (Vec<String>, Option<String>) {
     let mut warnings = Vec::new();

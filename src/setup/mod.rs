@@ -139,7 +139,16 @@ fn is_root_user() -> bool {
 }
 
 /// `hermes-edge setup`.
-pub(crate) fn run(args: SetupArgs, cli: &crate::config::CliOverrides) -> Result<(), String> {
+pub(crate) fn run(mut args: SetupArgs, cli: &crate::config::CliOverrides) -> Result<(), String> {
+    if let Some(root) = &args.root {
+        // An absolute root, so that every path printed and passed to systemd-sysusers is one; it
+        // is created by the first step that writes into it, after the checks.
+        let abs = std::fs::canonicalize(root)
+            .or_else(|_| std::env::current_dir().map(|cwd| cwd.join(root)));
+        if let Ok(abs) = abs {
+            args.root = Some(abs);
+        }
+    }
     let layout = Layout::new(args.root.as_deref());
     if !is_root_user() && !args.dry_run {
         return Err(
@@ -210,13 +219,14 @@ pub(crate) fn run(args: SetupArgs, cli: &crate::config::CliOverrides) -> Result<
                 )
             }
             None => {
+                let env = home.path.join(".env");
                 return Err(format!(
-                "Hermes' API server is off or has no key ({}). Run setup again with --yes to turn \
-                     it on with a new key in {}, or set API_SERVER_ENABLED=true and API_SERVER_KEY \
-                     there yourself. Nothing was changed.",
-                settings.enabled.source,
-                home.path.join(".env").display()
-            ))
+                    "Hermes' API server is off or has no key ({}). Run setup again with --yes to \
+                     turn it on with a new key in {}, or set API_SERVER_ENABLED=true and \
+                     API_SERVER_KEY there yourself. Nothing was changed.",
+                    settings.enabled.source,
+                    env.display()
+                ));
             }
         }
     }
@@ -233,6 +243,7 @@ pub(crate) fn run(args: SetupArgs, cli: &crate::config::CliOverrides) -> Result<
         println!("  {said}");
     }
     let gateway = hermes::gateway_unit(&layout.root, &home.path);
+    let hermes_changed = env_step.is_some();
 
     let steps = steps(
         &layout,
@@ -255,15 +266,12 @@ pub(crate) fn run(args: SetupArgs, cli: &crate::config::CliOverrides) -> Result<
         }
     );
     let service_ids = || layout.service_ids();
-    let env_changed_before = steps
-        .first()
-        .is_some_and(|s| matches!(s, Step::File { path, .. } if path == &home.path.join(".env")));
     let changed = plan::execute(&steps, args.dry_run, &service_ids)?;
     let start = start::Start {
         layout: &layout,
         no_start: args.no_start || !layout.live(),
         dry_run: args.dry_run,
-        hermes_changed: env_changed_before,
+        hermes_changed,
         gateway,
         changed,
         domains: &domains,
@@ -303,6 +311,9 @@ async fn run_checks(args: &SetupArgs, layout: &Layout, domains: &[String]) -> Re
                 ""
             }
         );
+        if let Some(w) = checks::firewall_warning() {
+            println!("  warning: {w}");
+        }
     } else {
         println!("  ports: not checked (--root)");
     }
@@ -421,6 +432,7 @@ fn steps(
         steps.push(Step::Run {
             argv,
             why: "create the system user hermes-edge".into(),
+            may_fail: false,
         });
     }
     let exe =

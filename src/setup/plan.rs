@@ -60,6 +60,9 @@ pub(crate) enum Step {
     Run {
         argv: Vec<String>,
         why: String,
+        /// A failure is said and the next steps still run (stopping a service that is not
+        /// running must not keep uninstall from removing it).
+        may_fail: bool,
     },
 }
 
@@ -128,7 +131,7 @@ impl Step {
             Step::DropLines { path, prefix, what } => {
                 format!("remove the `{prefix}…` line of {} — {what}", path.display())
             }
-            Step::Run { argv, why } => format!("run `{}` — {why}", argv.join(" ")),
+            Step::Run { argv, why, .. } => format!("run `{}` — {why}", argv.join(" ")),
         }
     }
 
@@ -220,10 +223,14 @@ impl Step {
                 )?;
                 Ok(Outcome::Changed)
             }
-            Step::Run { argv, .. } => {
-                run(argv)?;
-                Ok(Outcome::Changed)
-            }
+            Step::Run { argv, may_fail, .. } => match run(argv) {
+                Ok(()) => Ok(Outcome::Changed),
+                Err(e) if *may_fail => {
+                    println!("  warning: {e}; going on");
+                    Ok(Outcome::Unchanged)
+                }
+                Err(e) => Err(e),
+            },
         }
     }
 }

@@ -35,6 +35,7 @@ pub(crate) fn run(args: UninstallArgs) -> Result<(), String> {
                 .map(String::from)
                 .to_vec(),
             why: "stop the service and stop starting it at boot".into(),
+            may_fail: true,
         });
     }
     steps.push(Step::Remove {
@@ -45,6 +46,7 @@ pub(crate) fn run(args: UninstallArgs) -> Result<(), String> {
         steps.push(Step::Run {
             argv: vec!["systemctl".into(), "daemon-reload".into()],
             why: "make systemd forget the service".into(),
+            may_fail: true,
         });
     }
     steps.push(Step::Remove {
@@ -64,6 +66,7 @@ pub(crate) fn run(args: UninstallArgs) -> Result<(), String> {
             steps.push(Step::Run {
                 argv: vec!["userdel".into(), SERVICE_USER.into()],
                 why: "remove the system user".into(),
+                may_fail: false,
             });
         } else {
             // Under another root the user's lines are removed from its files directly (userdel
