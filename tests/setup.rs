@@ -386,6 +386,16 @@ async fn setup_turns_the_api_server_on_with_a_key_hermes_accepts() {
     let (ok, out, err) = edge(&["setup", "--root", &r, "--hermes-home", &h, "--yes"]);
     assert!(!ok && err.contains("--domain is missing"), "{out}{err}");
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    // A server flag setup would not write anywhere is refused, not dropped.
+    let (ok, out, err) = setup(
+        root.path(),
+        home.path(),
+        &["--yes", "--listen", "0.0.0.0:8443"],
+    );
+    assert!(
+        !ok && err.contains("setup does not take --listen"),
+        "{out}{err}"
+    );
     // Without --yes and without a terminal to ask on: refused, nothing changed.
     let (ok, out, err) = setup(root.path(), home.path(), &[]);
     assert!(!ok, "{out}");

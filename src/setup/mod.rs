@@ -149,6 +149,7 @@ pub(crate) fn run(mut args: SetupArgs, cli: &crate::config::CliOverrides) -> Res
             args.root = Some(abs);
         }
     }
+    refuse_server_flags(cli)?;
     let layout = Layout::new(args.root.as_deref());
     if !is_root_user() && !args.dry_run {
         return Err(
@@ -554,4 +555,36 @@ fn kept_config_note(path: &Path, domains: &[String], upstream: &str) {
             differs.join("; ")
         );
     }
+}
+
+/// The server's flags are shared by every subcommand; setup uses a few and would silently drop the
+/// rest, so those are refused, with where the setting goes instead.
+fn refuse_server_flags(cli: &crate::config::CliOverrides) -> Result<(), String> {
+    let given: Vec<&str> = [
+        ("--config", cli.config.is_some()),
+        ("--listen", cli.listen.is_some()),
+        ("--http-listen", cli.http_listen.is_some()),
+        ("--certs-dir", cli.certs_dir.is_some()),
+        ("--data-dir", cli.data_dir.is_some()),
+        ("--dashboard-upstream", cli.dashboard_upstream.is_some()),
+        ("--www", cli.www.is_some()),
+        ("--media", cli.media.is_some()),
+        ("--self-signed", cli.self_signed),
+        ("--cert", cli.cert.is_some()),
+        ("--key", cli.key.is_some()),
+        ("--san", !cli.san.is_empty()),
+        ("--acme-challenge", cli.acme_challenge.is_some()),
+        ("--log-json", cli.log_json),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "setup does not take {}: run setup without, then set it in {CONFIG} \
+         (config/hermes-edge.example.toml lists every key) and `systemctl restart hermes-edge`",
+        given.join(", ")
+    ))
 }
