@@ -120,7 +120,9 @@ pub(crate) fn enable_api(
     home: &Path,
     settings: &HermesSettings,
 ) -> Result<(String, Option<Step>), String> {
-    let env_path = home.join(".env");
+    // A symlinked .env (dotfiles kept elsewhere) is edited where it points: the new file is
+    // renamed into place, which would otherwise replace the link.
+    let env_path = std::fs::canonicalize(home.join(".env")).unwrap_or_else(|_| home.join(".env"));
     // Hermes refuses keys shorter than 16 characters: such a key is replaced.
     let key = settings
         .key
@@ -260,6 +262,35 @@ mod tests {
         assert_eq!(passwd_ids(passwd, "ann"), Some((1000, 1000)));
         assert_eq!(passwd_ids(passwd, "bob"), None);
         assert_eq!(passwd_ids("x:x:nope:0:::\n", "x"), None);
+    }
+
+    #[test]
+    fn a_symlinked_env_is_edited_where_it_points_and_an_enabled_server_is_left_alone() {
+        let home = tempfile::tempdir().unwrap();
+        let real = home.path().join("dotfiles-env");
+        std::fs::write(&real, "A=1\n").unwrap();
+        std::os::unix::fs::symlink(&real, home.path().join(".env")).unwrap();
+        let settings = HermesSettings::read(home.path());
+        let (key, step) = enable_api(home.path(), &settings).unwrap();
+        assert_eq!(key.len(), 64);
+        match step {
+            Some(Step::File { path, contents, .. }) => {
+                assert_eq!(path, std::fs::canonicalize(&real).unwrap());
+                assert_eq!(
+                    String::from_utf8(contents).unwrap(),
+                    format!("A=1\nAPI_SERVER_ENABLED=true\nAPI_SERVER_KEY={key}\n")
+                );
+            }
+            other => panic!("expected a file step, got {other:?}"),
+        }
+        std::fs::write(&real, format!("API_SERVER_KEY={key}\n")).unwrap();
+        let settings = HermesSettings::read(home.path());
+        let (same, step) = enable_api(home.path(), &settings).unwrap();
+        assert_eq!(same, key);
+        assert!(
+            step.is_none(),
+            "a non-empty key turns the server on: nothing to change"
+        );
     }
 
     #[test]
