@@ -24,6 +24,7 @@ mod router;
 mod security;
 mod send_timeout;
 mod server;
+mod setup;
 mod static_files;
 mod store;
 mod sys;
@@ -70,6 +71,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install on this machine as a service: checks ports and DNS, turns Hermes' API server on,
+    /// writes the config, key file and systemd unit, starts it and waits for the certificate
+    /// (`setup --domain chat.example.com --email me@example.com`; safe to run again).
+    Setup(setup::SetupArgs),
+    /// Remove what setup installed; the data in /var/lib/hermes-edge is kept unless --purge.
+    Uninstall(setup::UninstallArgs),
 }
 
 #[derive(Subcommand)]
@@ -280,6 +287,14 @@ fn main() -> ExitCode {
     // (bench/README.md has the figures).
     sys::tune_malloc();
     let cli = Cli::parse();
+    // Before the config is loaded: setup writes the config, and must not stop on a bad one.
+    match &cli.command {
+        Some(Command::Setup(args)) => {
+            return exit_code(setup::run(args.clone(), &cli.serve.overrides));
+        }
+        Some(Command::Uninstall(args)) => return exit_code(setup::uninstall(args.clone())),
+        _ => {}
+    }
     let overrides = cli.serve.overrides.clone();
     reload::remember_command_line(overrides.clone());
     let config = match config::Config::load(&overrides) {
@@ -342,6 +357,7 @@ fn main() -> ExitCode {
         Command::User(cmd) => {
             return exit_code(user_command(&config, init, cmd));
         }
+        Command::Setup(_) | Command::Uninstall(_) => return ExitCode::SUCCESS,
     };
     exit_code(result)
 }

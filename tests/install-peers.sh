@@ -10,6 +10,13 @@ command -v openssl >/dev/null || apt_packages+=(openssl)
 # Pebble (Let's Encrypt's test CA) and pebble-challtestsrv for tests/acme.rs.
 command -v pebble >/dev/null || apt_packages+=(pebble)
 command -v curl >/dev/null || apt_packages+=(curl)
+# systemd-analyze (checks the unit setup writes) and systemd-sysusers (makes its system user
+# under --root) for tests/setup.rs; unshare and mount (util-linux) run the check in a private mount
+# namespace.
+command -v systemd-analyze >/dev/null || apt_packages+=(systemd)
+command -v systemd-sysusers >/dev/null || apt_packages+=(systemd)
+command -v unshare >/dev/null || apt_packages+=(util-linux)
+command -v mount >/dev/null || apt_packages+=(mount)
 # Headless Chromium, ffmpeg (test video) and an emoji font for tests/browser.rs.
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v chromedriver >/dev/null || apt_packages+=(chromium-driver)

@@ -330,6 +330,23 @@ pub(crate) fn parse_env(text: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Every assignment's key and the byte range of its lines in `text` (newline included; a quoted
+/// value may span lines), read as [`parse_env`] reads them: for editing a value in place.
+pub(crate) fn env_entries(text: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let start = text.len() - text.strip_prefix('\u{feff}').unwrap_or(text).len();
+    let mut out = Vec::new();
+    let mut rest = &text[start..];
+    while !rest.is_empty() {
+        let from = text.len() - rest.len();
+        let (entry, after) = parse_entry(rest);
+        if let Some((key, _)) = entry {
+            out.push((key, from..text.len() - after.len()));
+        }
+        rest = after;
+    }
+    out
+}
+
 /// One entry from the start of `text`: the assignment (if the line holds one) and what follows
 /// its line.
 fn parse_entry(text: &str) -> (Option<(String, String)>, &str) {

@@ -24,6 +24,10 @@
 #                                          default: the model is asked first, see fake_provider.py) or off
 #            HERMES_APPROVAL_TIMEOUT       optional: approvals.timeout in seconds (Hermes' default 60): how
 #                                          long a dangerous command waits for an answer before it is denied
+#            HERMES_ENV_FILE               optional: a Hermes .env copied (mode kept) into the fresh HERMES_HOME;
+#                                          API_SERVER_ENABLED and API_SERVER_KEY then come from it alone (not
+#                                          passed in the environment), as for a Hermes set up by hand, and
+#                                          api_key holds the key that file sets
 #   files written in WORKDIR:
 #            api_key            the API key (mode 600)          api_port        the API server port
 #            api_url            http://127.0.0.1:<port>         env             sourceable: HERMES_API_URL,
@@ -122,6 +126,14 @@ if [ -n "${HERMES_APPROVAL_MODE:-}${HERMES_APPROVAL_TIMEOUT:-}" ]; then
         printf '  timeout: %s\n' "$HERMES_APPROVAL_TIMEOUT" >>"$hermes_home/config.yaml"
     fi
 fi
+enabled_env=(API_SERVER_ENABLED=true API_SERVER_KEY="$key")
+if [ -n "${HERMES_ENV_FILE:-}" ]; then
+    [ -f "$HERMES_ENV_FILE" ] || die "HERMES_ENV_FILE $HERMES_ENV_FILE is not a file"
+    cp -p "$HERMES_ENV_FILE" "$hermes_home/.env"
+    enabled_env=()
+    # The key the file sets (its last unquoted API_SERVER_KEY line), for api_key and env below.
+    key="$(sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\?API_SERVER_KEY=\([^[:space:]#]*\).*/\2/p' "$HERMES_ENV_FILE" | tail -n 1)"
+fi
 umask_old="$(umask)"; umask 077
 printf '%s\n' "$key" >"$work/api_key"
 umask "$umask_old"
@@ -144,7 +156,7 @@ started=$(date +%s.%N)
     cd "$work"
     exec setsid env -i PATH="$venv/bin:/usr/local/bin:/usr/bin:/bin" HOME="$home" HERMES_HOME="$hermes_home" \
         LANG=C.UTF-8 PYTHONUNBUFFERED=1 \
-        API_SERVER_ENABLED=true API_SERVER_KEY="$key" API_SERVER_HOST=127.0.0.1 API_SERVER_PORT="$port" \
+        ${enabled_env[@]+"${enabled_env[@]}"} API_SERVER_HOST=127.0.0.1 API_SERVER_PORT="$port" \
         "$venv/bin/hermes" gateway run --accept-hooks </dev/null >"$work/hermes.log" 2>&1
 ) &
 echo $! >"$work/hermes.pid"
