@@ -6,13 +6,7 @@
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
-use http::Request;
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
-
 use crate::config::{Config, TlsMode};
-use crate::response;
 
 enum Level {
     Ok,
@@ -69,38 +63,16 @@ pub(crate) async fn run(config: &Config) -> bool {
         }
     }
 
-    let client: Client<HttpConnector, response::Body> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let get = |path: &str, key: Option<&str>| {
-        let mut b = Request::get(format!("{}{path}", config.upstream));
-        if let Some(k) = key {
-            b = b.header(http::header::AUTHORIZATION, format!("Bearer {k}"));
-        }
-        let req = b.body(response::empty());
-        let client = client.clone();
-        async move {
-            let req = req.map_err(|e| e.to_string())?;
-            match tokio::time::timeout(Duration::from_secs(3), client.request(req)).await {
-                Ok(Ok(resp)) => {
-                    let status = resp.status();
-                    let body = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    Ok((status, body))
-                }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("no answer within 3 s".to_string()),
-            }
-        }
+    let up = config.upstream.as_str();
+    let get = |path: &'static str, key: Option<String>| async move {
+        crate::hermes::probe(up, path, key.as_deref(), Duration::from_secs(3)).await
     };
     match get("/health", None).await {
-        Ok((s, body)) if s.is_success() => {
-            let version = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(str::to_string))
+        Ok((s, v)) if s.is_success() => {
+            let version = v
+                .get("version")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
                 .unwrap_or_else(|| "?".into());
             r.line(Level::Ok, "Hermes API Server", &format!("{} answers (version {version})", config.upstream));
         }
@@ -113,7 +85,7 @@ pub(crate) async fn run(config: &Config) -> bool {
     }
     match &config.chat.api_key {
         None => r.line(Level::Fail, "API key", &format!("not set: export HERMES_EDGE_API_KEY=<the API_SERVER_KEY Hermes was started with> (or chat.api_key_file); there is none in Hermes' settings in {} either", config.hermes.home.display())),
-        Some(key) => match get("/v1/models", Some(key)).await {
+        Some(key) => match get("/v1/models", Some(key.clone())).await {
             Ok((s, _)) if s.is_success() => r.line(Level::Ok, "API key", "accepted by Hermes"),
             Ok((s, _)) if s.as_u16() == 401 => r.line(Level::Fail, "API key", "Hermes refused it (401): it must equal the API_SERVER_KEY Hermes was started with"),
             Ok((s, _)) => r.line(Level::Warn, "API key", &format!("/v1/models answered {s}")),
@@ -122,9 +94,8 @@ pub(crate) async fn run(config: &Config) -> bool {
     }
     // What the web chat needs of Hermes beyond chat: runs with their events, approvals and stop.
     if let Some(key) = &config.chat.api_key {
-        match get("/v1/capabilities", Some(key)).await {
-            Ok((s, body)) if s.is_success() => {
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        match get("/v1/capabilities", Some(key.clone())).await {
+            Ok((s, v)) if s.is_success() => {
                 let missing = crate::hermes::missing_run_features(&v);
                 if missing.is_empty() {
                     r.line(Level::Ok, "Agent runs", "Hermes has runs with approvals: answers outlive the tab, dangerous commands are asked in the page");

@@ -516,6 +516,38 @@ pub(crate) async fn json_of(
     serde_json::from_slice(&bytes).ok()
 }
 
+/// One `GET` of `upstream` + `path` for the commands that check on Hermes from outside the server
+/// (`doctor`, `status`, `setup`): its own short-lived client, the key as a Bearer token when given,
+/// the answer's status and JSON body (`Null` when it is not JSON; at most 1 MiB), all within
+/// `within`. The error says why nothing usable came back.
+pub(crate) async fn probe(
+    upstream: &str,
+    path: &str,
+    key: Option<&str>,
+    within: Duration,
+) -> Result<(StatusCode, serde_json::Value), String> {
+    let client: Pool<HttpConnector, response::Body> =
+        Pool::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+    let mut b = Request::get(format!("{upstream}{path}"));
+    if let Some(k) = key {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {k}"));
+    }
+    let req = b
+        .body(response::empty())
+        .map_err(|e| format!("{upstream}{path} is not a URL hermes-edge can use ({e})"))?;
+    let resp = tokio::time::timeout(within, client.request(req))
+        .await
+        .map_err(|_| format!("no answer within {} s", within.as_secs()))?
+        .map_err(|e| error_chain(&e))?;
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), 1 << 20).collect();
+    let json = match tokio::time::timeout(within, body).await {
+        Ok(Ok(c)) => serde_json::from_slice(&c.to_bytes()).unwrap_or(serde_json::Value::Null),
+        _ => serde_json::Value::Null,
+    };
+    Ok((status, json))
+}
+
 /// What the web chat's runs need of Hermes (`GET /v1/capabilities`' `features`).
 const RUN_FEATURES: [&str; 5] = [
     "run_submission",

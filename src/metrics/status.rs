@@ -76,35 +76,11 @@ fn tls_mode(config: &Config) -> &'static str {
 /// Whether the Hermes API Server answers (`/health`, no key needed), its version when it says
 /// one, and whether it accepts the key and has runs with approvals (`/v1/capabilities`).
 pub(crate) async fn hermes_check(config: &Config) -> Value {
-    let client: Client<HttpConnector, response::Body> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let get = |path: &str, key: Option<&str>| {
-        let mut b = Request::get(format!("{}{path}", config.upstream));
-        if let Some(k) = key {
-            b = b.header(header::AUTHORIZATION, format!("Bearer {k}"));
-        }
-        let req = b.body(response::empty());
-        let client = client.clone();
-        async move {
-            let req = req.map_err(|e| e.to_string())?;
-            let resp = tokio::time::timeout(ASK_TIMEOUT, client.request(req))
-                .await
-                .map_err(|_| format!("no answer within {} s", ASK_TIMEOUT.as_secs()))?
-                .map_err(|e| crate::hermes::error_chain(&e))?;
-            let status = resp.status();
-            let body = tokio::time::timeout(ASK_TIMEOUT, resp.into_body().collect())
-                .await
-                .ok()
-                .and_then(|b| b.ok())
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let v = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-            Ok::<_, String>((status, v))
-        }
-    };
+    let get = crate::hermes::probe;
+    let up = config.upstream.as_str();
     let version_of = |v: &Value| v.get("version").and_then(Value::as_str).map(str::to_string);
     let mut out = json!({"url": config.upstream, "reachable": false});
-    match get("/health", None).await {
+    match get(up, "/health", None, ASK_TIMEOUT).await {
         Ok((s, v)) if s.is_success() => {
             out["reachable"] = json!(true);
             out["version"] = json!(version_of(&v));
@@ -119,7 +95,7 @@ pub(crate) async fn hermes_check(config: &Config) -> Value {
         out["api_key"] = json!("missing");
         return out;
     };
-    match get("/v1/capabilities", Some(key)).await {
+    match get(up, "/v1/capabilities", Some(key), ASK_TIMEOUT).await {
         Ok((s, v)) if s.is_success() => {
             out["api_key"] = json!("accepted");
             if let Some(version) = version_of(&v) {

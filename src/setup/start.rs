@@ -234,42 +234,19 @@ fn follow() -> Result<String, String> {
 /// Whether Hermes answers at `upstream` and takes `key`: one `GET /v1/models`, a few seconds at
 /// most. Said, never fatal (Hermes may simply not be running yet).
 pub(super) async fn probe_hermes(upstream: &str, key: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(uri) = upstream.parse::<http::Uri>() else {
-        return format!("{upstream} is not a URL hermes-edge can use");
-    };
-    let host = uri
-        .host()
-        .unwrap_or("127.0.0.1")
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        let req = format!(
-            "GET /v1/models HTTP/1.1\r\nhost: {host}:{port}\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut head = [0u8; 64];
-        let n = s.read(&mut head).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
-    };
-    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-        Ok(Ok(head)) if head.starts_with("HTTP/1.1 200") => {
-            "Hermes answers there and accepts the key".into()
-        }
-        Ok(Ok(head)) if head.starts_with("HTTP/1.1 401") => {
+    match crate::hermes::probe(upstream, "/v1/models", Some(key), Duration::from_secs(5)).await {
+        Ok((status, _)) if status.is_success() => "Hermes answers there and accepts the key".into(),
+        Ok((http::StatusCode::UNAUTHORIZED, _)) => {
             "warning: Hermes answers there but refuses the key: it runs with other settings than \
              its files say (restart its gateway)"
                 .into()
         }
-        Ok(Ok(head)) => format!(
-            "warning: {upstream} answered `{}`, not as Hermes' API server does",
-            head.lines().next().unwrap_or("")
+        Ok((status, _)) => format!(
+            "warning: {upstream} answered {status} to /v1/models, not as Hermes' API server does"
         ),
-        Ok(Err(e)) => format!(
-            "warning: Hermes does not answer at {upstream} ({e}); start its gateway (`hermes gateway run`, or its service) before using the chat"
+        Err(e) => format!(
+            "warning: Hermes does not answer at {upstream} ({e}); start its gateway (`hermes \
+             gateway run`, or its service) before using the chat"
         ),
-        Err(_) => format!("warning: Hermes did not answer at {upstream} within 5 s"),
     }
 }
