@@ -25,6 +25,7 @@ mod file;
 pub(crate) mod hermes_settings;
 mod limits;
 mod media;
+mod oidc;
 mod tls;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub(crate) use file::{FileConfig, RouteEntry};
 pub(crate) use hermes_settings::HermesSettings;
 pub(crate) use limits::Limits;
 pub(crate) use media::MediaConfig;
+pub(crate) use oidc::OidcProvider;
 pub(crate) use tls::{AcmeChallenge, AcmeSettings, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,8 @@ pub(crate) struct Config {
     pub limits: Limits,
     pub media: MediaConfig,
     pub auth: AuthConfig,
+    /// `[[auth.oidc]]`: single sign-on providers, in the file's order (the login page's order).
+    pub oidc: Vec<OidcProvider>,
     pub chat: ChatConfig,
     /// Hermes' dashboard, e.g. `http://127.0.0.1:9119`; `None` when `/dashboard/` is off.
     pub dashboard_upstream: Option<String>,
@@ -210,6 +214,7 @@ impl Config {
         let limits = limits::resolve(&file.limits)?;
         let media = media::resolve(&file.media, cli);
         let auth = auth::resolve(&file.auth)?;
+        let oidc = oidc::resolve(&file.auth.oidc)?;
         let chat = chat::resolve(&file.chat, hermes_home, &hermes)?;
         let dashboard_upstream = dashboard::resolve(&file.dashboard, cli)?;
         for r in &file.routes {
@@ -250,6 +255,7 @@ impl Config {
             limits,
             media,
             auth,
+            oidc,
             chat,
             dashboard_upstream,
             routes: file.routes,
@@ -527,6 +533,9 @@ mod tests {
         file.auth.session_secs = None; // hours/days or seconds
         file.auth.remember_secs = None;
         file.chat.api_key_file = None; // an example path, read at start
+        assert_eq!(file.auth.oidc.len(), 1);
+        file.auth.oidc[0].client_secret_file = None; // a file or the environment, not both
+        file.auth.oidc[0].client_secret_env = None; // and an example variable, read at start
         let c = Config::resolve(file, None, &CliOverrides::default()).unwrap();
         assert!(matches!(c.tls, TlsMode::Acme(_)));
         assert_eq!(c.routes[0].path, "/video");
