@@ -33,6 +33,8 @@ impl Provider {
             .env("OIDC_CLIENTS", clients.to_string())
             .env("OIDC_ACCOUNTS", accounts.to_string())
             .env("OIDC_WRONG_AUDIENCE_CLIENT", wrong_audience_client)
+            // A browser follows the edge's redirect as it is, without a `login_hint`.
+            .env("OIDC_DEFAULT_ACCOUNT", "alice")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -523,4 +525,47 @@ async fn the_redirect_uri_is_built_only_from_configured_names() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("oidc_unknown_host"), "{text}");
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_with_the_login_page_button_and_lands_signed_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_provider, s) = start_pair(dir.path());
+    let admin = s.admin_client().await;
+    add_user(&s, &admin, "alice@example.com", "a long password", "user").await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shot = std::path::Path::new(root).join("target/screenshots");
+    std::fs::create_dir_all(&shot).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (origin, shot) = (s.origin(), shot.join("login-sso-mobile.png"));
+        move || {
+            Command::new("node")
+                .arg("tests/oidc/browser.mjs")
+                .arg(origin)
+                .arg("Sign in with Corp")
+                .arg(shot)
+                .current_dir(root)
+                .output()
+                .expect("node (run tests/install-peers.sh)")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        v["buttons"],
+        json!([
+            "Sign in with Corp",
+            "Sign in with open",
+            "Sign in with evil"
+        ])
+    );
+    assert_eq!(v["final"], format!("{}/view", s.origin()), "{v}");
+    assert_eq!(v["me"], 200, "{v}");
 }

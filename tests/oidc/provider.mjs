@@ -3,6 +3,9 @@
 // Configured from the environment:
 //   OIDC_CLIENTS   JSON list of clients (client_id, client_secret, redirect_uris)
 //   OIDC_ACCOUNTS  JSON object: account id -> claims (email, email_verified, groups, ...)
+//   OIDC_DEFAULT_ACCOUNT  (optional) the account signed in when the request has no `login_hint`
+//                  (a browser following the edge's redirect as it is), after a click on a
+//                  "Continue" button of the provider's own page
 //   OIDC_WRONG_AUDIENCE_CLIENT  (optional) a client id whose ID tokens this provider re-signs,
 //                  with its own key, for another audience: a provider issuing a token meant for
 //                  another client, which the relying party must refuse.
@@ -10,8 +13,9 @@
 // (the test that started it is gone).
 //
 // Sign-in is a test interaction instead of the login and consent forms: the account is the
-// authorization request's `login_hint` (the test adds it to the URL the edge redirects to), and
-// every scope and claim asked for is granted. An unknown hint ends with `access_denied`.
+// authorization request's `login_hint` (the test adds it to the URL the edge redirects to) or
+// OIDC_DEFAULT_ACCOUNT, and every scope and claim asked for is granted. An unknown account ends
+// with `access_denied`.
 
 import http from 'node:http';
 import Provider from 'oidc-provider';
@@ -20,6 +24,7 @@ import { generateKeyPair, exportJWK, importJWK, CompactSign, decodeProtectedHead
 const clients = JSON.parse(process.env.OIDC_CLIENTS || '[]');
 const accounts = JSON.parse(process.env.OIDC_ACCOUNTS || '{}');
 const wrongAudienceClient = process.env.OIDC_WRONG_AUDIENCE_CLIENT || '';
+const defaultAccount = process.env.OIDC_DEFAULT_ACCOUNT || '';
 
 const { privateKey } = await generateKeyPair('RS256', { extractable: true });
 const jwk = { ...(await exportJWK(privateKey)), kid: 'test-key', alg: 'RS256', use: 'sig' };
@@ -78,7 +83,15 @@ async function interaction(req, res) {
   const details = await provider.interactionDetails(req, res);
   const { prompt, params, session } = details;
   if (prompt.name === 'login') {
-    const id = params.login_hint;
+    if (!params.login_hint && defaultAccount && req.method !== 'POST') {
+      // A page the person acts on, as at a real provider: the navigation back to the relying
+      // party then starts on this site, which is what SameSite cookies are judged by.
+      res.setHeader('content-type', 'text/html; charset=utf-8');
+      res.end(`<!doctype html><title>Test provider</title><form method="post">`
+        + `<button id="continue">Continue as ${defaultAccount}</button></form>`);
+      return undefined;
+    }
+    const id = params.login_hint || defaultAccount;
     if (!id || !accounts[id]) {
       return provider.interactionFinished(req, res, {
         error: 'access_denied',
