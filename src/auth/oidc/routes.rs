@@ -41,12 +41,13 @@ pub(crate) fn is_oidc_path(path: &str) -> bool {
 
 /// Answers a path for which `is_oidc_path` is true.
 pub(crate) async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return response::method_not_allowed();
-    }
     let path = req.uri().path().to_string();
-    if path == "/login/oidc" {
+    if path == "/login/oidc" && (req.method() == Method::GET || req.method() == Method::HEAD) {
         return list(app);
+    }
+    // GET only: a HEAD would start a flow, or spend the code, for an answer nobody sees.
+    if req.method() != Method::GET {
+        return response::method_not_allowed();
     }
     let rest = path.strip_prefix("/login/oidc/").unwrap_or("");
     let (name, callback) = match rest.strip_suffix("/callback") {
