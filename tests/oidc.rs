@@ -569,3 +569,51 @@ async fn a_browser_signs_in_with_the_login_page_button_and_lands_signed_in() {
     assert_eq!(v["final"], format!("{}/view", s.origin()), "{v}");
     assert_eq!(v["me"], 200, "{v}");
 }
+
+#[tokio::test]
+async fn doctor_checks_each_provider_and_names_the_redirect_uris() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Provider::start(json!([]), accounts(), "");
+    let down = free_port();
+    let config = dir.path().join("doctor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\nhostnames = [\"chat.example.com\"]\n\n[[auth.oidc]]\nname = \"corp\"\nissuer = \"{}\"\nclient_id = \"edge-corp\"\n\n[[auth.oidc]]\nname = \"gone\"\nissuer = \"http://127.0.0.1:{down}\"\nclient_id = \"x\"\n",
+            provider.issuer
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin())
+            .current_dir(dir.path())
+            .args(["--config", &config.display().to_string()])
+            .args([
+                "doctor",
+                "--listen",
+                "127.0.0.1:8443",
+                "--upstream",
+                "http://127.0.0.1:9",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "[ok  ] single sign-on `corp`: {} answers (1 signing keys)",
+            provider.issuer
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("[warn] single sign-on `gone`: http://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("redirect URIs to register: https://localhost:8443/login/oidc/corp/callback https://chat.example.com:8443/login/oidc/corp/callback"),
+        "{text}"
+    );
+}
