@@ -390,6 +390,27 @@ async fn wrong_state_audience_or_email_is_refused_audited_and_makes_no_session()
     let (status, body, cookies) = callback(&c, &url).await;
     refused(status, &body, &cookies, "oidc_no_flow");
 
+    // An answer naming another issuer (RFC 9207's `iss`), with the right state.
+    let c = s.client();
+    let url = to_callback(&s, &c, "corp", "alice").await;
+    assert!(url.contains("iss="), "oidc-provider names itself: {url}");
+    let mut tampered = reqwest::Url::parse(&url).unwrap();
+    let pairs: Vec<(String, String)> = tampered
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "iss" {
+                "https://evil.example".into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    tampered.query_pairs_mut().clear().extend_pairs(pairs);
+    let (status, body, cookies) = callback(&c, tampered.as_str()).await;
+    refused(status, &body, &cookies, "oidc_wrong_issuer");
+    assert!(me(&s, &c).await.is_none());
+
     // A callback in another browser (a link sent to someone): no flow cookie there.
     let c = s.client();
     let url = to_callback(&s, &c, "corp", "alice").await;
@@ -446,7 +467,8 @@ async fn wrong_state_audience_or_email_is_refused_audited_and_makes_no_session()
             .filter(|e| e["username"] == name && e["success"] == false)
             .count()
     };
-    assert_eq!(failed("oidc:corp"), 4, "{entries:?}"); // state, no flow, other browser, JSON
+    // state, no flow, issuer, other browser, JSON
+    assert_eq!(failed("oidc:corp"), 5, "{entries:?}");
     assert_eq!(failed("oidc:evil"), 1, "{entries:?}");
     assert_eq!(failed("bob@other.org"), 1, "{entries:?}");
     assert_eq!(failed("eve@example.com"), 1, "{entries:?}");

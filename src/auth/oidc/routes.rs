@@ -340,6 +340,16 @@ async fn check(
             "state differs".into(),
         ));
     }
+    // RFC 9207: a provider that names itself in its answer must be the one this flow went to
+    // (with the per-provider callback path and flow cookie, a second defence against mix-ups).
+    if let Some(iss) = query(&pairs, "iss").filter(|iss| *iss != p.issuer) {
+        return Err(refused(
+            bad_request,
+            "oidc_wrong_issuer",
+            "The answer names another sign-in provider than the one this sign-in went to, so it was refused. Start again from the login page.",
+            format!("iss {iss}"),
+        ));
+    }
     if let Some(error) = query(&pairs, "error") {
         let description = query(&pairs, "error_description").unwrap_or("");
         return Err(refused(
