@@ -20,6 +20,15 @@ struct Provider {
 
 impl Provider {
     fn start(clients: Value, accounts: Value, wrong_audience_client: &str) -> Provider {
+        Self::start_with(
+            clients,
+            accounts,
+            &[("OIDC_WRONG_AUDIENCE_CLIENT", wrong_audience_client)],
+        )
+    }
+
+    /// The provider with more of provider.mjs's settings (`OIDC_PORT`, `OIDC_KEY_ID`, ...).
+    fn start_with(clients: Value, accounts: Value, env: &[(&str, &str)]) -> Provider {
         let root = env!("CARGO_MANIFEST_DIR");
         assert!(
             std::path::Path::new(root)
@@ -32,9 +41,9 @@ impl Provider {
             .current_dir(root)
             .env("OIDC_CLIENTS", clients.to_string())
             .env("OIDC_ACCOUNTS", accounts.to_string())
-            .env("OIDC_WRONG_AUDIENCE_CLIENT", wrong_audience_client)
             // A browser follows the edge's redirect as it is, without a `login_hint`.
             .env("OIDC_DEFAULT_ACCOUNT", "alice")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -638,4 +647,51 @@ async fn doctor_checks_each_provider_and_names_the_redirect_uris() {
         text.contains("redirect URIs to register: https://localhost:8443/login/oidc/corp/callback https://chat.example.com:8443/login/oidc/corp/callback"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_new_signing_key_at_the_provider_is_read_when_a_token_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, edge_port) = (free_port().to_string(), free_port());
+    let clients = json!([{
+        "client_id": "edge-corp",
+        "client_secret": SECRET,
+        "redirect_uris": [format!("https://localhost:{edge_port}/login/oidc/corp/callback")],
+    }]);
+    let env = |kid| [("OIDC_PORT", port.as_str()), ("OIDC_KEY_ID", kid)];
+    let first = Provider::start_with(clients.clone(), accounts(), &env("key-1"));
+    let toml = format!(
+        "[[auth.oidc]]\nname = \"corp\"\nissuer = \"{}\"\nclient_id = \"edge-corp\"\nclient_secret_env = \"TEST_OIDC_SECRET\"\n",
+        first.issuer
+    );
+    let s = start_in_with_config(
+        dir.path(),
+        &toml,
+        Start::default()
+            .listen(format!("127.0.0.1:{edge_port}"))
+            .env("TEST_OIDC_SECRET", SECRET),
+    );
+    let started = Instant::now();
+    let admin = s.admin_client().await;
+    add_user(&s, &admin, "alice@example.com", "a long password", "user").await;
+    let c = s.client();
+    let url = to_callback(&s, &c, "corp", "alice").await;
+    assert_eq!(callback(&c, &url).await.0, 200);
+
+    // The provider comes back with a new key (and forgets the old one).
+    drop(first);
+    let _second = Provider::start_with(clients, accounts(), &env("key-2"));
+    // Keys read in the last ten seconds are not read again.
+    let wait = Duration::from_secs(12).saturating_sub(started.elapsed());
+    tokio::time::sleep(wait).await;
+    let c = s.client();
+    let url = to_callback(&s, &c, "corp", "alice").await;
+    let (status, body, _) = callback(&c, &url).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        s.wait_for_log("signing key not seen before", 5),
+        "{}",
+        s.stdout()
+    );
+    assert_eq!(me(&s, &c).await.unwrap()["username"], "alice@example.com");
 }

@@ -3,6 +3,8 @@
 // Configured from the environment:
 //   OIDC_CLIENTS   JSON list of clients (client_id, client_secret, redirect_uris)
 //   OIDC_ACCOUNTS  JSON object: account id -> claims (email, email_verified, groups, ...)
+//   OIDC_PORT      (optional) the port to listen on (default: any free one)
+//   OIDC_KEY_ID    (optional) the `kid` of the signing key made at start (default test-key)
 //   OIDC_DEFAULT_ACCOUNT  (optional) the account signed in when the request has no `login_hint`
 //                  (a browser following the edge's redirect as it is), after a click on a
 //                  "Continue" button of the provider's own page
@@ -27,11 +29,12 @@ const wrongAudienceClient = process.env.OIDC_WRONG_AUDIENCE_CLIENT || '';
 const defaultAccount = process.env.OIDC_DEFAULT_ACCOUNT || '';
 
 const { privateKey } = await generateKeyPair('RS256', { extractable: true });
-const jwk = { ...(await exportJWK(privateKey)), kid: 'test-key', alg: 'RS256', use: 'sig' };
+const kid = process.env.OIDC_KEY_ID || 'test-key';
+const jwk = { ...(await exportJWK(privateKey)), kid, alg: 'RS256', use: 'sig' };
 const signingKey = await importJWK(jwk, 'RS256');
 
 const server = http.createServer();
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+await new Promise((resolve) => server.listen(Number(process.env.OIDC_PORT || 0), '127.0.0.1', resolve));
 const issuer = `http://127.0.0.1:${server.address().port}`;
 
 const provider = new Provider(issuer, {

@@ -7,9 +7,9 @@
 //!
 //! The provider's metadata and keys are read at start in the background; a provider that is down
 //! then is asked again at the first sign-in (at most every few seconds), so the server starts
-//! whatever the provider does. They are read again after an hour, and at once (at most each
-//! minute) when an ID token is signed with a key not yet seen, so a key rotation at the provider
-//! needs no restart.
+//! whatever the provider does. They are read again after an hour, and at once (unless read in the
+//! last ten seconds) when an ID token is signed with a key not yet seen, so a key rotation at the
+//! provider needs no restart.
 
 pub(crate) mod accounts;
 pub(crate) mod flow;
@@ -32,8 +32,11 @@ const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
 /// A provider that could not be reached is not asked again sooner than this (each sign-in
 /// attempt would otherwise wait for its timeout).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
-/// Re-reading the keys for an unknown signing key happens at most this often.
-const KEY_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(60);
+/// Keys read less than this long ago are not read again for a token that names an unknown key.
+/// ID tokens come only from the provider's own token endpoint, so an unknown key means it has
+/// rotated its keys; the bound only keeps a provider that signs with a key it never publishes
+/// from being asked for its keys at every sign-in.
+const KEY_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Each request to a provider (connect, answer, body) must finish within this.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A discovery document, key set or token answer is a few KiB; more is not a provider.

@@ -417,6 +417,7 @@ async fn check(
             SignatureVerificationError::NoMatchingKey,
         )) => {
             // A key the provider started using since its keys were read: read them again.
+            tracing::info!(provider = %p.name, "an ID token names a signing key not seen before; reading the provider's keys again");
             let fresh = app
                 .oidc
                 .metadata(&p.name, true)
