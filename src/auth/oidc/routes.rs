@@ -165,12 +165,14 @@ async fn start(app: &App, req: &Request<Incoming>, p: &OidcProvider) -> Resp {
     };
     let meta = match app.oidc.metadata(&p.name, false).await {
         Ok(m) => m,
-        Err(e) => {
+        // Why is in the log (`metadata` says it); the page need not show the server's view of
+        // the network to whoever asks.
+        Err(_) => {
             return page(
                 req,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "oidc_provider_unreachable",
-                &format!("The sign-in provider cannot be reached right now ({e}). Try again in a moment, or sign in with your password."),
+                "The sign-in provider cannot be reached right now. Try again in a moment, or sign in with your password.",
             )
         }
     };
