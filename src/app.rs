@@ -37,6 +37,8 @@ pub(crate) struct App {
     /// Personal API tokens checked recently.
     pub tokens: Arc<crate::auth::token_cache::TokenCache>,
     pub decoy_hash: String,
+    /// Single sign-on providers (`[[auth.oidc]]`), their metadata and the flow cookies' key.
+    pub oidc: Arc<crate::auth::oidc::Oidc>,
     pub upstream: UpstreamClient,
     /// The fixed parts of every request to Hermes.
     pub target: Option<crate::hermes::Target>,
@@ -157,6 +159,8 @@ impl App {
         let headers = SecurityHeaders::new(config.hsts_max_age);
         let tokens = Arc::<crate::auth::token_cache::TokenCache>::default();
         crate::auth::spawn_upkeep(store.clone(), tokens.clone(), a.login_audit_keep);
+        let oidc = Arc::new(crate::auth::oidc::Oidc::new(&config.oidc));
+        oidc.spawn_discovery();
         let mut app = App {
             me: std::sync::Weak::new(),
             runs: Default::default(),
@@ -185,6 +189,7 @@ impl App {
             memory: crate::memory::MemoryCache::default(),
             tokens,
             decoy_hash: crate::auth::users::decoy_hash(),
+            oidc,
             www,
             ca_pem,
             upstream,

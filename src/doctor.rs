@@ -165,6 +165,8 @@ pub(crate) async fn run(config: &Config) -> bool {
         }
     }
 
+    oidc_providers(&mut r, config).await;
+
     match std::fs::create_dir_all(&config.data_dir).and_then(|_| {
         let probe = config.data_dir.join(".doctor-probe");
         std::fs::write(&probe, b"x").and_then(|_| std::fs::remove_file(&probe))
@@ -181,6 +183,49 @@ pub(crate) async fn run(config: &Config) -> bool {
         ),
     }
     !r.failed
+}
+
+/// Each single sign-on provider: whether its discovery document and keys can be read (a warning,
+/// not a failure: the server starts without them), and the redirect URIs to register there.
+async fn oidc_providers(r: &mut Report, config: &Config) {
+    let oidc = crate::auth::oidc::Oidc::new(&config.oidc);
+    let port = match config.listen.port() {
+        443 => String::new(),
+        p => format!(":{p}"),
+    };
+    for p in &config.oidc {
+        let what = format!("single sign-on `{}`", p.name);
+        match oidc.metadata(&p.name, false).await {
+            Ok(meta) => r.line(
+                Level::Ok,
+                &what,
+                &format!(
+                    "{} answers ({} signing keys)",
+                    p.issuer,
+                    meta.jwks().keys().len()
+                ),
+            ),
+            Err(e) => r.line(
+                Level::Warn,
+                &what,
+                &format!("{}: {e}; sign-in with it fails until it answers", p.issuer),
+            ),
+        }
+        let mut names = vec!["localhost".to_string()];
+        names.extend(config.extra_names.iter().cloned());
+        let uris: Vec<String> = names
+            .iter()
+            .map(|n| match n.parse::<std::net::Ipv6Addr>() {
+                Ok(_) => format!("https://[{n}]{port}/login/oidc/{}/callback", p.name),
+                Err(_) => format!("https://{n}{port}/login/oidc/{}/callback", p.name),
+            })
+            .collect();
+        r.line(
+            Level::Ok,
+            &what,
+            &format!("redirect URIs to register: {}", uris.join(" ")),
+        );
+    }
 }
 
 /// Where the upstream and the key came from (never the key), and whether Hermes' own settings,

@@ -240,6 +240,8 @@ fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
             d(&old.hsts_max_age),
             d(&new.hsts_max_age),
         ),
+        // The secret itself prints as `Secret(..)`: a new secret in the same file is not named.
+        ("auth.oidc", d(&old.oidc), d(&new.oidc)),
         (
             "limits.header_read_timeout_secs",
             d(&l.header_read_timeout),

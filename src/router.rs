@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::users::{with_user, LogUser};
-use crate::auth::{self, admin, login, Role, User};
+use crate::auth::{self, admin, login, oidc, Role, User};
 use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
@@ -172,6 +172,9 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
             }
         }
         (&Method::POST, "/login") => return Box::pin(login::login(app, ctx, req)).await,
+        (_, p) if oidc::routes::is_oidc_path(p) => {
+            return Box::pin(oidc::routes::route(app, ctx, req)).await
+        }
         (_, "/healthz" | "/ca.crt" | "/login") => return response::method_not_allowed(),
         _ => {}
     }

@@ -146,6 +146,23 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN state TEXT NOT NULL DEFAULT 'done'
         CHECK (state IN ('running','done'));
     CREATE INDEX messages_running ON messages(state) WHERE state = 'running';",
+    // 7: single sign-on: which account a provider's identity is. An identity is the issuer and its
+    // subject (`sub`, stable at the provider), never the email address, which the person (or an
+    // administrator there) can change: so a later address cannot move the identity to another
+    // account. One identity per account and issuer, so a second identity at the same provider
+    // cannot take over an account already linked.
+    "CREATE TABLE oidc_links (
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        provider TEXT NOT NULL,
+        email TEXT,
+        created_at INTEGER NOT NULL,
+        last_used INTEGER NOT NULL,
+        PRIMARY KEY (issuer, subject),
+        UNIQUE (issuer, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX oidc_links_user ON oidc_links(user_id);",
 ];
 
 #[derive(Clone)]

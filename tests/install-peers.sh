@@ -39,3 +39,8 @@ bash tests/prometheus/setup.sh >/dev/null
 if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
   (cd tests/browser && npm ci --no-audit --no-fund)
 fi
+
+# panva's oidc-provider (a certified OpenID provider) for tests/oidc.rs, pinned by its lock file.
+if [[ ! -d tests/oidc/node_modules/oidc-provider ]]; then
+  (cd tests/oidc && npm ci --no-audit --no-fund)
+fi

@@ -64,7 +64,7 @@ impl User {
 /// apart from every later account of this database; the random part from accounts of another
 /// database (a reinstallation) talking to the same Hermes. Only `[0-9a-z-]`: it goes into a header,
 /// a session id and a JSON string unescaped.
-fn new_scope(id: i64) -> String {
+pub(crate) fn new_scope(id: i64) -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

@@ -112,6 +112,15 @@ pub(crate) const CHAT_SENDS_PER_MINUTE_PER_USER: u32 = 30;
 /// incident noticed late, while the table stops growing with every attempt ever made.
 pub(crate) const LOGIN_AUDIT_DAYS: u64 = 90;
 
+// --- [[auth.oidc]] ---
+
+/// The identity and the address, nothing more: `groups` (for `admin_claim`) is asked for only
+/// when the operator lists it.
+pub(crate) const OIDC_SCOPES: &[&str] = &["openid", "email", "profile"];
+/// Only accounts an administrator made (or linked before) may sign in with a provider: a provider
+/// such as a public Google or GitHub would otherwise let anyone in the world make an account.
+pub(crate) const OIDC_CREATE_ACCOUNTS: bool = false;
+
 // --- [chat] ---
 
 /// Hermes sends a keepalive every 30 s; four missed ones mean the stream is dead.

@@ -94,6 +94,9 @@ pub(crate) struct FileAuth {
     pub login_attempts_per_minute_per_account: Option<u32>,
     pub chat_sends_per_minute_per_user: Option<u32>,
     pub login_audit_days: Option<u64>,
+    /// `[[auth.oidc]]`: single sign-on providers (see `oidc.rs`).
+    #[serde(default)]
+    pub oidc: Vec<FileOidc>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,4 +138,22 @@ pub(crate) struct FileMetrics {
 pub(crate) struct RouteEntry {
     pub path: String,
     pub file: PathBuf,
+}
+
+/// One OpenID Connect provider: `[[auth.oidc]] name = "corp" issuer = "https://id.example.com" ...`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileOidc {
+    pub name: String,
+    pub label: Option<String>,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub allowed_email_domains: Option<Vec<String>>,
+    pub allowed_emails: Option<Vec<String>>,
+    pub admin_claim: Option<String>,
+    pub admin_values: Option<Vec<String>>,
+    pub create_accounts: Option<bool>,
 }

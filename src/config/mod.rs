@@ -26,6 +26,7 @@ pub(crate) mod hermes_settings;
 mod limits;
 mod media;
 mod metrics;
+mod oidc;
 mod tls;
 
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ pub(crate) use hermes_settings::HermesSettings;
 pub(crate) use limits::Limits;
 pub(crate) use media::MediaConfig;
 pub(crate) use metrics::MetricsConfig;
+pub(crate) use oidc::OidcProvider;
 pub(crate) use tls::{AcmeChallenge, AcmeSettings, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +172,8 @@ pub(crate) struct Config {
     pub limits: Limits,
     pub media: MediaConfig,
     pub auth: AuthConfig,
+    /// `[[auth.oidc]]`: single sign-on providers, in the file's order (the login page's order).
+    pub oidc: Vec<OidcProvider>,
     pub chat: ChatConfig,
     /// Hermes' dashboard, e.g. `http://127.0.0.1:9119`; `None` when `/dashboard/` is off.
     pub dashboard_upstream: Option<String>,
@@ -218,6 +222,7 @@ impl Config {
         let limits = limits::resolve(&file.limits)?;
         let media = media::resolve(&file.media, cli);
         let auth = auth::resolve(&file.auth)?;
+        let oidc = oidc::resolve(&file.auth.oidc)?;
         let chat = chat::resolve(&file.chat, hermes_home, &hermes)?;
         let dashboard_upstream = dashboard::resolve(&file.dashboard, cli)?;
         let metrics = metrics::resolve(&file.metrics, cli)?;
@@ -259,6 +264,7 @@ impl Config {
             limits,
             media,
             auth,
+            oidc,
             chat,
             dashboard_upstream,
             metrics,
@@ -538,6 +544,9 @@ mod tests {
         file.auth.remember_secs = None;
         file.chat.api_key_file = None; // an example path, read at start
         file.metrics.token_file = None; // likewise
+        assert_eq!(file.auth.oidc.len(), 1);
+        file.auth.oidc[0].client_secret_file = None; // a file or the environment, not both
+        file.auth.oidc[0].client_secret_env = None; // and an example variable, read at start
         let c = Config::resolve(file, None, &CliOverrides::default()).unwrap();
         assert!(matches!(c.tls, TlsMode::Acme(_)));
         assert_eq!(c.routes[0].path, "/video");
