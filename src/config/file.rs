@@ -92,6 +92,9 @@ pub(crate) struct FileAuth {
     pub login_attempts_per_minute_per_account: Option<u32>,
     pub chat_sends_per_minute_per_user: Option<u32>,
     pub login_audit_days: Option<u64>,
+    pub require_second_factor: Option<String>,
+    pub trusted_header: Option<String>,
+    pub trusted_header_create: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

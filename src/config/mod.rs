@@ -210,6 +210,13 @@ impl Config {
         let limits = limits::resolve(&file.limits)?;
         let media = media::resolve(&file.media, cli);
         let auth = auth::resolve(&file.auth)?;
+        if auth.trusted_header.is_some() && limits.trusted_proxies.is_empty() {
+            return Err(invalid(
+                "auth.trusted_header",
+                "is believed only from `limits.trusted_proxies`, which is empty: list the \
+                 address of the proxy that signs people in (or remove `trusted_header`)",
+            ));
+        }
         let chat = chat::resolve(&file.chat, hermes_home, &hermes)?;
         let dashboard_upstream = dashboard::resolve(&file.dashboard, cli)?;
         for r in &file.routes {
@@ -527,6 +534,7 @@ mod tests {
         file.auth.session_secs = None; // hours/days or seconds
         file.auth.remember_secs = None;
         file.chat.api_key_file = None; // an example path, read at start
+        file.auth.trusted_header = None; // off by default; needs trusted_proxies
         let c = Config::resolve(file, None, &CliOverrides::default()).unwrap();
         assert!(matches!(c.tls, TlsMode::Acme(_)));
         assert_eq!(c.routes[0].path, "/video");
