@@ -190,6 +190,11 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         Some(Err(refused)) => return refused,
         None => (login::authenticate(app, req.headers()).await, false),
     };
+    // The header is the edge's own credential, like its cookie: never passed on (the dashboard).
+    let mut req = req;
+    if let Some(name) = &app.config.auth.trusted_header {
+        req.headers_mut().remove(name);
+    }
     let Some(user) = user else {
         if is_api(path) || method != Method::GET {
             return response::error(

@@ -2,9 +2,10 @@
 //! here (RFC 6238 with HMAC-SHA-1, independently of the server's crate), a code never accepted
 //! twice, single-use recovery codes, wrong codes limited and audited, `user 2fa enable/reset` on
 //! the command line, the `require_second_factor` policy holding a session to enrolment, and the
-//! trusted sign-in header believed only from a trusted proxy.
+//! trusted sign-in header believed only from a trusted proxy (and never passed on to the dashboard).
 
 mod common;
+mod fake_upstream;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -588,6 +589,37 @@ async fn the_trusted_header_is_believed_only_from_a_trusted_proxy() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn the_trusted_header_is_not_passed_on_to_the_dashboard() {
+    let fake = fake_upstream::Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_in_with_config(
+        dir.path(),
+        "[limits]\ntrusted_proxies = [\"127.0.0.2\"]\n[auth]\ntrusted_header = \"Remote-User\"\n",
+        Start::default().arg("--dashboard-upstream").arg(fake.url()),
+    );
+    fake.push(fake_upstream::Reply {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        steps: vec![fake_upstream::Step::Data("{}".into())],
+        silent: false,
+    });
+    let r = client_from(&s, "127.0.0.2")
+        .get(s.url("/dashboard/api/status"))
+        .header("remote-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = fake.requests().pop().expect("the dashboard was asked");
+    assert_eq!(got.path, "/api/status");
+    assert!(
+        got.headers.get("remote-user").is_none(),
+        "{:?}",
+        got.headers
+    );
 }
 
 #[tokio::test]
