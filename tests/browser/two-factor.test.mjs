@@ -98,7 +98,9 @@ before(async () => {
   // The upstream is never asked: nothing here chats.
   const args = ['--listen', '127.0.0.1:' + port, '--http-listen', 'off', '--certs-dir', path.join(tmp, 'certs'),
     '--data-dir', path.join(tmp, 'data'), '--media', path.join(tmp, 'media'), '--upstream', 'http://127.0.0.1:9',
-    '--www', path.join(repo, 'www')];
+    '--www', path.join(repo, 'www'), '--config', path.join(tmp, 'edge.toml')];
+  // Room for every sign-in attempt of these tests from one address (the default is 5 a minute).
+  fs.writeFileSync(path.join(tmp, 'edge.toml'), '[auth]\nlogin_attempts_per_minute_per_ip = 50\n');
   server = spawn(BIN, args, {
     env: Object.assign({}, process.env, { HERMES_EDGE_ADMIN_PASSWORD: 'admin-' + PASSWORD, HERMES_EDGE_API_KEY: 'k'.repeat(32) }),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -194,7 +196,10 @@ test('the account page enrols an authenticator app and shows the recovery codes 
   assert.match(await p.getAttribute('#tf-qr', 'src'), /^data:image\/svg\+xml/);
   assert.match(await p.textContent('#tf-uri'), /^otpauth:\/\/totp\/Hermes:bob\?secret=/);
   // The QR code is drawn: the image loaded.
-  assert.ok(await p.evaluate(() => document.getElementById('tf-qr').naturalWidth > 0));
+  await p.waitForFunction(() => {
+    const img = document.getElementById('tf-qr');
+    return img.complete && img.naturalWidth > 0;
+  }, null, { timeout: 5000 });
   await p.fill('#tf-code', totp(secret));
   await p.click('#tf-confirm');
   await p.waitForSelector('#tf-codes:not([hidden])');
@@ -202,7 +207,7 @@ test('the account page enrols an authenticator app and shows the recovery codes 
   assert.match(await p.textContent('#tf-status'), /^On/);
   await p.click('#tf-done');
   assert.equal(await p.locator('#tf-code-list li').count(), 0);
-  assert.equal(await p.isVisible('#tf-disable'), true);
+  await p.waitForSelector('#tf-disable:not([hidden])', { timeout: 5000 });
   // The page needs no inline script or style.
   assert.deepEqual(await p.evaluate(() => window.__csp), []);
   await ctx.close();
