@@ -27,7 +27,9 @@
   const submit = document.getElementById('login-submit');
   const error = params.get('error');
 
-  function show(text) {
+  /** Shows `text` in the message box: an error, or (`info`) a next step such as the code prompt. */
+  function show(text, info) {
+    box.className = info ? 'notice' : 'alert';
     box.textContent = text;
     box.hidden = false;
   }
@@ -42,7 +44,7 @@
     if (countdown) clearTimeout(countdown);
     const tick = () => {
       if (left <= 0) {
-        show('You can try again now.');
+        show('You can try again now.', true);
         submit.disabled = false;
         countdown = null;
         return;
@@ -55,10 +57,10 @@
     tick();
   }
 
-  function askForCode(text) {
+  function askForCode(text, info) {
     codeField.hidden = false;
     code.required = true;
-    show(text);
+    show(text, info);
     code.value = '';
     code.focus();
   }
@@ -72,7 +74,7 @@
     rateLimited(parseInt(params.get('retry_after') || '', 10));
   } else if (error === 'code_required' || error === 'invalid_code') {
     codeField.hidden = false;
-    show('This account has two-factor sign-in: enter your password again and the code from your app.');
+    show('This account has two-factor sign-in: enter your password again and the code from your app.', true);
   } else if (error === 'expired') {
     show('Your session has expired. Please sign in again.');
   } else if (error) {
@@ -119,7 +121,7 @@
     if (res.status === 429) {
       rateLimited(parseInt(res.headers.get('Retry-After') || '', 10));
     } else if (kind === 'code_required') {
-      askForCode('Enter the code from your authenticator app (or a recovery code).');
+      askForCode('Enter the code from your authenticator app (or a recovery code).', true);
     } else if (kind === 'invalid_code') {
       askForCode('Wrong or already used code. Enter the current code from your app.');
     } else if (kind === 'invalid_credentials') {

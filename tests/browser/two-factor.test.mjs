@@ -19,6 +19,9 @@ import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
+// Screenshots go to target/screenshots, as chat.test.mjs's do (SCREENSHOT_DIR=docs for the docs' copies).
+const shots = path.resolve(repo, process.env.SCREENSHOT_DIR || 'target/screenshots');
+fs.mkdirSync(shots, { recursive: true });
 const BIN = process.env.HERMES_EDGE_BIN;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const PASSWORD = 'alice-password-' + Math.random().toString(36).slice(2, 10);
@@ -168,6 +171,7 @@ test('sign-in with password then code; a wrong password keeps the user name and 
   assert.equal(await p.inputValue('#password'), PASSWORD);
   assert.equal(await p.isChecked('#remember'), true);
   assert.equal(await p.evaluate(() => document.activeElement.id), 'code');
+  await p.screenshot({ path: path.join(shots, 'screenshot-login-code.png') });
 
   // A wrong code is said so; the right one signs in, remembered, and goes to `next`.
   const right = totp(secret);
@@ -208,6 +212,12 @@ test('the account page enrols an authenticator app and shows the recovery codes 
   await p.click('#tf-done');
   assert.equal(await p.locator('#tf-code-list li').count(), 0);
   await p.waitForSelector('#tf-disable:not([hidden])', { timeout: 5000 });
+  await p.screenshot({ path: path.join(shots, 'screenshot-account-desktop.png'), fullPage: true });
+  // At phone width the page fits without sideways scrolling.
+  await p.setViewportSize({ width: 390, height: 844 });
+  const [sw, cw] = await p.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
+  assert.ok(sw <= cw, `scrollWidth ${sw} > clientWidth ${cw}`);
+  await p.screenshot({ path: path.join(shots, 'screenshot-account-mobile.png'), fullPage: true });
   // The page needs no inline script or style.
   assert.deepEqual(await p.evaluate(() => window.__csp), []);
   await ctx.close();
