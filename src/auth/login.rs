@@ -273,22 +273,9 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
     .ok()
     .flatten();
     let ip = ctx.client_ip;
+    let audit_name = username.chars().take(64).collect::<String>();
     let audit =
-        |user_id: Option<i64>, success: bool, detail: &'static str| {
-            let audit_name = username.chars().take(64).collect::<String>();
-            async move {
-                let _ =
-                    app.store
-                        .call(move |c| {
-                            c.execute(
-                        "INSERT INTO login_audit (at, username, user_id, ip, success, detail)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![now(), audit_name, user_id, ip.to_string(), success as i64, detail],
-                    )
-                        })
-                        .await;
-            }
-        };
+        |user_id, success, detail| record_attempt(app, &audit_name, user_id, ip, success, detail);
     let Some(user) = user else {
         audit(None, false, "wrong_password").await;
         tracing::info!(user = %username, ip = %ip, "sign-in refused: wrong user name or password");
@@ -368,6 +355,31 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// One row of the sign-in audit: who, from where, whether it passed and how (or why not).
+async fn record_attempt(
+    app: &App,
+    username: &str,
+    user_id: Option<i64>,
+    ip: IpAddr,
+    success: bool,
+    detail: &'static str,
+) {
+    let name = username.to_string();
+    let result = app
+        .store
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO login_audit (at, username, user_id, ip, success, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![now(), name, user_id, ip.to_string(), success, detail],
+            )
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!("cannot record a sign-in attempt in the audit: {e}");
+    }
 }
 
 /// Why the second-factor step did not let a sign-in through.
