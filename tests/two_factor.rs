@@ -259,6 +259,35 @@ async fn enrolment_then_sign_in_with_a_code_each_accepted_once_and_recovery_code
         .unwrap()
         .starts_with("/login?error=code_required"));
 
+    // New recovery codes (with the password as proof) replace the old ones.
+    let (st, body) = post_json(
+        &s,
+        &third,
+        "/api/account/2fa/recovery-codes",
+        json!({"password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let renewed: Vec<String> = body["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(renewed.len(), 10);
+    let (st, body) = login_with(&s, &s.client(), "alice", PASSWORD, Some(&recovery[2])).await;
+    assert_eq!(
+        (st, error_code(&body)),
+        (401, "invalid_code"),
+        "an old code: {body}"
+    );
+    assert_eq!(
+        login_with(&s, &s.client(), "alice", PASSWORD, Some(&renewed[0]))
+            .await
+            .0,
+        200
+    );
+
     // Turning it off needs a code or the password; then the password alone signs in.
     let (st, body) = post_json(
         &s,

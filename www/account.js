@@ -1,8 +1,8 @@
 /*
  * The account page (a classic script, like login.js). Today it holds the two-factor section:
  * set up an authenticator app (the server makes the secret and draws its QR code), confirm it with
- * a first code, show the recovery codes once, turn it off with a code or the password. Other
- * sections (password, passkeys, sessions, tokens) add their own blocks beside it.
+ * a first code, show the recovery codes once, make new ones or turn it off with a code or the
+ * password. Other sections (password, passkeys, sessions, tokens) add their own blocks beside it.
  *
  * `?enrol=1`, or an account the server says must have a second factor, shows why the rest of the
  * site is closed until enrolment is done.
@@ -89,15 +89,8 @@
     $('tf-confirm').disabled = true;
     try {
       const r = await api('POST', '/api/account/2fa/totp/confirm', { code: $('tf-code').value });
-      const list = $('tf-code-list');
-      list.textContent = '';
-      for (const c of r.recovery_codes) {
-        const li = document.createElement('li');
-        li.textContent = c;
-        list.appendChild(li);
-      }
+      showCodes(r.recovery_codes);
       show('tf-setup', false);
-      show('tf-codes', true);
       $('tf-secret').textContent = '';
       $('tf-uri').textContent = '';
       $('tf-qr').removeAttribute('src');
@@ -108,6 +101,50 @@
       $('tf-code').select();
     } finally {
       $('tf-confirm').disabled = false;
+    }
+  });
+
+  /** Shows recovery codes, this once (they are never sent again). */
+  function showCodes(codes) {
+    const list = $('tf-code-list');
+    list.textContent = '';
+    for (const c of codes) {
+      const li = document.createElement('li');
+      li.textContent = c;
+      list.appendChild(li);
+    }
+    show('tf-codes', true);
+  }
+
+  /** The proof typed in the two-factor form: a code if there is one, else the password. */
+  function proof() {
+    const code = $('tf-disable-code').value.trim();
+    const password = $('tf-disable-password').value;
+    if (!code && !password) return null;
+    return code ? { code } : { password };
+  }
+
+  function clearProof() {
+    $('tf-disable-code').value = '';
+    $('tf-disable-password').value = '';
+  }
+
+  $('tf-renew').addEventListener('click', async () => {
+    showError('');
+    const body = proof();
+    if (!body) {
+      showError('Enter a code or your password.');
+      return;
+    }
+    try {
+      const r = await api('POST', '/api/account/2fa/recovery-codes', body);
+      clearProof();
+      show('tf-disable', false);
+      showCodes(r.recovery_codes);
+      await refresh();
+      $('tf-done').focus();
+    } catch (err) {
+      showError(err.message);
     }
   });
 
@@ -129,16 +166,14 @@
   $('tf-disable').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     showError('');
-    const code = $('tf-disable-code').value.trim();
-    const password = $('tf-disable-password').value;
-    if (!code && !password) {
+    const body = proof();
+    if (!body) {
       showError('Enter a code or your password.');
       return;
     }
     try {
-      await api('POST', '/api/account/2fa/disable', code ? { code } : { password });
-      $('tf-disable-code').value = '';
-      $('tf-disable-password').value = '';
+      await api('POST', '/api/account/2fa/disable', body);
+      clearProof();
       await refresh();
     } catch (err) {
       showError(err.message);

@@ -4,7 +4,8 @@
 //! Two-factor enrolment: `POST /api/account/2fa/totp` makes a pending secret and answers it with
 //! its `otpauth://` URI and QR code; `POST /api/account/2fa/totp/confirm` with a first code turns
 //! it on and answers the ten recovery codes, shown once; `POST /api/account/2fa/disable` with a
-//! current code or the password turns it off. Confirming and disabling are guesses at a code or
+//! current code or the password turns it off; `POST /api/account/2fa/recovery-codes`, with the same
+//! proof, replaces the recovery codes. Confirming, disabling and renewing are guesses at a code or
 //! password, so each attempt counts against the per-account sign-in limit.
 //!
 //! Password, passkeys, sessions and tokens sections of the account page add their routes to
@@ -94,10 +95,17 @@ pub(crate) async fn route(
         (&Method::POST, "/api/account/2fa/totp") => start(app, user).await,
         (&Method::POST, "/api/account/2fa/totp/confirm") => confirm(app, ctx, req, user).await,
         (&Method::POST, "/api/account/2fa/disable") => disable(app, ctx, req, user).await,
-        (_, "/api/account/2fa" | "/api/account/2fa/totp")
-        | (_, "/api/account/2fa/totp/confirm" | "/api/account/2fa/disable") => {
-            response::method_not_allowed()
+        (&Method::POST, "/api/account/2fa/recovery-codes") => {
+            renew_codes(app, ctx, req, user).await
         }
+        (
+            _,
+            "/api/account/2fa"
+            | "/api/account/2fa/totp"
+            | "/api/account/2fa/totp/confirm"
+            | "/api/account/2fa/disable"
+            | "/api/account/2fa/recovery-codes",
+        ) => response::method_not_allowed(),
         _ => response::not_found(),
     }
 }
@@ -232,22 +240,18 @@ async fn confirm(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> R
     }
 }
 
-/// `POST /api/account/2fa/disable` `{"code"}` or `{"password"}`: removes the authenticator and
-/// the recovery codes.
-async fn disable(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
-    let body = match read_code_body(app, ctx, req).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+/// Checks the proof that the person at this session owns the account: a current or recovery code,
+/// or else the password. `Err` is the answer to send instead (no proof, too many tries, wrong).
+async fn prove(app: &App, user: &User, body: CodeBody) -> Result<(), Resp> {
     if body.code.trim().is_empty() && body.password.is_empty() {
-        return response::error(
+        return Err(response::error(
             StatusCode::BAD_REQUEST,
             "proof_required",
-            "Send a current code (or a recovery code) or your password to turn two-factor off.",
-        );
+            "Send a current code (or a recovery code) or your password.",
+        ));
     }
     if let Some(r) = guess_limited(app, user) {
-        return r;
+        return Err(r);
     }
     let (id, name) = (user.id, user.username.clone());
     let proven = if !body.code.trim().is_empty() {
@@ -275,16 +279,27 @@ async fn disable(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> R
         }
     };
     match proven {
-        Ok(true) => {}
-        Ok(false) => {
-            return response::error(
-                StatusCode::FORBIDDEN,
-                "invalid_proof",
-                "Wrong code or password; two-factor sign-in stays on.",
-            )
-        }
-        Err(e) => return store_failed(e),
+        Ok(true) => Ok(()),
+        Ok(false) => Err(response::error(
+            StatusCode::FORBIDDEN,
+            "invalid_proof",
+            "Wrong code or password; nothing was changed.",
+        )),
+        Err(e) => Err(store_failed(e)),
     }
+}
+
+/// `POST /api/account/2fa/disable` `{"code"}` or `{"password"}`: removes the authenticator and
+/// the recovery codes.
+async fn disable(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
+    let body = match read_code_body(app, ctx, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = prove(app, user, body).await {
+        return r;
+    }
+    let id = user.id;
     match app
         .store
         .call(move |c| second_factor::remove_all(c, id, false))
@@ -294,6 +309,41 @@ async fn disable(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> R
             tracing::info!(user = %user.username, "two-factor sign-in turned off");
             response::no_content()
         }
+        Err(e) => store_failed(e),
+    }
+}
+
+/// `POST /api/account/2fa/recovery-codes` `{"code"}` or `{"password"}`: ten new recovery codes
+/// in place of the old ones, `{"recovery_codes": [...]}` (shown this once); `409` `not_enrolled`
+/// without an authenticator.
+async fn renew_codes(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &User) -> Resp {
+    let body = match read_code_body(app, ctx, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(r) = prove(app, user, body).await {
+        return r;
+    }
+    let id = user.id;
+    match app
+        .store
+        .call(move |c| second_factor::renew_recovery_codes(c, id))
+        .await
+    {
+        Ok(Some(codes)) => {
+            tracing::info!(user = %user.username, "new recovery codes made");
+            let mut resp = response::json(
+                StatusCode::OK,
+                &serde_json::json!({"recovery_codes": codes}),
+            );
+            no_store(&mut resp);
+            resp
+        }
+        Ok(None) => response::error(
+            StatusCode::CONFLICT,
+            "not_enrolled",
+            "Recovery codes come with an authenticator app; set one up first.",
+        ),
         Err(e) => store_failed(e),
     }
 }

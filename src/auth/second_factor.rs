@@ -271,6 +271,21 @@ pub(crate) fn enable_totp(
     Ok(enrolment(secret, username).map(|e| (e, codes)))
 }
 
+/// Ten new recovery codes in place of the old ones (used or not), for an account with a confirmed
+/// authenticator; `None` without one.
+pub(crate) fn renew_recovery_codes(
+    c: &mut rusqlite::Connection,
+    user_id: i64,
+) -> Result<Option<Vec<String>>, rusqlite::Error> {
+    let tx = c.transaction()?;
+    if !enrolled(&tx, user_id)? {
+        return Ok(None);
+    }
+    let codes = new_recovery_codes(&tx, user_id)?;
+    tx.commit()?;
+    Ok(Some(codes))
+}
+
 /// Checks a second-factor code: six digits from the app (each accepted once, within one step of
 /// clock skew), or one unused recovery code (used up by this). `None`: not a valid code.
 pub(crate) fn verify_code(

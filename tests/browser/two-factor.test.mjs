@@ -1,7 +1,7 @@
 // Two-factor sign-in in headless Chromium against the real hermes-edge binary: the login page asks
 // for the code after a correct password (keeping the user name, the password and "keep me signed
 // in"), a wrong password keeps the user name and the box, and the account page enrols an
-// authenticator (codes computed here with RFC 6238) and shows the recovery codes once.
+// authenticator (codes computed here with RFC 6238), shows the recovery codes once and renews them.
 //
 //   HERMES_EDGE_BIN=target/debug/hermes-edge node --test two-factor.test.mjs
 
@@ -203,7 +203,7 @@ test('the account page enrols an authenticator app and shows the recovery codes 
   await p.waitForFunction(() => {
     const img = document.getElementById('tf-qr');
     return img.complete && img.naturalWidth > 0;
-  }, null, { timeout: 5000 });
+  }, null, { timeout: 15000 });
   await p.fill('#tf-code', totp(secret));
   await p.click('#tf-confirm');
   await p.waitForSelector('#tf-codes:not([hidden])');
@@ -211,7 +211,14 @@ test('the account page enrols an authenticator app and shows the recovery codes 
   assert.match(await p.textContent('#tf-status'), /^On/);
   await p.click('#tf-done');
   assert.equal(await p.locator('#tf-code-list li').count(), 0);
-  await p.waitForSelector('#tf-disable:not([hidden])', { timeout: 5000 });
+  await p.waitForSelector('#tf-disable:not([hidden])', { timeout: 15000 });
+  // New recovery codes, with the password as proof.
+  await p.fill('#tf-disable-password', PASSWORD);
+  await p.click('#tf-renew');
+  await p.waitForSelector('#tf-codes:not([hidden])');
+  assert.equal(await p.locator('#tf-code-list li').count(), 10);
+  await p.click('#tf-done');
+  await p.waitForSelector('#tf-disable:not([hidden])', { timeout: 15000 });
   await p.screenshot({ path: path.join(shots, 'screenshot-account-desktop.png'), fullPage: true });
   // At phone width the page fits without sideways scrolling.
   await p.setViewportSize({ width: 390, height: 844 });
