@@ -59,6 +59,9 @@ pub(crate) struct App {
 #[derive(Clone)]
 pub(crate) struct Ctx {
     pub client_ip: IpAddr,
+    /// The direct peer of the connection (a trusted proxy's own address when `client_ip` came
+    /// from its `X-Forwarded-For`).
+    pub peer_ip: IpAddr,
     /// What the requests of this client connection share; `None` for requests that are not on
     /// an HTTPS client connection (tests of handlers).
     pub conn: Option<Arc<Conn>>,

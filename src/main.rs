@@ -54,7 +54,7 @@ enum Command {
     Serve,
     /// Check the setup (ports, Hermes, API key, certificates, DNS) and say what to fix.
     Doctor,
-    /// Manage accounts: add, passwd, remove, list.
+    /// Manage accounts: add, passwd, remove, list, 2fa.
     #[command(subcommand)]
     User(UserCommand),
     /// Manage personal API tokens (for /v1/chat/completions): create, list, revoke.
@@ -160,6 +160,19 @@ enum UserCommand {
     Remove { name: String },
     /// List the accounts.
     List,
+    /// Two-factor sign-in: enable (prints the otpauth:// URI and recovery codes), reset.
+    #[command(name = "2fa", subcommand)]
+    TwoFa(TwoFaCommand),
+}
+
+#[derive(Subcommand)]
+enum TwoFaCommand {
+    /// Turn on a one-time code app for the account: prints the otpauth:// URI (and its QR code)
+    /// to hand to the user, and ten single-use recovery codes, shown only this once.
+    Enable { name: String },
+    /// For someone locked out: removes the account's code app and recovery codes and signs it
+    /// out everywhere. It can then sign in with its password alone (and enrol again).
+    Reset { name: String },
 }
 
 fn read_password(from_stdin: bool) -> Result<String, String> {
@@ -214,9 +227,68 @@ fn user_command(config: &config::Config, init: bool, cmd: UserCommand) -> Result
             users::remove_user(&store, &name).map_err(|e| e.to_string())?;
             println!("removed `{name}`");
         }
+        UserCommand::TwoFa(cmd) => two_factor_command(&store, cmd)?,
         UserCommand::List => {
             for (user, _) in users::list_users(&store).map_err(|e| e.to_string())? {
                 println!("{}\t{}", user.username, user.role.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn two_factor_command(store: &store::Store, cmd: TwoFaCommand) -> Result<(), String> {
+    use auth::{second_factor, users};
+    let user_id = |name: &str| -> Result<i64, String> {
+        let found = store
+            .call_blocking(|c| users::find_for_login(c, name))
+            .map_err(|e| e.to_string())?;
+        found
+            .map(|(u, _)| u.id)
+            .ok_or_else(|| format!("no user named `{name}` (see `hermes-edge user list`)"))
+    };
+    match cmd {
+        TwoFaCommand::Enable { name } => {
+            let id = user_id(&name)?;
+            let made = store
+                .call_blocking(|c| second_factor::enable_totp(c, id, &name))
+                .map_err(|e| e.to_string())?;
+            let Some((enrolment, codes)) = made else {
+                return Err(format!(
+                    "`{name}` already has two-factor sign-in; to give it a new one, \
+                     `hermes-edge user 2fa reset {name}` first"
+                ));
+            };
+            if let Some(qr) = second_factor::qr_text(&enrolment.uri) {
+                println!("{qr}");
+            }
+            println!("{}", enrolment.uri);
+            println!("secret: {}", enrolment.secret);
+            println!("recovery codes (each works once):");
+            for code in codes {
+                println!("  {code}");
+            }
+            eprintln!(
+                "two-factor sign-in is on for `{name}`: give them the URI (or the QR code, or the \
+                 secret) for their code app and the recovery codes, which are shown only this once"
+            );
+        }
+        TwoFaCommand::Reset { name } => {
+            let id = user_id(&name)?;
+            let had = store
+                .call_blocking(|c| second_factor::remove_all(c, id, true))
+                .map_err(|e| e.to_string())?;
+            if had {
+                println!(
+                    "two-factor sign-in of `{name}` removed and it was signed out everywhere; it \
+                     signs in with its password alone now (and enrols again where \
+                     auth.require_second_factor says so)"
+                );
+            } else {
+                println!(
+                    "`{name}` had no two-factor sign-in; any set-up begun and recovery codes were \
+                     removed and it was signed out everywhere"
+                );
             }
         }
     }

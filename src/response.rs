@@ -70,6 +70,14 @@ pub(crate) fn redirect(status: StatusCode, location: &str) -> Resp {
     r
 }
 
+/// `204 No Content`, with no body and no content type.
+pub(crate) fn no_content() -> Resp {
+    let mut r = with_body(StatusCode::NO_CONTENT, "application/json", "");
+    *r.body_mut() = empty();
+    r.headers_mut().remove(http::header::CONTENT_TYPE);
+    r
+}
+
 pub(crate) fn not_found() -> Resp {
     error(
         StatusCode::NOT_FOUND,

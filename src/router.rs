@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::users::{with_user, LogUser};
-use crate::auth::{self, admin, login, oidc, Role, User};
+use crate::auth::{self, account, admin, login, oidc, trusted_header, Role, User};
 use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
@@ -38,7 +38,11 @@ pub(crate) async fn handle(
         Some(c) if c.peer_ip.0 == client_ip => c.ip_limit.check(),
         _ => app.ip_limit.check(client_ip),
     };
-    let ctx = Ctx { client_ip, conn };
+    let ctx = Ctx {
+        client_ip,
+        peer_ip: peer.ip(),
+        conn,
+    };
     let mut resp = if let Some(refused) = bad_http1_head(&req, app.config.limits.max_header_bytes) {
         refused
     } else {
@@ -145,6 +149,10 @@ fn is_api(path: &str) -> bool {
 /// request into place. Unboxed, that future was over 5 KiB, past the size where glibc's `memcpy`
 /// switches to `rep movsb`, and the copy showed in profiles of proxied requests.
 async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
+    // The trusted sign-in header means nothing from anyone but a trusted proxy: refused anywhere.
+    if let Some(refused) = trusted_header::refuse_untrusted(app, ctx, req.headers()) {
+        return refused;
+    }
     // The OpenAI-compatible API for personal tokens: token auth instead of the cookie (so no
     // cross-origin check applies). First, so that its requests (the busiest route) copy nothing
     // here; no other route below starts with `/v1/`, and a site folder of that name is not
@@ -187,8 +195,18 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         return resp;
     }
 
-    // The login gate.
-    let Some(user) = login::authenticate(app, req.headers()).await else {
+    // The login gate: a trusted proxy's header, else the session cookie.
+    let (user, via_proxy) = match trusted_header::user(app, ctx, req.headers()).await {
+        Some(Ok(user)) => (Some(user), true),
+        Some(Err(refused)) => return refused,
+        None => (login::authenticate(app, req.headers()).await, false),
+    };
+    // The header is the edge's own credential, like its cookie: never passed on (the dashboard).
+    let mut req = req;
+    if let Some(name) = &app.config.auth.trusted_header {
+        req.headers_mut().remove(name);
+    }
+    let Some(user) = user else {
         if is_api(path) || method != Method::GET {
             return response::error(
                 StatusCode::UNAUTHORIZED,
@@ -212,6 +230,15 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
             ),
             &user,
         );
+    }
+    // A session that must enrol a second factor first reaches only enrolment (not one the proxy
+    // signed in: the proxy did the sign-in, second factor included).
+    if !via_proxy && account::must_enrol(app, &user).await {
+        let not_a_page =
+            is_api(path) || static_files::is_media(path) || dashboard::is_dashboard_path(path);
+        if let Some(held) = account::restricted(&req, &user, not_a_page) {
+            return with_user(held, &user);
+        }
     }
     let resp = Box::pin(signed_in(app, ctx, req, &user, &method, path)).await;
     with_user(resp, &user)
@@ -255,6 +282,10 @@ async fn signed_in(
             return admin::revoke_session(app, tail(p, "/api/admin/sessions/")).await
         }
         (&Method::GET, "/api/admin/audit") => return admin::audit(app, &req).await,
+        (&Method::GET | &Method::HEAD, "/account") => return page(app, &req, "account.html").await,
+        (_, p) if account::is_account_api(p) => {
+            return account::route(app, ctx, req, user, method, path).await
+        }
         _ => {}
     }
     if crate::chat::is_chat_path(path) {

@@ -1,4 +1,5 @@
-//! The embedded SQLite database: users, sessions, login audit, conversations and their messages.
+//! The embedded SQLite database: users, sessions, second factors, login audit, conversations and
+//! their messages.
 //!
 //! One connection behind a mutex; every call runs on tokio's blocking pool so a slow disk never
 //! stalls the request threads. The schema is a list of migrations applied in order and recorded in
@@ -163,6 +164,25 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (issuer, user_id)
     ) WITHOUT ROWID;
     CREATE INDEX oidc_links_user ON oidc_links(user_id);",
+    // 8: second factors. A TOTP secret per account (kept in the clear: checking a code needs it),
+    // pending until a first code confirms it; `last_step` is the time step of the last code
+    // accepted, so no code is accepted twice. Recovery codes are stored as SHA-256 hashes (they
+    // are 80 random bits, like session tokens) and marked when used. `detail` says why a sign-in
+    // attempt failed or how it passed (`code_required`, `wrong_code`, `totp`, ...).
+    "CREATE TABLE totp (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        secret BLOB NOT NULL,
+        confirmed_at INTEGER,
+        last_step INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE recovery_codes (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        code_hash BLOB NOT NULL,
+        used_at INTEGER,
+        PRIMARY KEY (user_id, code_hash)
+    ) WITHOUT ROWID;
+    ALTER TABLE login_audit ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
 ];
 
 #[derive(Clone)]

@@ -4,7 +4,7 @@
 //! A session is named by a short public handle ([`super::session_id`]), never by its token, so
 //! these lists can be shown without handing out anything that signs in.
 
-use http::{header, HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use hyper::body::Incoming;
 use rusqlite::params;
 
@@ -47,13 +47,6 @@ fn no_such_session() -> Resp {
         "not_found",
         "There is no such session (it may have expired or been revoked already).",
     )
-}
-
-fn no_content() -> Resp {
-    let mut r = response::with_body(StatusCode::NO_CONTENT, "application/json", "");
-    *r.body_mut() = response::empty();
-    r.headers_mut().remove(header::CONTENT_TYPE);
-    r
 }
 
 /// The value of `name` in the request's query string.
@@ -188,7 +181,7 @@ pub(crate) async fn remove_user(app: &App, segment: &str) -> Resp {
             // working from the cache.
             app.tokens.forget_user(id);
             tracing::info!(user = %name, "account removed");
-            no_content()
+            response::no_content()
         }
         Ok(Err(false)) => no_such_user(&name),
         Ok(Err(true)) => response::error(
@@ -311,7 +304,7 @@ pub(crate) async fn revoke_session(app: &App, id: &str) -> Resp {
     match revoke(app, id, None).await {
         Ok(true) => {
             tracing::info!(session = %id, "session revoked by an administrator");
-            no_content()
+            response::no_content()
         }
         Ok(false) => no_such_session(),
         Err(e) => store_failed(e),
@@ -322,14 +315,14 @@ pub(crate) async fn revoke_session(app: &App, id: &str) -> Resp {
 /// answers `404` like a missing one, so handles cannot be probed.
 pub(crate) async fn revoke_own_session(app: &App, user: &User, id: &str) -> Resp {
     match revoke(app, id, Some(user.id)).await {
-        Ok(true) => no_content(),
+        Ok(true) => response::no_content(),
         Ok(false) => no_such_session(),
         Err(e) => store_failed(e),
     }
 }
 
 /// `GET /api/admin/audit?limit=N`: the latest sign-in attempts, newest first
-/// (`{"entries":[{"at","username","ip","success"}]}`; `limit` 1 to 1000, default 100).
+/// (`{"entries":[{"at","username","ip","success","detail"}]}`; `limit` 1 to 1000, default 100).
 pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
     let limit = match query_param(req, "limit") {
         None => 100,
@@ -348,7 +341,7 @@ pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
         .store
         .call(move |c| {
             let mut st = c.prepare(
-                "SELECT at, username, ip, success FROM login_audit ORDER BY id DESC LIMIT ?1",
+                "SELECT at, username, ip, success, detail FROM login_audit ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = st.query_map(params![limit], |r| {
                 Ok(serde_json::json!({
@@ -356,6 +349,7 @@ pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
                     "username": r.get::<_, String>(1)?,
                     "ip": r.get::<_, String>(2)?,
                     "success": r.get::<_, i64>(3)? != 0,
+                    "detail": r.get::<_, String>(4)?,
                 }))
             })?;
             rows.collect::<Result<Vec<_>, _>>()

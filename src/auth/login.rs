@@ -9,6 +9,12 @@
 //! lifetime); there only the per-address limit holds. A flood from one address therefore never
 //! locks out another address, and a distributed flood on one account slows only addresses that
 //! account has never used.
+//!
+//! An account with a second factor gives a `code` after its password. Each attempt sends the
+//! password again and is checked in full, so a code is never guessed without the password; every
+//! attempt that carries a code also counts against the per-account limit even from a known
+//! network (whoever guesses codes there already has the password), and a wrong code is a failed
+//! attempt in the audit.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -117,6 +123,9 @@ struct LoginForm {
     remember: Option<serde_json::Value>,
     #[serde(default)]
     next: Option<String>,
+    /// The second factor: six digits from the app, or a recovery code.
+    #[serde(default)]
+    code: Option<String>,
 }
 
 fn parse_login(headers: &HeaderMap, body: &[u8]) -> Option<LoginForm> {
@@ -134,6 +143,7 @@ fn parse_login(headers: &HeaderMap, body: &[u8]) -> Option<LoginForm> {
             "password" => form.password = v.into_owned(),
             "remember" => form.remember = Some(serde_json::Value::String(v.into_owned())),
             "next" => form.next = Some(v.into_owned()),
+            "code" => form.code = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -265,18 +275,10 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
     .flatten();
     let ip = ctx.client_ip;
     let audit_name = username.chars().take(64).collect::<String>();
-    let audit_id = user.as_ref().map(|u| u.id);
-    let success = user.is_some();
-    let _ = app
-        .store
-        .call(move |c| {
-            c.execute(
-                "INSERT INTO login_audit (at, username, user_id, ip, success) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![now(), audit_name, audit_id, ip.to_string(), success as i64],
-            )
-        })
-        .await;
+    let audit =
+        |user_id, success, detail| record_attempt(app, &audit_name, user_id, ip, success, detail);
     let Some(user) = user else {
+        audit(None, false, "wrong_password").await;
         tracing::info!(user = %username, ip = %ip, "sign-in refused: wrong user name or password");
         crate::metrics::COUNTERS.login_failure(crate::metrics::LoginFailure::Invalid);
         return if json {
@@ -288,6 +290,45 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
         } else {
             login_redirect(&next, "invalid", None)
         };
+    };
+    // The password was right: the second factor, when the account has one.
+    let detail = match second_factor_step(app, &user, form.code.as_deref(), known).await {
+        Ok(detail) => detail,
+        Err(refusal) => {
+            let (detail, error, text) = match refusal {
+                Refusal::CodeRequired => (
+                    "code_required",
+                    "code_required",
+                    "Enter the code from your authenticator app (or a recovery code).",
+                ),
+                Refusal::WrongCode => ("wrong_code", "invalid_code", "Wrong or already used code."),
+                Refusal::Limited(secs) => {
+                    tracing::info!(user = %user.username, ip = %ip, "sign-in refused: too many codes tried on this account");
+                    return limited(secs);
+                }
+                Refusal::Store => return signin_unavailable(),
+            };
+            audit(Some(user.id), false, detail).await;
+            tracing::info!(user = %user.username, ip = %ip, "sign-in needs a second factor: {detail}");
+            return if json {
+                response::error(StatusCode::UNAUTHORIZED, error, text)
+            } else {
+                login_redirect(&next, error, None)
+            };
+        }
+    };
+    audit(Some(user.id), true, detail).await;
+    // Someone who must have a second factor and has none goes to enrolment first.
+    let must_enrol = detail == "password"
+        && app
+            .config
+            .auth
+            .require_second_factor
+            .applies(user.role == super::Role::Admin);
+    let next = if must_enrol {
+        "/account?enrol=1".to_string()
+    } else {
+        next
     };
     let lifetime = if remember_set(&form.remember) {
         app.config.auth.remember_lifetime
@@ -301,12 +342,14 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
             return signin_unavailable();
         }
     };
-    tracing::info!(user = %user.username, ip = %ip, "signed in");
+    tracing::info!(user = %user.username, ip = %ip, how = detail, "signed in");
     let mut resp = if json {
-        response::json(
-            StatusCode::OK,
-            &serde_json::json!({"ok": true, "next": next}),
-        )
+        // `enrol` only when the session is held to enrolment (earlier clients saw two keys).
+        let mut body = serde_json::json!({"ok": true, "next": next});
+        if must_enrol {
+            body["enrol"] = serde_json::Value::Bool(true);
+        }
+        response::json(StatusCode::OK, &body)
     } else {
         response::redirect(StatusCode::SEE_OTHER, &next)
     };
@@ -314,6 +357,84 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// One row of the sign-in audit: who, from where, whether it passed and how (or why not).
+async fn record_attempt(
+    app: &App,
+    username: &str,
+    user_id: Option<i64>,
+    ip: IpAddr,
+    success: bool,
+    detail: &'static str,
+) {
+    let name = username.to_string();
+    let result = app
+        .store
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO login_audit (at, username, user_id, ip, success, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![now(), name, user_id, ip.to_string(), success, detail],
+            )
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!("cannot record a sign-in attempt in the audit: {e}");
+    }
+}
+
+/// Why the second-factor step did not let a sign-in through.
+enum Refusal {
+    /// The account has a second factor and no code came.
+    CodeRequired,
+    WrongCode,
+    /// Too many codes tried on this account: seconds to wait.
+    Limited(u64),
+    Store,
+}
+
+/// The second factor of a sign-in whose password was right: `Ok` with how it passed (`password`
+/// when the account has none, `totp`, `recovery_code`), or why not. A code attempt counts against
+/// the per-account limit also from a known network (`known`: the caller did not count it yet).
+async fn second_factor_step(
+    app: &App,
+    user: &User,
+    code: Option<&str>,
+    known: bool,
+) -> Result<&'static str, Refusal> {
+    let id = user.id;
+    let enrolled = app
+        .store
+        .call(move |c| super::second_factor::enrolled(c, id))
+        .await
+        .map_err(|e| {
+            tracing::error!("second factor lookup failed: {e}");
+            Refusal::Store
+        })?;
+    if !enrolled {
+        return Ok("password");
+    }
+    let code = code.map(str::trim).filter(|c| !c.is_empty());
+    let Some(code) = code else {
+        return Err(Refusal::CodeRequired);
+    };
+    if known {
+        let key = user.username.to_lowercase();
+        app.login_account_limit
+            .check(&key)
+            .map_err(Refusal::Limited)?;
+    }
+    let code = code.to_string();
+    let proof = app
+        .store
+        .call(move |c| super::second_factor::verify_code(c, id, &code))
+        .await
+        .map_err(|e| {
+            tracing::error!("second factor check failed: {e}");
+            Refusal::Store
+        })?;
+    proof.map(|p| p.as_str()).ok_or(Refusal::WrongCode)
 }
 
 /// `POST /logout`: revokes this session and clears the cookie.

@@ -7,11 +7,14 @@
 //! the database does not let anyone sign in.
 //!
 
+pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod login;
 pub(crate) mod oidc;
+pub(crate) mod second_factor;
 pub(crate) mod token_cache;
 pub(crate) mod tokens;
+pub(crate) mod trusted_header;
 pub(crate) mod users;
 
 use std::net::IpAddr;

@@ -111,6 +111,12 @@ pub(crate) const CHAT_SENDS_PER_MINUTE_PER_USER: u32 = 30;
 /// Sign-in attempts kept for `GET /api/admin/audit`: a quarter covers looking back at an
 /// incident noticed late, while the table stops growing with every attempt ever made.
 pub(crate) const LOGIN_AUDIT_DAYS: u64 = 90;
+/// No second factor is demanded until the operator decides to: turning it on for everyone at
+/// once would send each user through enrolment at their next sign-in.
+pub(crate) const REQUIRE_SECOND_FACTOR: &str = "off";
+/// A name in the trusted header must be an existing account: a proxy that lets anyone sign up
+/// would otherwise make accounts here too.
+pub(crate) const TRUSTED_HEADER_CREATE: bool = false;
 
 // --- [[auth.oidc]] ---
 

@@ -97,6 +97,9 @@ pub(crate) struct FileAuth {
     /// `[[auth.oidc]]`: single sign-on providers (see `oidc.rs`).
     #[serde(default)]
     pub oidc: Vec<FileOidc>,
+    pub require_second_factor: Option<String>,
+    pub trusted_header: Option<String>,
+    pub trusted_header_create: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

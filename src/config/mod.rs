@@ -223,6 +223,13 @@ impl Config {
         let media = media::resolve(&file.media, cli);
         let auth = auth::resolve(&file.auth)?;
         let oidc = oidc::resolve(&file.auth.oidc)?;
+        if auth.trusted_header.is_some() && limits.trusted_proxies.is_empty() {
+            return Err(invalid(
+                "auth.trusted_header",
+                "is believed only from `limits.trusted_proxies`, which is empty: list the \
+                 address of the proxy that signs people in (or remove `trusted_header`)",
+            ));
+        }
         let chat = chat::resolve(&file.chat, hermes_home, &hermes)?;
         let dashboard_upstream = dashboard::resolve(&file.dashboard, cli)?;
         let metrics = metrics::resolve(&file.metrics, cli)?;
@@ -547,6 +554,7 @@ mod tests {
         assert_eq!(file.auth.oidc.len(), 1);
         file.auth.oidc[0].client_secret_file = None; // a file or the environment, not both
         file.auth.oidc[0].client_secret_env = None; // and an example variable, read at start
+        file.auth.trusted_header = None; // off by default; needs trusted_proxies
         let c = Config::resolve(file, None, &CliOverrides::default()).unwrap();
         assert!(matches!(c.tls, TlsMode::Acme(_)));
         assert_eq!(c.routes[0].path, "/video");

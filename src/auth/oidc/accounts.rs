@@ -36,7 +36,7 @@ pub(crate) enum Refusal {
 }
 
 /// The password hash of accounts made by single sign-on: not a hash, so no password matches.
-const NO_PASSWORD: &str = "!";
+pub(crate) const NO_PASSWORD: &str = "!";
 
 /// Finds (or links, or makes) the account of `id`. `role` is the role the provider's claim
 /// gives, when `admin_claim` is configured: it is applied at every sign-in.

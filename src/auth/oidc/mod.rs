@@ -297,15 +297,3 @@ async fn send(
         .await
         .map_err(|_| HttpError(format!("{uri}: no answer within {HTTP_TIMEOUT:?}")))?
 }
-
-/// Whether a sign-in through an OpenID provider satisfies the second-factor policy
-/// (`auth.require_second_factor`). It does: the provider is where the person proved who they
-/// are, and its own policy (a second factor there) is the one that applies; asking for another
-/// code here would make people enrol twice. Operators who need a second factor for such accounts
-/// require it at the provider (see docs/security.md). One function, so that the policy can be
-/// wired the other way in one place.
-// Asked by the second-factor policy where it decides whether a sign-in needs a code.
-#[allow(dead_code)]
-pub(crate) fn counts_as_second_factor(_provider: &OidcProvider) -> bool {
-    true
-}
