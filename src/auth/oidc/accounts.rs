@@ -150,6 +150,28 @@ mod tests {
     }
 
     #[test]
+    fn only_an_account_without_a_password_meets_the_policy_through_its_provider() {
+        use crate::auth::second_factor::meets_policy;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        crate::auth::users::create_user(&store, "alice@example.com", "long enough", Role::User)
+            .unwrap();
+        store
+            .call_blocking(|c| {
+                // Made by the provider: no password, so sign-in goes through the provider alone.
+                let carol =
+                    sign_in(c, &ident("c", Some("carol@example.com")), true, None)?.unwrap();
+                assert!(meets_policy(c, carol.id)?);
+                // Linked, but her password also signs her in: it needs a factor of its own.
+                let alice =
+                    sign_in(c, &ident("a", Some("alice@example.com")), false, None)?.unwrap();
+                assert!(!meets_policy(c, alice.id)?);
+                Ok::<_, rusqlite::Error>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
     fn identities_link_once_and_an_email_change_moves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
