@@ -146,6 +146,26 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN state TEXT NOT NULL DEFAULT 'done'
         CHECK (state IN ('running','done'));
     CREATE INDEX messages_running ON messages(state) WHERE state = 'running';",
+    // 7: passkeys (WebAuthn). `passkey` is webauthn-rs's stored form of the credential (its id,
+    // public key, signature counter); `cred_id` is that id again, unique across all accounts.
+    // `passkey_handles` holds each account's random WebAuthn user handle. The sign-in audit says
+    // how someone signed in.
+    "CREATE TABLE passkey_handles (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        handle TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE passkeys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        cred_id BLOB NOT NULL UNIQUE,
+        rp_id TEXT NOT NULL,
+        passkey TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE INDEX passkeys_user ON passkeys(user_id);
+    ALTER TABLE login_audit ADD COLUMN method TEXT NOT NULL DEFAULT 'password';",
 ];
 
 #[derive(Clone)]

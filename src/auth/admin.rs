@@ -348,7 +348,7 @@ pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
         .store
         .call(move |c| {
             let mut st = c.prepare(
-                "SELECT at, username, ip, success FROM login_audit ORDER BY id DESC LIMIT ?1",
+                "SELECT at, username, ip, success, method FROM login_audit ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = st.query_map(params![limit], |r| {
                 Ok(serde_json::json!({
@@ -356,6 +356,7 @@ pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
                     "username": r.get::<_, String>(1)?,
                     "ip": r.get::<_, String>(2)?,
                     "success": r.get::<_, i64>(3)? != 0,
+                    "method": r.get::<_, String>(4)?,
                 }))
             })?;
             rows.collect::<Result<Vec<_>, _>>()

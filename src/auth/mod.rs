@@ -9,6 +9,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod login;
+pub(crate) mod passkeys;
 pub(crate) mod token_cache;
 pub(crate) mod tokens;
 pub(crate) mod users;
