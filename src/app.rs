@@ -51,6 +51,8 @@ pub(crate) struct App {
     pub runs: crate::chat::runs::Runs,
     /// What `/metrics` and `/status` read of the listeners, set once they are bound.
     pub ops: std::sync::OnceLock<crate::metrics::Ops>,
+    /// Passkey ceremonies in progress and the names they may be for (`auth::passkeys`).
+    pub passkeys: crate::auth::passkeys::Passkeys,
     /// This `App` itself, for the tasks a handler starts that outlive its request (a run).
     me: std::sync::Weak<App>,
 }
@@ -200,6 +202,7 @@ impl App {
             http01: std::sync::OnceLock::new(),
             ops: std::sync::OnceLock::new(),
             body_memory: Default::default(),
+            passkeys: crate::auth::passkeys::Passkeys::new(&config),
             store,
             config,
         };

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::users::{with_user, LogUser};
-use crate::auth::{self, account, admin, login, oidc, trusted_header, Role, User};
+use crate::auth::{self, account, admin, login, oidc, passkeys, trusted_header, Role, User};
 use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
@@ -180,6 +180,12 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
             }
         }
         (&Method::POST, "/login") => return Box::pin(login::login(app, ctx, req)).await,
+        (&Method::POST, "/login/passkey") => {
+            return Box::pin(passkeys::signin_start(app, ctx, req)).await
+        }
+        (&Method::POST, "/login/passkey/finish") => {
+            return Box::pin(passkeys::signin_finish(app, ctx, req)).await
+        }
         (_, p) if oidc::routes::is_oidc_path(p) => {
             return Box::pin(oidc::routes::route(app, ctx, req)).await
         }
@@ -271,6 +277,16 @@ async fn signed_in(
         (&Method::GET, "/api/sessions") => return admin::own_sessions(app, &req, user).await,
         (&Method::DELETE, p) if p.starts_with("/api/sessions/") => {
             return admin::revoke_own_session(app, user, tail(p, "/api/sessions/")).await
+        }
+        (&Method::GET, "/api/passkeys") => return passkeys::list(app, &req, user).await,
+        (&Method::POST, "/api/passkeys/register") => {
+            return passkeys::register_start(app, ctx, req, user).await
+        }
+        (&Method::POST, "/api/passkeys/register/finish") => {
+            return passkeys::register_finish(app, ctx, req, user).await
+        }
+        (&Method::DELETE, p) if p.starts_with("/api/passkeys/") => {
+            return passkeys::remove(app, user, tail(p, "/api/passkeys/")).await
         }
         (&Method::GET, "/api/admin/users") => return admin::list_users(app).await,
         (&Method::POST, "/api/admin/users") => return admin::create_user(app, ctx, req).await,

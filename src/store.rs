@@ -183,6 +183,30 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, code_hash)
     ) WITHOUT ROWID;
     ALTER TABLE login_audit ADD COLUMN detail TEXT NOT NULL DEFAULT '';",
+    // 9: passkeys (WebAuthn). `passkey` is webauthn-rs's stored form of the credential (its id,
+    // public key, signature counter); `cred_id` is that id again, unique across all accounts.
+    // `passkey_handles` holds each account's random WebAuthn user handle. The sign-in audit says
+    // how someone signed in.
+    "CREATE TABLE passkey_handles (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        handle TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE passkeys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        cred_id BLOB NOT NULL UNIQUE,
+        rp_id TEXT NOT NULL,
+        passkey TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE INDEX passkeys_user ON passkeys(user_id);
+    ALTER TABLE login_audit ADD COLUMN method TEXT NOT NULL DEFAULT 'password';",
+    // 10: whether a session was signed in with more than a password (a one-time or recovery code,
+    // a passkey, a single sign-on provider): what `auth.require_second_factor` asks of a session.
+    // Sessions made before are taken as password-only.
+    "ALTER TABLE sessions ADD COLUMN second_factor INTEGER NOT NULL DEFAULT 0;",
 ];
 
 #[derive(Clone)]

@@ -105,6 +105,11 @@ fn accounts() -> Value {
 /// with them: `corp` (pre-created accounts only, example.com), `open` (creates accounts, maps
 /// the `groups` claim to admin), `evil` (whose ID tokens the provider issues for another client).
 fn start_pair(dir: &std::path::Path) -> (Provider, Server) {
+    start_pair_with(dir, "")
+}
+
+/// `start_pair` with more lines in the `[auth]` section.
+fn start_pair_with(dir: &std::path::Path, auth: &str) -> (Provider, Server) {
     let edge_port = free_port();
     let cb = |name: &str| format!("https://localhost:{edge_port}/login/oidc/{name}/callback");
     let clients = json!([
@@ -121,6 +126,7 @@ fn start_pair(dir: &std::path::Path) -> (Provider, Server) {
 [auth]
 # Each test signs in often from one address.
 login_attempts_per_minute_per_ip = 100
+{auth}
 
 [[auth.oidc]]
 name = "corp"
@@ -694,4 +700,22 @@ async fn a_new_signing_key_at_the_provider_is_read_when_a_token_names_it() {
         s.stdout()
     );
     assert_eq!(me(&s, &c).await.unwrap()["username"], "alice@example.com");
+}
+
+#[tokio::test]
+async fn a_provider_sign_in_meets_the_second_factor_policy_and_a_bare_password_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_provider, s) = start_pair_with(dir.path(), r#"require_second_factor = "all""#);
+    // The provider creates carol; her session came through it, which the policy takes as her
+    // second factor.
+    let c = s.client();
+    let url = to_callback(&s, &c, "open", "carol").await;
+    assert_eq!(callback(&c, &url).await.0, 200);
+    let r = c.get(s.url("/api/conversations")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The administrator signed in with a password alone is held to enrolment.
+    let admin = s.admin_client().await;
+    let r = admin.get(s.url("/api/conversations")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("second_factor_required"));
 }

@@ -21,21 +21,27 @@ use crate::response::{self, Resp};
 /// The page a session that must enrol is sent to.
 pub(crate) const ENROL_PAGE: &str = "/account?enrol=1";
 
-/// True when this account must have a second factor and has none: its sessions reach only
-/// enrolment, the account page and sign-out ([`restricted`]).
+/// True when this session must not go further until the account has a second factor: the policy
+/// names the account, the session was signed in with the password alone, and the account has no
+/// authenticator app (a session from before it enrolled one stays valid). A passkey or a single
+/// sign-on provider counts for the session it signs in, not for the account: an account with a
+/// passkey that signs in with its password alone is held too, or the password would pass the
+/// policy by itself. Held sessions reach only enrolment, the account page and sign-out
+/// ([`restricted`]).
 pub(crate) async fn must_enrol(app: &App, user: &User) -> bool {
-    if !app
-        .config
-        .auth
-        .require_second_factor
-        .applies(user.role == Role::Admin)
+    if user.second_factor
+        || !app
+            .config
+            .auth
+            .require_second_factor
+            .applies(user.role == Role::Admin)
     {
         return false;
     }
     let id = user.id;
     match app
         .store
-        .call(move |c| second_factor::meets_policy(c, id))
+        .call(move |c| second_factor::enrolled(c, id))
         .await
     {
         Ok(enrolled) => !enrolled,
@@ -52,6 +58,12 @@ pub(crate) fn is_account_api(path: &str) -> bool {
     path.starts_with("/api/account/")
 }
 
+/// The routes a session held to enrolment may use besides the account API: its passkeys, so that
+/// the person can add one and sign in with it instead of setting up an authenticator app.
+fn is_passkeys_api(path: &str) -> bool {
+    path == "/api/passkeys" || path.starts_with("/api/passkeys/")
+}
+
 /// The routes of a session that must enrol a second factor first: the account API, the account
 /// page, `GET /api/me` and sign-out; every other API answers `403 second_factor_required`, every
 /// other page goes to the enrolment page. `api`: the path is not a page (an API, `/media/`, the
@@ -60,6 +72,7 @@ pub(crate) fn restricted<B>(req: &Request<B>, user: &User, api: bool) -> Option<
     let path = req.uri().path();
     let method = req.method();
     let open = is_account_api(path)
+        || is_passkeys_api(path)
         || matches!(
             (method, path),
             (&Method::POST, "/logout")
@@ -75,7 +88,7 @@ pub(crate) fn restricted<B>(req: &Request<B>, user: &User, api: bool) -> Option<
             StatusCode::FORBIDDEN,
             "second_factor_required",
             "Your account must have a second factor before it can do anything else: set up \
-             two-factor sign-in on the account page (/account).",
+             two-factor sign-in on the account page (/account), or sign in with a passkey.",
         ));
     }
     Some(response::redirect(StatusCode::SEE_OTHER, ENROL_PAGE))

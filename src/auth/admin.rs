@@ -341,7 +341,7 @@ pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
         .store
         .call(move |c| {
             let mut st = c.prepare(
-                "SELECT at, username, ip, success, detail FROM login_audit ORDER BY id DESC LIMIT ?1",
+                "SELECT at, username, ip, success, method, detail FROM login_audit ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = st.query_map(params![limit], |r| {
                 Ok(serde_json::json!({
@@ -349,7 +349,8 @@ pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
                     "username": r.get::<_, String>(1)?,
                     "ip": r.get::<_, String>(2)?,
                     "success": r.get::<_, i64>(3)? != 0,
-                    "detail": r.get::<_, String>(4)?,
+                    "method": r.get::<_, String>(4)?,
+                    "detail": r.get::<_, String>(5)?,
                 }))
             })?;
             rows.collect::<Result<Vec<_>, _>>()

@@ -44,6 +44,7 @@ pub(crate) async fn create_session(
     lifetime: Duration,
     ip: IpAddr,
     user_agent: String,
+    second_factor: bool,
 ) -> Result<String, crate::store::StoreError> {
     let token = new_token();
     let hash = token_hash(&token);
@@ -52,9 +53,9 @@ pub(crate) async fn create_session(
         .call(move |c| {
             let now = now();
             c.execute(
-                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen, ip, user_agent)
-                 VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6)",
-                params![hash, user_id, now, now + secs, ip.to_string(), user_agent],
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at, last_seen, ip, user_agent, second_factor)
+                 VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7)",
+                params![hash, user_id, now, now + secs, ip.to_string(), user_agent, second_factor],
             )?;
             // Expired sessions are removed as new ones are made.
             c.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
@@ -275,8 +276,9 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
     .flatten();
     let ip = ctx.client_ip;
     let audit_name = username.chars().take(64).collect::<String>();
-    let audit =
-        |user_id, success, detail| record_attempt(app, &audit_name, user_id, ip, success, detail);
+    let audit = |user_id, success, detail| {
+        record_attempt(app, "password", &audit_name, user_id, ip, success, detail)
+    };
     let Some(user) = user else {
         audit(None, false, "wrong_password").await;
         tracing::info!(user = %username, ip = %ip, "sign-in refused: wrong user name or password");
@@ -335,7 +337,9 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
     } else {
         app.config.auth.session_lifetime
     };
-    let token = match create_session(app, user.id, lifetime, ip, user_agent).await {
+    // A code (one-time or recovery) was given: more than the password.
+    let second_factor = detail != "password";
+    let token = match create_session(app, user.id, lifetime, ip, user_agent, second_factor).await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("cannot create session: {e}");
@@ -359,23 +363,34 @@ pub(crate) async fn login(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp 
     resp
 }
 
-/// One row of the sign-in audit: who, from where, whether it passed and how (or why not).
-async fn record_attempt(
+/// One row of the sign-in audit: who, from where, whether it passed, by which way in (`method`:
+/// `password`, `passkey`, `oidc`) and, for passwords, how or why not (`detail`). Every way in
+/// writes its rows here. A name longer than a user name can be is cut.
+pub(crate) async fn record_attempt(
     app: &App,
+    method: &'static str,
     username: &str,
     user_id: Option<i64>,
     ip: IpAddr,
     success: bool,
     detail: &'static str,
 ) {
-    let name = username.to_string();
+    let name: String = username.chars().take(64).collect();
     let result = app
         .store
         .call(move |c| {
             c.execute(
-                "INSERT INTO login_audit (at, username, user_id, ip, success, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![now(), name, user_id, ip.to_string(), success, detail],
+                "INSERT INTO login_audit (at, username, user_id, ip, success, method, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    now(),
+                    name,
+                    user_id,
+                    ip.to_string(),
+                    success,
+                    method,
+                    detail
+                ],
             )
         })
         .await;
@@ -490,6 +505,7 @@ mod tests {
             username: format!("u{id}"),
             role: Role::User,
             scope: id.to_string().into(),
+            second_factor: false,
         };
         assert!(chat_send_limited(&app.chat_limit, &user(1)).is_none());
         assert!(chat_send_limited(&app.chat_limit, &user(1)).is_none());

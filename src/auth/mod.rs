@@ -11,6 +11,7 @@ pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod login;
 pub(crate) mod oidc;
+pub(crate) mod passkeys;
 pub(crate) mod second_factor;
 pub(crate) mod token_cache;
 pub(crate) mod tokens;
@@ -76,14 +77,13 @@ pub(crate) async fn session_user(store: &crate::store::Store, hash: Vec<u8>) -> 
             let now = now();
             let found = c
                 .query_row(
-                    "SELECT u.id, u.username, u.role, u.scope, s.last_seen FROM sessions s JOIN users u ON u.id = s.user_id
+                    "SELECT u.id, u.username, u.role, u.scope, s.last_seen, s.second_factor FROM sessions s JOIN users u ON u.id = s.user_id
                      WHERE s.token_hash = ?1 AND s.expires_at > ?2",
                     params![hash, now],
                     |r| {
-                        Ok((
-                            User::from_row(r, 0)?,
-                            r.get::<_, i64>(4)?,
-                        ))
+                        let mut user = User::from_row(r, 0)?;
+                        user.second_factor = r.get(5)?;
+                        Ok((user, r.get::<_, i64>(4)?))
                     },
                 )
                 .optional()?;

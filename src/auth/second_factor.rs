@@ -160,32 +160,13 @@ fn new_recovery_codes(
     Ok(shown)
 }
 
-/// True when the account has a second factor that sign-in asks for. Every kind of second factor
-/// counts here (a confirmed authenticator app today; passkeys join this query).
+/// True when the account has a confirmed authenticator app: a password sign-in then asks for its
+/// code. (A passkey is not asked for after a password: it signs in by itself, and a session it
+/// signs in carries `User::second_factor`.)
 pub(crate) fn enrolled(c: &rusqlite::Connection, user_id: i64) -> Result<bool, rusqlite::Error> {
     c.query_row(
         "SELECT EXISTS (SELECT 1 FROM totp WHERE user_id = ?1 AND confirmed_at IS NOT NULL)",
         params![user_id],
-        |r| r.get(0),
-    )
-}
-
-/// True when the account meets `auth.require_second_factor`: it has a second factor, or it can
-/// only sign in through a single sign-on provider (linked there and without a password), where the
-/// provider is the one that proved who the person is and its own second factor applies. An
-/// account that can also sign in with a password needs a second factor of its own, or the
-/// password alone would pass the policy.
-pub(crate) fn meets_policy(
-    c: &rusqlite::Connection,
-    user_id: i64,
-) -> Result<bool, rusqlite::Error> {
-    if enrolled(c, user_id)? {
-        return Ok(true);
-    }
-    c.query_row(
-        "SELECT EXISTS (SELECT 1 FROM oidc_links l JOIN users u ON u.id = l.user_id
-                        WHERE l.user_id = ?1 AND u.password_hash = ?2)",
-        params![user_id, crate::auth::oidc::accounts::NO_PASSWORD],
         |r| r.get(0),
     )
 }

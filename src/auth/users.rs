@@ -43,6 +43,11 @@ pub(crate) struct User {
     /// migration 5 in `store.rs`). Shared, since a `User` is cloned for each API request.
     #[serde(skip)]
     pub scope: std::sync::Arc<str>,
+    /// This request's session was signed in with more than a password: a one-time or recovery
+    /// code, a passkey, or a single sign-on provider (`sessions.second_factor`). What
+    /// `auth.require_second_factor` asks of a session.
+    #[serde(skip)]
+    pub second_factor: bool,
 }
 
 impl User {
@@ -54,6 +59,7 @@ impl User {
             username: r.get(at + 1)?,
             role: Role::parse(&role).unwrap_or(Role::User),
             scope: r.get::<_, String>(at + 3)?.into(),
+            second_factor: false,
         })
     }
 }
@@ -173,6 +179,7 @@ pub(crate) fn create_user(
             username: username.to_string(),
             role,
             scope: scope.into(),
+            second_factor: false,
         }),
         None => Err(UserError::Exists(username.to_string())),
     }

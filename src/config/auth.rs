@@ -25,7 +25,7 @@ pub(crate) struct AuthConfig {
 }
 
 /// `auth.require_second_factor`: whose accounts need a second factor (TOTP today; anything that
-/// `auth::second_factor::meets_policy` counts) before they can reach more than enrolment.
+/// `auth::account::must_enrol` counts) before they can reach more than enrolment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SecondFactorPolicy {
     Off,

@@ -36,7 +36,7 @@ pub(crate) enum Refusal {
 }
 
 /// The password hash of accounts made by single sign-on: not a hash, so no password matches.
-pub(crate) const NO_PASSWORD: &str = "!";
+const NO_PASSWORD: &str = "!";
 
 /// Finds (or links, or makes) the account of `id`. `role` is the role the provider's claim
 /// gives, when `admin_claim` is configured: it is applied at every sign-in.
@@ -109,6 +109,7 @@ pub(crate) fn sign_in(
                         username: email.to_string(),
                         role,
                         scope: scope.into(),
+                        second_factor: false,
                     }
                 }
             };
@@ -147,28 +148,6 @@ mod tests {
             subject: sub,
             verified_email: email,
         }
-    }
-
-    #[test]
-    fn only_an_account_without_a_password_meets_the_policy_through_its_provider() {
-        use crate::auth::second_factor::meets_policy;
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
-        crate::auth::users::create_user(&store, "alice@example.com", "long enough", Role::User)
-            .unwrap();
-        store
-            .call_blocking(|c| {
-                // Made by the provider: no password, so sign-in goes through the provider alone.
-                let carol =
-                    sign_in(c, &ident("c", Some("carol@example.com")), true, None)?.unwrap();
-                assert!(meets_policy(c, carol.id)?);
-                // Linked, but her password also signs her in: it needs a factor of its own.
-                let alice =
-                    sign_in(c, &ident("a", Some("alice@example.com")), false, None)?.unwrap();
-                assert!(!meets_policy(c, alice.id)?);
-                Ok::<_, rusqlite::Error>(())
-            })
-            .unwrap();
     }
 
     #[test]

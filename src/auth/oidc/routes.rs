@@ -24,7 +24,6 @@ use openidconnect::{
     EndpointMaybeSet, EndpointNotSet, EndpointSet, Nonce, PkceCodeChallenge, PkceCodeVerifier,
     RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
 };
-use rusqlite::params;
 
 use super::accounts::{self, Identity, Refusal};
 use super::flow::{self, Flow, FlowError};
@@ -279,19 +278,22 @@ async fn finish(app: &App, ctx: &Ctx, req: &Request<Incoming>, p: &OidcProvider)
     } else {
         app.config.auth.session_lifetime
     };
-    let token =
-        match crate::auth::login::create_session(app, user.id, lifetime, ip, user_agent).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!("cannot create session: {e}");
-                return page(
-                    req,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "Sign-in is unavailable right now; try again shortly.",
-                );
-            }
-        };
+    let token = match crate::auth::login::create_session(
+        app, user.id, lifetime, ip, user_agent, true,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("cannot create session: {e}");
+            return page(
+                req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "Sign-in is unavailable right now; try again shortly.",
+            );
+        }
+    };
     tracing::info!(user = %user.username, ip = %ip, provider = %p.name, "signed in");
     let mut resp = continue_page(&flow.next);
     if let Some(v) = session_cookie_header(&token, lifetime) {
@@ -549,16 +551,7 @@ fn claim_values(jwt: &str, claim: &str) -> Vec<String> {
 }
 
 async fn audit(app: &App, username: &str, user_id: Option<i64>, ip: std::net::IpAddr, ok: bool) {
-    let name = username.chars().take(64).collect::<String>();
-    let _ = app
-        .store
-        .call(move |c| {
-            c.execute(
-                "INSERT INTO login_audit (at, username, user_id, ip, success) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![now(), name, user_id, ip.to_string(), ok as i64],
-            )
-        })
-        .await;
+    crate::auth::login::record_attempt(app, "oidc", username, user_id, ip, ok, "").await;
 }
 
 fn no_store(resp: &mut Resp) {
