@@ -32,7 +32,7 @@ pub(crate) struct StoredMessage {
 }
 
 impl StoredMessage {
-    fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let steps: Vec<serde_json::Value> = self
             .tool_steps
             .iter()
@@ -72,7 +72,7 @@ impl Summary {
         })
     }
 
-    fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
             "title": self.title,
@@ -142,7 +142,7 @@ pub(crate) fn insert_message(
     Ok(tx.last_insert_rowid())
 }
 
-fn store_failed(e: impl std::fmt::Display) -> Resp {
+pub(crate) fn store_failed(e: impl std::fmt::Display) -> Resp {
     tracing::error!("conversation store: {e}");
     response::error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -151,7 +151,7 @@ fn store_failed(e: impl std::fmt::Display) -> Resp {
     )
 }
 
-fn not_found() -> Resp {
+pub(crate) fn not_found() -> Resp {
     response::error(
         StatusCode::NOT_FOUND,
         "not_found",
