@@ -9,6 +9,8 @@ import { state } from './state.js';
 import { renderMarkdown } from './markdown.js';
 import { sendChat } from './chat.js';
 import { answerApproval } from './runs.js';
+import { timeEl } from './timestamps.js';
+import { updateExport } from './export.js';
 
 // ---------------------------------------------------------------- messages view
 export function isNearBottom() {
@@ -40,6 +42,7 @@ export function renderAll() {
   app.classList.toggle('is-empty', state.messages.length === 0);
   titleEl.textContent = state.title || 'New chat';
   document.title = (state.title ? state.title + ' · ' : '') + 'Hermes';
+  updateExport();
 }
 
 function renderMessage(msg, pos) {
@@ -69,6 +72,7 @@ function renderUser(msg, pos) {
   const actions = el('div', 'msg-actions');
   actions.appendChild(iconButton('copy', 'Copy message', (e) => copyText(msg.content || '', e.currentTarget)));
   actions.appendChild(iconButton('edit', 'Edit and resend', () => startEdit(pos), 'edit-btn'));
+  actions.prepend(timeEl(msg));
   art.appendChild(actions);
   return art;
 }
@@ -351,6 +355,7 @@ function updateAssistant(msg, pos) {
     if (last && !state.stream) {
       p.actions.appendChild(iconButton('regen', 'Regenerate answer', regenerate, 'regen-btn'));
     }
+    p.actions.appendChild(timeEl(msg));
   }
 }
 
