@@ -1,8 +1,9 @@
 //! The chat features on top of the Hermes client (`crate::hermes`): `routes` (the web chat,
 //! `POST /api/chat`), `conversations` (the stored history), `search` (full-text search of it),
-//! `export` (a conversation as Markdown or JSON) and `openai` (`/v1/*` for API clients
+//! `export` (a conversation as Markdown or JSON), `attachments` (files the agent reads) and `openai` (`/v1/*` for API clients
 //! with personal tokens, which live in `crate::auth::tokens`).
 
+pub(crate) mod attachments;
 pub(crate) mod conversations;
 pub(crate) mod export;
 pub(crate) mod openai;
@@ -32,6 +33,10 @@ pub(crate) async fn route(
         (_, "/api/chat") => return response::method_not_allowed(),
         (&Method::GET, "/api/conversations") => return conversations::list(app, user).await,
         (_, "/api/conversations") => return response::method_not_allowed(),
+        (&Method::POST, "/api/attachments") => {
+            return attachments::upload(app, ctx, req, user).await
+        }
+        (_, "/api/attachments") => return response::method_not_allowed(),
         (&Method::GET, "/api/search") => return search::get(app, &req, user).await,
         (_, "/api/search") => return response::method_not_allowed(),
         (&Method::GET, "/api/tokens") => return tokens::list(app, user).await,
@@ -86,6 +91,7 @@ pub(crate) fn is_chat_path(path: &str) -> bool {
         || path == "/api/conversations"
         || path.starts_with("/api/conversations/")
         || path == "/api/search"
+        || path == "/api/attachments"
         || path == "/api/tokens"
         || path.starts_with("/api/tokens/")
 }

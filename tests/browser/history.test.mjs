@@ -1,7 +1,8 @@
 // Browser tests of finding and keeping conversations (issue 26): the search box over the conversation
 // list (results with the hit marked, never as HTML; a hit opens its conversation at the message; Esc
 // brings the list back), the export menu of the open conversation (Markdown and JSON downloads), and
-// message times (relative, exact on hover and on a tap, refreshed in place). Desktop and 390 px.
+// message times (relative, exact on hover and on a tap, refreshed in place), and attached files (uploaded,
+// the agent told their path, shown as a chip that opens the viewer). Desktop and 390 px.
 // Its own server and data dir, against the scripted fake upstream.
 //
 //   HERMES_EDGE_BIN=target/debug/hermes-edge node --test history.test.mjs
@@ -328,6 +329,55 @@ test('at 390x844: search in the drawer, a tapped hit opens the conversation, exp
     const tb = await t.boundingBox();
     assert.ok(tb.x + tb.width <= 390, 'the exact time fits: ' + JSON.stringify(tb));
     assert.equal(await p.evaluate(() => document.documentElement.scrollWidth), 390, 'no horizontal scroll');
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('files: a picked PDF uploads, is sent as a line that tells the agent its path, and shows as a chip that opens the viewer', { timeout: 60000 }, async () => {
+  await page.goto(base + '/');
+  await page.waitForFunction(() => document.getElementById('app').classList.contains('ready'));
+  const pdf = Buffer.from('%PDF-1.4\n% a tiny test file\n');
+  await page.setInputFiles('#file', { name: 'Trip plan.pdf', mimeType: 'application/pdf', buffer: pdf });
+  const chip = page.locator('#attachments .file-chip');
+  await chip.waitFor();
+  await page.waitForFunction(() => !document.querySelector('#attachments .file-chip.uploading'));
+  assert.equal(await chip.locator('.file-chip-name').textContent(), 'Trip_plan.pdf');
+  assert.equal(await page.isDisabled('#send'), false, 'a file alone can be sent');
+  const n = upstream.runRequests().length;
+  await page.click('#send');
+  await page.waitForFunction(() => {
+    const all = document.querySelectorAll('.msg-assistant');
+    return all.length && all[all.length - 1].dataset.state === 'done';
+  }, null, { timeout: 20000 });
+  assert.equal(await page.locator('#attachments .file-chip').count(), 0);
+  // The agent got the line with the path on disk, under the account's own folder.
+  const input = JSON.stringify(upstream.runRequests()[n].body.input);
+  assert.match(input, /\[attached file: Trip_plan\.pdf \(application\/pdf, \d+ bytes\) at \/.*\/media\/users\/1\/[0-9a-f]{8}-Trip_plan\.pdf\]/);
+  // Reloaded from the server, the message shows the chip, not the line.
+  await page.reload();
+  const sent = page.locator('.msg-user').last();
+  await sent.locator('.file-chip').waitFor();
+  assert.equal(await sent.locator('.bubble').count(), 0, 'no text besides the file');
+  assert.doesNotMatch(await sent.textContent(), /attached file:/);
+  const href = await sent.locator('.file-chip').getAttribute('href');
+  assert.match(href, /^\/view\?src=%2Fmedia%2Fusers%2F1%2F[0-9a-f]{8}-Trip_plan\.pdf$/);
+  const src = decodeURIComponent(href.split('src=')[1]);
+  const got = await page.evaluate(async (u) => { const r = await fetch(u); return { status: r.status, text: await r.text() }; }, src);
+  assert.deepEqual(got, { status: 200, text: pdf.toString() });
+  assert.equal(await page.title(), 'Trip_plan.pdf · Hermes');
+  assert.deepEqual(await page.evaluate(() => window.__csp), []);
+
+  // At 390 px the chip fits.
+  const ctx = await newContext(Object.assign({ colorScheme: 'light', storageState: await context.storageState() }, MOBILE));
+  try {
+    const p = await ctx.newPage();
+    await p.goto(page.url());
+    const c = p.locator('.msg-user .file-chip').last();
+    await c.waitFor();
+    const box = await c.boundingBox();
+    assert.ok(box.x >= 0 && box.x + box.width <= 390 && box.height >= 44, JSON.stringify(box));
+    await p.screenshot({ path: path.join(shots, 'file-mobile.png') });
   } finally {
     await ctx.close();
   }
