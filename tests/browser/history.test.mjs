@@ -172,7 +172,7 @@ test('search: results replace the list with the hit marked, a hit opens the conv
   assert.equal(await hits.first().getAttribute('data-id'), conv.pelican);
   assert.equal(await hits.first().locator('.search-hit-title').textContent(), 'Pelican migration notes');
   assert.deepEqual(await hits.first().locator('.search-hit-snippet mark').allTextContents(), ['zeppelin']);
-  await page.screenshot({ path: path.join(shots, 'search-desktop.png') });
+  await page.screenshot({ path: path.join(shots, 'screenshot-search-desktop.png') });
 
   // Pressing Enter opens the first hit; the matching message (index 2) is scrolled into view and flashed.
   await page.press('#search', 'Enter');
@@ -305,7 +305,7 @@ test('at 390x844: search in the drawer, a tapped hit opens the conversation, exp
     assert.ok(box.height >= 44, 'a 44 px target: ' + JSON.stringify(box));
     await p.fill('#search', 'ferry');
     await p.waitForSelector('#search-results .search-hit');
-    await p.screenshot({ path: path.join(shots, 'search-mobile.png') });
+    await p.screenshot({ path: path.join(shots, 'screenshot-search-mobile.png') });
     await p.tap('#search-results .search-hit');
     await p.waitForFunction((id) => new URL(location.href).searchParams.get('c') === id, conv.pelican);
     await p.waitForSelector('.msg[data-index="2"].search-target');
@@ -317,7 +317,7 @@ test('at 390x844: search in the drawer, a tapped hit opens the conversation, exp
     await p.tap('#export-btn');
     const menu = await p.locator('#export-menu').boundingBox();
     assert.ok(menu.x >= 0 && menu.x + menu.width <= 390, 'the menu fits: ' + JSON.stringify(menu));
-    await p.screenshot({ path: path.join(shots, 'export-mobile.png') });
+    await p.screenshot({ path: path.join(shots, 'screenshot-export-mobile.png') });
     await p.tap('#messages');
     assert.equal(await p.isVisible('#export-menu'), false);
 
@@ -377,7 +377,7 @@ test('files: a picked PDF uploads, is sent as a line that tells the agent its pa
     await c.waitFor();
     const box = await c.boundingBox();
     assert.ok(box.x >= 0 && box.x + box.width <= 390 && box.height >= 44, JSON.stringify(box));
-    await p.screenshot({ path: path.join(shots, 'file-mobile.png') });
+    await p.screenshot({ path: path.join(shots, 'screenshot-file-mobile.png') });
   } finally {
     await ctx.close();
   }

@@ -4,7 +4,7 @@
 # Installs what is missing (Debian chromium + chromium-driver, ffmpeg, an emoji font for the
 # screenshots, and playwright-core via `npm ci`), then runs the node test runner.
 # Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark,approval-desktop,approval-mobile,approval-denied-mobile}.png
-# (history.test.mjs adds search-desktop, search-mobile, export-mobile and file-mobile)
+# (history.test.mjs adds screenshot-{search-desktop,search-mobile,export-mobile,file-mobile}.png)
 # (runs.test.mjs drives the page against mock-edge.mjs, not the binary; crash.test.mjs kills the binary
 # with SIGKILL mid-answer and starts it again on the same data dir)
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
