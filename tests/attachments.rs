@@ -1,9 +1,10 @@
 //! Files attached to a message (`POST /api/attachments`, `"files"` in `POST /api/chat`) against the
 //! real binary and the real Hermes API Server with the fake model provider: the file lands in the
 //! account's own folder of the media directory, the agent is told its path and reads the file with
-//! its terminal tool, only the owner and
-//! administrators can fetch it back (also with `[media] public = true`, and whatever the URL's
-//! spelling), another account's file cannot be named, and the size limit and quota hold.
+//! its terminal tool, only the owner and administrators can fetch it back (also with
+//! `[media] public = true`, and whatever the URL's spelling), another account's file cannot be
+//! named, the size limit and quota hold (files never sent make room after an hour), and deleting
+//! its conversations deletes a file.
 
 mod common;
 
@@ -214,9 +215,24 @@ async fn an_attached_file_is_stored_for_its_owner_and_its_path_reaches_the_agent
     assert_eq!(status, 413, "{v}");
     let (status, v) = upload(&s, &bob, "a.bin", vec![7; 2000]).await;
     assert_eq!(status, 201, "{v}");
+    let a_path = v["path"].as_str().unwrap().to_string();
     let (status, v) = upload(&s, &bob, "b.bin", vec![7; 2000]).await;
     assert_eq!(status, 413, "{v}");
     assert_eq!(v["error"]["code"], "quota_exceeded", "{v}");
+    // A file never sent makes room once it is an hour old; a file a message names stays.
+    let a_disk = s
+        .dir
+        .join("media")
+        .join(a_path.trim_start_matches("/media/"));
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for p in [&a_disk, &on_disk] {
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(two_hours_ago).unwrap();
+    }
+    let (status, v) = upload(&s, &bob, "b.bin", vec![7; 2000]).await;
+    assert_eq!(status, 201, "{v}");
+    assert!(!a_disk.exists(), "the unsent file was swept");
+    assert!(on_disk.exists(), "the sent file stays");
     // Carol has her own quota.
     let (status, v) = upload(&s, &carol, "b.bin", vec![7; 2000]).await;
     assert_eq!(status, 201, "{v}");

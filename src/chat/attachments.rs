@@ -155,7 +155,17 @@ pub(crate) async fn upload(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &
     let size = bytes.len() as u64;
     let path = dir.join(&stored);
     let tmp = dir.join(format!(".upload-{stored}"));
+    // Over the quota: files picked but never sent (or removed before sending) make room first.
+    let probe = dir.clone();
+    let used = tokio::task::spawn_blocking(move || used_bytes(&probe))
+        .await
+        .unwrap_or(0);
+    if used + size > quota {
+        sweep_unsent(app, user.id).await;
+    }
     let result = tokio::task::spawn_blocking(move || -> std::io::Result<Result<(), u64>> {
+        // One upload at a time checks and writes, so two at once cannot both fit the same room.
+        let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
         let used = used_bytes(&dir);
         if used + size > quota {
             return Ok(Err(used));
@@ -201,6 +211,57 @@ pub(crate) async fn upload(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &
             "type": content_type,
         }),
     )
+}
+
+/// Held while an upload checks the quota and writes.
+static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How long an uploaded file may wait for a message that names it before it can be swept.
+const UNSENT_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes the files of `uid` that no message names and that are older than [`UNSENT_GRACE`]
+/// (picked and then removed from the message, or the tab closed before sending), and any
+/// half-written upload left by a crash. On a store error nothing is deleted.
+async fn sweep_unsent(app: &App, uid: i64) {
+    let named = app
+        .store
+        .call(move |c| {
+            let mut st = c.prepare(
+                "SELECT m.content FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                 WHERE c.user_id = ?1 AND instr(m.content, ?2) > 0",
+            )?;
+            let rows = st.query_map(rusqlite::params![uid, NOTE_PREFIX], |r| {
+                r.get::<_, String>(0)
+            })?;
+            let mut named = std::collections::HashSet::new();
+            for content in rows {
+                named.extend(noted_files(&content?, uid));
+            }
+            Ok(named)
+        })
+        .await;
+    let Ok(named) = named else {
+        return;
+    };
+    let dir = user_dir(app, uid);
+    let _ = tokio::task::spawn_blocking(move || {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > UNSENT_GRACE);
+            if meta.is_file() && old && !named.contains(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    })
+    .await;
 }
 
 fn hex(b: &[u8]) -> String {
