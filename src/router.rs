@@ -192,9 +192,13 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         (_, "/healthz" | "/ca.crt" | "/login") => return response::method_not_allowed(),
         _ => {}
     }
-    // `/media/` comes before everything else that could match it; open to anyone when public.
-    if app.config.media.public && static_files::is_media(path) {
-        return static_files::routes::media(app, &req).await;
+    // `/media/` comes before everything else that could match it; open to anyone when public,
+    // except the accounts' own files (`media/users/<id>/`), which always need their owner.
+    if app.config.media.public
+        && static_files::is_media(path)
+        && static_files::media_owner(path).is_none()
+    {
+        return static_files::routes::media(app, &req, false).await;
     }
     // Scripts, styles and images of the site are public (the login page needs them); pages are not.
     if let Some(resp) = public_asset(app, &req, path).await {
@@ -262,9 +266,17 @@ async fn signed_in(
     if path.starts_with("/api/admin/") && user.role != Role::Admin {
         return admin::admin_only();
     }
-    // `/media/` behind the login, before the chat routes.
+    // `/media/` behind the login, before the chat routes. An account's own files only to it and
+    // to administrators; to anyone else they do not exist.
     if static_files::is_media(path) {
-        return static_files::routes::media(app, &req).await;
+        let owner = static_files::media_owner(path);
+        if let Some(owner) = &owner {
+            let mine = owner.as_deref() == Some(user.id.to_string().as_str());
+            if !mine && user.role != Role::Admin {
+                return response::not_found();
+            }
+        }
+        return static_files::routes::media(app, &req, owner.is_some()).await;
     }
     match (method, path) {
         (&Method::POST, "/logout") => return login::logout(app, req).await,

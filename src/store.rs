@@ -207,6 +207,41 @@ const MIGRATIONS: &[&str] = &[
     // a passkey, a single sign-on provider): what `auth.require_second_factor` asks of a session.
     // Sessions made before are taken as password-only.
     "ALTER TABLE sessions ADD COLUMN second_factor INTEGER NOT NULL DEFAULT 0;",
+    // 11: full-text search over the user's conversations (`chat::search`). Message text is indexed
+    // by an external-content FTS5 table (the text is not stored twice) that triggers keep in step
+    // with every insert, update of the text and delete, cascades from a deleted conversation or
+    // account included. Titles go into a small table of their own that keeps its own copy: an
+    // external-content table needs a stable integer row id, and a conversation's (a TEXT key) may
+    // be renumbered by VACUUM. Existing rows are indexed here once.
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(
+        content, content = 'messages', content_rowid = 'id',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+        INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+    END;
+    CREATE VIRTUAL TABLE conversations_fts USING fts5(
+        title, conversation_id UNINDEXED,
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO conversations_fts (title, conversation_id) SELECT title, id FROM conversations;
+    CREATE TRIGGER conversations_fts_insert AFTER INSERT ON conversations BEGIN
+        INSERT INTO conversations_fts (title, conversation_id) VALUES (new.title, new.id);
+    END;
+    CREATE TRIGGER conversations_fts_delete AFTER DELETE ON conversations BEGIN
+        DELETE FROM conversations_fts WHERE conversation_id = old.id;
+    END;
+    CREATE TRIGGER conversations_fts_update AFTER UPDATE OF title ON conversations BEGIN
+        UPDATE conversations_fts SET title = new.title WHERE conversation_id = old.id;
+    END;",
 ];
 
 #[derive(Clone)]
@@ -380,5 +415,60 @@ mod tests {
         assert_eq!(rfc3339(1_709_164_800 + 3_723), "2024-02-29T01:02:03Z");
         assert_eq!(human_utc(1_709_164_800 + 3_723), "2024-02-29 01:02:03 UTC");
         assert_eq!(rfc3339_ms(1_709_164_800_007), "2024-02-29T00:00:00.007Z");
+    }
+
+    #[test]
+    fn the_search_index_is_filled_from_existing_rows_and_follows_changes() {
+        // A database of the version before the index, with a conversation in it.
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 6;
+             INSERT INTO users (username, password_hash, role, created_at, scope)
+                 VALUES ('a', 'x', 'user', 0, 's');
+             INSERT INTO conversations VALUES ('c1', 1, 'Old albatross', 'web-c1', 0, 0);
+             INSERT INTO messages (conversation_id, idx, role, content, created_at)
+                 VALUES ('c1', 0, 'user', 'about kittiwakes', 0);",
+        )
+        .unwrap();
+        let store = Store::prepare(conn).unwrap();
+        let count = |q: &'static str| {
+            store
+                .call_blocking(move |c| {
+                    c.query_row(
+                        "SELECT (SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?1)
+                              + (SELECT count(*) FROM conversations_fts WHERE conversations_fts MATCH ?1)",
+                        [q],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .unwrap()
+        };
+        assert_eq!((count("kittiwakes"), count("albatross")), (1, 1));
+        store
+            .call_blocking(|c| {
+                c.execute_batch(
+                    "UPDATE messages SET content = 'about puffins' WHERE idx = 0;
+                     UPDATE conversations SET title = 'New gannet';",
+                )
+            })
+            .unwrap();
+        assert_eq!((count("kittiwakes"), count("puffins")), (0, 1));
+        assert_eq!((count("albatross"), count("gannet")), (0, 1));
+        // Deleting the account cascades to the conversation and its messages, and to the index.
+        store
+            .call_blocking(|c| c.execute_batch("DELETE FROM users;"))
+            .unwrap();
+        assert_eq!((count("puffins"), count("gannet")), (0, 0));
+        let rows = store
+            .call_blocking(|c| {
+                c.query_row("SELECT count(*) FROM messages_fts_docsize", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap();
+        assert_eq!(rows, 0);
     }
 }

@@ -32,7 +32,7 @@ pub(crate) struct StoredMessage {
 }
 
 impl StoredMessage {
-    fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let steps: Vec<serde_json::Value> = self
             .tool_steps
             .iter()
@@ -72,7 +72,7 @@ impl Summary {
         })
     }
 
-    fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
             "title": self.title,
@@ -142,7 +142,7 @@ pub(crate) fn insert_message(
     Ok(tx.last_insert_rowid())
 }
 
-fn store_failed(e: impl std::fmt::Display) -> Resp {
+pub(crate) fn store_failed(e: impl std::fmt::Display) -> Resp {
     tracing::error!("conversation store: {e}");
     response::error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -151,7 +151,7 @@ fn store_failed(e: impl std::fmt::Display) -> Resp {
     )
 }
 
-fn not_found() -> Resp {
+pub(crate) fn not_found() -> Resp {
     response::error(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -318,8 +318,8 @@ pub(crate) fn is_plain_session_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// `DELETE /api/conversations/{id}`: deletes it with its messages, then asks Hermes to delete its
-/// own copy (the session `web-<id>` and any session Hermes derived for a branch turn).
+/// `DELETE /api/conversations/{id}`: deletes it with its messages and the attached files no
+/// other conversation names (`attachments`), then asks Hermes to delete its own copy (the session `web-<id>` and any session Hermes derived for a branch turn).
 ///
 /// The edge's delete never depends on Hermes: the answer is `200`
 /// `{"deleted": true, "hermes_session": "deleted" | "not_found" | "not_deleted"}`, with a
@@ -351,16 +351,33 @@ pub(crate) async fn delete(app: &App, ctx: &Ctx, user: &User, id: &str) -> Resp 
                     }
                 }
             }
+            let mut files = Vec::new();
+            {
+                let mut st = tx.prepare(
+                    "SELECT content FROM messages WHERE conversation_id = ?1 AND role = 'user'
+                     AND instr(content, ?2) > 0",
+                )?;
+                let notes = st
+                    .query_map(params![conv.id, super::attachments::NOTE_PREFIX], |r| {
+                        r.get::<_, String>(0)
+                    })?;
+                for content in notes {
+                    files.extend(super::attachments::noted_files(&content?, uid));
+                }
+            }
             tx.execute(
                 "DELETE FROM conversations WHERE id = ?1 AND user_id = ?2",
                 params![conv.id, uid],
             )?;
             tx.commit()?;
-            Ok(Some(sessions))
+            Ok(Some((sessions, files)))
         })
         .await;
     let sessions = match result {
-        Ok(Some(s)) => s,
+        Ok(Some((s, files))) => {
+            super::attachments::remove_unreferenced(app, uid, files).await;
+            s
+        }
         Ok(None) => return not_found(),
         Err(e) => return store_failed(e),
     };

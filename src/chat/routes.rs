@@ -53,6 +53,9 @@ struct ChatRequest {
     message: Option<String>,
     #[serde(default)]
     images: Option<Vec<String>>,
+    /// Files uploaded with `POST /api/attachments`, by their `/media/users/...` path.
+    #[serde(default)]
+    files: Option<Vec<String>>,
     #[serde(default)]
     regenerate: bool,
     #[serde(default)]
@@ -131,7 +134,8 @@ pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &Us
     }
     let text = chat.message.unwrap_or_default();
     let images = chat.images.unwrap_or_default();
-    if !chat.regenerate && text.trim().is_empty() && images.is_empty() {
+    let files = chat.files.unwrap_or_default();
+    if !chat.regenerate && text.trim().is_empty() && images.is_empty() && files.is_empty() {
         return bad("empty_message", "The message is empty.");
     }
     if text.chars().count() > MAX_MESSAGE_CHARS {
@@ -143,6 +147,11 @@ pub(crate) async fn post(app: &App, ctx: &Ctx, req: Request<Incoming>, user: &Us
     if let Err(r) = check_images(app, &images) {
         return r;
     }
+    // Each file becomes a line of the message that tells the agent where it is.
+    let text = match super::attachments::resolve(app, user, &files).await {
+        Ok(found) => super::attachments::with_notes(&text, &found),
+        Err(r) => return r,
+    };
     if (chat.regenerate || chat.edit_from.is_some()) && chat.conversation_id.is_none() {
         return bad(
             "bad_body",
@@ -458,6 +467,7 @@ fn image_too_large(i: usize, max: usize) -> Resp {
 /// A title from the first message: its first line, at most 60 characters.
 fn title_from(text: &str) -> String {
     let line = text.trim().lines().next().unwrap_or("").trim();
+    let line = super::attachments::noted_name(line).unwrap_or(line);
     let mut title: String = line.chars().take(60).collect();
     if line.chars().count() > 60 {
         title.push('…');

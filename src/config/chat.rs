@@ -1,5 +1,5 @@
 //! `[chat]`: the Hermes API key (config file, then environment, then Hermes' own settings), stream
-//! and retry timing, memory injection and image limits.
+//! and retry timing, memory injection, image and attachment limits.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +21,10 @@ pub(crate) struct ChatConfig {
     pub memory_max_bytes: usize,
     pub max_image_bytes: usize,
     pub max_images: usize,
+    /// The largest file attached to a message (`chat::attachments`); 0 turns attachments off.
+    pub max_attachment_bytes: usize,
+    /// What one account may keep in `<media>/users/<id>/`.
+    pub attachment_quota_bytes: u64,
     pub retry_budget: Duration,
     pub max_runs_per_user: usize,
     pub max_runs: usize,
@@ -94,6 +98,12 @@ pub(super) fn resolve(
         memory_max_bytes: c.memory_max_bytes.unwrap_or(defaults::MEMORY_MAX_BYTES),
         max_image_bytes: c.max_image_bytes.unwrap_or(defaults::MAX_IMAGE_BYTES),
         max_images: c.max_images.unwrap_or(defaults::MAX_IMAGES),
+        max_attachment_bytes: c
+            .max_attachment_bytes
+            .unwrap_or(defaults::MAX_ATTACHMENT_BYTES),
+        attachment_quota_bytes: c
+            .attachment_quota_bytes
+            .unwrap_or(defaults::ATTACHMENT_QUOTA_BYTES),
         retry_budget: secs(c.retry_budget_secs, defaults::RETRY_BUDGET_SECS),
         max_runs_per_user: c.max_runs_per_user.unwrap_or(defaults::MAX_RUNS_PER_USER),
         max_runs: c.max_runs.unwrap_or(defaults::MAX_RUNS),

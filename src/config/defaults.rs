@@ -139,6 +139,12 @@ pub(crate) const MEMORY_MAX_BYTES: usize = 32 * 1024;
 pub(crate) const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
 /// A few images per message; together they stay under `max_body_bytes`.
 pub(crate) const MAX_IMAGES: usize = 4;
+/// `chat.max_attachment_bytes`: a file attached to a message (a PDF, a spreadsheet, a log) that the
+/// agent reads with its tools. Read into memory while it arrives, so well under `max_body_bytes`.
+pub(crate) const MAX_ATTACHMENT_BYTES: usize = 10 * 1024 * 1024;
+/// `chat.attachment_quota_bytes`: what one account may keep in its folder of the media directory
+/// (ten of the largest attachments); a shared disk is not filled by one person.
+pub(crate) const ATTACHMENT_QUOTA_BYTES: u64 = 100 * 1024 * 1024;
 /// Answers one user may have going at once: a few conversations side by side, not a flood of
 /// agents each holding one of Hermes' `max_concurrent_runs` (10 by default).
 pub(crate) const MAX_RUNS_PER_USER: usize = 3;

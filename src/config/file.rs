@@ -113,6 +113,8 @@ pub(crate) struct FileChat {
     pub memory_max_bytes: Option<usize>,
     pub max_image_bytes: Option<usize>,
     pub max_images: Option<usize>,
+    pub max_attachment_bytes: Option<usize>,
+    pub attachment_quota_bytes: Option<u64>,
     pub retry_budget_secs: Option<u64>,
     pub max_runs_per_user: Option<usize>,
     pub max_runs: Option<usize>,

@@ -230,7 +230,19 @@ impl Config {
                  address of the proxy that signs people in (or remove `trusted_header`)",
             ));
         }
-        let chat = chat::resolve(&file.chat, hermes_home, &hermes)?;
+        let mut chat = chat::resolve(&file.chat, hermes_home, &hermes)?;
+        if file.chat.max_attachment_bytes.is_none() {
+            // The default never asks for more than a smaller body limit allows.
+            chat.max_attachment_bytes = chat.max_attachment_bytes.min(limits.max_body_bytes);
+        } else if chat.max_attachment_bytes > limits.max_body_bytes {
+            return Err(invalid(
+                "chat.max_attachment_bytes",
+                format!(
+                    "must not be more than limits.max_body_bytes ({}): an attachment arrives as one request body",
+                    limits.max_body_bytes
+                ),
+            ));
+        }
         let dashboard_upstream = dashboard::resolve(&file.dashboard, cli)?;
         let metrics = metrics::resolve(&file.metrics, cli)?;
         for r in &file.routes {
@@ -566,7 +578,14 @@ mod tests {
         let chat = |c: &Config| {
             let c = &c.chat;
             let sizes = (c.memory_max_bytes, c.max_image_bytes, c.max_images);
-            (c.idle_timeout, c.memory_inject, sizes, c.retry_budget)
+            let files = (c.max_attachment_bytes, c.attachment_quota_bytes);
+            (
+                c.idle_timeout,
+                c.memory_inject,
+                sizes,
+                files,
+                c.retry_budget,
+            )
         };
         assert_eq!(chat(&c), chat(&d));
         assert_eq!(

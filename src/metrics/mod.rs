@@ -76,6 +76,9 @@ pub(crate) fn group(path: &str) -> Group {
             } else {
                 Group::Conversations
             }
+        } else if api == "search" || api == "attachments" {
+            // Finding conversations and the files of their messages.
+            Group::Conversations
         } else if api.starts_with("tokens") {
             Group::Tokens
         } else if api.starts_with("admin/") || api.starts_with("sessions") || api == "me" {
@@ -545,6 +548,9 @@ mod tests {
             ("/api/chat", Group::Chat),
             ("/api/conversations", Group::Conversations),
             ("/api/conversations/abc", Group::Conversations),
+            ("/api/conversations/abc/export", Group::Conversations),
+            ("/api/search", Group::Conversations),
+            ("/api/attachments", Group::Conversations),
             ("/api/conversations/abc/run", Group::Runs),
             ("/api/conversations/abc/run/stop", Group::Runs),
             ("/api/tokens/3", Group::Tokens),

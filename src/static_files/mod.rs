@@ -107,6 +107,23 @@ pub(crate) fn is_media(path: &str) -> bool {
     path == "/media" || path.starts_with("/media/")
 }
 
+/// The folder of the accounts' own files under `/media/` (`chat::attachments`).
+pub(crate) const USERS_DIR: &str = "users";
+
+/// Whose a `/media/` path is: `Some(None)` for the accounts' folder itself (`/media/users/`),
+/// `Some(Some(id))` for anything under `/media/users/<id>/`, `None` for the rest of `/media/`
+/// (and for a path the file engine refuses anyway). Decided on the path as the engine decodes it,
+/// so no spelling (`%73`, `//`) reaches an account's folder past this check.
+pub(crate) fn media_owner(path: &str) -> Option<Option<String>> {
+    let raw = path.strip_prefix("/media/")?;
+    let rel = parse_rel(raw).ok()?;
+    let mut names = rel.segments();
+    if names.next()? != USERS_DIR {
+        return None;
+    }
+    Some(names.next().map(str::to_string))
+}
+
 async fn media_inner<B>(root: &Path, listing: bool, policy: Policy, req: &Request<B>) -> Resp {
     if let Some(resp) = only_get_head(req.method()) {
         return resp;

@@ -14,18 +14,16 @@ use crate::app::App;
 use crate::response::Resp;
 
 /// `/media/...` from the configured folder. `Access-Control-Allow-Origin: *` when public.
-pub(crate) async fn media<B>(app: &App, req: &Request<B>) -> Resp {
+/// `private`: an account's own file (`super::media_owner`), never public or shared-cached.
+pub(crate) async fn media<B>(app: &App, req: &Request<B>, private: bool) -> Resp {
     let m = &app.config.media;
+    let public = m.public && !private;
     let policy = Policy {
-        cache_control: if m.public {
-            CACHE_PUBLIC
-        } else {
-            CACHE_PRIVATE
-        },
+        cache_control: if public { CACHE_PUBLIC } else { CACHE_PRIVATE },
         media: true,
     };
     let mut resp = media_inner(&m.dir, m.listing, policy, req).await;
-    media::answer_headers(&mut resp, m.public);
+    media::answer_headers(&mut resp, public);
     resp
 }
 

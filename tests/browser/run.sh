@@ -6,6 +6,7 @@
 # Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark,approval-desktop,approval-mobile,approval-denied-mobile,login-code,account-desktop,account-mobile}.png
 # (two-factor.test.mjs signs in with a password and a code and enrols on the account page;
 # passkeys.test.mjs drives Chromium's virtual WebAuthn authenticator at https://localhost:PORT;
+# history.test.mjs adds screenshot-{search-desktop,search-mobile,export-mobile,file-mobile}.png;
 # runs.test.mjs drives the page against mock-edge.mjs, not the binary; crash.test.mjs kills the binary
 # with SIGKILL mid-answer and starts it again on the same data dir)
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
@@ -35,4 +36,4 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
-HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs two-factor.test.mjs passkeys.test.mjs
+HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs two-factor.test.mjs passkeys.test.mjs history.test.mjs

@@ -46,6 +46,9 @@ Tool modes (OpenAI tool calling with Hermes' `terminal` tool; its schema is in t
                  approval gate. PATH is the first word of the user message that starts with /tmp/hermes-
                  and consists only of [A-Za-z0-9._/-] (the caller creates it), else
                  /tmp/hermes-fake-provider-victim. Nothing else is ever deleted.
+    "toolcat"    one call: terminal {"command": "cat PATH"}, PATH being the file named by the first line
+                 "[attached file: NAME (TYPE, SIZE) at PATH]" of the user message (hermes-edge's line for
+                 an attached file; PATH only of [A-Za-z0-9._/-], without ".."), else /nonexistent.
     "tooldanger2" two calls one after the other: rm -rf PATH, then rm -rf PATH/second (to see whether an
                  approval choice covers the second command of the same pattern).
     The step is decided from the messages alone, so a request is answered the same way if Hermes
@@ -130,10 +133,17 @@ DANGER_DEFAULT_PATH = "/tmp/hermes-fake-provider-victim"
 _DANGER_PATH_RE = re.compile(r"^/tmp/hermes-[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*$")
 
 
+_ATTACHED_RE = re.compile(r"^\[attached file: .* at (/[A-Za-z0-9._/-]+)\]$", re.MULTILINE)
+
+
 def tool_plan(user_text, words):
     """The terminal commands a tool mode asks for, in order; None when no tool mode is chosen."""
     if "toolecho" in words:
         return ["echo hermes-tool-ok"]
+    if "toolcat" in words:
+        m = _ATTACHED_RE.search(user_text)
+        path = m.group(1) if m and ".." not in m.group(1) else "/nonexistent"
+        return ["cat %s" % path]
     if "tooldanger" in words or "tooldanger2" in words:
         path = DANGER_DEFAULT_PATH
         for word in user_text.split():

@@ -61,6 +61,7 @@ export async function sendChat(body, userMsg, draft) {
       input.value = draft.text;
       saveDraft(state.currentId, draft.text);
       state.pendingImages = draft.images;
+      if (draft.files) state.pendingFiles = draft.files;
       renderAttachments();
       autosize();
     }

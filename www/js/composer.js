@@ -1,6 +1,7 @@
 /*
- * The composer: the message box, the send and stop buttons, and image attachments (picked, pasted or
- * dropped on the page).
+ * The composer: the message box, the send and stop buttons, and attachments (picked, pasted or
+ * dropped on the page): images go to the model with the message; other files are uploaded at once
+ * (js/files.js) and the agent is told where they are.
  */
 
 import { app, composer, input, sendBtn, stopBtn, attachBtn, fileInput, attachmentsEl, dropzone, dropOverlay, el, iconButton } from './dom.js';
@@ -9,9 +10,12 @@ import { showBanner, clearBanner } from './banners.js';
 import { sendChat } from './chat.js';
 import { stop } from './runs.js';
 import { clearDraft, draftChanged } from './drafts.js';
+import { uploadFile, fileChip, humanSize } from './files.js';
 
 const MAX_IMAGES = 4;
 const MAX_IMAGE_BYTES = 5 * 1024 * 1024;
+// Images the model takes as images; anything else is a file for the agent's tools.
+const MODEL_IMAGE = /^image\/(png|jpeg|gif|webp)$/;
 
 // ---------------------------------------------------------------- composer
 export function setBusy(busy) {
@@ -22,7 +26,9 @@ export function setBusy(busy) {
 }
 
 export function updateSendEnabled() {
-  sendBtn.disabled = !!state.stream || (!input.value.trim() && state.pendingImages.length === 0);
+  const uploading = state.pendingFiles.some((f) => !f.path);
+  const empty = !input.value.trim() && state.pendingImages.length === 0 && state.pendingFiles.length === 0;
+  sendBtn.disabled = !!state.stream || uploading || empty;
 }
 
 export function autosize() {
@@ -34,14 +40,18 @@ function submitComposer() {
   if (state.stream) return;
   const text = input.value.trim();
   const images = state.pendingImages.map((p) => p.dataUrl);
-  if (!text && images.length === 0) return;
+  if (state.pendingFiles.some((f) => !f.path)) return; // still uploading
+  const files = state.pendingFiles.slice();
+  if (!text && images.length === 0 && files.length === 0) return;
   const body = { message: text };
   if (images.length) body.images = images;
-  const userMsg = { role: 'user', index: state.messages.length, content: text, images };
-  const draft = { text: input.value, images: state.pendingImages };
+  if (files.length) body.files = files.map((f) => f.path);
+  const userMsg = { role: 'user', index: state.messages.length, content: text, images, files: files.map(shownFile) };
+  const draft = { text: input.value, images: state.pendingImages, files };
   input.value = '';
   clearDraft(state.currentId);
   state.pendingImages = [];
+  state.pendingFiles = [];
   renderAttachments();
   autosize();
   sendChat(body, userMsg, draft);
@@ -57,10 +67,32 @@ function readAsDataUrl(file) {
   });
 }
 
+function shownFile(f) {
+  return { name: f.name, type: f.type || 'application/octet-stream', size: humanSize(f.size), src: f.path };
+}
+
+async function addOther(f, problems) {
+  const item = { name: f.name || 'file', size: f.size, type: f.type, path: null };
+  state.pendingFiles.push(item);
+  renderAttachments();
+  try {
+    const up = await uploadFile(f);
+    item.path = up.path;
+    item.name = up.name || item.name;
+    item.type = up.type || item.type;
+  } catch (e) {
+    state.pendingFiles = state.pendingFiles.filter((x) => x !== item);
+    problems.push(e.message);
+  }
+  renderAttachments();
+}
+
 async function addFiles(files) {
   const problems = [];
+  const uploads = [];
   for (const f of files) {
-    if (!f || !/^image\//.test(f.type)) { problems.push((f && f.name ? f.name : 'file') + ' is not an image'); continue; }
+    if (!f) continue;
+    if (!MODEL_IMAGE.test(f.type)) { uploads.push(addOther(f, problems)); continue; }
     if (state.pendingImages.length >= MAX_IMAGES) { problems.push('at most ' + MAX_IMAGES + ' images per message'); break; }
     if (f.size > MAX_IMAGE_BYTES) { problems.push((f.name || 'image') + ' is larger than 5 MiB'); continue; }
     try {
@@ -70,6 +102,7 @@ async function addFiles(files) {
       problems.push('could not read ' + (f.name || 'image'));
     }
   }
+  await Promise.all(uploads);
   if (problems.length) showBanner('attach', 'warn', 'Not attached: ' + problems.join('; ') + '.');
   else clearBanner('attach');
   renderAttachments();
@@ -77,7 +110,7 @@ async function addFiles(files) {
 
 export function renderAttachments() {
   attachmentsEl.replaceChildren();
-  attachmentsEl.hidden = state.pendingImages.length === 0;
+  attachmentsEl.hidden = state.pendingImages.length === 0 && state.pendingFiles.length === 0;
   state.pendingImages.forEach((p, i) => {
     const chip = el('div', 'attachment');
     const img = el('img');
@@ -90,6 +123,14 @@ export function renderAttachments() {
     }, 'attachment-remove'));
     attachmentsEl.appendChild(chip);
   });
+  for (const f of state.pendingFiles) {
+    const chip = fileChip(Object.assign(shownFile(f), { size: f.path ? humanSize(f.size) : 'uploading…' }), () => {
+      state.pendingFiles = state.pendingFiles.filter((x) => x !== f);
+      renderAttachments();
+    });
+    chip.classList.toggle('uploading', !f.path);
+    attachmentsEl.appendChild(chip);
+  }
   updateSendEnabled();
 }
 

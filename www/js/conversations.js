@@ -219,6 +219,7 @@ export async function loadConversation(id, quiet) {
     index: m.index,
     role: m.role === 'user' ? 'user' : 'assistant',
     content: typeof m.content === 'string' ? m.content : '',
+    created_at: typeof m.created_at === 'string' ? m.created_at : null,
     images: Array.isArray(m.images) ? m.images : [],
     tool_steps: Array.isArray(m.tool_steps) ? m.tool_steps.filter((s) => s && typeof s === 'object').map(normStep) : [],
     error: storedError(m.error),

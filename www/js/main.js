@@ -2,7 +2,8 @@
  * The chat page. Talks to hermes-edge as described in docs/http-api.md:
  *   GET/PATCH/DELETE /api/conversations[/{id}], GET /api/me, GET /healthz, POST /api/chat (SSE),
  *   GET /api/conversations/{id}/run (SSE), POST .../run/stop and .../run/approval,
- *   GET/POST/DELETE /api/tokens[/{id}] (the "API tokens" dialog).
+ *   GET/POST/DELETE /api/tokens[/{id}] (the "API tokens" dialog), GET /api/search (js/search.js),
+ *   GET /api/conversations/{id}/export (js/export.js).
  * No inline script or style (the CSP forbids both). The page's code is ES modules (see www/README.md
  * for which holds what), loaded from this one (index.html: <script type="module" src="/js/main.js">).
  * The other modules only define things (and look up their elements); this one wires the page
@@ -20,12 +21,18 @@ import { newChat, refreshConversations, loadConversation } from './conversations
 import { openNav, closeNav } from './nav.js';
 import { tokensDialog, wireTokens } from './tokens.js';
 import { flushDraft, loadDraft, pruneDrafts } from './drafts.js';
+import { wireSearch } from './search.js';
+import { wireExport } from './export.js';
+import { wireTimestamps } from './timestamps.js';
 
 // ---------------------------------------------------------------- wiring
 wireMessages();
 wireTokens();
 wireComposer();
 wireRuns();
+wireSearch();
+wireExport();
+wireTimestamps();
 
 document.addEventListener('keydown', (e) => {
   if (tokensDialog.open) return; // Esc there closes the dialog (the browser's own cancel), nothing else

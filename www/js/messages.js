@@ -9,6 +9,9 @@ import { state } from './state.js';
 import { renderMarkdown } from './markdown.js';
 import { sendChat } from './chat.js';
 import { answerApproval } from './runs.js';
+import { timeEl } from './timestamps.js';
+import { updateExport } from './export.js';
+import { splitNotes, fileChip } from './files.js';
 
 // ---------------------------------------------------------------- messages view
 export function isNearBottom() {
@@ -40,6 +43,7 @@ export function renderAll() {
   app.classList.toggle('is-empty', state.messages.length === 0);
   titleEl.textContent = state.title || 'New chat';
   document.title = (state.title ? state.title + ' · ' : '') + 'Hermes';
+  updateExport();
 }
 
 function renderMessage(msg, pos) {
@@ -64,11 +68,20 @@ function renderUser(msg, pos) {
     }
     body.appendChild(imgs);
   }
-  if (msg.content) body.appendChild(el('div', 'bubble', msg.content));
+  // Attached files: the lines that tell the agent where they are, shown as chips.
+  const { text, files } = splitNotes(msg.content);
+  for (const f of msg.files || []) if (!files.some((x) => x.src === f.src)) files.push(f);
+  if (files.length) {
+    const row = el('div', 'msg-files');
+    for (const f of files) row.appendChild(fileChip(f));
+    body.appendChild(row);
+  }
+  if (text) body.appendChild(el('div', 'bubble', text));
   art.appendChild(body);
   const actions = el('div', 'msg-actions');
-  actions.appendChild(iconButton('copy', 'Copy message', (e) => copyText(msg.content || '', e.currentTarget)));
+  actions.appendChild(iconButton('copy', 'Copy message', (e) => copyText(text, e.currentTarget)));
   actions.appendChild(iconButton('edit', 'Edit and resend', () => startEdit(pos), 'edit-btn'));
+  actions.prepend(timeEl(msg));
   art.appendChild(actions);
   return art;
 }
@@ -351,6 +364,7 @@ function updateAssistant(msg, pos) {
     if (last && !state.stream) {
       p.actions.appendChild(iconButton('regen', 'Regenerate answer', regenerate, 'regen-btn'));
     }
+    p.actions.appendChild(timeEl(msg));
   }
 }
 

@@ -12,6 +12,7 @@ export const state = {
   messages: [], // {index, role, content, images, tool_steps, error, streaming, stopped, interrupted, approval}
   stream: null, // the run of the shown conversation being followed live (js/runs.js), or null
   pendingImages: [], // {name, dataUrl, size}
+  pendingFiles: [], // {name, size, type, path} (js/files.js); `path` is null while it uploads
   stickToBottom: true,
   loadSeq: 0,
   clockSkew: 0, // server clock minus this clock, ms (from the Date header; for the approval countdown)
