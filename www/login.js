@@ -26,10 +26,17 @@
     box.hidden = false;
   }
 
+  // What was typed before a refused sign-in (the server's redirect carries no username): kept in
+  // this tab only, never the password.
+  let typed = null;
+  try { typed = JSON.parse(sessionStorage.getItem('hermes.login') || 'null'); } catch (_) { typed = null; }
+  try { sessionStorage.removeItem('hermes.login'); } catch (_) { /* storage off */ }
+
   if (error === 'invalid') {
     show('Wrong username or password. Please try again.');
     const user = document.getElementById('username');
-    user.value = params.get('username') || '';
+    user.value = params.get('username') || (typed && typeof typed.username === 'string' ? typed.username : '');
+    if (typed && typed.remember) document.getElementById('remember').checked = true;
     document.getElementById(user.value ? 'password' : 'username').focus();
   } else if (error === 'rate_limited') {
     let left = parseInt(params.get('retry_after') || '', 10);
@@ -61,6 +68,12 @@
   }
 
   document.getElementById('login-form').addEventListener('submit', () => {
+    try {
+      sessionStorage.setItem('hermes.login', JSON.stringify({
+        username: document.getElementById('username').value,
+        remember: document.getElementById('remember').checked,
+      }));
+    } catch (_) { /* storage off */ }
     // Let the browser post the form; just avoid double submits.
     setTimeout(() => { submit.disabled = true; submit.textContent = 'Signing in…'; }, 0);
   });
