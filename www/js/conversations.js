@@ -6,7 +6,7 @@
 import { app, convList, titleEl, input, el, iconButton } from './dom.js';
 import { state } from './state.js';
 import { api } from './api.js';
-import { showBanner } from './banners.js';
+import { showBanner, errorText } from './banners.js';
 import { renderAll, isNearBottom, scrollToBottom } from './messages.js';
 import { autosize, updateSendEnabled } from './composer.js';
 import { detach, attachRun, normStep, recentlyNoRun } from './runs.js';
@@ -274,5 +274,5 @@ function storedError(err) {
   if (!err) return null;
   if (typeof err === 'string') return err;
   if (err.code === 'stopped' || err.code === 'interrupted') return null;
-  return err.message || 'The answer could not be completed.';
+  return errorText(err.code, err.message, '') || 'The answer could not be completed.';
 }
