@@ -3,9 +3,11 @@
 #   bash tests/browser/run.sh target/debug/hermes-edge
 # Installs what is missing (Debian chromium + chromium-driver, ffmpeg, an emoji font for the
 # screenshots, and playwright-core via `npm ci`), then runs the node test runner.
-# Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark,approval-desktop,approval-mobile,approval-denied-mobile}.png
+# Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark,approval-desktop,approval-mobile,approval-denied-mobile}.png,
+# and from app.test.mjs screenshot-{rendering-desktop,rendering-mobile,conversation-menu-mobile,delete-confirm-mobile,unreachable-mobile}.png
 # (runs.test.mjs drives the page against mock-edge.mjs, not the binary; crash.test.mjs kills the binary
-# with SIGKILL mid-answer and starts it again on the same data dir)
+# with SIGKILL mid-answer and starts it again on the same data dir; app.test.mjs covers the installable
+# app, rendering, the viewer, sign-in, the outage banner and the phone menu)
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -33,4 +35,4 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
-HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs
+HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs app.test.mjs
