@@ -290,6 +290,8 @@ test('maths is typeset by KaTeX (loaded only then), task lists, tables, /media/ 
   assert.equal(await md.locator('a.md-image-blocked').getAttribute('href'), 'https://example.com/x.png');
   assert.deepEqual(await csp(page), []);
   await page.mouse.move(0, 0);
+  await answer.evaluate((a) => a.scrollIntoView({ block: 'start' }));
+  await sleep(100);
   await page.screenshot({ path: path.join(shots, 'screenshot-rendering-desktop.png') });
   // After a reload (from the stored history), the same.
   await page.reload();
