@@ -429,14 +429,19 @@ test('Hermes down: operator instructions for an admin only, a plain banner for o
       const r = await b.boundingBox();
       assert.ok(r.width >= 44 && r.height >= 44, 'banner button ' + JSON.stringify(r));
     }
-    // Hermes is back on the same port: the banners go within a few seconds.
+    // Closed by the person, it stays closed while the page keeps checking quietly (more than one
+    // check interval).
+    await memberBanner.locator('.banner-close').tap();
+    await sleep(3500);
+    assert.equal(await memberBanner.count(), 0);
+    // Hermes is back on the same port: the banner goes within a few seconds.
     upstream = await startFakeUpstream({ apiKey: API_KEY, port });
     const back = Date.now();
-    await Promise.all([
-      page.waitForFunction(() => !document.querySelector('.banner[data-key="upstream"]'), null, { timeout: 8000 }),
-      member.waitForFunction(() => !document.querySelector('.banner[data-key="upstream"]'), null, { timeout: 8000 }),
-    ]);
+    await page.waitForFunction(() => !document.querySelector('.banner[data-key="upstream"]'), null, { timeout: 8000 });
     assert.ok(Date.now() - back < 8000);
+    // And a send works again for both.
+    await send(member, 'echo:back again');
+    assert.equal((await (await answerDone(member)).locator('.md').textContent()).trim(), 'back again');
   } finally {
     if (!upstream.port || upstream.port !== port) upstream = await startFakeUpstream({ apiKey: API_KEY, port }).catch(() => upstream);
     await memberCtx.close();

@@ -39,6 +39,8 @@ function goToLogin() {
 
 // ---------------------------------------------------------------- banners
 const bannerTimers = new Map();
+// Banners the person closed: the background re-check does not bring them back (a new failed send does).
+const dismissed = new Set();
 
 export function showBanner(key, kind, text, action) {
   let b = banners.querySelector('[data-key="' + key + '"]');
@@ -57,7 +59,7 @@ export function showBanner(key, kind, text, action) {
     a.addEventListener('click', action.onClick);
     b.appendChild(a);
   }
-  b.appendChild(iconButton('x', 'Dismiss', () => clearBanner(key), 'banner-close'));
+  b.appendChild(iconButton('x', 'Dismiss', () => { dismissed.add(key); clearBanner(key); }, 'banner-close'));
   return b;
 }
 
@@ -99,6 +101,7 @@ let downSince = 0;
 
 export function upstreamUnreachable(message, code) {
   if (!downSince) downSince = Date.now();
+  dismissed.delete('upstream');
   const admin = state.role === 'admin';
   const text = admin
     ? errorText(code || 'upstream_unreachable', message, '') || 'Hermes is not reachable right now. The agent may be stopped or restarting.'
@@ -155,13 +158,16 @@ export async function checkHealth(manual) {
     clearBanner('offline');
     if (body && body.upstream && body.upstream.reachable === false) {
       const shown = banners.querySelector('[data-key="upstream"]');
-      if (shown) scheduleHealthCheck(); // keep the server's message; just look again soon
+      // Shown: keep the server's message and look again soon; closed by the person: look quietly.
+      if (shown || (dismissed.has('upstream') && !manual)) scheduleHealthCheck();
       else upstreamUnreachable();
     } else {
       downSince = 0;
+      dismissed.delete('upstream');
       clearBanner('upstream');
     }
   } catch (_) {
+    if (!downSince) downSince = Date.now();
     if (manual || navigator.onLine === false) unreachableEdge();
     scheduleHealthCheck();
   }
