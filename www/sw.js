@@ -36,12 +36,9 @@ function shellKey(request) {
   if (request.method !== 'GET') return null;
   const url = new URL(request.url);
   if (url.origin !== self.location.origin) return null;
-  // Any navigation inside the app (/?c=id) is the one chat page.
-  if (request.mode === 'navigate') {
-    const p = url.pathname;
-    const chatPage = p === '/' || (!p.slice(1).includes('.') && !/^\/(api|v1|media|dashboard|login|logout|view|healthz|metrics)(\/|$)/.test(p));
-    return chatPage ? '/' : null;
-  }
+  // The chat page is "/" (a conversation is "/?c=id"). Other pages (/login, /view, and any page
+  // added later) are never kept: keeping them under "/" would replace the chat page.
+  if (request.mode === 'navigate') return url.pathname === '/' ? '/' : null;
   return isShell(url.pathname) ? url.pathname : null;
 }
 

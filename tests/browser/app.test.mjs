@@ -182,6 +182,13 @@ test('the service worker controls the page, keeps the app shell only, and the ap
   }
   // Every module the page loads is in the shell list (an offline start needs them all).
   for (const f of fs.readdirSync(path.join(repo, 'www/js'))) assert.ok(paths.includes('/js/' + f), '/js/' + f + ' kept');
+  // Another page of the site (the viewer) is not kept, and does not replace the chat page.
+  const viewer = await context.newPage();
+  await viewer.goto(edge.base + '/view?src=' + encodeURIComponent('/media/chart.png'));
+  await viewer.waitForSelector('img.viewer-media');
+  await viewer.close();
+  const after = await page.evaluate(async () => (await (await caches.open('hermes-shell-v1')).keys()).map((r) => new URL(r.url).pathname));
+  assert.ok(!after.some((p) => p === '/view' || p.startsWith('/media/')), after.join(' '));
   // The one page kept is the static chat page, the same for everyone.
   const shell = await page.evaluate(async () => (await (await caches.open('hermes-shell-v1')).match('/')).text());
   assert.equal(shell, fs.readFileSync(path.join(repo, 'www/index.html'), 'utf8'));
