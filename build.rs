@@ -7,7 +7,15 @@ use std::path::Path;
 
 fn compressible(name: &str) -> bool {
     [
-        ".html", ".css", ".js", ".svg", ".json", ".txt", ".md", ".map",
+        ".html",
+        ".css",
+        ".js",
+        ".svg",
+        ".json",
+        ".webmanifest",
+        ".txt",
+        ".md",
+        ".map",
     ]
     .iter()
     .any(|ext| name.ends_with(ext))

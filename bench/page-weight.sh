@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Page weight of the chat page (issue 7): signs in to a real hermes-edge, then fetches the chat page
 # and every script, style and image it references (with the modules its scripts import), as a browser
-# would (Accept-Encoding: gzip, br), and adds up the bytes on the wire.
+# would (Accept-Encoding: gzip, br), and adds up the bytes on the wire. The service worker (sw.js) is
+# counted with the page. KaTeX (its script, style and fonts) is reported apart: the page loads it only
+# when a message has maths (www/js/maths.js); the fonts line is all of them, more than a page uses.
 # Usage: bash bench/page-weight.sh [path/to/hermes-edge]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +48,25 @@ while [[ -n $todo ]]; do
   done
   todo=$next
 done
+assets+=$'\n/sw.js'
 for asset in $(sort -u <<<"$assets"); do
   fetch "$asset"
 done
 printf '| **total** | **%s (%s KiB)** | |\n' "$total" "$((total / 1024))"
 (( total <= 300 * 1024 )) || { echo "page-weight: over the 300 KiB target" >&2; exit 1; }
+
+# Maths: what a page adds once a message has some.
+page_total=$total
+total=0
+printf '\nOnly when a message has maths (KaTeX):\n\n| file | bytes on the wire | encoding |\n|---|---|---|\n'
+fetch /vendor/katex/katex.min.js
+fetch /vendor/katex/katex.min.css
+fonts=0
+for f in www/vendor/katex/fonts/*.woff2; do
+  before=$total
+  fetch "/${f#www/}" > /dev/null
+  fonts=$((fonts + total - before))
+done
+printf '| /vendor/katex/fonts/*.woff2 (all %s; a formula loads a few) | %s | identity |\n' "$(ls www/vendor/katex/fonts/*.woff2 | wc -l)" "$fonts"
+printf '| **KaTeX total** | **%s (%s KiB)** | |\n' "$total" "$((total / 1024))"
+printf '| **page with KaTeX** | **%s (%s KiB)** | |\n' "$((page_total + total))" "$(((page_total + total) / 1024))"

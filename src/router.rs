@@ -385,7 +385,16 @@ async fn public_asset(app: &App, req: &Request<Incoming>, path: &str) -> Option<
         return None;
     }
     // A refused or missing name is not an asset: the routes below (and the login gate) decide.
-    static_files::routes::site(app, req, rel).await.ok()
+    let mut resp = static_files::routes::site(app, req, rel).await.ok()?;
+    if rel == "sw.js" {
+        // The service worker's scope is the whole site (it sits at the root, so this only says
+        // so); it is `no-cache` like every unhashed name, so a deploy reaches it at once.
+        resp.headers_mut().insert(
+            http::HeaderName::from_static("service-worker-allowed"),
+            HeaderValue::from_static("/"),
+        );
+    }
+    Some(resp)
 }
 
 fn ca_cert(app: &App) -> Resp {

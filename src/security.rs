@@ -14,9 +14,10 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 /// The Content-Security-Policy of every page: no inline script or style, nothing from elsewhere.
-pub(crate) const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
-style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; \
-base-uri 'none'; form-action 'self'";
+pub(crate) const CSP: &str =
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
+style-src 'self'; script-src 'self'; connect-src 'self'; worker-src 'self'; manifest-src 'self'; \
+object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// The headers put on every response, errors included.
 pub(crate) struct SecurityHeaders {
@@ -75,7 +76,14 @@ impl SecurityHeaders {
         headers
             .entry(header::CONTENT_SECURITY_POLICY)
             .or_insert(HeaderValue::from_static(CSP));
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        // A PDF from `/media/` (its own CSP, set just before) says `SAMEORIGIN`: the viewer page
+        // frames it. Everything else, a proxied answer included, is `DENY`.
+        let framable_pdf = headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .is_some_and(|v| v.as_bytes() == crate::static_files::MEDIA_PDF_CSP.as_bytes());
+        if !framable_pdf {
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        }
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -330,7 +330,7 @@ async fn connection_refused_names_the_url_and_how_to_start_hermes() {
     assert_eq!(
         v,
         json!({"error": {"code": "upstream_unreachable", "message": format!(
-            "Cannot reach the Hermes API Server at {url}. Start Hermes with its API server enabled, for example: API_SERVER_ENABLED=true API_SERVER_KEY=... hermes gateway run"
+            "Cannot reach the Hermes API Server at {url}. Start Hermes with its API server enabled (API_SERVER_ENABLED=true, and API_SERVER_KEY set to the key hermes-edge uses), for example with `hermes gateway run`."
         )}})
     );
 }

@@ -244,8 +244,8 @@ async fn the_real_dashboard_works_through_the_edge_for_admins_with_its_websocket
     assert_eq!(
         r.headers()["content-security-policy"].to_str().unwrap(),
         "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; \
-         script-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; \
-         base-uri 'none'; form-action 'self'"
+         script-src 'self'; connect-src 'self'; worker-src 'self'; manifest-src 'self'; \
+         object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     );
     let through_edge = r.bytes().await.unwrap();
     let direct = reqwest::get(format!(

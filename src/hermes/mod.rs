@@ -34,7 +34,7 @@ use crate::response::{self, Resp};
 pub(crate) enum UpstreamError {
     #[error("hermes-edge has no API key for the Hermes API Server. Set HERMES_EDGE_API_KEY (or API_SERVER_KEY) in the environment of hermes-edge, or `api_key` / `api_key_file` under [chat] in the config file, to the same value as Hermes' API_SERVER_KEY (or run hermes-edge as Hermes' user, with API_SERVER_KEY in Hermes' .env), then restart hermes-edge.")]
     NoKey,
-    #[error("Cannot reach the Hermes API Server at {url}. Start Hermes with its API server enabled, for example: API_SERVER_ENABLED=true API_SERVER_KEY=... hermes gateway run")]
+    #[error("Cannot reach the Hermes API Server at {url}. Start Hermes with its API server enabled (API_SERVER_ENABLED=true, and API_SERVER_KEY set to the key hermes-edge uses), for example with `hermes gateway run`.")]
     Unreachable { url: String },
     #[error("The Hermes API Server refused hermes-edge's API key: the API key does not match API_SERVER_KEY. Set HERMES_EDGE_API_KEY to the same value as Hermes' API_SERVER_KEY.")]
     Auth,

@@ -72,6 +72,7 @@ use crate::response::{self, Body, Resp};
 
 use conditional::{decide, Ask};
 use listing::{list_dir, listing_page};
+pub(crate) use media::MEDIA_PDF_CSP;
 pub(crate) use path::Refusal;
 use path::{confine, open_no_symlinks, open_regular, open_resolved, parse_rel, NoFollow, RelPath};
 use reply::{disk_body, memory_body, Reply};

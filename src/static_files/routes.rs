@@ -22,7 +22,17 @@ pub(crate) async fn media<B>(app: &App, req: &Request<B>, private: bool) -> Resp
         cache_control: if public { CACHE_PUBLIC } else { CACHE_PRIVATE },
         media: true,
     };
-    let mut resp = media_inner(&m.dir, m.listing, policy, req).await;
+    let resp = media_inner(&m.dir, m.listing, policy, req).await;
+    if resp.status() == http::StatusCode::NOT_FOUND && media::wants_html(req.headers()) {
+        let mut page = media::missing_page(req.uri().path());
+        media::answer_headers(&mut page, public);
+        page.headers_mut().insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static(media::MISSING_PAGE_CSP),
+        );
+        return page;
+    }
+    let mut resp = resp;
     media::answer_headers(&mut resp, public);
     resp
 }

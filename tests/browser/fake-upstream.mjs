@@ -9,6 +9,7 @@
 //   "code"      a fenced code block
 //   "media"     a markdown link to /media/clip.mp4
 //   "multiline" one chunk whose JSON is split across two `data:` lines
+//   "echo:…"    (at the start, case as sent) the rest of the message, verbatim, in two chunks
 //   otherwise   a short greeting in several chunks
 // GET /health and /v1/health answer {"status":"ok"}. Every request is recorded in `requests`.
 //
@@ -45,7 +46,17 @@ function lastUserText(body) {
   return '';
 }
 
+/** "echo:<text>": the text in two pieces (split mid-way, as streaming splits it). */
+function echo(text) {
+  if (!text.startsWith('echo:')) return null;
+  const rest = text.slice(5);
+  const mid = Math.floor(rest.length / 2);
+  return [{ content: rest.slice(0, mid) }, { content: rest.slice(mid) }];
+}
+
 function script(text) {
+  const echoed = echo(text);
+  if (echoed) return echoed;
   const t = text.toLowerCase();
   if (t.includes('xss')) {
     return [
@@ -336,6 +347,11 @@ export async function startFakeUpstream({ port = 0, apiKey = null } = {}) {
       return true;
     };
     await sleep(50);
+    if (run.text.startsWith('echo:')) {
+      if (!await say(echo(run.text).map((p) => p.content))) return;
+      endRun(run, { event: 'run.completed', output: run.output }, 'completed');
+      return;
+    }
     if (t.includes('approve')) {
       const command = 'rm -rf /tmp/hermes-demo/build';
       emit(run, { event: 'tool.started', tool: 'terminal', preview: command });

@@ -7,6 +7,8 @@
 # (two-factor.test.mjs signs in with a password and a code and enrols on the account page;
 # passkeys.test.mjs drives Chromium's virtual WebAuthn authenticator at https://localhost:PORT;
 # history.test.mjs adds screenshot-{search-desktop,search-mobile,export-mobile,file-mobile}.png;
+# app.test.mjs adds screenshot-{rendering-desktop,rendering-mobile,conversation-menu-mobile,delete-confirm-mobile,unreachable-mobile}.png
+#   and covers the installable app, rendering, the viewer, sign-in, the outage banner and the phone menu;
 # runs.test.mjs drives the page against mock-edge.mjs, not the binary; crash.test.mjs kills the binary
 # with SIGKILL mid-answer and starts it again on the same data dir)
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
@@ -36,4 +38,4 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
-HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs two-factor.test.mjs passkeys.test.mjs history.test.mjs
+HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs two-factor.test.mjs passkeys.test.mjs history.test.mjs app.test.mjs

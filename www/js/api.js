@@ -3,7 +3,7 @@
  * the sign-in page; a 429 or an unreachable server shows a banner.
  */
 
-import { showBanner, clearBanner, rateLimited, sessionExpired } from './banners.js';
+import { clearBanner, rateLimited, sessionExpired, unreachableEdge } from './banners.js';
 
 export async function readError(res) {
   let body = null;
@@ -25,7 +25,7 @@ export async function api(method, url, body) {
   try {
     res = await fetch(url, opts);
   } catch (e) {
-    showBanner('offline', 'error', 'Cannot reach hermes-edge. Check your connection; the page will keep trying.');
+    unreachableEdge();
     throw e;
   }
   clearBanner('offline');

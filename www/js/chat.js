@@ -109,7 +109,7 @@ function handleChatError(err, hadConversation) {
   }
   if (err.status === 429) { rateLimited(err.retryAfter); return; }
   if (err.status === 502 || err.status === 503 || err.status === 504) {
-    upstreamUnreachable(err.message || undefined);
+    upstreamUnreachable(err.message || undefined, err.code);
     return;
   }
   if (err.status === 413) {

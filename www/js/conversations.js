@@ -6,12 +6,13 @@
 import { app, convList, titleEl, input, el, iconButton } from './dom.js';
 import { state } from './state.js';
 import { api } from './api.js';
-import { showBanner } from './banners.js';
+import { showBanner, errorText } from './banners.js';
 import { renderAll, isNearBottom, scrollToBottom } from './messages.js';
 import { autosize, updateSendEnabled } from './composer.js';
 import { detach, attachRun, normStep, recentlyNoRun } from './runs.js';
 import { switchDraft } from './drafts.js';
 import { closeNav } from './nav.js';
+import { openConvMenu, closeConvMenu, wireLongPress } from './convmenu.js';
 
 // ---------------------------------------------------------------- conversations
 function groupLabel(date) {
@@ -27,6 +28,7 @@ function groupLabel(date) {
 }
 
 function renderConversations() {
+  closeConvMenu();
   convList.replaceChildren();
   if (state.conversations.length === 0) {
     convList.appendChild(el('p', 'conv-empty', 'No conversations yet.'));
@@ -89,6 +91,20 @@ function renderConvItem(c) {
   }, 'delete-btn');
   tools.appendChild(del);
   item.appendChild(tools);
+  // The menu: the ⋯ button (the only way on phones, where there is no hover), a long press, a right click.
+  const openMenu = () => openConvMenu(item, c, {
+    rename: () => startRename(item, c),
+    remove: () => deleteConversation(c.id),
+  }, more);
+  const more = iconButton('more', 'More actions for “' + (c.title || 'Untitled') + '”', (e) => {
+    e.stopPropagation();
+    if (item.classList.contains('menu-open')) closeConvMenu();
+    else openMenu();
+  }, 'conv-more');
+  more.setAttribute('aria-haspopup', 'menu');
+  more.setAttribute('aria-expanded', 'false');
+  item.appendChild(more);
+  wireLongPress(item, openMenu);
   return item;
 }
 
@@ -154,7 +170,8 @@ export async function refreshConversations() {
       state.title = cur.title;
       titleEl.textContent = cur.title;
     }
-    renderConversations();
+    // Not under the person's finger: a row being renamed or with its menu open stays as it is.
+    if (!convList.querySelector('.menu-open, .renaming')) renderConversations();
     // The shown conversation has a run this page does not follow (started in another tab): follow it.
     if (cur && cur.run && !state.stream && !app.classList.contains('is-loading') && !recentlyNoRun(cur.id)) {
       loadConversation(cur.id, true);
@@ -258,5 +275,5 @@ function storedError(err) {
   if (!err) return null;
   if (typeof err === 'string') return err;
   if (err.code === 'stopped' || err.code === 'interrupted') return null;
-  return err.message || 'The answer could not be completed.';
+  return errorText(err.code, err.message, '') || 'The answer could not be completed.';
 }

@@ -60,6 +60,7 @@ export const ICONS = {
   clock: 'M12 3a9 9 0 110 18 9 9 0 010-18zM12 7.5V12l3 2',
   blocked: 'M12 3a9 9 0 110 18 9 9 0 010-18zM5.6 5.6l12.8 12.8',
   shield: 'M12 3l7 3v5c0 4.5-3 8.3-7 10-4-1.7-7-5.5-7-10V6zM12 8v4M12 15.5v.5',
+  more: 'M5 11a1 1 0 110 2 1 1 0 010-2zM12 11a1 1 0 110 2 1 1 0 010-2zM19 11a1 1 0 110 2 1 1 0 010-2z',
 };
 
 export function iconButton(name, label, onClick, cls) {

@@ -13,7 +13,7 @@
 import { $, app, input, scrim } from './dom.js';
 import { state } from './state.js';
 import { api } from './api.js';
-import { checkHealth } from './banners.js';
+import { checkHealth, upstreamDown, clearBanner, unreachableEdge } from './banners.js';
 import { renderAll, wireMessages } from './messages.js';
 import { autosize, updateSendEnabled, wireComposer } from './composer.js';
 import { stop, wireRuns } from './runs.js';
@@ -48,24 +48,48 @@ scrim.addEventListener('click', closeNav);
 window.addEventListener('pagehide', flushDraft);
 document.addEventListener('visibilitychange', () => { if (document.hidden) flushDraft(); });
 
+// Back in view with Hermes down: look now rather than at the next timer.
+document.addEventListener('visibilitychange', () => { if (!document.hidden && upstreamDown()) checkHealth(false); });
+
+// The installed app: the service worker keeps the page's own files so it opens without a network
+// (www/sw.js); what it shows then says so, and everything is fetched again once online.
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.register('/sw.js', { scope: '/' }).catch(() => { /* not offered: a plain page */ });
+}
+window.addEventListener('offline', unreachableEdge);
+window.addEventListener('online', () => {
+  app.classList.remove('is-offline');
+  clearBanner('offline');
+  if (!state.me) loadMe();
+  refreshConversations();
+  checkHealth(false);
+});
+
 window.addEventListener('popstate', () => {
   const id = new URLSearchParams(location.search).get('c');
   if (id) loadConversation(id, false);
   else newChat();
 });
 
+/** Who is signed in (the name in the sidebar, the drafts' key, whether to show operator instructions). */
+function loadMe() {
+  return api('GET', '/api/me').then((m) => {
+    if (m && m.username) {
+      state.me = m.username;
+      state.role = m.role || '';
+      $('me').textContent = m.username;
+      $('me-avatar').textContent = m.username.slice(0, 1).toUpperCase();
+    }
+  }).catch(() => {});
+}
+
 async function init() {
   autosize();
   updateSendEnabled();
   renderAll();
   const id = new URLSearchParams(location.search).get('c');
-  const me = api('GET', '/api/me').then((m) => {
-    if (m && m.username) {
-      state.me = m.username;
-      $('me').textContent = m.username;
-      $('me-avatar').textContent = m.username.slice(0, 1).toUpperCase();
-    }
-  }).catch(() => {});
+  const me = loadMe();
+  if (navigator.onLine === false) unreachableEdge();
   checkHealth(false);
   await Promise.all([me, refreshConversations()]);
   pruneDrafts();

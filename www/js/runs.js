@@ -11,7 +11,7 @@
 import { state } from './state.js';
 import { api } from './api.js';
 import { readSSE } from './sse.js';
-import { clearBanner, rateLimited, upstreamUnreachable, sessionExpired } from './banners.js';
+import { clearBanner, rateLimited, upstreamUnreachable, sessionExpired, errorText } from './banners.js';
 import { renderAll, scheduleRender, scrollToBottom } from './messages.js';
 import { setBusy } from './composer.js';
 import { refreshConversations, loadConversation } from './conversations.js';
@@ -370,8 +370,8 @@ function applyEvent(s, ev) {
       return 'stopped';
     }
     if (code === 'interrupted') msg.interrupted = true;
-    else msg.error = e.message || 'The answer could not be completed.';
-    if (code === 'upstream_unreachable') upstreamUnreachable(e.message);
+    else msg.error = errorText(code, e.message, '') || 'The answer could not be completed.';
+    if (code === 'upstream_unreachable') upstreamUnreachable(e.message, code);
     else if (code === 'rate_limited') rateLimited(e.retry_after);
     scheduleRender(msg);
     return 'error';

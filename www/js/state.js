@@ -6,6 +6,7 @@
 // ---------------------------------------------------------------- state
 export const state = {
   me: '', // the signed-in user's name (drafts are kept per user)
+  role: '', // 'admin' or 'user' (from /api/me): only an admin is shown the operator's instructions
   conversations: [],
   currentId: null,
   title: '',
