@@ -207,6 +207,18 @@ const MIGRATIONS: &[&str] = &[
     // a passkey, a single sign-on provider): what `auth.require_second_factor` asks of a session.
     // Sessions made before are taken as password-only.
     "ALTER TABLE sessions ADD COLUMN second_factor INTEGER NOT NULL DEFAULT 0;",
+    // 11: one-time links that let a person set their password: an invitation to a new account or
+    // a reset of an existing one. Only the SHA-256 of the link's 256-bit token is kept (like a
+    // session's), so a copy of the database opens no account; `used_at` makes it single use.
+    "CREATE TABLE password_links (
+        token_hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        purpose TEXT NOT NULL CHECK (purpose IN ('invite','reset')),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX password_links_user ON password_links(user_id);",
 ];
 
 #[derive(Clone)]
