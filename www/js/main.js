@@ -57,6 +57,8 @@ async function init() {
       state.me = m.username;
       $('me').textContent = m.username;
       $('me-avatar').textContent = m.username.slice(0, 1).toUpperCase();
+      $('open-admin').hidden = m.role !== 'admin';
+      $('open-dashboard').hidden = !m.dashboard;
     }
   }).catch(() => {});
   checkHealth(false);
