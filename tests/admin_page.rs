@@ -2,7 +2,7 @@
 //! password (a wrong current one refused, audited and limited; the other sessions signed out,
 //! this one kept; single sign-on accounts refused), one-time invitation and reset links (work
 //! once, expire, stored as a hash only), role changes that never leave the site without an
-//! administrator (also on the command line), the second-factor reset, the audit filters, and a
+//! administrator (also on the command line, also by removal), the second-factor reset, the audit filters, and a
 //! non-admin getting nothing from `/admin` or `/api/admin/*`; cross-origin requests refused.
 
 mod common;
@@ -439,6 +439,16 @@ async fn roles_change_but_the_last_admin_stays_and_the_second_factor_resets() {
     assert_eq!(r.status(), 409);
     assert_eq!(error_code(r).await, "last_admin");
     let (ok, _, err) = cli(&s.dir, &["user", "role", "admin", "user"]);
+    assert!(!ok && err.contains("only administrator"), "{err}");
+    // Removing is refused alike, by the page's API and by the command line.
+    let r = admin
+        .delete(s.url("/api/admin/users/admin"))
+        .header("origin", s.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let (ok, _, err) = cli(&s.dir, &["user", "remove", "admin"]);
     assert!(!ok && err.contains("only administrator"), "{err}");
     let r = post(
         s,

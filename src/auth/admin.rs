@@ -131,34 +131,9 @@ pub(crate) async fn create_user(app: &App, ctx: &Ctx, req: Request<Incoming>) ->
 /// someone who can manage it.
 pub(crate) async fn remove_user(app: &App, segment: &str) -> Resp {
     let name = decode_segment(segment);
+    let store = app.store.clone();
     let lookup = name.clone();
-    let result = app
-        .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            let found: Option<(i64, String)> =
-                rusqlite::OptionalExtension::optional(tx.query_row(
-                    "SELECT id, role FROM users WHERE username = ?1",
-                    params![lookup],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                ))?;
-            let Some((id, role)) = found else {
-                return Ok(Err(false));
-            };
-            if role == "admin" {
-                let admins: i64 =
-                    tx.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| {
-                        r.get(0)
-                    })?;
-                if admins <= 1 {
-                    return Ok(Err(true));
-                }
-            }
-            tx.execute("DELETE FROM users WHERE username = ?1", params![lookup])?;
-            tx.commit()?;
-            Ok(Ok(id))
-        })
-        .await;
+    let result = tokio::task::spawn_blocking(move || users::remove_user(&store, &lookup)).await;
     match result {
         Ok(Ok(id)) => {
             // Its tokens went with it in the database; the ones checked recently must not go on
@@ -167,13 +142,15 @@ pub(crate) async fn remove_user(app: &App, segment: &str) -> Resp {
             tracing::info!(user = %name, "account removed");
             response::no_content()
         }
-        Ok(Err(false)) => no_such_user(&name),
-        Ok(Err(true)) => response::error(
+        Ok(Err(UserError::Unknown(_))) => no_such_user(&name),
+        Ok(Err(UserError::LastAdmin(_))) => response::error(
             StatusCode::CONFLICT,
             "last_admin",
             "This is the only administrator; make another account an administrator first.",
         ),
-        Err(e) => store_failed(e),
+        Ok(Err(UserError::Store(e))) => store_failed(e),
+        Ok(Err(e)) => store_failed(StoreError::Task(e.to_string())),
+        Err(e) => store_failed(StoreError::Task(e.to_string())),
     }
 }
 

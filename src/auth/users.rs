@@ -342,14 +342,37 @@ pub(crate) fn set_role(store: &Store, username: &str, role: Role) -> Result<(), 
     outcome
 }
 
-pub(crate) fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
+/// Deletes the account with its sessions, API tokens, conversations and links; returns its id.
+/// The last administrator cannot be removed, so the site always keeps someone who can manage
+/// it. Shared by `hermes-edge user remove` and `DELETE /api/admin/users/{name}`.
+pub(crate) fn remove_user(store: &Store, username: &str) -> Result<i64, UserError> {
     let name = username.to_string();
-    let n = store
-        .call_blocking(|c| c.execute("DELETE FROM users WHERE username = ?1", params![name]))?;
-    if n == 0 {
-        return Err(UserError::Unknown(username.to_string()));
-    }
-    Ok(())
+    let outcome = store.call_blocking(|c| {
+        let tx = c.transaction()?;
+        let found: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, role FROM users WHERE username = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, role)) = found else {
+            return Ok(Err(UserError::Unknown(name.clone())));
+        };
+        if role == "admin" {
+            let admins: i64 =
+                tx.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| {
+                    r.get(0)
+                })?;
+            if admins <= 1 {
+                return Ok(Err(UserError::LastAdmin(name.clone())));
+            }
+        }
+        tx.execute("DELETE FROM users WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(Ok(id))
+    })?;
+    outcome
 }
 
 pub(crate) fn list_users(store: &Store) -> Result<Vec<(User, i64)>, UserError> {
