@@ -54,7 +54,7 @@ enum Command {
     Serve,
     /// Check the setup (ports, Hermes, API key, certificates, DNS) and say what to fix.
     Doctor,
-    /// Manage accounts: add, passwd, remove, list, 2fa.
+    /// Manage accounts: add, passwd, remove, role, list, 2fa.
     #[command(subcommand)]
     User(UserCommand),
     /// Manage personal API tokens (for /v1/chat/completions): create, list, revoke.
@@ -158,6 +158,8 @@ enum UserCommand {
     },
     /// Delete an account with its sessions, API tokens and conversations.
     Remove { name: String },
+    /// Make an account `admin` or `user` (the last administrator stays one).
+    Role { name: String, role: String },
     /// List the accounts.
     List,
     /// Two-factor sign-in: enable (prints the otpauth:// URI and recovery codes), reset.
@@ -226,6 +228,12 @@ fn user_command(config: &config::Config, init: bool, cmd: UserCommand) -> Result
         UserCommand::Remove { name } => {
             users::remove_user(&store, &name).map_err(|e| e.to_string())?;
             println!("removed `{name}`");
+        }
+        UserCommand::Role { name, role } => {
+            let role = users::Role::parse(&role)
+                .ok_or_else(|| format!("`{role}` is not a role; use `user` or `admin`"))?;
+            users::set_role(&store, &name, role).map_err(|e| e.to_string())?;
+            println!("`{name}` is now {}", role.as_str());
         }
         UserCommand::TwoFa(cmd) => two_factor_command(&store, cmd)?,
         UserCommand::List => {

@@ -11,7 +11,9 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Ctx};
 use crate::auth::users::{with_user, LogUser};
-use crate::auth::{self, account, admin, login, oidc, passkeys, trusted_header, Role, User};
+use crate::auth::{
+    self, account, admin, admin_users, invites, login, oidc, passkeys, trusted_header, Role, User,
+};
 use crate::dashboard;
 use crate::response::{self, Resp};
 use crate::security;
@@ -186,6 +188,17 @@ async fn route(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Resp {
         (&Method::POST, "/login/passkey/finish") => {
             return Box::pin(passkeys::signin_finish(app, ctx, req)).await
         }
+        // One-time password links: the token in the path is the credential.
+        (&Method::GET | &Method::HEAD, p) if p.starts_with("/invite/") => {
+            return page(app, &req, "invite.html").await
+        }
+        (&Method::GET, p) if p.starts_with("/api/invite/") => {
+            return invites::info(app, tail(p, "/api/invite/")).await
+        }
+        (&Method::POST, p) if p.starts_with("/api/invite/") => {
+            let token = tail(p, "/api/invite/").to_string();
+            return Box::pin(invites::redeem(app, ctx, req, &token)).await;
+        }
         (_, p) if oidc::routes::is_oidc_path(p) => {
             return Box::pin(oidc::routes::route(app, ctx, req)).await
         }
@@ -283,8 +296,13 @@ async fn signed_in(
         (&Method::GET, "/api/me") => {
             return response::json(
                 StatusCode::OK,
-                &serde_json::json!({"username": user.username, "role": user.role}),
-            )
+                &serde_json::json!({
+                    "username": user.username,
+                    "role": user.role,
+                    // Where the user menu links to Hermes' dashboard (admins only, when set).
+                    "dashboard": user.role == Role::Admin && app.config.dashboard_upstream.is_some(),
+                }),
+            );
         }
         (&Method::GET, "/api/sessions") => return admin::own_sessions(app, &req, user).await,
         (&Method::DELETE, p) if p.starts_with("/api/sessions/") => {
@@ -300,8 +318,25 @@ async fn signed_in(
         (&Method::DELETE, p) if p.starts_with("/api/passkeys/") => {
             return passkeys::remove(app, user, tail(p, "/api/passkeys/")).await
         }
-        (&Method::GET, "/api/admin/users") => return admin::list_users(app).await,
+        (&Method::GET, "/api/admin/users") => return admin_users::list(app).await,
         (&Method::POST, "/api/admin/users") => return admin::create_user(app, ctx, req).await,
+        (&Method::POST, "/api/admin/invites") => return admin_users::invite(app, ctx, req).await,
+        (&Method::POST, p) if p.starts_with("/api/admin/users/") => {
+            let rest = tail(p, "/api/admin/users/");
+            let Some((name, action)) = rest.split_once('/') else {
+                return response::method_not_allowed();
+            };
+            let (name, action) = (admin::decode_segment(name), action.to_string());
+            return admin_users::action(app, ctx, req, name, &action).await;
+        }
+        // The admin page: for anyone else there is no such page.
+        (&Method::GET | &Method::HEAD, "/admin") => {
+            return if user.role == Role::Admin {
+                page(app, &req, "admin.html").await
+            } else {
+                response::not_found()
+            };
+        }
         (&Method::DELETE, p) if p.starts_with("/api/admin/users/") => {
             return admin::remove_user(app, tail(p, "/api/admin/users/")).await
         }

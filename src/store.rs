@@ -242,6 +242,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER conversations_fts_update AFTER UPDATE OF title ON conversations BEGIN
         UPDATE conversations_fts SET title = new.title WHERE conversation_id = old.id;
     END;",
+    // 12: one-time links that let a person set their password: an invitation to a new account or
+    // a reset of an existing one. Only the SHA-256 of the link's 256-bit token is kept (like a
+    // session's), so a copy of the database opens no account; `used_at` makes it single use.
+    "CREATE TABLE password_links (
+        token_hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        purpose TEXT NOT NULL CHECK (purpose IN ('invite','reset')),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX password_links_user ON password_links(user_id);",
 ];
 
 #[derive(Clone)]

@@ -130,7 +130,7 @@ async fn json_login_succeeds_with_a_24_hour_session_cookie() {
     assert_eq!(me.status(), 200);
     assert_eq!(
         me.json::<Value>().await.unwrap(),
-        json!({"username": "admin", "role": "admin"})
+        json!({"username": "admin", "role": "admin", "dashboard": false})
     );
 }
 

@@ -111,7 +111,7 @@ async fn the_real_hermes_api_server_answers_the_second_message_with_the_first_ex
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<Value>().await.unwrap(),
-        json!({"username": "admin", "role": "admin"})
+        json!({"username": "admin", "role": "admin", "dashboard": false})
     );
 
     let (conv, sse) = send(&s, &c, json!({"message": "hello one"})).await;

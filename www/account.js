@@ -1,8 +1,8 @@
 /*
- * The account page (a classic script, like login.js). Today it holds the two-factor section:
+ * The account page's two-factor section (a classic script, like login.js):
  * set up an authenticator app (the server makes the secret and draws its QR code), confirm it with
  * a first code, show the recovery codes once, make new ones or turn it off with a code or the
- * password. Other sections (password, passkeys, sessions, tokens) add their own blocks beside it.
+ * password. The other sections have their own modules (www/js/passkeys.js, account-*.js).
  *
  * `?enrol=1`, or an account the server says must have a second factor, shows why the rest of the
  * site is closed until enrolment is done.
@@ -182,7 +182,13 @@
 
   fetch('/api/me', { headers: { 'Accept': 'application/json' }, credentials: 'same-origin' })
     .then((r) => (r.ok ? r.json() : null))
-    .then((me) => { if (me) $('account-user').textContent = 'Signed in as ' + me.username + (me.role === 'admin' ? ' (administrator)' : ''); })
+    .then((me) => {
+      if (!me) return;
+      $('account-user').textContent = 'Signed in as ' + me.username + (me.role === 'admin' ? ' (administrator)' : '');
+      $('admin-link').hidden = me.role !== 'admin';
+      // The password manager files a change under this name.
+      $('password-username').value = me.username;
+    })
     .catch(() => {});
   refresh().catch((err) => showError(err.message));
 })();

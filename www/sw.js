@@ -24,6 +24,8 @@ const PRECACHE = [
   '/js/composer.js', '/js/conversations.js', '/js/nav.js', '/js/tokens.js', '/js/convmenu.js',
   '/history.css', '/js/search.js', '/js/export.js', '/js/timestamps.js', '/js/files.js',
   '/js/webauthn.js', '/js/passkeys.js', '/js/passkey-login.js',
+  '/js/manage.js', '/js/account-password.js', '/js/account-sessions.js', '/js/account-tokens.js',
+  '/js/admin-users.js', '/js/admin-activity.js', '/js/invite.js',
 ];
 
 /** Whether a same-origin path belongs to the shell (and so may be kept). */

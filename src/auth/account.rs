@@ -8,8 +8,8 @@
 //! proof, replaces the recovery codes. Confirming, disabling and renewing are guesses at a code or
 //! password, so each attempt counts against the per-account sign-in limit.
 //!
-//! Password, passkeys, sessions and tokens sections of the account page add their routes to
-//! [`route`].
+//! `POST /api/account/password` (your own password) is in `password.rs`; the sessions and tokens
+//! sections of the account page use `/api/sessions` and `/api/tokens`.
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
@@ -111,19 +111,24 @@ pub(crate) async fn route(
         (&Method::POST, "/api/account/2fa/recovery-codes") => {
             renew_codes(app, ctx, req, user).await
         }
+        (&Method::GET, "/api/account/password") => super::password::status(app, user).await,
+        (&Method::POST, "/api/account/password") => {
+            super::password::change(app, ctx, req, user).await
+        }
         (
             _,
             "/api/account/2fa"
             | "/api/account/2fa/totp"
             | "/api/account/2fa/totp/confirm"
             | "/api/account/2fa/disable"
-            | "/api/account/2fa/recovery-codes",
+            | "/api/account/2fa/recovery-codes"
+            | "/api/account/password",
         ) => response::method_not_allowed(),
         _ => response::not_found(),
     }
 }
 
-fn store_failed(e: crate::store::StoreError) -> Resp {
+pub(super) fn store_failed(e: crate::store::StoreError) -> Resp {
     tracing::error!("account store call failed: {e}");
     response::error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -203,7 +208,7 @@ async fn read_code_body(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Result<
 }
 
 /// One guess at a code or password on this account: the per-account sign-in limit applies.
-fn guess_limited(app: &App, user: &User) -> Option<Resp> {
+pub(super) fn guess_limited(app: &App, user: &User) -> Option<Resp> {
     let secs = app
         .login_account_limit
         .check(&user.username.to_lowercase())

@@ -57,7 +57,7 @@ fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
 }
 
 /// A path segment as the client meant it (`%40` is `@`).
-fn decode_segment(seg: &str) -> String {
+pub(crate) fn decode_segment(seg: &str) -> String {
     percent_encoding::percent_decode_str(seg)
         .decode_utf8_lossy()
         .into_owned()
@@ -69,22 +69,6 @@ fn user_json(user: &User, created_at: i64) -> serde_json::Value {
         "role": user.role,
         "created_at": rfc3339(created_at),
     })
-}
-
-/// `GET /api/admin/users`: `{"users":[{"username","role","created_at"}]}` by name.
-pub(crate) async fn list_users(app: &App) -> Resp {
-    let store = app.store.clone();
-    match tokio::task::spawn_blocking(move || users::list_users(&store)).await {
-        Ok(Ok(list)) => response::json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "users": list.iter().map(|(u, at)| user_json(u, *at)).collect::<Vec<_>>()
-            }),
-        ),
-        Ok(Err(UserError::Store(e))) => store_failed(e),
-        Ok(Err(e)) => store_failed(StoreError::Task(e.to_string())),
-        Err(e) => store_failed(StoreError::Task(e.to_string())),
-    }
 }
 
 #[derive(serde::Deserialize)]
@@ -147,34 +131,9 @@ pub(crate) async fn create_user(app: &App, ctx: &Ctx, req: Request<Incoming>) ->
 /// someone who can manage it.
 pub(crate) async fn remove_user(app: &App, segment: &str) -> Resp {
     let name = decode_segment(segment);
+    let store = app.store.clone();
     let lookup = name.clone();
-    let result = app
-        .store
-        .call(move |c| {
-            let tx = c.transaction()?;
-            let found: Option<(i64, String)> =
-                rusqlite::OptionalExtension::optional(tx.query_row(
-                    "SELECT id, role FROM users WHERE username = ?1",
-                    params![lookup],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                ))?;
-            let Some((id, role)) = found else {
-                return Ok(Err(false));
-            };
-            if role == "admin" {
-                let admins: i64 =
-                    tx.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| {
-                        r.get(0)
-                    })?;
-                if admins <= 1 {
-                    return Ok(Err(true));
-                }
-            }
-            tx.execute("DELETE FROM users WHERE username = ?1", params![lookup])?;
-            tx.commit()?;
-            Ok(Ok(id))
-        })
-        .await;
+    let result = tokio::task::spawn_blocking(move || users::remove_user(&store, &lookup)).await;
     match result {
         Ok(Ok(id)) => {
             // Its tokens went with it in the database; the ones checked recently must not go on
@@ -183,13 +142,15 @@ pub(crate) async fn remove_user(app: &App, segment: &str) -> Resp {
             tracing::info!(user = %name, "account removed");
             response::no_content()
         }
-        Ok(Err(false)) => no_such_user(&name),
-        Ok(Err(true)) => response::error(
+        Ok(Err(UserError::Unknown(_))) => no_such_user(&name),
+        Ok(Err(UserError::LastAdmin(_))) => response::error(
             StatusCode::CONFLICT,
             "last_admin",
             "This is the only administrator; make another account an administrator first.",
         ),
-        Err(e) => store_failed(e),
+        Ok(Err(UserError::Store(e))) => store_failed(e),
+        Ok(Err(e)) => store_failed(StoreError::Task(e.to_string())),
+        Err(e) => store_failed(StoreError::Task(e.to_string())),
     }
 }
 
@@ -321,9 +282,13 @@ pub(crate) async fn revoke_own_session(app: &App, user: &User, id: &str) -> Resp
     }
 }
 
-/// `GET /api/admin/audit?limit=N`: the latest sign-in attempts, newest first
-/// (`{"entries":[{"at","username","ip","success","detail"}]}`; `limit` 1 to 1000, default 100).
+/// `GET /api/admin/audit`: sign-in attempts, newest first
+/// (`{"entries":[{"id","at","username","ip","success","method","detail"}],"more"}`). Filters, all
+/// optional: `user` (exact name, any case), `success` (`true`/`false`), `method`, `from` and `to`
+/// (Unix seconds, `to` exclusive); paging: `limit` (1 to 1000, default 100) and `before` (the
+/// `id` of the last entry seen: the page after it). `more` says whether older entries match.
 pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
+    let bad = |what: &str| response::error(StatusCode::BAD_REQUEST, "bad_filter", what);
     let limit = match query_param(req, "limit") {
         None => 100,
         Some(text) => match text.parse::<u32>() {
@@ -337,27 +302,69 @@ pub(crate) async fn audit(app: &App, req: &Request<Incoming>) -> Resp {
             }
         },
     };
+    // An error answer, sent once per request: no hot path to keep small.
+    #[allow(clippy::result_large_err)]
+    let number = |name: &str| -> Result<Option<i64>, Resp> {
+        match query_param(req, name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+                bad(&format!(
+                    "`{name}` must be a whole number (Unix seconds, or an entry id for `before`)."
+                ))
+            }),
+        }
+    };
+    let (from, to, before) = match (number("from"), number("to"), number("before")) {
+        (Ok(f), Ok(t), Ok(b)) => (f, t, b),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
+    let success = match query_param(req, "success").as_deref() {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return bad("`success` must be `true` or `false`."),
+    };
+    let user = query_param(req, "user").filter(|v| !v.is_empty());
+    let method = query_param(req, "method").filter(|v| !v.is_empty());
     let rows = app
         .store
         .call(move |c| {
             let mut st = c.prepare(
-                "SELECT at, username, ip, success, method, detail FROM login_audit ORDER BY id DESC LIMIT ?1",
+                "SELECT id, at, username, ip, success, method, detail FROM login_audit
+                 WHERE (?2 IS NULL OR username = ?2 COLLATE NOCASE)
+                   AND (?3 IS NULL OR success = ?3)
+                   AND (?4 IS NULL OR method = ?4)
+                   AND (?5 IS NULL OR at >= ?5)
+                   AND (?6 IS NULL OR at < ?6)
+                   AND (?7 IS NULL OR id < ?7)
+                 ORDER BY id DESC LIMIT ?1",
             )?;
-            let rows = st.query_map(params![limit], |r| {
-                Ok(serde_json::json!({
-                    "at": rfc3339(r.get(0)?),
-                    "username": r.get::<_, String>(1)?,
-                    "ip": r.get::<_, String>(2)?,
-                    "success": r.get::<_, i64>(3)? != 0,
-                    "method": r.get::<_, String>(4)?,
-                    "detail": r.get::<_, String>(5)?,
-                }))
-            })?;
+            let rows = st.query_map(
+                params![limit + 1, user, success, method, from, to, before],
+                |r| {
+                    Ok(serde_json::json!({
+                        "id": r.get::<_, i64>(0)?,
+                        "at": rfc3339(r.get(1)?),
+                        "username": r.get::<_, String>(2)?,
+                        "ip": r.get::<_, String>(3)?,
+                        "success": r.get::<_, i64>(4)? != 0,
+                        "method": r.get::<_, String>(5)?,
+                        "detail": r.get::<_, String>(6)?,
+                    }))
+                },
+            )?;
             rows.collect::<Result<Vec<_>, _>>()
         })
         .await;
     match rows {
-        Ok(entries) => response::json(StatusCode::OK, &serde_json::json!({ "entries": entries })),
+        Ok(mut entries) => {
+            let more = entries.len() > limit as usize;
+            entries.truncate(limit as usize);
+            response::json(
+                StatusCode::OK,
+                &serde_json::json!({ "entries": entries, "more": more }),
+            )
+        }
         Err(e) => store_failed(e),
     }
 }

@@ -9,9 +9,12 @@
 
 pub(crate) mod account;
 pub(crate) mod admin;
+pub(crate) mod admin_users;
+pub(crate) mod invites;
 pub(crate) mod login;
 pub(crate) mod oidc;
 pub(crate) mod passkeys;
+pub(crate) mod password;
 pub(crate) mod second_factor;
 pub(crate) mod token_cache;
 pub(crate) mod tokens;

@@ -87,6 +87,8 @@ pub(crate) enum UserError {
     BadName(String),
     #[error("passwords must be at least 8 characters")]
     WeakPassword,
+    #[error("`{0}` is the only administrator; make another account an administrator first")]
+    LastAdmin(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
     #[error(transparent)]
@@ -150,6 +152,19 @@ pub(crate) fn create_user(
         return Err(UserError::WeakPassword);
     }
     let hash = hash_password(password)?;
+    insert_user(store, username, &hash, role)
+}
+
+/// Adds an account with this password hash (`NO_PASSWORD` for one invited to set its own).
+pub(crate) fn insert_user(
+    store: &Store,
+    username: &str,
+    hash: &str,
+    role: Role,
+) -> Result<User, UserError> {
+    if !valid_username(username) {
+        return Err(UserError::BadName(username.to_string()));
+    }
     let name = username.to_string();
     let made = store.call_blocking(|c| {
         let tx = c.transaction()?;
@@ -200,39 +215,164 @@ pub(crate) fn set_password(
         return Err(UserError::WeakPassword);
     }
     let hash = hash_password(password)?;
+    reset_password_hash(store, username, &hash)
+}
+
+/// [`set_password`] with the hash made already (`NO_PASSWORD` when a reset link is to set the
+/// next one): the same effects. Returns how many API tokens went.
+pub(crate) fn reset_password_hash(
+    store: &Store,
+    username: &str,
+    hash: &str,
+) -> Result<usize, UserError> {
     let name = username.to_string();
     let changed = store.call_blocking(|c| {
         let tx = c.transaction()?;
-        let n = tx.execute(
-            "UPDATE users SET password_hash = ?1 WHERE username = ?2",
-            params![hash, name],
-        )?;
-        // A new password signs every device out.
-        tx.execute(
-            "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
-            params![name],
-        )?;
-        let tokens = tx.execute(
-            "DELETE FROM api_tokens WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
-            params![name],
-        )?;
+        let id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM users WHERE username = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let tokens = replace_password(&tx, id, hash)?;
         tx.commit()?;
-        Ok((n, tokens))
+        Ok(Some(tokens))
     })?;
-    if changed.0 == 0 {
-        return Err(UserError::Unknown(username.to_string()));
-    }
-    Ok(changed.1)
+    changed.ok_or_else(|| UserError::Unknown(username.to_string()))
 }
 
-pub(crate) fn remove_user(store: &Store, username: &str) -> Result<(), UserError> {
+/// Within a transaction: the account's new password hash; every session of it ends, its API
+/// tokens are revoked and its unused password links are void. What every password reset does
+/// (the command line, the admin page, a used invitation or reset link). Returns how many tokens
+/// went.
+pub(crate) fn replace_password(
+    tx: &rusqlite::Transaction<'_>,
+    user_id: i64,
+    hash: &str,
+) -> Result<usize, rusqlite::Error> {
+    tx.execute(
+        "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+        params![hash, user_id],
+    )?;
+    // A new password signs every device out.
+    tx.execute("DELETE FROM sessions WHERE user_id = ?1", params![user_id])?;
+    let tokens = tx.execute(
+        "DELETE FROM api_tokens WHERE user_id = ?1",
+        params![user_id],
+    )?;
+    tx.execute(
+        "DELETE FROM password_links WHERE user_id = ?1 AND used_at IS NULL",
+        params![user_id],
+    )?;
+    Ok(tokens)
+}
+
+/// The password hash of accounts without a password (single sign-on, an invitation not yet
+/// used): not a hash, so no password matches it.
+pub(crate) const NO_PASSWORD: &str = "!";
+
+/// True when `hash` is a real password hash (the account can sign in with a password).
+pub(crate) fn has_password(hash: &str) -> bool {
+    hash.starts_with('$')
+}
+
+/// The signed-in user's own password change, once the current one was checked: the new hash goes
+/// in and every other session of the account ends; `keep` (the hash of this session's token)
+/// stays signed in. API tokens stay: the owner changed the password, nobody else.
+pub(crate) fn change_own_password(
+    c: &mut rusqlite::Connection,
+    user_id: i64,
+    new_hash: &str,
+    keep: &[u8],
+) -> Result<usize, rusqlite::Error> {
+    let tx = c.transaction()?;
+    tx.execute(
+        "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+        params![new_hash, user_id],
+    )?;
+    let ended = tx.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2",
+        params![user_id, keep],
+    )?;
+    tx.execute(
+        "DELETE FROM password_links WHERE user_id = ?1 AND used_at IS NULL",
+        params![user_id],
+    )?;
+    tx.commit()?;
+    Ok(ended)
+}
+
+/// Gives the account `username` the role `role`. The last administrator cannot become a user, so
+/// the site always keeps someone who can manage it. Shared by `hermes-edge user role` and
+/// `POST /api/admin/users/{name}/role`.
+pub(crate) fn set_role(store: &Store, username: &str, role: Role) -> Result<(), UserError> {
     let name = username.to_string();
-    let n = store
-        .call_blocking(|c| c.execute("DELETE FROM users WHERE username = ?1", params![name]))?;
-    if n == 0 {
-        return Err(UserError::Unknown(username.to_string()));
-    }
-    Ok(())
+    let outcome = store.call_blocking(|c| {
+        let tx = c.transaction()?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT role FROM users WHERE username = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(current) = current else {
+            return Ok(Err(UserError::Unknown(name.clone())));
+        };
+        if current == "admin" && role == Role::User {
+            let admins: i64 =
+                tx.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| {
+                    r.get(0)
+                })?;
+            if admins <= 1 {
+                return Ok(Err(UserError::LastAdmin(name.clone())));
+            }
+        }
+        tx.execute(
+            "UPDATE users SET role = ?1 WHERE username = ?2",
+            params![role.as_str(), name],
+        )?;
+        tx.commit()?;
+        Ok(Ok(()))
+    })?;
+    outcome
+}
+
+/// Deletes the account with its sessions, API tokens, conversations and links; returns its id.
+/// The last administrator cannot be removed, so the site always keeps someone who can manage
+/// it. Shared by `hermes-edge user remove` and `DELETE /api/admin/users/{name}`.
+pub(crate) fn remove_user(store: &Store, username: &str) -> Result<i64, UserError> {
+    let name = username.to_string();
+    let outcome = store.call_blocking(|c| {
+        let tx = c.transaction()?;
+        let found: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, role FROM users WHERE username = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, role)) = found else {
+            return Ok(Err(UserError::Unknown(name.clone())));
+        };
+        if role == "admin" {
+            let admins: i64 =
+                tx.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin'", [], |r| {
+                    r.get(0)
+                })?;
+            if admins <= 1 {
+                return Ok(Err(UserError::LastAdmin(name.clone())));
+            }
+        }
+        tx.execute("DELETE FROM users WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(Ok(id))
+    })?;
+    outcome
 }
 
 pub(crate) fn list_users(store: &Store) -> Result<Vec<(User, i64)>, UserError> {

@@ -3,12 +3,13 @@
 #   bash tests/browser/run.sh target/debug/hermes-edge
 # Installs what is missing (Debian chromium + chromium-driver, ffmpeg, an emoji font for the
 # screenshots, and playwright-core via `npm ci`), then runs the node test runner.
-# Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark,approval-desktop,approval-mobile,approval-denied-mobile,login-code,account-desktop,account-mobile}.png
+# Writes target/screenshots/screenshot-{desktop-light,desktop-dark,mobile,tokens-desktop,tokens-mobile,tokens-mobile-dark,approval-desktop,approval-mobile,approval-denied-mobile,login-code,account-desktop,account-mobile,account-security-desktop,account-security-mobile,account-security-mobile-dark,admin-desktop,admin-mobile,admin-mobile-dark,admin-invite-mobile}.png
 # (two-factor.test.mjs signs in with a password and a code and enrols on the account page;
 # passkeys.test.mjs drives Chromium's virtual WebAuthn authenticator at https://localhost:PORT;
 # history.test.mjs adds screenshot-{search-desktop,search-mobile,export-mobile,file-mobile}.png;
 # app.test.mjs adds screenshot-{rendering-desktop,rendering-mobile,conversation-menu-mobile,delete-confirm-mobile,unreachable-mobile}.png
 #   and covers the installable app, rendering, the viewer, sign-in, the outage banner and the phone menu;
+# admin.test.mjs drives the account page's password/sessions/tokens sections and the admin page;
 # runs.test.mjs drives the page against mock-edge.mjs, not the binary; crash.test.mjs kills the binary
 # with SIGKILL mid-answer and starts it again on the same data dir)
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
@@ -38,4 +39,4 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
-HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs two-factor.test.mjs passkeys.test.mjs history.test.mjs app.test.mjs
+HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs two-factor.test.mjs passkeys.test.mjs history.test.mjs app.test.mjs admin.test.mjs

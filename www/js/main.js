@@ -79,6 +79,8 @@ function loadMe() {
       state.role = m.role || '';
       $('me').textContent = m.username;
       $('me-avatar').textContent = m.username.slice(0, 1).toUpperCase();
+      $('open-admin').hidden = m.role !== 'admin';
+      $('open-dashboard').hidden = !m.dashboard;
     }
   }).catch(() => {});
 }
