@@ -482,3 +482,83 @@ async fn push_can_be_turned_off() {
     .await;
     assert_eq!(r.status(), 404);
 }
+
+/// With the real Hermes (runs with approvals, `tests/hermes/setup.sh`): an approval waiting while
+/// no tab is open is pushed with `Urgency: high`, then the denied run's end as `done`.
+#[tokio::test]
+async fn an_approval_waiting_with_no_tab_open_is_pushed_urgently() {
+    let (ok, out, err) = run_script("setup.sh", &[], Duration::from_secs(900));
+    assert!(ok, "tests/hermes/setup.sh failed:\n{out}\n{err}");
+    let hermes = RealHermes::start_with(&[
+        ("HERMES_APPROVAL_MODE", "manual"),
+        ("HERMES_APPROVAL_TIMEOUT", "30"),
+    ]);
+    let service = PushService::default();
+    let addr = service.start().await;
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("hermes-edge.toml");
+    std::fs::write(
+        &config,
+        "[chat]\napproval_timeout_secs = 30\n[push]\nallow_private_endpoints = true\nsubject = \"mailto:ops@example.com\"\n",
+    )
+    .unwrap();
+    let s = Server::start_with(
+        Start::default()
+            .upstream(hermes.url.clone())
+            .env("HERMES_EDGE_API_KEY", hermes.key.clone())
+            .arg("--config")
+            .arg(config.display().to_string()),
+    );
+    let c = s.admin_client().await;
+    let key = server_key(&s, &c).await;
+    let browser = Browser::new();
+    let sub = browser.subscription(&format!("http://{addr}/push/phone"));
+    assert_eq!(subscribe(&s, &c, &sub).await.status(), 201);
+
+    let kept = tempfile::Builder::new()
+        .prefix("hermes-e2e-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let r = c
+        .post(s.url("/api/chat"))
+        .header("origin", s.origin())
+        .json(&json!({"message": format!("tooldanger {}", kept.path().display())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(r);
+    assert!(
+        service.wait_for(1, 60).await,
+        "no approval push: {}",
+        s.stderr()
+    );
+    {
+        let got = service.got.lock().unwrap();
+        assert_eq!(got[0].headers["urgency"], "high");
+        check_vapid(&got[0], &key, &format!("http://{addr}"));
+        let payload: Value = serde_json::from_slice(&browser.decrypt(&got[0].body)).unwrap();
+        assert_eq!(
+            payload,
+            json!({"conversation_id": conv, "kind": "approval"})
+        );
+    }
+    let r = c
+        .post(s.url(&format!("/api/conversations/{conv}/run/approval")))
+        .header("origin", s.origin())
+        .json(&json!({"choice": "deny"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(service.wait_for(2, 60).await, "no push at the end");
+    let got = service.got.lock().unwrap();
+    assert_eq!(got[1].headers["urgency"], "normal");
+    let payload: Value = serde_json::from_slice(&browser.decrypt(&got[1].body)).unwrap();
+    assert_eq!(payload, json!({"conversation_id": conv, "kind": "done"}));
+    assert!(kept.path().exists(), "the denied command did not run");
+}
