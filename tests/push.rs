@@ -5,6 +5,7 @@
 //! from the RFC, not with the server's code), its payload checked. Also: text only when the device
 //! allowed it, no push while a tab reads the run, a 410 deletes the subscription, the count per
 //! account is bounded, and endpoints inside the network are refused without the escape hatch.
+//! With the real Hermes: an approval waiting is pushed with `Urgency: high`.
 
 mod common;
 mod fake_upstream;
