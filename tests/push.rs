@@ -329,6 +329,12 @@ async fn a_finished_answer_is_pushed_encrypted_to_a_device_with_no_tab_open() {
     with_text["include_text"] = json!(true);
     assert_eq!(subscribe(&s, &c, &with_text).await.status(), 201);
     assert_eq!(subscriptions_in_db(&s), 1);
+    // Posted again without the setting (as the page does at each visit): the setting stays.
+    let r = subscribe(&s, &c, &browser.subscription(&endpoint)).await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"subscribed": true, "include_text": true})
+    );
     let conv = run_without_tab(&s, &c, &fake, "answer two").await;
     assert!(service.wait_for(2, 10).await, "no second push");
     {

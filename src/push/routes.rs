@@ -106,8 +106,9 @@ pub(crate) fn key(app: &App) -> Resp {
 struct NewSubscription {
     endpoint: String,
     keys: Keys,
-    #[serde(default)]
-    include_text: bool,
+    /// Absent: unchanged for a known endpoint, off for a new one (the page posts its
+    /// subscription again at each visit without touching the setting).
+    include_text: Option<bool>,
 }
 
 #[derive(serde::Deserialize)]
@@ -166,10 +167,17 @@ pub(crate) async fn subscribe(app: &App, ctx: &Ctx, req: Request<Incoming>, user
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth, include_text, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(endpoint) DO UPDATE SET user_id = ?1, p256dh = ?3, auth = ?4,
-                     include_text = ?5, created_at = ?6",
+                 VALUES (?1, ?2, ?3, ?4, coalesce(?5, 0), ?6)
+                 ON CONFLICT(endpoint) DO UPDATE SET
+                     include_text = CASE WHEN user_id = ?1 THEN coalesce(?5, include_text)
+                                         ELSE coalesce(?5, 0) END,
+                     user_id = ?1, p256dh = ?3, auth = ?4, created_at = ?6",
                 params![uid, endpoint, p256dh, auth, include_text, crate::store::now_ms()],
+            )?;
+            let include_text: bool = tx.query_row(
+                "SELECT include_text FROM push_subscriptions WHERE endpoint = ?1",
+                [&endpoint],
+                |r| r.get(0),
             )?;
             tx.execute(
                 "DELETE FROM push_subscriptions WHERE user_id = ?1 AND id NOT IN
@@ -177,11 +185,12 @@ pub(crate) async fn subscribe(app: &App, ctx: &Ctx, req: Request<Incoming>, user
                       ORDER BY created_at DESC, id DESC LIMIT ?2)",
                 params![uid, max],
             )?;
-            tx.commit()
+            tx.commit()?;
+            Ok(include_text)
         })
         .await;
     match stored {
-        Ok(()) => {
+        Ok(include_text) => {
             let mut r = response::json(
                 StatusCode::CREATED,
                 &serde_json::json!({"subscribed": true, "include_text": include_text}),
