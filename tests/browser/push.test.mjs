@@ -3,7 +3,8 @@
 // the applicationServerKey and hand back a subscription with a real P-256 key); the service
 // worker (/sw.js, which imports /push-sw.js) is registered for real. Checks: the bell shows, the
 // page subscribes with the server's VAPID key and posts the subscription, the bell shows its
-// state, turning it off deletes the subscription on the server, and no CSP violation. Desktop and
+// state (also after a reload), the account page's text setting is posted and read back, turning
+// the bell off deletes the subscription on the server, and no CSP violation. Desktop and
 // 390 px.
 //
 //   HERMES_EDGE_BIN=target/debug/hermes-edge node --test push.test.mjs
@@ -89,20 +90,24 @@ async function signedInPage(opts, endpoint) {
     window.__csp = [];
     document.addEventListener('securitypolicyviolation', (e) => { window.__csp.push(e.violatedDirective + ' ' + (e.blockedURI || '')); });
     const b64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
-    window.__push = { keys: [], sub: null, unsubscribed: 0 };
+    // The subscription outlives a page (as a browser's does): its key is kept in sessionStorage.
+    window.__push = { keys: [], unsubscribed: 0 };
+    const make = (key) => ({
+      endpoint,
+      options: { applicationServerKey: key.buffer, userVisibleOnly: true },
+      toJSON() { return { endpoint, expirationTime: null, keys: { p256dh, auth } }; },
+      async unsubscribe() { sessionStorage.removeItem('__push_key'); window.__push.unsubscribed += 1; return true; },
+    });
     PushManager.prototype.subscribe = async function (options) {
       const key = new Uint8Array(options.applicationServerKey);
       window.__push.keys.push({ key: b64url(key), userVisibleOnly: options.userVisibleOnly });
-      const sub = {
-        endpoint,
-        options: { applicationServerKey: key.buffer, userVisibleOnly: true },
-        toJSON() { return { endpoint, expirationTime: null, keys: { p256dh, auth } }; },
-        async unsubscribe() { window.__push.sub = null; window.__push.unsubscribed += 1; return true; },
-      };
-      window.__push.sub = sub;
-      return sub;
+      sessionStorage.setItem('__push_key', JSON.stringify(Array.from(key)));
+      return make(key);
     };
-    PushManager.prototype.getSubscription = async function () { return window.__push.sub; };
+    PushManager.prototype.getSubscription = async function () {
+      const kept = sessionStorage.getItem('__push_key');
+      return kept ? make(new Uint8Array(JSON.parse(kept))) : null;
+    };
   }, { endpoint, p256dh, auth });
   const page = await context.newPage();
   await page.goto(base + '/');
@@ -181,6 +186,29 @@ for (const [name, opts] of [['desktop', {}], ['mobile', MOBILE]]) {
       });
       assert.equal(sw, '/sw.js');
       await page.screenshot({ path: path.join(shots, 'screenshot-push-' + name + '.png') });
+
+      // The account page: this device's text setting, off until allowed, kept by the server.
+      await page.goto(base + '/account');
+      const allow = page.locator('#push-include-text');
+      await page.waitForFunction(() => { const b = document.getElementById('push-include-text'); return b && !b.disabled; });
+      assert.equal(await allow.isChecked(), false);
+      const [allowed] = await Promise.all([
+        page.waitForRequest((r) => r.url().endsWith('/api/push/subscriptions') && r.method() === 'POST' && 'include_text' in (r.postDataJSON() || {})),
+        allow.click(),
+      ]);
+      assert.equal(allowed.postDataJSON().include_text, true);
+      assert.deepEqual(await (await allowed.response()).json(), { subscribed: true, include_text: true });
+      await page.reload();
+      await page.waitForFunction(() => { const b = document.getElementById('push-include-text'); return b && !b.disabled; });
+      assert.equal(await allow.isChecked(), true, 'the setting is read back from the server');
+      assert.deepEqual(await page.evaluate(() => window.__csp), []);
+      await page.screenshot({ path: path.join(shots, 'screenshot-push-account-' + name + '.png'), fullPage: true });
+
+      // Back in the chat the bell shows it is on (the browser's subscription, read at load).
+      await page.goto(base + '/');
+      await page.waitForFunction(() => document.getElementById('app').classList.contains('ready'));
+      if (name === 'mobile') await page.click('#open-nav');
+      await page.waitForFunction(() => document.getElementById('push-toggle').getAttribute('aria-checked') === 'true');
 
       // Off: the server forgets this endpoint, the browser unsubscribes.
       const [deleted] = await Promise.all([

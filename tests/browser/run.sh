@@ -7,7 +7,7 @@
 # (two-factor.test.mjs signs in with a password and a code and enrols on the account page;
 # passkeys.test.mjs drives Chromium's virtual WebAuthn authenticator at https://localhost:PORT;
 # history.test.mjs adds screenshot-{search-desktop,search-mobile,export-mobile,file-mobile}.png;
-# push.test.mjs (the notifications bell, PushManager stubbed) adds screenshot-push-{desktop,mobile}.png;
+# push.test.mjs (the notifications bell, PushManager stubbed) adds screenshot-push-{desktop,mobile}.png and screenshot-push-account-{desktop,mobile}.png;
 # runs.test.mjs drives the page against mock-edge.mjs, not the binary; crash.test.mjs kills the binary
 # with SIGKILL mid-answer and starts it again on the same data dir)
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
