@@ -53,6 +53,8 @@ pub(crate) struct App {
     pub ops: std::sync::OnceLock<crate::metrics::Ops>,
     /// Passkey ceremonies in progress and the names they may be for (`auth::passkeys`).
     pub passkeys: crate::auth::passkeys::Passkeys,
+    /// Web Push: the VAPID key and the client to push services (`crate::push`).
+    pub push: crate::push::Push,
     /// This `App` itself, for the tasks a handler starts that outlive its request (a run).
     me: std::sync::Weak<App>,
 }
@@ -169,6 +171,7 @@ impl App {
         let mut app = App {
             me: std::sync::Weak::new(),
             runs: Default::default(),
+            push: crate::push::Push::new(&config.push, &store),
             v1_headers: crate::hermes::answer_headers(&headers),
             headers,
             ip_limit: IpLimit::new(

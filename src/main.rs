@@ -17,6 +17,7 @@ mod html;
 mod memory;
 mod metrics;
 mod notify;
+mod push;
 mod redirect;
 mod reload;
 mod response;

@@ -318,6 +318,14 @@ async fn signed_in(
         (&Method::DELETE, p) if p.starts_with("/api/passkeys/") => {
             return passkeys::remove(app, user, tail(p, "/api/passkeys/")).await
         }
+        (&Method::GET, "/api/push/key") => return crate::push::routes::key(app),
+        (&Method::POST, "/api/push/subscriptions") => {
+            return crate::push::routes::subscribe(app, ctx, req, user).await
+        }
+        (&Method::DELETE, "/api/push/subscriptions") => {
+            return crate::push::routes::unsubscribe(app, ctx, req, user).await
+        }
+        (_, "/api/push/key" | "/api/push/subscriptions") => return response::method_not_allowed(),
         (&Method::GET, "/api/admin/users") => return admin_users::list(app).await,
         (&Method::POST, "/api/admin/users") => return admin::create_user(app, ctx, req).await,
         (&Method::POST, "/api/admin/invites") => return admin_users::invite(app, ctx, req).await,

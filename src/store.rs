@@ -254,6 +254,23 @@ const MIGRATIONS: &[&str] = &[
         used_at INTEGER
     ) WITHOUT ROWID;
     CREATE INDEX password_links_user ON password_links(user_id);",
+    // 13: Web Push (src/push/): the server's VAPID key pair (one row), and each device's
+    // subscription, one per endpoint; an account's go with it.
+    "CREATE TABLE push_vapid (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pkcs8 BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE push_subscriptions (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        endpoint TEXT NOT NULL UNIQUE,
+        p256dh BLOB NOT NULL,
+        auth BLOB NOT NULL,
+        include_text INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id);",
 ];
 
 #[derive(Clone)]

@@ -7,8 +7,11 @@
  * /dashboard/), /media/ files, /login, /logout, /view, /healthz, any answer that is not a plain 200,
  * or a navigation that was redirected (to the sign-in page). The one page kept, "/", is the same
  * static file for every user (index.html); what a user sees comes from the API afterwards.
+ * Web Push notifications are handled by push-sw.js, loaded below.
  */
 'use strict';
+
+importScripts('/push-sw.js');
 
 const CACHE = 'hermes-shell-v1';
 
@@ -25,7 +28,7 @@ const PRECACHE = [
   '/history.css', '/js/search.js', '/js/export.js', '/js/timestamps.js', '/js/files.js',
   '/js/webauthn.js', '/js/passkeys.js', '/js/passkey-login.js',
   '/js/manage.js', '/js/account-password.js', '/js/account-sessions.js', '/js/account-tokens.js',
-  '/js/admin-users.js', '/js/admin-activity.js', '/js/invite.js',
+  '/js/admin-users.js', '/js/admin-activity.js', '/js/invite.js', '/js/push.js', '/js/push-text.js',
 ];
 
 /** Whether a same-origin path belongs to the shell (and so may be kept). */

@@ -156,3 +156,18 @@ pub(crate) const APPROVALS: &str = "owner";
 pub(crate) const APPROVAL_TIMEOUT_SECS: u64 = 60;
 /// Hermes' 429 usually clears within seconds; after this long the user is told when to retry.
 pub(crate) const RETRY_BUDGET_SECS: u64 = 20;
+
+// --- [push] ---
+
+/// On: nothing is sent until a person turns notifications on for a device, and a push says only
+/// which conversation and why (docs/security.md).
+pub(crate) const PUSH_ENABLED: bool = true;
+/// A person's phones, laptops and browsers, with room for old subscriptions a browser replaced.
+pub(crate) const PUSH_MAX_SUBSCRIPTIONS_PER_USER: usize = 10;
+/// An hour: a device offline longer would announce an answer already read elsewhere, or an
+/// approval long timed out.
+pub(crate) const PUSH_TTL_SECS: u64 = 3600;
+/// Off: a push endpoint is a URL the server requests, so one on this machine or a private network
+/// would let a user make it reach inside (SSRF). Only tests, which play the push service here,
+/// turn it on.
+pub(crate) const PUSH_ALLOW_PRIVATE_ENDPOINTS: bool = false;

@@ -32,6 +32,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub metrics: FileMetrics,
     #[serde(default)]
+    pub push: FilePush,
+    #[serde(default)]
     pub routes: Vec<RouteEntry>,
 }
 
@@ -135,6 +137,17 @@ pub(crate) struct FileDashboard {
 pub(crate) struct FileMetrics {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
+}
+
+/// `[push]`: Web Push notifications of finished answers and waiting approvals.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilePush {
+    pub enabled: Option<bool>,
+    pub subject: Option<String>,
+    pub max_subscriptions_per_user: Option<usize>,
+    pub ttl_secs: Option<u64>,
+    pub allow_private_endpoints: Option<bool>,
 }
 
 /// A custom page: `[[routes]] path = "/video" file = "www/video.html"`.

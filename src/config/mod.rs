@@ -27,6 +27,7 @@ mod limits;
 mod media;
 mod metrics;
 mod oidc;
+pub(crate) mod push;
 mod tls;
 
 use std::net::SocketAddr;
@@ -178,6 +179,7 @@ pub(crate) struct Config {
     /// Hermes' dashboard, e.g. `http://127.0.0.1:9119`; `None` when `/dashboard/` is off.
     pub dashboard_upstream: Option<String>,
     pub metrics: MetricsConfig,
+    pub push: push::PushConfig,
     pub routes: Vec<RouteEntry>,
 }
 
@@ -245,6 +247,7 @@ impl Config {
         }
         let dashboard_upstream = dashboard::resolve(&file.dashboard, cli)?;
         let metrics = metrics::resolve(&file.metrics, cli)?;
+        let push = push::resolve(&file.push)?;
         for r in &file.routes {
             if !r.path.starts_with('/') || r.path.contains("..") {
                 return Err(invalid(
@@ -287,6 +290,7 @@ impl Config {
             chat,
             dashboard_upstream,
             metrics,
+            push,
             routes: file.routes,
         })
     }

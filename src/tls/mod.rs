@@ -116,6 +116,25 @@ pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// rustls settings for a client of servers on the internet (identity providers, push services):
+/// the system's roots (Mozilla's when it has none), this crypto provider. `Err` only if the
+/// provider supports no TLS version, which the listener would have found first.
+pub(crate) fn client_config() -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS client settings: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// rustls settings for the HTTPS listener: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1,
 /// stateless resumption tickets plus a session cache.
 pub(crate) fn server_config(

@@ -10,6 +10,7 @@
 # app.test.mjs adds screenshot-{rendering-desktop,rendering-mobile,conversation-menu-mobile,delete-confirm-mobile,unreachable-mobile}.png
 #   and covers the installable app, rendering, the viewer, sign-in, the outage banner and the phone menu;
 # admin.test.mjs drives the account page's password/sessions/tokens sections and the admin page;
+# push.test.mjs (the notifications bell, PushManager stubbed) adds screenshot-push-{desktop,mobile}.png and screenshot-push-account-{desktop,mobile}.png;
 # runs.test.mjs drives the page against mock-edge.mjs, not the binary; crash.test.mjs kills the binary
 # with SIGKILL mid-answer and starts it again on the same data dir)
 # (SCREENSHOT_DIR=docs refreshes the README's copies).
@@ -39,4 +40,4 @@ cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
-HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs two-factor.test.mjs passkeys.test.mjs history.test.mjs app.test.mjs admin.test.mjs
+HERMES_EDGE_BIN="$bin" node --test --test-concurrency=1 sse.test.mjs chat.test.mjs crash.test.mjs runs.test.mjs two-factor.test.mjs passkeys.test.mjs history.test.mjs app.test.mjs admin.test.mjs push.test.mjs

@@ -3,7 +3,8 @@
  *   GET/PATCH/DELETE /api/conversations[/{id}], GET /api/me, GET /healthz, POST /api/chat (SSE),
  *   GET /api/conversations/{id}/run (SSE), POST .../run/stop and .../run/approval,
  *   GET/POST/DELETE /api/tokens[/{id}] (the "API tokens" dialog), GET /api/search (js/search.js),
- *   GET /api/conversations/{id}/export (js/export.js).
+ *   GET /api/conversations/{id}/export (js/export.js), GET /api/push/key and
+ *   POST/DELETE /api/push/subscriptions (js/push.js).
  * No inline script or style (the CSP forbids both). The page's code is ES modules (see www/README.md
  * for which holds what), loaded from this one (index.html: <script type="module" src="/js/main.js">).
  * The other modules only define things (and look up their elements); this one wires the page
@@ -24,6 +25,7 @@ import { flushDraft, loadDraft, pruneDrafts } from './drafts.js';
 import { wireSearch } from './search.js';
 import { wireExport } from './export.js';
 import { wireTimestamps } from './timestamps.js';
+import { wirePush } from './push.js';
 
 // ---------------------------------------------------------------- wiring
 wireMessages();
@@ -33,6 +35,7 @@ wireRuns();
 wireSearch();
 wireExport();
 wireTimestamps();
+wirePush();
 
 document.addEventListener('keydown', (e) => {
   if (tokensDialog.open) return; // Esc there closes the dialog (the browser's own cancel), nothing else

@@ -228,17 +228,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// crypto provider, HTTP/1.1 (what providers' endpoints all speak). `Err` only if that crypto
 /// provider supports no TLS version, which the listener would have found first.
 fn https_client() -> Result<HttpsClient, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(native.certs);
-    if added == 0 {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client settings: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::tls::client_config()?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(HTTP_TIMEOUT));

@@ -410,8 +410,21 @@ fn on_run_event(
                 state.put_step(step);
             }
             let data = serde_json::to_string(&approval).unwrap_or_default();
+            let excerpt = if approval.description.is_empty() {
+                approval.command.clone()
+            } else {
+                approval.description.clone()
+            };
             state.approval = Some(approval);
             state.send(sse(Some("edge.approval"), &data));
+            crate::push::notify(
+                &job.app,
+                job.run.user_id,
+                &job.run.conversation,
+                crate::push::Kind::Approval,
+                state.tabs_attached(),
+                &excerpt,
+            );
             tracing::info!(user = %job.username, "the agent waits for an approval");
         }
         "approval.responded" => {
@@ -613,6 +626,8 @@ async fn save_progress(job: &Job) {
 
 /// Stores the whole answer, tells the tabs, and leaves the registry.
 async fn finish(job: Job, outcome: Outcome) {
+    // A stop is asked from a tab, so its person knows; anything else is worth a push.
+    let tell = !matches!(outcome, Outcome::Stopped);
     let (error, last) = match outcome {
         Outcome::Completed { output } => {
             let mut state = job.run.state();
@@ -642,7 +657,7 @@ async fn finish(job: Job, outcome: Outcome) {
             (Some(v), Some(event))
         }
     };
-    let (text, steps, conversation) = {
+    let (text, steps, conversation, tabs) = {
         let mut state = job.run.state();
         // A step still open when the run ended did not finish.
         let open: Vec<ToolStep> = state
@@ -666,8 +681,10 @@ async fn finish(job: Job, outcome: Outcome) {
             state.text.clone(),
             serde_json::to_string(&state.steps).unwrap_or_default(),
             job.run.conversation.clone(),
+            state.tabs_attached(),
         )
     };
+    let excerpt: String = text.chars().take(400).collect();
     let row = job.row;
     let error = error.map(|e| e.to_string());
     let stored = job
@@ -689,6 +706,17 @@ async fn finish(job: Job, outcome: Outcome) {
         tracing::error!("cannot store the assistant's answer: {e}");
     }
     job.run.end(&job.app.runs, last);
+    // After the answer is stored, so the conversation a notification opens shows it.
+    if tell {
+        crate::push::notify(
+            &job.app,
+            job.run.user_id,
+            &job.run.conversation,
+            crate::push::Kind::Done,
+            tabs,
+            &excerpt,
+        );
+    }
 }
 
 /// At shutdown, after the grace period: each run still going is stopped in Hermes (nobody could

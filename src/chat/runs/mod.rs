@@ -183,6 +183,12 @@ impl RunState {
         sse(Some("edge.run"), &data.to_string())
     }
 
+    /// How many tabs are attached to the run now (reading its stream); a push is sent only when
+    /// none is (`crate::push::notify`).
+    pub(crate) fn tabs_attached(&self) -> usize {
+        self.tx.as_ref().map_or(0, |tx| tx.receiver_count())
+    }
+
     /// Sends `event` to every attached tab.
     pub(crate) fn send(&self, event: Bytes) {
         if let Some(tx) = &self.tx {
