@@ -16,8 +16,10 @@ use webauthn_rs::prelude::{DiscoverableAuthentication, PasskeyRegistration};
 
 /// How long a browser has to answer: WebAuthn's own timeout is about as long.
 pub(crate) const CEREMONY_LIFETIME: Duration = Duration::from_secs(300);
-/// Ceremonies open at once for one account or one client network.
-pub(crate) const PER_OWNER: usize = 16;
+/// Ceremonies open at once for one account or one client network. The login page starts one at
+/// each load (for passkey autofill), so an office or a school behind one address opens many: the
+/// bound only keeps one network from taking the whole table.
+pub(crate) const PER_OWNER: usize = 64;
 
 /// Who started a ceremony.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
