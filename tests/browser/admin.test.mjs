@@ -131,7 +131,8 @@ async function checkPhoneLayout(p) {
   assert.ok(sw <= cw, `scrollWidth ${sw} > clientWidth ${cw}: ${wide.join(', ')}`);
   const small = await p.evaluate(() => [...document.querySelectorAll('main button, main a.btn, main input, main select, .page-links a')]
     .filter((e) => e.offsetParent !== null && e.type !== 'hidden')
-    .map((e) => [e.id || e.className || e.textContent.trim(), Math.round(e.getBoundingClientRect().height)])
+    // A checkbox's tap target is its whole label.
+    .map((e) => [e.id || e.className || e.textContent.trim(), Math.round(((e.type === 'checkbox' && e.closest('label')) || e).getBoundingClientRect().height)])
     .filter(([, h]) => h < 44));
   assert.deepEqual(small, [], 'controls under 44 px: ' + JSON.stringify(small));
 }

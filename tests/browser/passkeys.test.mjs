@@ -120,7 +120,7 @@ before(async () => {
   base = 'https://localhost:' + port;
   // Both tests sign in several times from 127.0.0.1, past the default per-address limit.
   const config = path.join(tmp, 'hermes-edge.toml');
-  fs.writeFileSync(config, '[auth]\nlogin_attempts_per_minute_per_ip = 100\n');
+  fs.writeFileSync(config, '[auth]\nlogin_attempts_per_minute_per_ip = 100\n[limits]\n# The tests send bursts no person does.\nrequests_per_second_per_ip = 1000\nrequest_burst_per_ip = 1000\n');
   const args = ['--config', config, '--listen', '127.0.0.1:' + port, '--http-listen', 'off', '--certs-dir', path.join(tmp, 'certs'),
     '--data-dir', path.join(tmp, 'data'), '--upstream', 'http://127.0.0.1:9', '--www', path.join(repo, 'www')];
   server = spawn(BIN, args, {
