@@ -11,10 +11,10 @@ import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, freePort, sleep } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
@@ -22,7 +22,6 @@ const repo = path.resolve(here, '../..');
 const shots = path.resolve(repo, process.env.SCREENSHOT_DIR || 'target/screenshots');
 fs.mkdirSync(shots, { recursive: true });
 const BIN = process.env.HERMES_EDGE_BIN;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const PASSWORD = 'alice-password-' + Math.random().toString(36).slice(2, 10);
 const ADMIN_PASSWORD = 'admin-' + PASSWORD;
 
@@ -31,19 +30,6 @@ let server;
 let serverLog = '';
 let base;
 let browser;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function healthy(url) {
   return new Promise((resolve) => {

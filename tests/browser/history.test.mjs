@@ -16,11 +16,11 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { startFakeUpstream } from './fake-upstream.mjs';
+import { CHROMIUM, LAUNCH_ARGS, freePort, sleep, until } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
@@ -29,9 +29,6 @@ fs.mkdirSync(shots, { recursive: true });
 const BIN = process.env.HERMES_EDGE_BIN;
 const ADMIN_PW = 'history-test-' + Math.random().toString(36).slice(2, 12);
 const API_KEY = 'test-key-' + Array.from({ length: 32 }, () => Math.floor(Math.random() * 16).toString(16)).join('');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const LAUNCH_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const MOBILE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 
 let tmp;
@@ -44,19 +41,6 @@ let context;
 let page;
 const conv = {}; // name -> conversation id
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function getHealth(url) {
   return new Promise((resolve) => {
     const req = https.get(url, { rejectUnauthorized: false, timeout: 2000 }, (res) => {
@@ -66,16 +50,6 @@ function getHealth(url) {
     req.on('error', () => resolve(null));
     req.on('timeout', () => { req.destroy(); resolve(null); });
   });
-}
-
-async function until(fn, ms, what, every = 50) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
-    await sleep(every);
-  }
 }
 
 async function newContext(opts) {

@@ -19,10 +19,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import net from 'node:net';
 import https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, freePort, sleep, until } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
@@ -30,7 +30,6 @@ const shots = path.resolve(repo, process.env.SCREENSHOT_DIR || 'target/screensho
 fs.mkdirSync(shots, { recursive: true });
 const BIN = process.env.HERMES_EDGE_BIN;
 const ADMIN_PW = 'push-test-' + Math.random().toString(36).slice(2, 12);
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // --ignore-certificate-errors: Chromium refuses to register a service worker from a site whose
 // certificate it does not trust, which Playwright's ignoreHTTPSErrors does not change; the
 // server's certificate here is from its own local CA.
@@ -44,19 +43,6 @@ let serverLog = '';
 let base;
 let browser;
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function getHealth(url) {
   return new Promise((resolve) => {
     const req = https.get(url, { rejectUnauthorized: false, timeout: 2000 }, (res) => {
@@ -66,16 +52,6 @@ function getHealth(url) {
     req.on('error', () => resolve(null));
     req.on('timeout', () => { req.destroy(); resolve(null); });
   });
-}
-
-async function until(fn, ms, what, every = 50) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
-    await sleep(every);
-  }
 }
 
 /** A signed-in page whose PushManager is stubbed as described at the top. */
