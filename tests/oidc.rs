@@ -30,6 +30,7 @@ impl Provider {
     /// The provider with more of provider.mjs's settings (`OIDC_PORT`, `OIDC_KEY_ID`, ...).
     fn start_with(clients: Value, accounts: Value, env: &[(&str, &str)]) -> Provider {
         let root = env!("CARGO_MANIFEST_DIR");
+        ensure_peers();
         assert!(
             std::path::Path::new(root)
                 .join("tests/oidc/node_modules/oidc-provider")

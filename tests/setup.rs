@@ -104,6 +104,7 @@ fn service_ids(root: &Path) -> (u32, u32) {
 /// /usr/local/bin is mounted over the live one, so that the unit's ExecStart is the copied binary
 /// and every other path (kill, the targets) is the live system's. Any complaint fails.
 fn verify_unit(root: &Path) {
+    ensure_peers();
     let script = format!(
         "mount --make-rprivate / && mount --bind {bin} /usr/local/bin && exec systemd-analyze verify {unit}",
         bin = root.join("usr/local/bin").display(),
@@ -462,6 +463,7 @@ struct Dns {
 impl Dns {
     fn start() -> Dns {
         let (dns_port, mgmt_port) = (free_port(), free_port());
+        ensure_peers();
         let child = Command::new("pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])

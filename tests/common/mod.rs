@@ -469,6 +469,26 @@ impl Drop for StopGuard {
 
 /// Runs a script of `tests/hermes/` with a time bound; returns (success, stdout, stderr). The
 /// environment is inherited (so `HERMES_VENV` reaches it).
+/// Installs the peers a test needs that no other test's own script installs (the OpenID
+/// provider from npm, `systemd-analyze`, pebble-challtestsrv), so that a plain `cargo test` on a
+/// fresh machine works as `.ci/run` does: `tests/install-peers.sh`, idempotent, once per test binary.
+pub fn ensure_peers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/install-peers.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("bash runs tests/install-peers.sh");
+        assert!(
+            out.status.success(),
+            "tests/install-peers.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 pub fn run_script(script: &str, args: &[&str], limit: Duration) -> (bool, String, String) {
     run_script_with(script, args, &[], limit)
 }
