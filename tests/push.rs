@@ -215,17 +215,15 @@ fn check_vapid(p: &Pushed, server_key: &str, origin: &str) {
 }
 
 fn start(fake: &Fake, config: &str) -> (Server, tempfile::TempDir) {
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("edge.toml");
-    std::fs::write(&path, config).unwrap();
-    let s = Server::start_with(
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_in_with_config(
+        dir.path(),
+        config,
         Start::default()
             .upstream(fake.url())
-            .env("HERMES_EDGE_API_KEY", KEY)
-            .arg("--config")
-            .arg(path.display().to_string()),
+            .env("HERMES_EDGE_API_KEY", KEY),
     );
-    (s, cfg)
+    (s, dir)
 }
 
 async fn subscribe(s: &Server, c: &reqwest::Client, sub: &Value) -> reqwest::Response {
