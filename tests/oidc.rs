@@ -253,6 +253,24 @@ async fn audit(s: &Server) -> Vec<Value> {
     v["entries"].as_array().unwrap().clone()
 }
 
+/// `url` with the query parameter `key` set to `value` (the others kept, in order).
+fn with_param(url: &str, key: &str, value: &str) -> reqwest::Url {
+    let mut u = reqwest::Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == key {
+                value.to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    u.query_pairs_mut().clear().extend_pairs(pairs);
+    u
+}
+
 fn has_session_cookie(cookies: &[String]) -> bool {
     cookies
         .iter()
@@ -385,19 +403,7 @@ async fn wrong_state_audience_or_email_is_refused_audited_and_makes_no_session()
     let c = s.client();
     let url = to_callback(&s, &c, "corp", "alice").await;
     assert!(url.contains("state="));
-    let mut tampered = reqwest::Url::parse(&url).unwrap();
-    let pairs: Vec<(String, String)> = tampered
-        .query_pairs()
-        .map(|(k, v)| {
-            let v = if k == "state" {
-                "not-the-state".into()
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), v)
-        })
-        .collect();
-    tampered.query_pairs_mut().clear().extend_pairs(pairs);
+    let tampered = with_param(&url, "state", "not-the-state");
     let (status, body, cookies) = callback(&c, tampered.as_str()).await;
     refused(status, &body, &cookies, "oidc_state_mismatch");
     assert_eq!(status, 400);
@@ -410,19 +416,7 @@ async fn wrong_state_audience_or_email_is_refused_audited_and_makes_no_session()
     let c = s.client();
     let url = to_callback(&s, &c, "corp", "alice").await;
     assert!(url.contains("iss="), "oidc-provider names itself: {url}");
-    let mut tampered = reqwest::Url::parse(&url).unwrap();
-    let pairs: Vec<(String, String)> = tampered
-        .query_pairs()
-        .map(|(k, v)| {
-            let v = if k == "iss" {
-                "https://evil.example".into()
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), v)
-        })
-        .collect();
-    tampered.query_pairs_mut().clear().extend_pairs(pairs);
+    let tampered = with_param(&url, "iss", "https://evil.example");
     let (status, body, cookies) = callback(&c, tampered.as_str()).await;
     refused(status, &body, &cookies, "oidc_wrong_issuer");
     assert!(me(&s, &c).await.is_none());
